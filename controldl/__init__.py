@@ -1,0 +1,49 @@
+"""controldl: training residual networks as discrete optimal control.
+
+The public API::
+
+    import controldl as cdl
+    data = cdl.data.ring(600, seed=0)
+    problem = cdl.Problem(data, width=3, layers=20, horizon=5.0, l2=1e-3)
+    solution = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.01), max_iter=500)
+    solution.save("out/ring")
+
+Importing controldl turns on JAX's float64 (``jax_enable_x64``): the canonical problem is
+solved in double precision unless a solver is asked for ``float32``.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from controldl import data  # noqa: E402
+from controldl.data import Dataset  # noqa: E402
+from controldl.problem import Formulation, Params, Problem, init_params  # noqa: E402
+from controldl.solution import Solution, load  # noqa: E402
+from controldl.solvers import (  # noqa: E402
+    GradientDescent,
+    Solver,
+    available,
+    make_solver,
+    solve,
+    solver_class,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "Formulation",
+    "GradientDescent",
+    "Params",
+    "Problem",
+    "Solution",
+    "Solver",
+    "available",
+    "data",
+    "init_params",
+    "load",
+    "make_solver",
+    "solve",
+    "solver_class",
+]

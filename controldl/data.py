@@ -1,0 +1,400 @@
+"""Datasets: built-in generators, user files, splits and standardization.
+
+Every generator returns a :class:`Dataset` whose inputs ``X`` are ``(N, n)`` floats and
+whose targets are integer labels ``(N,)`` in ``0..K-1`` (classification) or floats
+``(N, m)`` (regression). Sampling is deterministic given ``seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TASKS = ("classification", "regression")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Training data and, optionally, a held-out test split.
+
+    Attributes:
+        X_train: inputs, shape ``(N, n)``.
+        y_train: labels ``(N,)`` (ints in ``0..K-1``) or regression targets ``(N, m)``.
+        X_test, y_test: the test split, or ``None``.
+        task: ``"classification"`` or ``"regression"``.
+        n_classes: K for classification, ``None`` for regression.
+        source: how the data was made (name, path, seed, …), recorded in ``meta.json``.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    task: str = "classification"
+    n_classes: int | None = None
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_arrays(self.X_train, self.y_train, self.task, self.n_classes, "training")
+        if (self.X_test is None) != (self.y_test is None):
+            raise ValueError("X_test and y_test must be given together")
+        if self.X_test is not None:
+            validate_arrays(self.X_test, self.y_test, self.task, self.n_classes, "test")
+            if self.X_test.shape[1] != self.X_train.shape[1]:
+                raise ValueError(
+                    f"test inputs have {self.X_test.shape[1]} features, training inputs "
+                    f"{self.X_train.shape[1]}"
+                )
+
+    @property
+    def n_features(self) -> int:
+        """n, the input dimension."""
+        return int(self.X_train.shape[1])
+
+    @property
+    def n_targets(self) -> int:
+        """Output dimension of a regression target (1 for labels)."""
+        return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X_train.shape[0])
+
+    @property
+    def has_test(self) -> bool:
+        return self.X_test is not None
+
+
+def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str) -> None:
+    """Raise ``ValueError`` with a precise message unless ``X``, ``y`` form valid data."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if not isinstance(X, np.ndarray) or X.ndim != 2:
+        shape = getattr(X, "shape", None)
+        raise ValueError(f"{what} inputs X must be a 2-D array (N, n), got shape {shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} inputs X are empty (shape {X.shape})")
+    if not np.issubdtype(X.dtype, np.number):
+        raise ValueError(f"{what} inputs X must be numeric, got dtype {X.dtype}")
+    if not np.all(np.isfinite(X)):
+        bad = int(np.argwhere(~np.isfinite(X))[0][0])
+        raise ValueError(f"{what} inputs contain NaN or infinity (first at row {bad})")
+    if not isinstance(y, np.ndarray) or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"{what} targets have {getattr(y, 'shape', ('?',))[0]} rows but X has {X.shape[0]}"
+        )
+    if not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"{what} targets must be numeric, got dtype {y.dtype}")
+    if not np.all(np.isfinite(y)):
+        bad = int(np.argwhere(~np.isfinite(y.reshape(len(y), -1)))[0][0])
+        raise ValueError(f"{what} targets contain NaN or infinity (first at row {bad})")
+    if task == "classification":
+        if y.ndim != 1:
+            raise ValueError(f"{what} labels must be a vector (N,), got shape {y.shape}")
+        if not np.all(y == np.round(y)):
+            raise ValueError(f"{what} labels must be integers 0..K-1")
+        if n_classes is None or n_classes < 2:
+            raise ValueError(f"classification needs K >= 2 classes, got {n_classes}")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi > n_classes - 1:
+            raise ValueError(
+                f"{what} label {lo if lo < 0 else hi} is outside 0..{n_classes - 1}"
+            )
+    elif y.ndim not in (1, 2):
+        raise ValueError(f"{what} regression targets must be (N,) or (N, m), got {y.shape}")
+
+
+def classification(X: np.ndarray, y: np.ndarray, source: dict[str, Any]) -> Dataset:
+    """A classification :class:`Dataset` with K inferred from the labels (at least 2)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+        K = max(int(y.max()) + 1, 2) if y.size else 2
+    else:
+        K = 2  # validate_arrays reports the precise problem
+    return Dataset(X, y, task="classification", n_classes=K, source=source)
+
+
+def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
+    """A regression :class:`Dataset`; targets are kept as ``(N, m)``."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    return Dataset(X, Y, task="regression", source=source)
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def _check_generator(n_samples: int, noise: float) -> None:
+    if not isinstance(n_samples, int | np.integer) or n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    if not math.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+
+
+def _uniform_ball(rng: np.random.Generator, n: int, dim: int, r0: float, r1: float) -> np.ndarray:
+    """``n`` points uniform (in volume) in the shell ``r0 ≤ ‖x‖ ≤ r1`` of ``R^dim``."""
+    directions = rng.normal(size=(n, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    u = rng.uniform(size=n)
+    radii = (r0**dim + u * (r1**dim - r0**dim)) ** (1.0 / dim)
+    return directions * radii[:, None]
+
+
+def spheres(
+    n_samples: int = 600,
+    seed: int = 0,
+    noise: float = 0.0,
+    dim: int = 3,
+    radii: tuple[float, float, float] = (0.5, 0.75, 1.0),
+    flip: float = 0.0,
+) -> Dataset:
+    """Concentric spheres in ``R^dim``: class 0 is the ball ``‖x‖ ≤ r₁``, class 1 the shell
+    ``r₂ ≤ ‖x‖ ≤ r₃`` (half the points each). ``noise`` adds Gaussian noise of that standard
+    deviation to the inputs, ``flip`` mislabels that fraction of the points."""
+    _check_generator(n_samples, noise)
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    r1, r2, r3 = radii
+    if not 0 < r1 < r2 < r3:
+        raise ValueError(f"radii must satisfy 0 < r1 < r2 < r3, got {radii}")
+    rng = np.random.default_rng(seed)
+    n0 = n_samples // 2
+    X = np.concatenate(
+        [_uniform_ball(rng, n0, dim, 0.0, r1), _uniform_ball(rng, n_samples - n0, dim, r2, r3)]
+    )
+    y = np.concatenate([np.zeros(n0, np.int64), np.ones(n_samples - n0, np.int64)])
+    return _finish(rng, X, y, noise, flip, dict(name="spheres", dim=dim, radii=list(radii)),
+                   n_samples, seed)
+
+
+def ring(n_samples: int = 600, seed: int = 0, noise: float = 0.0, flip: float = 0.0) -> Dataset:
+    """The ring: inner disk ``‖x‖ ≤ 0.5`` (class 0) against the annulus
+    ``0.75 ≤ ‖x‖ ≤ 1`` (class 1) in the plane."""
+    ds = spheres(n_samples, seed, noise, dim=2, flip=flip)
+    return dataclasses.replace(ds, source={**ds.source, "name": "ring"})
+
+
+def g1d(n_samples: int = 600, seed: int = 0, noise: float = 0.0, flip: float = 0.0) -> Dataset:
+    """Dupont et al.'s ``g`` in one dimension: class 0 on ``|x| ≤ 1/3``, class 1 on
+    ``2/3 ≤ |x| ≤ 1``. No flow of the line can separate them; one extra dimension can."""
+    ds = spheres(n_samples, seed, noise, dim=1, radii=(1 / 3, 2 / 3, 1.0), flip=flip)
+    return dataclasses.replace(ds, source={**ds.source, "name": "g1d"})
+
+
+def spiral(
+    n_samples: int = 600, seed: int = 0, noise: float = 0.0, turns: float = 1.5, flip: float = 0.0
+) -> Dataset:
+    """Two interleaved spiral arms ``r = t``, angle ``2π·turns·t`` and the same rotated by π,
+    for ``t ∈ [0.1, 1]``."""
+    _check_generator(n_samples, noise)
+    rng = np.random.default_rng(seed)
+    n0 = n_samples // 2
+    t = np.sqrt(rng.uniform(0.01, 1.0, size=n_samples))
+    angle = 2 * np.pi * turns * t + np.where(np.arange(n_samples) < n0, 0.0, np.pi)
+    X = np.stack([t * np.cos(angle), t * np.sin(angle)], axis=1)
+    y = (np.arange(n_samples) >= n0).astype(np.int64)
+    return _finish(rng, X, y, noise, flip, dict(name="spiral", turns=turns), n_samples, seed)
+
+
+def checkerboard(
+    n_samples: int = 600, seed: int = 0, noise: float = 0.0, cells: int = 4, flip: float = 0.0
+) -> Dataset:
+    """Uniform points in ``[-1, 1]²`` labelled by the colour of a ``cells × cells`` board."""
+    _check_generator(n_samples, noise)
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1.0, 1.0, size=(n_samples, 2))
+    idx = np.floor((X + 1.0) * cells / 2.0).clip(0, cells - 1).astype(np.int64)
+    y = (idx.sum(axis=1) % 2).astype(np.int64)
+    return _finish(rng, X, y, noise, flip, dict(name="checkerboard", cells=cells), n_samples, seed)
+
+
+def moons(n_samples: int = 600, seed: int = 0, noise: float = 0.0, flip: float = 0.0) -> Dataset:
+    """Two interleaving half circles (as scikit-learn's ``make_moons``), centred."""
+    _check_generator(n_samples, noise)
+    rng = np.random.default_rng(seed)
+    n0 = n_samples // 2
+    a0 = rng.uniform(0, np.pi, n0)
+    a1 = rng.uniform(0, np.pi, n_samples - n0)
+    X = np.concatenate(
+        [np.stack([np.cos(a0), np.sin(a0)], 1), np.stack([1 - np.cos(a1), 0.5 - np.sin(a1)], 1)]
+    )
+    X = (X - np.array([0.5, 0.25])) / 1.5
+    y = np.concatenate([np.zeros(n0, np.int64), np.ones(n_samples - n0, np.int64)])
+    return _finish(rng, X, y, noise, flip, dict(name="moons"), n_samples, seed)
+
+
+def sine(n_samples: int = 200, seed: int = 0, noise: float = 0.0) -> Dataset:
+    """Regression of ``y = sin(x)`` on ``x ∈ [-π, π]`` (Li et al.'s flat-start example);
+    the inputs are scaled to ``[-1, 1]``."""
+    _check_generator(n_samples, noise)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-np.pi, np.pi, size=n_samples)
+    Y = np.sin(x) + noise * rng.normal(size=n_samples)
+    return regression((x / np.pi)[:, None], Y[:, None],
+                      dict(name="sine", n_samples=n_samples, seed=seed, noise=noise))
+
+
+def _finish(
+    rng: np.random.Generator,
+    X: np.ndarray,
+    y: np.ndarray,
+    noise: float,
+    flip: float,
+    source: dict[str, Any],
+    n_samples: int,
+    seed: int,
+) -> Dataset:
+    if not 0.0 <= flip <= 1.0:
+        raise ValueError(f"flip must be a fraction in [0, 1], got {flip}")
+    if noise > 0:
+        X = X + noise * rng.normal(size=X.shape)
+    if flip > 0:
+        flipped = rng.uniform(size=len(y)) < flip
+        y = np.where(flipped, 1 - y, y)
+    perm = rng.permutation(len(y))
+    src = {**source, "n_samples": int(n_samples), "seed": int(seed), "noise": float(noise)}
+    if flip:
+        src["flip"] = float(flip)
+    return classification(X[perm], y[perm], src)
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "ring": ring,
+    "spiral": spiral,
+    "spheres": spheres,
+    "g1d": g1d,
+    "checkerboard": checkerboard,
+    "moons": moons,
+    "sine": sine,
+}
+
+
+def make_dataset(name: str, n_samples: int = 600, seed: int = 0, noise: float = 0.0,
+                 **options: Any) -> Dataset:
+    """A built-in dataset by name (see :data:`DATASETS`)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return DATASETS[name](n_samples=n_samples, seed=seed, noise=noise, **options)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_file(path: str | Path, task: str | None = None) -> Dataset:
+    """Load ``.npz`` (arrays ``X`` and ``y``) or ``.csv`` (the last column is the label).
+
+    The task is classification when every target is an integer (K = max + 1), regression
+    otherwise, unless ``task`` says which.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = [k for k in ("X", "y") if k not in f.files]
+                if missing:
+                    raise ValueError(
+                        f"{path}: missing array {missing[0]!r} (found {', '.join(f.files) or 'none'})"
+                    )
+                X, y = np.asarray(f["X"]), np.asarray(f["y"])
+        except ValueError:
+            raise
+        except Exception as exc:  # a corrupt or foreign file
+            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    elif suffix == ".csv":
+        try:
+            table = np.genfromtxt(path, delimiter=",", dtype=np.float64)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+        if table.ndim == 1:
+            table = table[None, :]
+        if table.size and np.all(np.isnan(table[0])):
+            table = table[1:]  # a header row
+        if table.ndim != 2 or table.shape[1] < 2 or table.shape[0] == 0:
+            raise ValueError(f"{path}: a CSV needs at least one feature column and a label column")
+        X, y = table[:, :-1], table[:, -1]
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .npz or .csv")
+    if X.ndim == 1:
+        X = X[:, None]
+    source = {"name": "file", "path": str(path.resolve())}
+    if X.ndim != 2:
+        raise ValueError(f"{path}: X must be 2-D (N, n), got shape {X.shape}")
+    if y.shape[:1] != X.shape[:1]:
+        raise ValueError(f"{path}: y has {y.shape[0] if y.ndim else 0} rows but X has {X.shape[0]}")
+    if not np.issubdtype(X.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"{path}: X and y must be numeric")
+    if task is None:
+        finite = np.all(np.isfinite(y))
+        task = "classification" if (not finite or np.all(y == np.round(y))) else "regression"
+    if task == "classification":
+        return classification(X, y, source)
+    if task == "regression":
+        return regression(X, y, source)
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def train_test_split(data: Dataset, test_fraction: float, seed: int = 0) -> Dataset:
+    """Hold out ``test_fraction`` of the training points (stratified for classes)."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
+    if test_fraction == 0.0:
+        return data
+    if data.has_test:
+        raise ValueError("this dataset already has a test split")
+    rng = np.random.default_rng(seed)
+    N = data.n_train
+    if data.task == "classification":
+        test_idx = []
+        for k in range(data.n_classes or 2):
+            members = np.flatnonzero(data.y_train == k)
+            rng.shuffle(members)
+            test_idx.append(members[: int(round(test_fraction * len(members)))])
+        test = np.sort(np.concatenate(test_idx))
+    else:
+        test = np.sort(rng.permutation(N)[: int(round(test_fraction * N))])
+    mask = np.zeros(N, bool)
+    mask[test] = True
+    if mask.all() or not mask.any():
+        raise ValueError(
+            f"test fraction {test_fraction} leaves {int((~mask).sum())} training and "
+            f"{int(mask.sum())} test points; use more samples or another fraction"
+        )
+    return dataclasses.replace(
+        data,
+        X_train=data.X_train[~mask],
+        y_train=data.y_train[~mask],
+        X_test=data.X_train[mask],
+        y_test=data.y_train[mask],
+        source={**data.source, "test_fraction": test_fraction, "split_seed": seed},
+    )
+
+
+def standardize(data: Dataset) -> Dataset:
+    """Centre and scale every feature with the training split's mean and standard deviation
+    (the test split uses the same numbers); the statistics are kept in ``source``."""
+    mean = data.X_train.mean(axis=0)
+    std = data.X_train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return dataclasses.replace(
+        data,
+        X_train=(data.X_train - mean) / std,
+        X_test=None if data.X_test is None else (data.X_test - mean) / std,
+        source={**data.source, "standardized": {"mean": mean.tolist(), "std": std.tolist()}},
+    )

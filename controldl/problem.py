@@ -1,0 +1,488 @@
+r"""The canonical discrete optimal control problem, evaluated with JAX.
+
+States ``x_i(t) ∈ R^d`` for samples ``i = 1..N`` and layers ``t = 0..L``, controls
+``θ_t = (A_t, b_t)``, readout ``(W, c)``, step ``h = T / L``:
+
+.. math::
+
+    x_i(0) = (X_i, 0, …, 0), \qquad x_i(t+1) = f(x_i(t), θ_t), \qquad z_i(t) = W x_i(t) + c,
+
+    J = \frac1N \sum_i ℓ(z_i(L), y_i) + \frac{λ}{2} h \sum_t (‖A_t‖_F^2 + ‖b_t‖^2)
+        + β h \sum_t (‖A_t‖_1 + ‖b_t‖_1)
+        + \frac{α}{2h} \sum_{t=0}^{L-2} (‖A_{t+1} - A_t‖_F^2 + ‖b_{t+1} - b_t‖^2)
+        + γ h \sum_{t=1}^{L} \frac1N \sum_i ℓ(z_i(t), y_i) + \frac{κ}{2}(‖W‖_F^2 + ‖c‖^2).
+
+The per-sample and per-layer formulas come from :mod:`controldl.model`; this module only
+assembles them over samples (``vmap``) and layers (``lax.scan``), and adds the discrete
+maximum principle: the Hamiltonian, the costate recursion and the gradient it gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from controldl import model
+from controldl.data import Dataset
+
+Array = jax.Array
+JAX = model.ops_for("jax")
+
+COST_TERMS: tuple[str, ...] = ("terminal", "l2", "l1", "smooth", "running", "readout_l2")
+"""Names of the cost terms, in the order of DESIGN.md (``total`` is their sum)."""
+
+
+class Params(NamedTuple):
+    """All optimization variables: controls ``A`` (L, d, d), ``b`` (L, d) and readout
+    ``W`` (m, d), ``c`` (m,). A JAX pytree."""
+
+    A: Any
+    b: Any
+    W: Any
+    c: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Formulation:
+    """Every parameter of the problem except the data; hashable (a static jit argument).
+
+    ``n_inputs`` (n) and ``n_outputs`` (m) follow from the data; ``task`` is
+    ``"classification"`` or ``"regression"``.
+    """
+
+    n_inputs: int
+    n_outputs: int
+    task: str = "classification"
+    n_classes: int | None = 2
+    model: str = "resnet"
+    activation: str = "tanh"
+    width: int = 2
+    layers: int = 20
+    horizon: float = 5.0
+    loss: str = "logistic"
+    l2: float = 0.0
+    l1: float = 0.0
+    smooth: float = 0.0
+    running: float = 0.0
+    readout_l2: float = 0.0
+    train_readout: bool = True
+    lipschitz_bound: float | None = None
+    box_bound: float | None = None
+
+    @property
+    def h(self) -> float:
+        """The step ``h = T / L``."""
+        return self.horizon / self.layers
+
+    def public_dict(self) -> dict[str, Any]:
+        """The formulation as recorded in ``meta.json`` (``problem``)."""
+        return dataclasses.asdict(self)
+
+
+FORMULATION_KEYS: tuple[str, ...] = (
+    "model", "activation", "width", "layers", "horizon", "loss", "l2", "l1", "smooth",
+    "running", "readout_l2", "train_readout", "lipschitz_bound", "box_bound",
+)
+
+
+def _default_loss(data: Dataset) -> str:
+    if data.task == "regression":
+        return "squared"
+    return "logistic" if data.n_classes == 2 else "cross_entropy"
+
+
+def _output_dim(data: Dataset, loss: str) -> int:
+    if data.task == "regression":
+        if loss != "squared":
+            raise ValueError(f"loss {loss!r} is for classification; regression uses 'squared'")
+        return data.n_targets
+    K = int(data.n_classes or 2)
+    if loss in ("logistic", "sigmoid_mse"):
+        if K != 2:
+            raise ValueError(f"loss {loss!r} is binary but the data has {K} classes; "
+                             "use 'cross_entropy'")
+        return 1
+    if loss == "cross_entropy":
+        return K
+    if loss == "squared":
+        raise ValueError("loss 'squared' is for regression targets; the data has class labels")
+    raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
+
+
+def _nonnegative(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def make_formulation(data: Dataset, **options: Any) -> Formulation:
+    """Validate ``options`` (the keys of :data:`FORMULATION_KEYS`) against ``data``."""
+    unknown = set(options) - set(FORMULATION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown problem option(s): {', '.join(sorted(unknown))}")
+    n = data.n_features
+    width = options.get("width")
+    width = n if width is None else width
+    if not isinstance(width, int | np.integer) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    if width < n:
+        raise ValueError(f"width {width} is smaller than the input dimension {n}")
+    layers = options.get("layers", 20)
+    if not isinstance(layers, int | np.integer) or isinstance(layers, bool) or layers < 1:
+        raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
+    horizon = options.get("horizon")
+    horizon = float(layers) if horizon is None else horizon
+    try:
+        horizon = float(horizon)
+    except (TypeError, ValueError):
+        raise ValueError(f"horizon must be a number, got {horizon!r}") from None
+    if not math.isfinite(horizon) or horizon <= 0:
+        raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
+    mdl = options.get("model", "resnet")
+    if mdl not in model.MODELS:
+        raise ValueError(f"unknown model {mdl!r}; expected one of {', '.join(model.MODELS)}")
+    act = options.get("activation", "tanh")
+    if act not in model.ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {act!r}; expected one of {', '.join(model.ACTIVATIONS)}"
+        )
+    loss = options.get("loss") or _default_loss(data)
+    if loss not in model.LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
+    m = _output_dim(data, loss)
+    weights = {k: _nonnegative(k, options.get(k, 0.0) or 0.0)
+               for k in ("l2", "l1", "smooth", "running", "readout_l2")}
+    bounds = {}
+    for k in ("lipschitz_bound", "box_bound"):
+        v = options.get(k)
+        if v is not None:
+            v = _nonnegative(k, v)
+            if v == 0:
+                raise ValueError(f"{k} must be > 0, got {v}")
+        bounds[k] = v
+    return Formulation(
+        n_inputs=n, n_outputs=m, task=data.task,
+        n_classes=data.n_classes if data.task == "classification" else None,
+        model=mdl, activation=act, width=int(width), layers=int(layers), horizon=horizon,
+        loss=loss, train_readout=bool(options.get("train_readout", True)), **weights, **bounds,
+    )
+
+
+class Problem:
+    """The canonical problem: a :class:`Formulation` and a :class:`~controldl.data.Dataset`.
+
+    Example::
+
+        problem = Problem(controldl.data.ring(600, seed=0), width=3, layers=20,
+                          horizon=5.0, l2=1e-3)
+
+    Formulation fields (``problem.width``, ``problem.h``, …) read through.
+    """
+
+    def __init__(self, data: Dataset, **options: Any) -> None:
+        if not isinstance(data, Dataset):
+            raise ValueError(f"data must be a controldl.data.Dataset, got {type(data).__name__}")
+        self.data = data
+        self.formulation = make_formulation(data, **options)
+
+    @classmethod
+    def from_formulation(cls, data: Dataset, formulation: Formulation) -> Problem:
+        keys = {k: getattr(formulation, k) for k in FORMULATION_KEYS}
+        return cls(data, **keys)
+
+    def replace(self, data: Dataset | None = None, **options: Any) -> Problem:
+        """A copy with some options (or the data) changed."""
+        keys = {k: getattr(self.formulation, k) for k in FORMULATION_KEYS}
+        keys.update(options)
+        return Problem(self.data if data is None else data, **keys)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("formulation", "data"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.formulation, name)
+        except AttributeError:
+            raise AttributeError(f"'Problem' object has no attribute {name!r}") from None
+
+    def __repr__(self) -> str:
+        f = self.formulation
+        return (f"Problem({f.model}, σ={f.activation}, d={f.width}, L={f.layers}, "
+                f"T={f.horizon:g}, loss={f.loss}, N={self.data.n_train})")
+
+    # Arrays in the form the JAX functions take.
+    def initial_states(self, dtype: Any = jnp.float64, test: bool = False) -> Array:
+        """``x(0)`` (N, d) of the training (or test) inputs."""
+        X = self.data.X_test if test else self.data.X_train
+        return embed(self.formulation, jnp.asarray(X, dtype=dtype))
+
+    def targets(self, dtype: Any = jnp.float64, test: bool = False) -> Array:
+        """Numeric targets (N, m) of the training (or test) labels."""
+        y = self.data.y_test if test else self.data.y_train
+        return jnp.asarray(encode_targets(self.formulation, np.asarray(y)), dtype=dtype)
+
+
+def encode_targets(form: Formulation, y: np.ndarray) -> np.ndarray:
+    """Labels → numeric targets ``(N, m)``: ``y`` itself for binary losses (m = 1), one-hot
+    for ``cross_entropy``, the values for regression."""
+    if form.task == "regression":
+        return np.asarray(y, np.float64).reshape(len(y), -1)
+    y = np.asarray(y).astype(np.int64)
+    if form.loss == "cross_entropy":
+        return np.eye(form.n_outputs)[y]
+    return y[:, None].astype(np.float64)
+
+
+# --------------------------------------------------------------------------- forward pass
+
+
+def embed(form: Formulation, X: Array) -> Array:
+    """``x(0) = (X, 0, …, 0)``: pad the inputs (N, n) with zeros to width d → (N, d)."""
+    return jnp.pad(X, ((0, 0), (0, form.width - X.shape[1])))
+
+
+def step(form: Formulation, x: Array, A: Array, b: Array) -> Array:
+    """One layer for one sample: ``f(x, θ)`` with ``x`` (d,), ``A`` (d, d), ``b`` (d,)."""
+    return model.step(JAX, form.model, form.activation, form.h, x, A, b)
+
+
+def step_batch(form: Formulation, X: Array, A: Array, b: Array) -> Array:
+    """One layer for all samples: (N, d) → (N, d)."""
+    return jax.vmap(step, in_axes=(None, 0, None, None))(form, X, A, b)
+
+
+def trajectory(form: Formulation, params: Params, X0: Array) -> Array:
+    """All states ``x(0..L)``, shape (L+1, N, d)."""
+
+    def body(x, theta):
+        x_next = step_batch(form, x, *theta)
+        return x_next, x_next
+
+    _, xs = jax.lax.scan(body, X0, (params.A, params.b))
+    return jnp.concatenate([X0[None], xs], axis=0)
+
+
+def final_state(form: Formulation, params: Params, X0: Array) -> Array:
+    """``x(L)`` (N, d) without storing the intermediate states."""
+    x, _ = jax.lax.scan(lambda x, th: (step_batch(form, x, *th), None), X0, (params.A, params.b))
+    return x
+
+
+def predict(form: Formulation, params: Params, X0: Array) -> Array:
+    """Outputs ``z = W x(L) + c`` (N, m)."""
+    return final_state(form, params, X0) @ params.W.T + params.c
+
+
+def mean_loss(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Array:
+    """``(1/N) Σ_i ℓ(W x_i + c, y_i)`` for states ``X`` (N, d) and targets ``Y`` (N, m)."""
+    per_sample = jax.vmap(lambda x, y: model.loss(JAX, form.loss, model.readout(W, c, x), y))
+    return jnp.mean(per_sample(X, Y))
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def control_cost(form: Formulation, A: Array, b: Array) -> Array:
+    """The control cost of one layer: ``l2`` plus ``l1`` terms (what ``H_t`` subtracts)."""
+    return model.layer_l2(JAX, form.l2, form.h, A, b) + model.layer_l1(JAX, form.l1, form.h, A, b)
+
+
+def smooth_cost(form: Formulation, A: Array, b: Array) -> Array:
+    """``(α/(2h)) Σ_{t=0}^{L-2} (‖A_{t+1}-A_t‖² + ‖b_{t+1}-b_t‖²)`` for all layers."""
+    if form.layers < 2:
+        return jnp.zeros((), A.dtype)
+    terms = jax.vmap(lambda A0, b0, A1, b1: model.layer_smooth(JAX, form.smooth, form.h,
+                                                                A0, b0, A1, b1))
+    return jnp.sum(terms(A[:-1], b[:-1], A[1:], b[1:]))
+
+
+def cost_terms_from_states(form: Formulation, params: Params, xs: Array, Y: Array
+                           ) -> dict[str, Array]:
+    """Every cost term of DESIGN.md given the states ``xs`` (L+1, N, d); plus ``total``."""
+    A, b, W, c = params
+    layer = jax.vmap(lambda A_t, b_t: (model.layer_l2(JAX, form.l2, form.h, A_t, b_t),
+                                       model.layer_l1(JAX, form.l1, form.h, A_t, b_t)))
+    l2, l1 = layer(A, b)
+    terms = {
+        "terminal": mean_loss(form, W, c, xs[-1], Y),
+        "l2": jnp.sum(l2),
+        "l1": jnp.sum(l1),
+        "smooth": smooth_cost(form, A, b),
+        "running": form.running * form.h * jnp.sum(
+            jax.vmap(lambda x: mean_loss(form, W, c, x, Y))(xs[1:])),
+        "readout_l2": model.readout_l2(JAX, form.readout_l2, W, c),
+    }
+    terms["total"] = sum(terms[k] for k in COST_TERMS)
+    return terms
+
+
+def cost_terms(form: Formulation, params: Params, X0: Array, Y: Array) -> dict[str, Array]:
+    """Every cost term at ``params`` for initial states ``X0`` (N, d), targets ``Y`` (N, m)."""
+    return cost_terms_from_states(form, params, trajectory(form, params, X0), Y)
+
+
+def cost_and_outputs(form: Formulation, params: Params, X0: Array, Y: Array
+                     ) -> tuple[Array, Array]:
+    """The total cost ``J(θ, W, c)`` and the final outputs ``z(L)`` (N, m)."""
+    A, b, W, c = params
+    if form.running == 0.0:  # no need to keep every state
+        x_L = final_state(form, params, X0)
+        regular = (jnp.sum(jax.vmap(lambda A_t, b_t: control_cost(form, A_t, b_t))(A, b))
+                   + smooth_cost(form, A, b) + model.readout_l2(JAX, form.readout_l2, W, c))
+        total = mean_loss(form, W, c, x_L, Y) + regular
+    else:
+        xs = trajectory(form, params, X0)
+        x_L = xs[-1]
+        total = cost_terms_from_states(form, params, xs, Y)["total"]
+    return total, x_L @ W.T + c
+
+
+def cost(form: Formulation, params: Params, X0: Array, Y: Array) -> Array:
+    """The total cost ``J(θ, W, c)``."""
+    return cost_and_outputs(form, params, X0, Y)[0]
+
+
+def accuracy_from_outputs(form: Formulation, z: Array, y: Array) -> Array:
+    """Fraction of correct labels: ``z > 0`` for one output, ``argmax z`` for K outputs."""
+    if form.n_outputs == 1:
+        pred = (z[:, 0] > 0).astype(jnp.int32)
+    else:
+        pred = jnp.argmax(z, axis=1)
+    return jnp.mean(pred == y)
+
+
+# --------------------------------------------------------------------------- Pontryagin
+
+
+def running_cost_at(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Array:
+    """The running term contributed by one time ``t ≥ 1``: ``γ·h·(1/N) Σ_i ℓ(z_i(t), y_i)``."""
+    return form.running * form.h * mean_loss(form, W, c, X, Y)
+
+
+def hamiltonian(form: Formulation, X: Array, P_next: Array, A: Array, b: Array,
+                W: Array, c: Array, Y: Array, with_running: bool | Array = True) -> Array:
+    """``H_t(x, p, θ) = Σ_i p_i·f(x_i, θ) - (control cost of θ) - (running cost at x)``.
+
+    ``X`` (N, d) are the states at ``t``, ``P_next`` (N, d) the costates at ``t+1``.
+    The running cost at ``t`` is counted for ``t ≥ 1`` (``with_running``).
+    """
+    flow = jnp.sum(P_next * step_batch(form, X, A, b))
+    run = jnp.where(with_running, running_cost_at(form, W, c, X, Y), 0.0)
+    return flow - control_cost(form, A, b) - run
+
+
+def terminal_costate(form: Formulation, W: Array, c: Array, X_L: Array, Y: Array) -> Array:
+    """``p(L) = -∇_x [(1/N) Σ ℓ(z_i(L)) + running cost at L]`` (N, d)."""
+    phi = lambda X: mean_loss(form, W, c, X, Y) + running_cost_at(form, W, c, X, Y)  # noqa: E731
+    return -jax.grad(phi)(X_L)
+
+
+def costates(form: Formulation, params: Params, xs: Array, Y: Array) -> Array:
+    """The backward recursion ``p(t) = ∇_x H_t(x(t), p(t+1), θ_t)``, ``t = L-1..0``.
+
+    Returns ``ps`` (L+1, N, d) with ``ps[L]`` the terminal costate.
+    """
+    A, b, W, c = params
+    p_L = terminal_costate(form, W, c, xs[-1], Y)
+    grad_x = jax.grad(hamiltonian, argnums=1)
+
+    def body(p_next, inputs):
+        X, A_t, b_t, t = inputs
+        p = grad_x(form, X, p_next, A_t, b_t, W, c, Y, t > 0)
+        return p, p
+
+    ts = jnp.arange(form.layers)
+    _, ps = jax.lax.scan(body, p_L, (xs[:-1], A, b, ts), reverse=True)
+    return jnp.concatenate([ps, p_L[None]], axis=0)
+
+
+def readout_objective(form: Formulation, W: Array, c: Array, xs: Array, Y: Array) -> Array:
+    """The part of J that depends on the readout given the states: the terminal loss, the
+    running terms and ``readout_l2``."""
+    run = form.running * form.h * jnp.sum(jax.vmap(lambda x: mean_loss(form, W, c, x, Y))(xs[1:]))
+    return mean_loss(form, W, c, xs[-1], Y) + run + model.readout_l2(JAX, form.readout_l2, W, c)
+
+
+def gradient_from_costates(form: Formulation, params: Params, xs: Array, ps: Array, Y: Array
+                           ) -> Params:
+    """``∇J`` from the maximum principle: ``∂J/∂θ_t = -∇_θ H_t(x(t), p(t+1), θ_t)`` plus the
+    derivative of the smoothness term (which couples layers), and the readout's gradient
+    from the terms that contain it (zero when the readout is frozen)."""
+    A, b, W, c = params
+    grad_theta = jax.vmap(jax.grad(hamiltonian, argnums=(3, 4)),
+                          in_axes=(None, 0, 0, 0, 0, None, None, None, None))
+    gA, gb = grad_theta(form, xs[:-1], ps[1:], A, b, W, c, Y, False)
+    sA, sb = jax.grad(lambda A_, b_: smooth_cost(form, A_, b_), argnums=(0, 1))(A, b)
+    if form.train_readout:
+        gW, gc = jax.grad(readout_objective, argnums=(1, 2))(form, W, c, xs, Y)
+    else:
+        gW, gc = jnp.zeros_like(W), jnp.zeros_like(c)
+    return Params(-gA + sA, -gb + sb, gW, gc)
+
+
+def costate_gradient(form: Formulation, params: Params, X0: Array, Y: Array) -> Params:
+    """Forward pass, backward costate pass, and ``∇J`` from the Hamiltonian."""
+    xs = trajectory(form, params, X0)
+    return gradient_from_costates(form, params, xs, costates(form, params, xs, Y), Y)
+
+
+# --------------------------------------------------------------------------- init, constraints
+
+
+def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale: float = 1.0,
+                dtype: Any = jnp.float64) -> Params:
+    """The initialization every solver shares, deterministic in ``seed``.
+
+    ``normal``: ``A_t``, ``W`` entries ``N(0, scale²/d)``, ``b_t = 0``, ``c = 0``;
+    ``zeros``: every control and the readout zero (Li et al.'s flat start).
+    Constraints are enforced by :func:`project`.
+    """
+    L, d, m = form.layers, form.width, form.n_outputs
+    if scheme == "zeros":
+        params = Params(jnp.zeros((L, d, d), dtype), jnp.zeros((L, d), dtype),
+                        jnp.zeros((m, d), dtype), jnp.zeros((m,), dtype))
+    elif scheme == "normal":
+        kA, kW = jax.random.split(jax.random.PRNGKey(seed))
+        s = scale / math.sqrt(d)
+        params = Params(s * jax.random.normal(kA, (L, d, d), dtype), jnp.zeros((L, d), dtype),
+                        s * jax.random.normal(kW, (m, d), dtype), jnp.zeros((m,), dtype))
+    else:
+        raise ValueError(f"unknown initialization {scheme!r}; expected 'normal' or 'zeros'")
+    return project(form, params)
+
+
+def clip_spectral_norm(A: Array, bound: float) -> Array:
+    """Clip the singular values of each ``A_t`` (..., d, d) at ``bound``."""
+    U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
+    return (U * jnp.minimum(s, bound)[..., None, :]) @ Vt
+
+
+def project(form: Formulation, params: Params, rounds: int = 20) -> Params:
+    """Euclidean-style projection onto the constraints: ``|A|, |b| ≤ M`` entrywise (clip) and
+    ``h·‖A_t‖₂ ≤ B`` (clip singular values at ``B/h``). With both, alternate ``rounds``
+    times, ending on the spectral clip so that the Lipschitz bound holds exactly."""
+    A, b, W, c = params
+    box, lip = form.box_bound, form.lipschitz_bound
+    if box is not None:
+        b = jnp.clip(b, -box, box)
+    if box is not None and lip is None:
+        A = jnp.clip(A, -box, box)
+    elif lip is not None:
+        for _ in range(rounds if box is not None else 1):
+            if box is not None:
+                A = jnp.clip(A, -box, box)
+            A = clip_spectral_norm(A, lip / form.h)
+    return Params(A, b, W, c)
+
+
+def lipschitz_constants(form: Formulation, params: Params) -> np.ndarray:
+    """``h·‖A_t‖₂`` for every layer (L,) — below 1 means the residual layer is invertible."""
+    return form.h * np.linalg.norm(np.asarray(params.A), ord=2, axis=(1, 2))

@@ -1,0 +1,255 @@
+"""The solver interface and the single entry point :func:`solve`.
+
+A solver is a small frozen dataclass whose fields are its options. It implements
+:meth:`Solver.run`, which receives the problem, the initial parameters and a
+:class:`Monitor`, and returns a :class:`RunResult`. :func:`solve` does everything common
+to all solvers: the shared initialization or warm start, the clock, the history, the
+progress meter, the stopping rules, and the final evaluation of every cost term and
+accuracy on the returned parameters.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from controldl import problem as P
+from controldl.problem import Params, Problem
+from controldl.solution import Solution
+
+
+@dataclasses.dataclass(frozen=True)
+class Stopping:
+    """Common stopping rules: ``max_iter`` iterations, ``max_time`` seconds (from the start
+    of the solve, compilation included), or a cost at or below ``target_cost``."""
+
+    max_iter: int = 1000
+    max_time: float | None = None
+    target_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 0:
+            raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
+        if self.max_time is not None and not (self.max_time > 0):
+            raise ValueError(f"max_time must be > 0 seconds, got {self.max_time!r}")
+        if self.target_cost is not None and not math.isfinite(self.target_cost):
+            raise ValueError(f"target_cost must be finite, got {self.target_cost!r}")
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :meth:`Solver.run` returns: the final parameters, a status (one of
+    :data:`controldl.solution.STATUS_MESSAGES`), the iteration count and diagnostics."""
+
+    params: Params
+    status: str
+    iterations: int
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Monitor:
+    """The clock, history, progress meter and common stopping rules of one solve.
+
+    Solvers call :meth:`record` once per iteration with the cost of the current iterate;
+    it returns a status string when the solve should stop (``target_reached``,
+    ``max_time``, ``diverged``), else ``None``. Time spent compiling or building is wrapped
+    in ``with monitor.compiling():``.
+    """
+
+    def __init__(self, stopping: Stopping, progress: bool = False, label: str = "",
+                 callback: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        self.stopping = stopping
+        self.start = time.perf_counter()
+        self.compile_time_s = 0.0
+        self.history: list[dict[str, Any]] = []
+        self.callback = callback
+        self._bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=stopping.max_iter, desc=label or "solve", unit="it",
+                             disable=not sys.stderr.isatty() and progress != "always",
+                             leave=False)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def compiling(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.compile_time_s += time.perf_counter() - t0
+
+    def out_of_time(self) -> bool:
+        return self.stopping.max_time is not None and self.elapsed() >= self.stopping.max_time
+
+    def record(self, iteration: int, cost: float, train_accuracy: float | None = None,
+               **extra: Any) -> str | None:
+        cost = float(cost)
+        entry = {"iteration": int(iteration), "time_s": self.elapsed(), "cost": cost,
+                 "train_accuracy": None if train_accuracy is None else float(train_accuracy)}
+        entry.update(extra)
+        self.history.append(entry)
+        if self._bar is not None:
+            self._bar.n = int(iteration)
+            self._bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
+            self._bar.refresh()
+        if self.callback is not None:
+            self.callback(entry)
+        if not math.isfinite(cost):
+            return "diverged"
+        if self.stopping.target_cost is not None and cost <= self.stopping.target_cost:
+            return "target_reached"
+        if self.out_of_time():
+            return "max_time"
+        return None
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class Solver(abc.ABC):
+    """The interface every solver implements. Subclasses are frozen dataclasses whose
+    fields are their options (the CLI turns them into flags)."""
+
+    name: ClassVar[str]
+    default_max_iter: ClassVar[int] = 1000
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+    def label(self) -> str:
+        """A short human-readable name (e.g. ``gd/adam``)."""
+        return self.name
+
+    @abc.abstractmethod
+    def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
+        """Minimize ``J`` from ``params``; call ``monitor.record`` every iteration and stop
+        when it returns a status or after ``monitor.stopping.max_iter`` iterations."""
+
+
+def as_params(problem: Problem, init: Any) -> Params:
+    """Warm-start parameters from a :class:`Solution`, a solution directory or a
+    :class:`Params`, checked against the problem's shapes."""
+    from controldl.solution import load
+
+    if isinstance(init, str | os.PathLike):
+        init = load(Path(init))
+    if isinstance(init, Solution):
+        init = init.params
+    if not isinstance(init, Params):
+        raise ValueError(f"cannot warm-start from {type(init).__name__}; give a Solution, a "
+                         "solution directory or Params")
+    L, d, m = problem.layers, problem.width, problem.n_outputs
+    expected = {"A": (L, d, d), "b": (L, d), "W": (m, d), "c": (m,)}
+    for k, shape in expected.items():
+        got = tuple(np.shape(getattr(init, k)))
+        if got != shape:
+            raise ValueError(f"warm start: {k} has shape {got} but this problem needs {shape} "
+                             "(width, layers and outputs must match)")
+        if not np.all(np.isfinite(np.asarray(getattr(init, k)))):
+            raise ValueError(f"warm start: {k} contains NaN or infinity")
+    return P.project(problem.formulation, Params(*(jnp.asarray(v, jnp.float64) for v in init)))
+
+
+def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float | None,
+                                                          float | None]:
+    """Every cost term, the training accuracy and the test accuracy at ``params``
+    (accuracies ``None`` for regression; test accuracy ``None`` without a test split)."""
+    form = problem.formulation
+    params = Params(*(jnp.asarray(v, jnp.float64) for v in params))
+    X0, Y = problem.initial_states(), problem.targets()
+    terms = {k: float(v) for k, v in _cost_terms_jit(form, params, X0, Y).items()}
+    if form.task != "classification":
+        return terms, None, None
+    train = float(_accuracy_jit(form, params, X0, jnp.asarray(problem.data.y_train)))
+    test = None
+    if problem.data.has_test:
+        test = float(_accuracy_jit(form, params, problem.initial_states(test=True),
+                                   jnp.asarray(problem.data.y_test)))
+    return terms, train, test
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _cost_terms_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array
+                    ) -> dict[str, jax.Array]:
+    return P.cost_terms(form, params, X0, Y)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Array
+                  ) -> jax.Array:
+    return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
+
+
+def solve(
+    problem: Problem,
+    solver: Solver,
+    *,
+    init: Any = None,
+    seed: int = 0,
+    init_scheme: str = "normal",
+    max_iter: int | None = None,
+    max_time: float | None = None,
+    target_cost: float | None = None,
+    progress: bool = False,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+) -> Solution:
+    """Solve ``problem`` with ``solver`` and return a :class:`~controldl.Solution`.
+
+    Args:
+        problem: the canonical problem.
+        solver: a solver instance (``GradientDescent()``, ``EMSA()``, ``CasadiDirect()``…).
+        init: warm start (a ``Solution``, a solution directory or ``Params``); otherwise the
+            shared deterministic initialization :func:`controldl.problem.init_params` with
+            ``seed`` and ``init_scheme`` (``"normal"`` or ``"zeros"``).
+        max_iter, max_time, target_cost: stopping rules (``max_iter`` defaults to the
+            solver's own default).
+        progress: show a progress bar (only on a terminal).
+        callback: called with every history entry.
+    """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
+    if not isinstance(solver, Solver):
+        raise ValueError(f"solver must be a controldl solver, got {type(solver).__name__}")
+    stopping = Stopping(solver.default_max_iter if max_iter is None else max_iter,
+                        max_time, target_cost)
+    monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback)
+    if init is None:
+        params = P.init_params(problem.formulation, seed=seed, scheme=init_scheme)
+    else:
+        params = as_params(problem, init)
+    try:
+        result = solver.run(problem, params, monitor)
+    finally:
+        monitor.close()
+    wall = monitor.elapsed()
+    final = Params(*(np.asarray(v, np.float64) for v in result.params))
+    terms, train_acc, test_acc = evaluate(problem, final)
+    status = result.status
+    if not math.isfinite(terms["total"]):
+        status = "diverged"
+    return Solution(
+        problem=problem, params=final,
+        solver={"name": solver.name, "label": solver.label(), "options": solver.options(),
+                "seed": seed, "init": "warm_start" if init is not None else init_scheme},
+        status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
+        iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
+        history=monitor.history, stats=result.stats,
+    )

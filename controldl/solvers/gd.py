@@ -1,0 +1,219 @@
+"""Gradient descent (backpropagation) with any optax optimizer: the baseline.
+
+One iteration: ``g = ∇J(θ_k)`` by reverse-mode autodiff (full batch, or a mini-batch
+estimate), ``θ_{k+1} = Π(θ_k + update(g))`` where ``update`` is the optax optimizer and
+``Π`` the projection onto the constraints (:func:`controldl.problem.project`). The step
+is compiled once per (formulation, optimizer, shapes) and reused by later solves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from controldl import problem as P
+from controldl.problem import Params, Problem
+from controldl.solvers.base import Monitor, RunResult, Solver
+
+DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
+DTYPES: dict[str, Any] = {"float64": jnp.float64, "float32": jnp.float32}
+
+
+def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
+    """An optax learning-rate schedule over ``steps`` iterations."""
+    steps = max(int(steps), 1)
+    if name == "constant":
+        return lr
+    if name == "cosine":
+        return optax.cosine_decay_schedule(lr, steps, alpha=0.01)
+    if name == "exponential":
+        return optax.exponential_decay(lr, transition_steps=steps, decay_rate=0.01)
+    if name == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(steps // 20, 1), steps, lr * 0.01)
+    raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(name: str, lr: float | None, schedule: str = "constant", steps: int = 1000,
+                   **options: Any) -> optax.GradientTransformation:
+    """Any optax optimizer by name (``sgd``, ``adam``, ``adamw``, ``lbfgs``, ``rmsprop``…)."""
+    factory = getattr(optax, name, None)
+    if not callable(factory) or name.startswith("_"):
+        raise ValueError(f"unknown optax optimizer {name!r}; try sgd, adam, adamw, lbfgs, "
+                         "rmsprop, adagrad, lion, …")
+    if lr is None:
+        lr = DEFAULT_LR.get(name, 0.01)
+    if lr is not None and (not math.isfinite(lr) or lr <= 0):
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    rate = None if lr is None else make_schedule(schedule, lr, steps)
+    try:
+        opt = factory(learning_rate=rate, **options)
+    except TypeError as exc:
+        raise ValueError(f"optax.{name} does not take these options: {exc}") from None
+    if not isinstance(opt, optax.GradientTransformation):
+        raise ValueError(f"optax.{name} is not an optimizer")
+    return opt
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
+                   signature: tuple[tuple[tuple[int, ...], str], ...]) -> Any:
+    """The jitted-and-compiled iteration for one formulation, optimizer and set of shapes."""
+    opt = solver.optimizer_transform(steps)
+    is_lbfgs = solver.optimizer == "lbfgs"
+    batch = solver.batch_size
+
+    def iteration(params, opt_state, X0, Y, y, key):
+        if batch is not None:
+            idx = jax.random.choice(key, X0.shape[0], (batch,), replace=False)
+            X0, Y, y = X0[idx], Y[idx], y[idx]
+        f = lambda p: P.cost_and_outputs(form, p, X0, Y)  # noqa: E731
+        (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
+        if not form.train_readout:
+            g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
+        if is_lbfgs:
+            updates, opt_state = opt.update(g, opt_state, params, value=J, grad=g,
+                                            value_fn=lambda p: f(p)[0])
+        else:
+            updates, opt_state = opt.update(g, opt_state, params)
+        new = P.project(form, optax.apply_updates(params, updates))
+        if not form.train_readout:
+            new = new._replace(W=params.W, c=params.c)
+        # Stationarity: the norm of the projected-gradient step θ - Π(θ - g).
+        moved = P.project(form, jax.tree.map(lambda p, gi: p - gi, params, g))
+        gnorm = optax.tree_utils.tree_l2_norm(jax.tree.map(jnp.subtract, params, moved))
+        acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
+               else jnp.zeros((), J.dtype))
+        return new, opt_state, J, acc, gnorm
+
+    args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt)) for shape, dt in signature]
+    X0, Y, y, key = args[-4:]
+    params = jax.tree.unflatten(jax.tree.structure(Params(0, 0, 0, 0)), args[:4])
+    opt_state = jax.eval_shape(opt.init, params)
+    return jax.jit(iteration).lower(
+        params, opt_state, X0, Y, y, key).compile()
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_full_cost(form: P.Formulation, signature: tuple) -> Any:
+    args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt)) for shape, dt in signature]
+    params = Params(*args[:4])
+
+    def full(params, X0, Y, y):
+        J, z = P.cost_and_outputs(form, params, X0, Y)
+        acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
+               else jnp.zeros((), J.dtype))
+        return J, acc
+
+    return jax.jit(full).lower(params, *args[4:]).compile()
+
+
+def _signature(*arrays: Any) -> tuple:
+    return tuple((tuple(a.shape), str(a.dtype)) for a in arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientDescent(Solver):
+    """Backpropagation with an optax optimizer.
+
+    Attributes:
+        optimizer: any optax optimizer by name (``adam``, ``sgd``, ``adamw``, ``lbfgs``…).
+        lr: learning rate (default: 0.1 for sgd, line search for lbfgs, 0.01 otherwise).
+        schedule: ``constant``, ``cosine``, ``exponential`` or ``warmup_cosine`` over
+            ``max_iter`` iterations.
+        batch_size: mini-batch size (``None``: full batch). With mini-batches the history
+            records the full cost once per epoch.
+        grad_tol: stop when ``‖θ - Π(θ - ∇J)‖ ≤ grad_tol`` (the gradient norm without
+            constraints).
+        dtype: ``float64`` (default) or ``float32``.
+        momentum: passed to optimizers that take it (sgd).
+    """
+
+    optimizer: str = "adam"
+    lr: float | None = None
+    schedule: str = "constant"
+    batch_size: int | None = None
+    grad_tol: float = 1e-9
+    dtype: str = "float64"
+    momentum: float | None = None
+
+    name: ClassVar[str] = "gd"
+    default_max_iter: ClassVar[int] = 2000
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of "
+                             f"{', '.join(SCHEDULES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.optimizer == "lbfgs":
+            raise ValueError("lbfgs needs the full batch: drop batch_size")
+        if not self.grad_tol >= 0:
+            raise ValueError(f"grad_tol must be >= 0, got {self.grad_tol}")
+        self.optimizer_transform(1)  # validate the optimizer name and options now
+
+    def label(self) -> str:
+        return f"gd/{self.optimizer}"
+
+    def optimizer_transform(self, steps: int) -> optax.GradientTransformation:
+        extra = {} if self.momentum is None else {"momentum": self.momentum}
+        return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
+
+    def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
+        form = problem.formulation
+        dtype = DTYPES[self.dtype]
+        N = problem.data.n_train
+        if self.batch_size is not None and self.batch_size > N:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {N} training samples")
+        max_iter = monitor.stopping.max_iter
+        params = Params(*(jnp.asarray(v, dtype) for v in params))
+        X0, Y = problem.initial_states(dtype), problem.targets(dtype)
+        y = jnp.asarray(problem.data.y_train if form.task == "classification"
+                        else np.zeros(N, np.int32))
+        key = jax.random.PRNGKey(0)
+        signature = _signature(*params, X0, Y, y, key)
+        with monitor.compiling():
+            step = _compiled_step(form, self, max_iter, signature)
+            full = (_compiled_full_cost(form, signature[:-1])
+                    if self.batch_size is not None else None)
+            opt_state = self.optimizer_transform(max_iter).init(params)
+        epoch = max(N // self.batch_size, 1) if self.batch_size else 1
+        status, k = "max_iter", 0
+        gnorm = math.nan
+        for k in range(max_iter + 1):
+            if full is not None and (k % epoch == 0 or k == max_iter):
+                J, acc = full(params, X0, Y, y)
+                stop = monitor.record(k, J, acc if form.task == "classification" else None)
+                if stop or k == max_iter:
+                    status = stop or status
+                    break
+            if k == max_iter and full is None:
+                J, acc = _compiled_full_cost(form, signature[:-1])(params, X0, Y, y)
+                status = monitor.record(k, J, acc if form.task == "classification"
+                                        else None) or status
+                break
+            key, sub = jax.random.split(key)
+            new, opt_state, J, acc, gnorm = step(params, opt_state, X0, Y, y, sub)
+            if full is None:
+                stop = monitor.record(k, J, acc if form.task == "classification" else None)
+                if stop:
+                    status = stop
+                    break
+                if float(gnorm) <= self.grad_tol:
+                    status = "converged"
+                    break
+            params = new
+            if monitor.out_of_time():
+                status, k = "max_time", k + 1
+                break
+        return RunResult(params, status, k, {"gradient_norm": float(gnorm),
+                                             "optimizer": self.optimizer})
