@@ -71,8 +71,9 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
     batch = solver.batch_size
 
     def iteration(params, opt_state, X0, Y, y, key):
+        key, sub = jax.random.split(key)
         if batch is not None:
-            idx = jax.random.choice(key, X0.shape[0], (batch,), replace=False)
+            idx = jax.random.choice(sub, X0.shape[0], (batch,), replace=False)
             X0, Y, y = X0[idx], Y[idx], y[idx]
         f = lambda p: P.cost_and_outputs(form, p, X0, Y)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
@@ -91,7 +92,7 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
         gnorm = optax.tree_utils.tree_l2_norm(jax.tree.map(jnp.subtract, params, moved))
         acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
                else jnp.zeros((), J.dtype))
-        return new, opt_state, J, acc, gnorm
+        return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), gnorm])
 
     args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt)) for shape, dt in signature]
     X0, Y, y, key = args[-4:]
@@ -201,8 +202,8 @@ class GradientDescent(Solver):
                 status = monitor.record(k, J, acc if form.task == "classification"
                                         else None) or status
                 break
-            key, sub = jax.random.split(key)
-            new, opt_state, J, acc, gnorm = step(params, opt_state, X0, Y, y, sub)
+            new, opt_state, key, stats = step(params, opt_state, X0, Y, y, key)
+            J, acc, gnorm = np.asarray(stats)
             if full is None:
                 stop = monitor.record(k, J, acc if form.task == "classification" else None)
                 if stop:

@@ -1,0 +1,51 @@
+"""The ``controldl`` command line: ``train``, ``compare``, ``turnpike``, ``plot``.
+
+Every bad input ends in one line on stderr and exit code 2; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from controldl.cli.common import CLIError, Parser
+
+SUBCOMMANDS: tuple[str, ...] = ("train", "compare", "turnpike", "plot")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="controldl",
+        description="Train residual networks as discrete optimal control problems: gradient "
+                    "descent (optax), Pontryagin's MSA / E-MSA (JAX) and a direct method "
+                    "(CasADi + IPOPT), on the same problem.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"controldl.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"controldl.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (CLIError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"controldl: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("controldl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Flags shared by the subcommands: the problem, the stopping rules and every solver's
+options (generated from the solver dataclasses, so a new solver option is a new flag
+without touching the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import re
+import sys
+import types
+import typing
+from typing import Any
+
+from controldl import data as D
+from controldl import solvers
+from controldl.problem import Problem
+
+
+class CLIError(ValueError):
+    """A bad command line: reported as one line on stderr with exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"controldl: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return v
+
+
+def parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- problem flags
+
+
+def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> None:
+    g = p.add_argument_group("data")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default=None, metavar="NAME",
+                     help=f"built-in dataset: {', '.join(D.DATASETS)} (default: ring)")
+    src.add_argument("--data", default=None, metavar="FILE",
+                     help="a .npz file with arrays X (N, n) and y (N,), or a .csv whose last "
+                          "column is the label")
+    g.add_argument("--task", choices=D.TASKS, default=None,
+                   help="classification or regression (default: inferred from the targets)")
+    g.add_argument("--n-samples", type=positive_int, default=n_samples,
+                   help=f"points drawn from a built-in dataset (default: {n_samples})")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the data, the split and the shared initialization (default 0)")
+    g.add_argument("--noise", type=nonneg_float, default=0.0,
+                   help="standard deviation of Gaussian input noise for built-in data")
+    g.add_argument("--test-fraction", type=nonneg_float, default=0.0,
+                   help="fraction held out as a test split (default 0: none)")
+    g.add_argument("--standardize", action="store_true",
+                   help="centre and scale the features with the training split's statistics")
+
+    g = p.add_argument_group("formulation (DESIGN.md)")
+    g.add_argument("--model", choices=("resnet", "mlp"), default="resnet",
+                   help="resnet: x+h·σ(Ax+b); mlp: σ(Ax+b) (default resnet)")
+    g.add_argument("--activation", choices=("tanh", "relu", "sigmoid", "softplus", "identity"),
+                   default="tanh", help="σ (default tanh)")
+    g.add_argument("--width", type=positive_int, default=None,
+                   help="state dimension d ≥ n; d > n pads the inputs with zeros (default n)")
+    g.add_argument("--layers", type=positive_int, default=20, help="number of layers L (default 20)")
+    g.add_argument("--horizon", type=finite_float, default=None,
+                   help="final time T > 0; the step is h = T/L (default T = L, h = 1)")
+    g.add_argument("--loss", choices=("logistic", "cross_entropy", "sigmoid_mse", "squared"),
+                   default=None, help="default: logistic (2 classes), cross_entropy (K > 2), "
+                                      "squared (regression)")
+    for flag, sym, what in (("l2", "λ", "(λ/2)·h·Σ(‖A_t‖²+‖b_t‖²)"),
+                            ("l1", "β", "β·h·Σ(‖A_t‖₁+‖b_t‖₁)"),
+                            ("smooth", "α", "(α/2h)·Σ‖θ_{t+1}-θ_t‖²"),
+                            ("running", "γ", "γ·h·Σ_{t=1..L} mean ℓ(z(t))"),
+                            ("readout-l2", "κ", "(κ/2)·(‖W‖²+‖c‖²)")):
+        g.add_argument(f"--{flag}", type=nonneg_float, default=0.0,
+                       help=f"weight {sym} of {what} (default 0)")
+    g.add_argument("--frozen-readout", action="store_true",
+                   help="keep W, c at their initial values (Esteve et al.'s fixed projection)")
+    g.add_argument("--lipschitz-bound", type=nonneg_float, default=None, metavar="B",
+                   help="constrain h·‖A_t‖₂ ≤ B; B < 1 makes every residual layer invertible")
+    g.add_argument("--box-bound", type=nonneg_float, default=None, metavar="M",
+                   help="constrain |A_t|, |b_t| ≤ M entrywise")
+
+
+def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
+    if args.data is not None:
+        ds = D.load_file(args.data, task=args.task)
+    else:
+        ds = D.make_dataset(args.dataset or "ring", n_samples=args.n_samples, seed=args.seed,
+                            noise=args.noise)
+    if args.test_fraction:
+        ds = D.train_test_split(ds, args.test_fraction, seed=args.seed)
+    if args.standardize:
+        ds = D.standardize(ds)
+    return ds
+
+
+def formulation_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(model=args.model, activation=args.activation, width=args.width,
+                layers=args.layers, horizon=args.horizon, loss=args.loss, l2=args.l2,
+                l1=args.l1, smooth=args.smooth, running=args.running,
+                readout_l2=args.readout_l2, train_readout=not args.frozen_readout,
+                lipschitz_bound=args.lipschitz_bound, box_bound=args.box_bound)
+
+
+def problem_from_args(args: argparse.Namespace) -> Problem:
+    return Problem(dataset_from_args(args), **formulation_options(args))
+
+
+# --------------------------------------------------------------------------- solver flags
+
+
+def add_stopping_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stopping and initialization")
+    g.add_argument("--max-iter", type=int, default=None,
+                   help="iteration limit (default: the solver's own)")
+    g.add_argument("--max-time", type=nonneg_float, default=None,
+                   help="time limit in seconds, compilation included")
+    g.add_argument("--target-cost", type=finite_float, default=None,
+                   help="stop once the cost is at or below this value")
+    g.add_argument("--warm-start", default=None, metavar="DIR",
+                   help="start from a saved solution directory (same width, layers, outputs)")
+    g.add_argument("--init", choices=("normal", "zeros"), default="normal",
+                   help="shared initialization: normal (A, W ~ N(0, 1/d)) or zeros (flat start)")
+    g.add_argument("--progress", type=parse_bool, default=True, metavar="BOOL",
+                   help="progress bar on a terminal (default true)")
+
+
+def _field_doc(cls: type) -> dict[str, str]:
+    """``name: text`` lines of the class docstring's ``Attributes:`` section."""
+    doc = inspect.getdoc(cls) or ""
+    out: dict[str, str] = {}
+    if "Attributes:" not in doc:
+        return out
+    current = None
+    for line in doc.split("Attributes:", 1)[1].splitlines():
+        m = re.match(r"^\s{4}(\w+):\s*(.*)$", line)
+        if m:
+            current = m.group(1)
+            out[current] = m.group(2)
+        elif current and line.startswith("        "):
+            out[current] += " " + line.strip()
+        elif line.strip() and not line.startswith(" "):
+            break
+    return out
+
+
+def _parser_for(tp: Any) -> tuple[Any, bool]:
+    """(argparse type, repeatable) for a dataclass field annotation."""
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _parser_for(inner[0])
+        if set(inner) == {str, bool}:
+            return (lambda t: parse_bool(t) if t.lower() in ("true", "false", "1", "0", "yes",
+                                                               "no", "on", "off") else t), False
+        if float in inner:
+            return finite_float, False
+        return str, False
+    if origin is tuple:
+        def kv(text: str) -> tuple[str, str]:
+            if "=" not in text:
+                raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+            k, v = text.split("=", 1)
+            return k.strip(), v.strip()
+        return kv, True
+    if tp is bool:
+        return parse_bool, False
+    if tp is int:
+        return int, False
+    if tp is float:
+        return finite_float, False
+    return str, False
+
+
+def solver_fields() -> dict[str, dict[str, Any]]:
+    """Every option of every available solver: ``{field: {solvers, parse, repeat, help}}``."""
+    fields: dict[str, dict[str, Any]] = {}
+    for name in solvers.available():
+        cls = solvers.solver_class(name)
+        hints = typing.get_type_hints(cls)
+        docs = _field_doc(cls)
+        for f in dataclasses.fields(cls):
+            parse, repeat = _parser_for(hints[f.name])
+            entry = fields.setdefault(f.name, {"solvers": [], "parse": parse, "repeat": repeat,
+                                               "help": docs.get(f.name, ""), "defaults": {}})
+            entry["solvers"].append(name)
+            entry["defaults"][name] = f.default
+    return fields
+
+
+def add_solver_option_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("solver options (each applies to the solvers named in brackets)")
+    for field, info in solver_fields().items():
+        defaults = ", ".join(f"{s}: {d!r}" for s, d in info["defaults"].items()
+                             if d is not dataclasses.MISSING)
+        help_text = (f"[{'/'.join(info['solvers'])}] {info['help']}"
+                     + (f" (default {defaults})" if defaults else "")).replace("%", "%%")
+        kwargs: dict[str, Any] = {"type": info["parse"], "default": None, "help": help_text,
+                                  "dest": f"opt_{field}"}
+        if info["repeat"]:
+            kwargs["action"] = "append"
+        g.add_argument(f"--{field.replace('_', '-')}", **kwargs)
+
+
+def solver_options_from_args(args: argparse.Namespace, solver: str) -> dict[str, Any]:
+    """The solver options given on the command line, checked against ``solver``."""
+    fields = solver_fields()
+    options = {}
+    for field, info in fields.items():
+        value = getattr(args, f"opt_{field}", None)
+        if value is None:
+            continue
+        if solver not in info["solvers"]:
+            raise CLIError(f"--{field.replace('_', '-')} is not an option of solver {solver!r} "
+                           f"(it applies to {', '.join(info['solvers'])})")
+        options[field] = tuple(value) if info["repeat"] else value
+    return options
+
+
+def solver_from_args(args: argparse.Namespace) -> solvers.Solver:
+    return solvers.make_solver(args.solver, **solver_options_from_args(args, args.solver))
+
+
+def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`controldl.solve` from the stopping flags."""
+    if args.max_iter is not None and args.max_iter < 0:
+        raise CLIError(f"--max-iter must be >= 0, got {args.max_iter}")
+    return dict(init=args.warm_start, seed=args.seed, init_scheme=args.init,
+                max_iter=args.max_iter, max_time=args.max_time, target_cost=args.target_cost,
+                progress=bool(args.progress) and sys.stderr.isatty())
