@@ -242,6 +242,8 @@ def solver_fields() -> dict[str, dict[str, Any]]:
 
 def add_solver_option_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("solver options (each applies to the solvers named in brackets)")
+    info_flag: dict[str, str] = {}
+    p.set_defaults(solver_flags=info_flag)
     for field, info in solver_fields().items():
         defaults = ", ".join(f"{s}: {d!r}" for s, d in info["defaults"].items()
                              if d is not dataclasses.MISSING)
@@ -251,7 +253,11 @@ def add_solver_option_flags(p: argparse.ArgumentParser) -> None:
                                   "dest": f"opt_{field}"}
         if info["repeat"]:
             kwargs["action"] = "append"
-        g.add_argument(f"--{field.replace('_', '-')}", **kwargs)
+        flag = f"--{field.replace('_', '-')}"
+        if flag in p._option_string_actions:  # a solver option named like a common flag
+            flag = f"--{info['solvers'][0]}-{field.replace('_', '-')}"
+        info_flag[field] = flag
+        g.add_argument(flag, **kwargs)
 
 
 def solver_options_from_args(args: argparse.Namespace, solver: str) -> dict[str, Any]:
@@ -263,7 +269,8 @@ def solver_options_from_args(args: argparse.Namespace, solver: str) -> dict[str,
         if value is None:
             continue
         if solver not in info["solvers"]:
-            raise CLIError(f"--{field.replace('_', '-')} is not an option of solver {solver!r} "
+            flag = getattr(args, "solver_flags", {}).get(field, f"--{field.replace('_', '-')}")
+            raise CLIError(f"{flag} is not an option of solver {solver!r} "
                            f"(it applies to {', '.join(info['solvers'])})")
         options[field] = tuple(value) if info["repeat"] else value
     return options

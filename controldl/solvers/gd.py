@@ -89,7 +89,7 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
             new = new._replace(W=params.W, c=params.c)
         # Stationarity: the norm of the projected-gradient step θ - Π(θ - g).
         moved = P.project(form, jax.tree.map(lambda p, gi: p - gi, params, g))
-        gnorm = optax.tree_utils.tree_l2_norm(jax.tree.map(jnp.subtract, params, moved))
+        gnorm = optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, params, moved))
         acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
                else jnp.zeros((), J.dtype))
         return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), gnorm])
@@ -182,11 +182,12 @@ class GradientDescent(Solver):
                         else np.zeros(N, np.int32))
         key = jax.random.PRNGKey(0)
         signature = _signature(*params, X0, Y, y, key)
+        steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
         with monitor.compiling():
-            step = _compiled_step(form, self, max_iter, signature)
+            step = _compiled_step(form, self, steps, signature)
             full = (_compiled_full_cost(form, signature[:-1])
                     if self.batch_size is not None else None)
-            opt_state = self.optimizer_transform(max_iter).init(params)
+            opt_state = self.optimizer_transform(steps).init(params)
         epoch = max(N // self.batch_size, 1) if self.batch_size else 1
         status, k = "max_iter", 0
         gnorm = math.nan

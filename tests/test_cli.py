@@ -1,0 +1,158 @@
+"""The command line: end to end on a data file, and every bad input → one line, exit 2,
+nothing written."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from controldl.cli import main
+
+
+def numpy_cost(meta, arrays):
+    """The cost of DESIGN.md recomputed by hand, in NumPy, from the saved arrays."""
+    p = meta["problem"]
+    A, b, W, c = arrays["A"], arrays["b"], arrays["W"], arrays["c"]
+    X, y = arrays["X_train"], arrays["y_train"]
+    L, d = A.shape[0], A.shape[1]
+    h = p["horizon"] / p["layers"]
+    act = {"tanh": np.tanh, "relu": lambda u: np.maximum(u, 0), "identity": lambda u: u,
+           "sigmoid": lambda u: 1 / (1 + np.exp(-u)), "softplus": lambda u: np.logaddexp(0, u)}
+    sig = act[p["activation"]]
+    x = np.zeros((len(X), d))
+    x[:, : X.shape[1]] = X
+
+    def loss(x):
+        z = x @ W.T + c
+        assert p["loss"] == "logistic"
+        return np.mean(np.logaddexp(0, -(2 * y - 1) * z[:, 0]))
+
+    running = 0.0
+    for t in range(L):
+        u = sig(x @ A[t].T + b[t])
+        x = x + h * u if p["model"] == "resnet" else u
+        running += loss(x)
+    terms = {
+        "terminal": loss(x),
+        "l2": p["l2"] / 2 * h * (np.sum(A**2) + np.sum(b**2)),
+        "l1": p["l1"] * h * (np.abs(A).sum() + np.abs(b).sum()),
+        "smooth": p["smooth"] / (2 * h) * (np.sum(np.diff(A, axis=0) ** 2)
+                                           + np.sum(np.diff(b, axis=0) ** 2)),
+        "running": p["running"] * h * running,
+        "readout_l2": p["readout_l2"] / 2 * (np.sum(W**2) + np.sum(c**2)),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def test_train_on_a_ring_file_and_recompute_the_cost(ring_file, tmp_path, capsys):
+    out = tmp_path / "sol"
+    rc = main(["train", "--data", str(ring_file), "--width", "3", "--layers", "20",
+               "--horizon", "5", "--l2", "1e-3", "--solver", "gd", "--max-iter", "1500",
+               "--lr", "0.03", "--smooth", "1e-2", "--running", "0.1", "--l1", "1e-4",
+               "--out", str(out)])
+    assert rc == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train_accuracy"] == 1.0
+    with np.load(out / "arrays.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    hand = numpy_cost(meta, arrays)
+    for k, v in hand.items():
+        assert meta["cost"][k] == pytest.approx(v, rel=1e-10, abs=1e-14), k
+    assert "saved to" in capsys.readouterr().out
+
+
+def test_plot_writes_the_figures(tmp_path):
+    out = tmp_path / "s"
+    assert main(["train", "--n-samples", "60", "--width", "3", "--layers", "4",
+                 "--max-iter", "5", "--out", str(out)]) == 0
+    assert main(["plot", str(out)]) == 0
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert names == ["decision_regions.png", "deformed_grid.png", "history.png", "layers.png"]
+
+
+def test_compare_writes_table_report_and_figures(tmp_path):
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--n-samples", "80", "--layers", "4", "--solvers",
+               "sgd,adam:lr=0.05,adam:lr=0.1:from=sgd:label=polish", "--max-iter", "20",
+               "--out", str(out)])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [r["solver"] for r in results["rows"]] == ["sgd", "adam:lr=0.05", "polish"]
+    for name in ("table.md", "report.md", "figures/cost_history.png",
+                 "solutions/sgd/meta.json", "solutions/polish/arrays.npz"):
+        assert (out / name).is_file(), name
+    polish = json.loads((out / "solutions" / "polish" / "meta.json").read_text())
+    sgd = json.loads((out / "solutions" / "sgd" / "meta.json").read_text())
+    assert polish["history"][0]["cost"] == pytest.approx(sgd["cost"]["total"], rel=1e-12)
+
+
+BAD = [
+    (["train", "--layers", "0"], "--layers"),
+    (["train", "--l2", "-1"], "--l2"),
+    (["train", "--width", "1"], "smaller than the input dimension"),
+    (["train", "--dataset", "nosuch"], "unknown dataset"),
+    (["train", "--data", "/nonexistent/file.npz"], "does not exist"),
+    (["train", "--solver", "gd", "--optimizer", "nosuchopt"], "unknown optax optimizer"),
+    (["train", "--activation", "gelu"], "--activation"),
+    (["train", "--horizon", "nan"], "--horizon"),
+    (["train", "--warm-start", "/nonexistent/dir"], "does not exist"),
+    (["train", "--loss", "squared"], "regression"),
+    (["plot", "/nonexistent/dir"], "does not exist"),
+    (["compare", "--solvers", "adam:lr=abc"], "bad value"),
+    (["compare", "--solvers", "casadi:from=adam,adam"], "warm-starts from"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", BAD)
+def test_bad_input_is_one_line_and_exit_2(argv, fragment, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = None
+    try:
+        code = main([*argv, "--out", str(out)] if argv[0] != "plot" else argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("controldl: error:"), err
+    assert fragment in lines[0]
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [] or all(p.name != "out" for p in tmp_path.iterdir())
+
+
+def _write(path, X, y):
+    np.savez(path, X=X, y=y)
+    return path
+
+
+@pytest.mark.parametrize("case", ["nan", "label", "shape"])
+def test_bad_data_files_from_the_real_command(case, tmp_path):
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    y = np.arange(20) % 2
+    if case == "nan":
+        X[3, 1] = np.nan
+    elif case == "label":
+        y = y - 1  # labels -1, 0: outside 0..K-1
+    else:
+        y = y[:10]
+    path = _write(tmp_path / "d.npz", X, y)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "controldl", "train", "--data", str(path),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("controldl: error:"), proc.stderr
+    assert not out.exists()
+
+
+def test_help_explains_the_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--lipschitz-bound", "--readout-l2", "--optimizer", "--lr", "--target-cost",
+                 "--warm-start", "--test-fraction"):
+        assert flag in text

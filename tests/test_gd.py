@@ -1,0 +1,129 @@
+"""Gradient descent: compiled once, stopping rules, constraints, options."""
+
+import jax
+import numpy as np
+import pytest
+
+import controldl as cdl
+from controldl import problem as P
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@pytest.fixture
+def small_problem():
+    return cdl.Problem(cdl.data.ring(60, seed=0), width=3, layers=5, horizon=2.0, l2=1e-3)
+
+
+def test_second_solve_of_the_same_shapes_does_not_recompile(small_problem):
+    solver = cdl.GradientDescent("adam", lr=0.02)
+    cdl.solve(small_problem, solver, max_iter=5, seed=0)
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        other_data = cdl.Problem(cdl.data.ring(60, seed=9), width=3, layers=5, horizon=2.0,
+                                 l2=1e-3)
+        sol = cdl.solve(other_data, cdl.GradientDescent("adam", lr=0.02), max_iter=7, seed=4)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert [e for e in compiles if e == COMPILE_EVENT] == []
+    assert sol.compile_time_s < 0.05
+    assert sol.iterations == 7
+
+
+def test_history_and_compile_time_are_recorded(small_problem):
+    sol = cdl.solve(small_problem, cdl.GradientDescent("sgd", lr=0.5, schedule="cosine"),
+                    max_iter=12, seed=1)
+    assert [h["iteration"] for h in sol.history] == list(range(13))
+    times = [h["time_s"] for h in sol.history]
+    assert times == sorted(times) and times[0] >= sol.compile_time_s
+    assert sol.history[-1]["cost"] == pytest.approx(sol.cost["total"], rel=1e-12)
+    assert sol.history[-1]["cost"] < sol.history[0]["cost"]
+
+
+def test_stopping_on_target_time_and_gradient(small_problem):
+    start = cdl.solve(small_problem, cdl.GradientDescent(), max_iter=0).cost["total"]
+    target = 0.9 * start
+    sol = cdl.solve(small_problem, cdl.GradientDescent("adam", lr=0.05), max_iter=500,
+                    target_cost=target)
+    assert sol.status == "target_reached" and sol.cost["total"] <= target
+    assert sol.history[-1]["cost"] <= target < sol.history[-2]["cost"]
+    sol = cdl.solve(small_problem, cdl.GradientDescent("adam"), max_iter=10**7, max_time=1.0)
+    assert sol.status == "max_time" and sol.wall_time_s < 3.0
+    sol = cdl.solve(small_problem, cdl.GradientDescent("adam", grad_tol=1e2), max_iter=50)
+    assert sol.status == "converged" and sol.iterations == 0
+
+
+def test_lbfgs_reaches_a_stationary_point(small_problem):
+    small_problem = small_problem.replace(readout_l2=1e-2)  # bounded readout: well posed
+    sol = cdl.solve(small_problem, cdl.GradientDescent("lbfgs", grad_tol=1e-7), max_iter=500)
+    assert sol.status == "converged"
+    form = small_problem.formulation
+    g = jax.grad(lambda p: P.cost(form, p, small_problem.initial_states(),
+                                  small_problem.targets()))(P.Params(*sol.params))
+    assert float(optax_norm(g)) < 1e-5
+    assert sol.train_accuracy == 1.0
+
+
+def optax_norm(tree):
+    return np.sqrt(sum(float((np.asarray(x) ** 2).sum()) for x in jax.tree.leaves(tree)))
+
+
+def test_constraints_hold_along_the_run():
+    problem = cdl.Problem(cdl.data.ring(60, seed=0), width=2, layers=4, horizon=8.0,
+                          lipschitz_bound=0.9, box_bound=0.8)
+    sol = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.1), max_iter=60)
+    assert np.all(P.lipschitz_constants(problem.formulation, sol.params) <= 0.9 + 1e-10)
+    assert np.abs(sol.params.b).max() <= 0.8
+
+
+def test_frozen_readout_stays_put(small_problem):
+    problem = small_problem.replace(train_readout=False)
+    init = P.init_params(problem.formulation, seed=2)
+    sol = cdl.solve(problem, cdl.GradientDescent("adamw", lr=0.05), max_iter=20, seed=2)
+    np.testing.assert_array_equal(sol.params.W, np.asarray(init.W))
+    np.testing.assert_array_equal(sol.params.c, np.asarray(init.c))
+    assert not np.allclose(sol.params.A, np.asarray(init.A))
+
+
+def test_minibatch_records_full_cost_per_epoch(small_problem):
+    sol = cdl.solve(small_problem, cdl.GradientDescent("adam", lr=0.05, batch_size=20),
+                    max_iter=30)
+    assert [h["iteration"] for h in sol.history] == list(range(0, 31, 3))
+    assert sol.history[-1]["cost"] == pytest.approx(sol.cost["total"], rel=1e-12)
+
+
+def test_float32_runs_close_to_float64(small_problem):
+    a = cdl.solve(small_problem, cdl.GradientDescent("adam", lr=0.02), max_iter=40)
+    b = cdl.solve(small_problem, cdl.GradientDescent("adam", lr=0.02, dtype="float32"),
+                  max_iter=40)
+    assert b.cost["total"] == pytest.approx(a.cost["total"], rel=1e-4)
+
+
+def test_warm_start_continues_from_a_solution(small_problem, tmp_path):
+    first = cdl.solve(small_problem, cdl.GradientDescent("adam", lr=0.05), max_iter=30)
+    first.save(tmp_path / "first")
+    again = cdl.solve(small_problem, cdl.GradientDescent("adam", lr=0.05), max_iter=0,
+                      init=tmp_path / "first")
+    assert again.cost["total"] == pytest.approx(first.cost["total"], rel=1e-12)
+    wrong = cdl.Problem(small_problem.data, width=4, layers=5, horizon=2.0)
+    with pytest.raises(ValueError, match="warm start: A has shape"):
+        cdl.solve(wrong, cdl.GradientDescent(), init=first)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(optimizer="nosuchopt"), "unknown optax optimizer"),
+    (dict(lr=-1.0), "learning rate"),
+    (dict(schedule="triangle"), "schedule"),
+    (dict(optimizer="lbfgs", batch_size=10), "full batch"),
+    (dict(dtype="float16"), "dtype"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cdl.GradientDescent(**kwargs)
+
+
+def test_batch_larger_than_data(small_problem):
+    with pytest.raises(ValueError, match="exceeds"):
+        cdl.solve(small_problem, cdl.GradientDescent(batch_size=1000), max_iter=2)

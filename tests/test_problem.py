@@ -1,0 +1,164 @@
+"""The canonical problem: dynamics, losses, cost terms, costates, constraints."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import controldl as cdl
+from controldl import model
+from controldl import problem as P
+
+J = model.ops_for("jax")
+
+
+def _random_params(form, seed):
+    prm = P.init_params(form, seed=seed)
+    k = jax.random.PRNGKey(seed + 100)
+    return prm._replace(b=0.3 * jax.random.normal(k, prm.b.shape),
+                        c=0.2 * jnp.ones_like(prm.c))
+
+
+CASES = [
+    dict(model="resnet", activation="tanh", l2=1e-2, l1=1e-3, smooth=1e-2, running=0.5,
+         readout_l2=1e-2),
+    dict(model="mlp", activation="softplus", l2=1e-3, running=0.3),
+    dict(model="resnet", activation="sigmoid", smooth=0.1, readout_l2=0.1),
+    dict(model="resnet", activation="relu", l2=1e-2),
+    dict(model="resnet", activation="identity", running=1.0),
+]
+
+
+@pytest.mark.parametrize("options", CASES)
+@pytest.mark.parametrize("data_name", ["spiral3", "sine"])
+def test_costate_gives_the_autodiff_gradient(options, data_name):
+    if data_name == "sine":
+        data = cdl.data.sine(40, seed=1)
+    else:
+        data = cdl.data.classification(
+            np.random.default_rng(0).normal(size=(45, 2)), np.arange(45) % 3, {"name": "t"})
+    problem = cdl.Problem(data, width=4, layers=6, horizon=2.0, **options)
+    form = problem.formulation
+    params = _random_params(form, seed=3)
+    X0, Y = problem.initial_states(), problem.targets()
+    auto = jax.grad(lambda p: P.cost(form, p, X0, Y))(params)
+    pmp = P.costate_gradient(form, params, X0, Y)
+    for a, b in zip(auto, pmp, strict=True):
+        assert float(jnp.linalg.norm(a - b)) <= 1e-10 * float(jnp.linalg.norm(a)) + 1e-14
+
+
+def test_costate_recursion_is_backpropagation_of_the_states():
+    """p(t) = -∂J/∂x(t) (the running cost at t included): perturbing the states at layer t changes J by -p(t)·δx."""
+    problem = cdl.Problem(cdl.data.ring(30, seed=2), width=3, layers=5, horizon=1.5,
+                          running=0.7)
+    form = problem.formulation
+    params = _random_params(form, 0)
+    X0, Y = problem.initial_states(), problem.targets()
+    xs = P.trajectory(form, params, X0)
+    ps = P.costates(form, params, xs, Y)
+
+    def cost_from_layer(x_t, t):
+        here = P.running_cost_at(form, params.W, params.c, x_t, Y)  # r(x(t)), t >= 1
+        if t == form.layers:
+            return P.mean_loss(form, params.W, params.c, x_t, Y) + here
+        tail = params._replace(A=params.A[t:], b=params.b[t:])
+        f_tail = P.Formulation(**{**form.public_dict(), "layers": form.layers - t,
+                                  "horizon": form.h * (form.layers - t)})
+        terms = P.cost_terms_from_states(f_tail, tail, P.trajectory(f_tail, tail, x_t), Y)
+        return terms["terminal"] + terms["running"] + here
+
+    for t in (1, 3, 5):
+        g = jax.grad(cost_from_layer)(xs[t], t)
+        np.testing.assert_allclose(np.asarray(ps[t]), -np.asarray(g), rtol=1e-10, atol=1e-14)
+
+
+def test_losses_are_stable_for_huge_logits():
+    z = jnp.array([800.0])
+    assert float(model.loss(J, "logistic", z, jnp.array([1.0]))) == 0.0
+    assert np.isclose(float(model.loss(J, "logistic", z, jnp.array([0.0]))), 800.0)
+    assert np.isclose(float(model.loss(J, "logistic", -z, jnp.array([1.0]))), 800.0)
+    zk = jnp.array([900.0, -900.0, 0.0])
+    assert np.isclose(float(model.loss(J, "cross_entropy", zk, jnp.array([0.0, 1.0, 0.0]))),
+                      1800.0)
+    assert np.isclose(float(model.loss(J, "sigmoid_mse", z, jnp.array([0.0]))), 1.0)
+    g = jax.grad(lambda v: model.loss(J, "logistic", v, jnp.array([0.0])))(z)
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_loss_formulas_match_their_definitions():
+    z, y = jnp.array([0.7]), jnp.array([1.0])
+    assert np.isclose(float(model.loss(J, "logistic", z, y)), np.log1p(np.exp(-0.7)))
+    assert np.isclose(float(model.loss(J, "sigmoid_mse", z, y)), (1 / (1 + np.exp(-0.7)) - 1) ** 2)
+    zk = jnp.array([0.1, 0.5, -0.2])
+    expect = np.log(np.exp(zk).sum()) - 0.5
+    assert np.isclose(float(model.loss(J, "cross_entropy", zk, jnp.array([0.0, 1.0, 0.0]))),
+                      expect)
+    assert np.isclose(float(model.loss(J, "squared", zk, jnp.zeros(3))), 0.5 * float(zk @ zk))
+    for name, f in (("softplus", lambda u: np.log1p(np.exp(u))), ("sigmoid",
+                    lambda u: 1 / (1 + np.exp(-u))), ("relu", lambda u: np.maximum(u, 0))):
+        u = np.linspace(-5, 5, 11)
+        np.testing.assert_allclose(np.asarray(model.activation(J, name, jnp.asarray(u))), f(u),
+                                   rtol=1e-12, atol=1e-15)
+
+
+def test_embedding_pads_with_zeros_and_dynamics_follow_design():
+    problem = cdl.Problem(cdl.data.ring(10, seed=0), width=4, layers=3, horizon=1.5)
+    form = problem.formulation
+    X0 = problem.initial_states()
+    assert X0.shape == (10, 4) and np.all(np.asarray(X0[:, 2:]) == 0)
+    params = _random_params(form, 1)
+    xs = np.asarray(P.trajectory(form, params, X0))
+    A, b = np.asarray(params.A), np.asarray(params.b)
+    x = np.asarray(X0)
+    for t in range(3):
+        x = x + 0.5 * np.tanh(x @ A[t].T + b[t])
+        np.testing.assert_allclose(xs[t + 1], x, rtol=1e-13)
+    mlp = P.Formulation(**{**form.public_dict(), "model": "mlp"})
+    x = np.asarray(X0)
+    for t in range(3):
+        x = np.tanh(x @ A[t].T + b[t])
+    np.testing.assert_allclose(np.asarray(P.final_state(mlp, params, X0)), x, rtol=1e-13)
+
+
+def test_projection_enforces_both_constraints():
+    problem = cdl.Problem(cdl.data.ring(10, seed=0), width=3, layers=4, horizon=4.0,
+                          lipschitz_bound=0.5, box_bound=0.3)
+    form = problem.formulation
+    params = P.init_params(form, seed=0, scale=5.0)
+    assert np.all(P.lipschitz_constants(form, params) <= 0.5 + 1e-12)
+    assert np.all(np.abs(np.asarray(params.b)) <= 0.3)
+    assert np.max(np.abs(np.asarray(params.A))) <= 0.3 + 1e-3
+
+
+def test_zero_initialization_is_flat():
+    problem = cdl.Problem(cdl.data.sine(20, seed=0), width=2, layers=5)
+    params = P.init_params(problem.formulation, scheme="zeros")
+    assert all(float(jnp.abs(v).max()) == 0 for v in params)
+    with pytest.raises(ValueError, match="initialization"):
+        P.init_params(problem.formulation, scheme="uniform")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(width=1), "smaller than the input dimension"),
+    (dict(layers=0), "layers"),
+    (dict(horizon=-1.0), "horizon"),
+    (dict(l2=-1e-3), "l2"),
+    (dict(activation="gelu"), "activation"),
+    (dict(model="cnn"), "model"),
+    (dict(loss="hinge"), "loss"),
+    (dict(loss="squared"), "regression"),
+    (dict(lipschitz_bound=0.0), "lipschitz_bound"),
+    (dict(wdith=3), "unknown problem option"),
+])
+def test_bad_formulations_raise_precise_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        cdl.Problem(cdl.data.ring(10, seed=0), **bad)
+
+
+def test_multiclass_needs_cross_entropy():
+    data = cdl.data.classification(np.zeros((6, 2)) + np.arange(6)[:, None], np.arange(6) % 3,
+                                   {"name": "t"})
+    assert cdl.Problem(data).loss == "cross_entropy"
+    assert cdl.Problem(data).n_outputs == 3
+    with pytest.raises(ValueError, match="3 classes"):
+        cdl.Problem(data, loss="logistic")

@@ -1,0 +1,73 @@
+"""The solution directory: round trip, atomic writes, the contract's keys."""
+
+import json
+
+import numpy as np
+import pytest
+
+import controldl as cdl
+from controldl.solution import atomic_directory
+
+
+def _solution(problem):
+    return cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=15, seed=1)
+
+
+def test_round_trip_preserves_everything(tmp_path):
+    data = cdl.data.train_test_split(cdl.data.ring(80, seed=0), 0.25, seed=0)
+    problem = cdl.Problem(data, width=3, layers=4, horizon=2.0, l2=1e-3, l1=1e-4,
+                          lipschitz_bound=0.9)
+    sol = _solution(problem)
+    sol.save(tmp_path / "s")
+    back = cdl.load(tmp_path / "s")
+    for a, b in zip(sol.params, back.params, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.problem.data.X_test, data.X_test)
+    assert back.problem.formulation == problem.formulation
+    assert back.cost == pytest.approx(sol.cost)
+    assert back.history == sol.history
+    assert back.test_accuracy == sol.test_accuracy
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    for key in ("problem", "solver", "status", "cost", "train_accuracy", "test_accuracy",
+                "iterations", "wall_time_s", "compile_time_s", "history", "versions"):
+        assert key in meta
+    for key in ("model", "activation", "width", "layers", "horizon", "loss", "l2", "l1",
+                "smooth", "running", "readout_l2", "train_readout", "data"):
+        assert key in meta["problem"]
+    assert set(meta["cost"]) == {"total", "terminal", "l2", "l1", "smooth", "running",
+                                 "readout_l2"}
+    assert set(meta["history"][0]) >= {"iteration", "time_s", "cost", "train_accuracy"}
+    with np.load(tmp_path / "s" / "arrays.npz") as f:
+        assert f["A"].shape == (4, 3, 3) and f["W"].shape == (1, 3) and f["c"].shape == (1,)
+
+
+def test_regression_solution_has_no_accuracy(tmp_path):
+    sol = _solution(cdl.Problem(cdl.data.sine(30, seed=0), width=2, layers=3))
+    assert sol.train_accuracy is None and sol.test_accuracy is None
+    sol.save(tmp_path / "r")
+    assert cdl.load(tmp_path / "r").problem.task == "regression"
+
+
+def test_atomic_directory_leaves_nothing_on_error(tmp_path):
+    def boom(tmp):
+        (tmp / "half.txt").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_directory(tmp_path / "out", boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_replaces_an_existing_one(tmp_path):
+    atomic_directory(tmp_path / "o", lambda t: (t / "a").write_text("1"))
+    atomic_directory(tmp_path / "o", lambda t: (t / "b").write_text("2"))
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]
+
+
+def test_load_rejects_broken_directories(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        cdl.load(tmp_path / "nope")
+    (tmp_path / "e").mkdir()
+    with pytest.raises(ValueError, match="meta.json is missing"):
+        cdl.load(tmp_path / "e")
