@@ -329,19 +329,55 @@ def cost_terms(form: Formulation, params: Params, X0: Array, Y: Array) -> dict[s
     return cost_terms_from_states(form, params, trajectory(form, params, X0), Y)
 
 
-def cost_and_outputs(form: Formulation, params: Params, X0: Array, Y: Array
-                     ) -> tuple[Array, Array]:
-    """The total cost ``J(θ, W, c)`` and the final outputs ``z(L)`` (N, m)."""
-    A, b, W, c = params
-    if form.running == 0.0:  # no need to keep every state
-        x_L = final_state(form, params, X0)
-        regular = (jnp.sum(jax.vmap(lambda A_t, b_t: control_cost(form, A_t, b_t))(A, b))
-                   + smooth_cost(form, A, b) + model.readout_l2(JAX, form.readout_l2, W, c))
-        total = mean_loss(form, W, c, x_L, Y) + regular
+def forward(form: Formulation, params: Params, X0: Array, Y: Array,
+            checkpoint_every: int | None = None) -> tuple[Array, Array]:
+    """``x(L)`` (N, d) and the running sum ``Σ_{t=1}^{L} (1/N) Σ_i ℓ(z_i(t), y_i)`` in one
+    pass that keeps no intermediate state (0 when ``running`` is 0).
+
+    ``checkpoint_every = k`` rematerializes: under reverse-mode autodiff only every k-th
+    state is stored and the layers in between are recomputed (``jax.checkpoint`` on
+    blocks of k layers), so memory for the states drops from O(N·L·d) to O(N·(L/k + k)·d).
+    """
+    W, c = params.W, params.c
+    with_running = form.running != 0.0
+
+    def layer(carry, theta):
+        x, run = carry
+        x = step_batch(form, x, *theta)
+        if with_running:
+            run = run + mean_loss(form, W, c, x, Y)
+        return (x, run), None
+
+    def block(carry, thetas):
+        return jax.lax.scan(layer, carry, thetas)[0]
+
+    carry = (X0, jnp.zeros((), X0.dtype))
+    thetas = (params.A, params.b)
+    L = form.layers
+    if checkpoint_every is None or checkpoint_every >= L:
+        carry = block(carry, thetas)
     else:
-        xs = trajectory(form, params, X0)
-        x_L = xs[-1]
-        total = cost_terms_from_states(form, params, xs, Y)["total"]
+        k = int(checkpoint_every)
+        if k < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {k}")
+        nb = L // k
+        saved = jax.checkpoint(block)
+        head = jax.tree.map(lambda a: a[: nb * k].reshape(nb, k, *a.shape[1:]), thetas)
+        carry = jax.lax.scan(lambda cr, th: (saved(cr, th), None), carry, head)[0]
+        if nb * k < L:
+            carry = saved(carry, jax.tree.map(lambda a: a[nb * k:], thetas))
+    return carry
+
+
+def cost_and_outputs(form: Formulation, params: Params, X0: Array, Y: Array,
+                     checkpoint_every: int | None = None) -> tuple[Array, Array]:
+    """The total cost ``J(θ, W, c)`` and the final outputs ``z(L)`` (N, m), in one forward
+    pass (see :func:`forward` for ``checkpoint_every``)."""
+    A, b, W, c = params
+    x_L, run = forward(form, params, X0, Y, checkpoint_every)
+    regular = (jnp.sum(jax.vmap(lambda A_t, b_t: control_cost(form, A_t, b_t))(A, b))
+               + smooth_cost(form, A, b) + model.readout_l2(JAX, form.readout_l2, W, c))
+    total = mean_loss(form, W, c, x_L, Y) + form.running * form.h * run + regular
     return total, x_L @ W.T + c
 
 

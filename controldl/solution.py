@@ -120,6 +120,7 @@ class Solution:
             "compile_time_s": self.compile_time_s,
             "history": self.history,
             "stats": self.stats,
+            "devices": self.stats.get("devices"),
             "versions": self.versions,
         })
 

@@ -11,6 +11,7 @@ accuracy on the returned parameters.
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -26,9 +27,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
 from controldl.solution import Solution
+
+
+class CompileCache:
+    """Compiled executables keyed by what determines them (formulation, solver options,
+    shapes, dtypes, placement), so that a second solve of the same kind does not compile
+    again. Least recently used entries are dropped beyond ``maxsize``."""
+
+    def __init__(self, maxsize: int = 128) -> None:
+        self.maxsize = maxsize
+        self._entries: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = build()
+        self._entries[key] = value
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+COMPILED = CompileCache()
+"""The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
+
+
+def signature(tree: Any) -> tuple:
+    """Shapes, dtypes and placements of the leaves of ``tree``, and its structure."""
+    leaves, structure = jax.tree.flatten(tree)
+    return tuple((tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", None)))
+                 for a in leaves) + (str(structure),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +276,7 @@ def solve(
     finally:
         monitor.close()
     wall = monitor.elapsed()
+    result.stats.setdefault("devices", parallel.describe(None))
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
     terms, train_acc, test_acc = evaluate(problem, final)
     status = result.status

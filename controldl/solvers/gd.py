@@ -9,7 +9,6 @@ is compiled once per (formulation, optimizer, shapes) and reused by later solves
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, ClassVar
 
@@ -18,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
-from controldl.solvers.base import Monitor, RunResult, Solver
+from controldl.solvers.base import COMPILED, Monitor, RunResult, Solver, signature
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
@@ -62,20 +62,26 @@ def make_optimizer(name: str, lr: float | None, schedule: str = "constant", step
     return opt
 
 
-@functools.lru_cache(maxsize=64)
 def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
-                   signature: tuple[tuple[tuple[int, ...], str], ...]) -> Any:
-    """The jitted-and-compiled iteration for one formulation, optimizer and set of shapes."""
+                   args: tuple) -> Any:
+    """The jitted-and-compiled iteration for one formulation, optimizer, set of shapes and
+    placement (cached: a second solve of the same kind does not recompile)."""
+    return COMPILED.get((form, solver, steps, signature(args)),
+                        lambda: _build_step(form, solver, steps, args))
+
+
+def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> Any:
     opt = solver.optimizer_transform(steps)
     is_lbfgs = solver.optimizer == "lbfgs"
     batch = solver.batch_size
+    remat = solver.checkpoint_every
 
     def iteration(params, opt_state, X0, Y, y, key):
         key, sub = jax.random.split(key)
         if batch is not None:
             idx = jax.random.choice(sub, X0.shape[0], (batch,), replace=False)
             X0, Y, y = X0[idx], Y[idx], y[idx]
-        f = lambda p: P.cost_and_outputs(form, p, X0, Y)  # noqa: E731
+        f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
             g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
@@ -94,18 +100,17 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
                else jnp.zeros((), J.dtype))
         return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), gnorm])
 
-    args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt)) for shape, dt in signature]
-    X0, Y, y, key = args[-4:]
-    params = jax.tree.unflatten(jax.tree.structure(Params(0, 0, 0, 0)), args[:4])
+    params, X0, Y, y, key = args
     opt_state = jax.eval_shape(opt.init, params)
-    return jax.jit(iteration).lower(
-        params, opt_state, X0, Y, y, key).compile()
+    if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
+        opt_state = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
+            if hasattr(s, "shape") else s, opt_state)
+    return jax.jit(iteration).lower(params, opt_state, X0, Y, y, key).compile()
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_full_cost(form: P.Formulation, signature: tuple) -> Any:
-    args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt)) for shape, dt in signature]
-    params = Params(*args[:4])
+def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
+    """The compiled full-batch cost and accuracy (for mini-batch runs and the last entry)."""
 
     def full(params, X0, Y, y):
         J, z = P.cost_and_outputs(form, params, X0, Y)
@@ -113,11 +118,8 @@ def _compiled_full_cost(form: P.Formulation, signature: tuple) -> Any:
                else jnp.zeros((), J.dtype))
         return J, acc
 
-    return jax.jit(full).lower(params, *args[4:]).compile()
-
-
-def _signature(*arrays: Any) -> tuple:
-    return tuple((tuple(a.shape), str(a.dtype)) for a in arrays)
+    return COMPILED.get((form, "full_cost", signature(args)),
+                        lambda: jax.jit(full).lower(*args).compile())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +137,10 @@ class GradientDescent(Solver):
             constraints).
         dtype: ``float64`` (default) or ``float32``.
         momentum: passed to optimizers that take it (sgd).
+        devices: shard the samples over this many devices (controls replicated); the
+            result equals the single-device one. ``None``: one device.
+        checkpoint_every: rematerialize the forward pass in blocks of this many layers
+            (memory O(N·(L/k + k)·d) instead of O(N·L·d), one extra forward pass).
     """
 
     optimizer: str = "adam"
@@ -144,6 +150,8 @@ class GradientDescent(Solver):
     grad_tol: float = 1e-9
     dtype: str = "float64"
     momentum: float | None = None
+    devices: int | None = None
+    checkpoint_every: int | None = None
 
     name: ClassVar[str] = "gd"
     default_max_iter: ClassVar[int] = 2000
@@ -158,6 +166,10 @@ class GradientDescent(Solver):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_size is not None and self.optimizer == "lbfgs":
             raise ValueError("lbfgs needs the full batch: drop batch_size")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
         if not self.grad_tol >= 0:
             raise ValueError(f"grad_tol must be >= 0, got {self.grad_tol}")
         self.optimizer_transform(1)  # validate the optimizer name and options now
@@ -181,13 +193,17 @@ class GradientDescent(Solver):
         y = jnp.asarray(problem.data.y_train if form.task == "classification"
                         else np.zeros(N, np.int32))
         key = jax.random.PRNGKey(0)
-        signature = _signature(*params, X0, Y, y, key)
+        mesh = parallel.data_mesh(self.devices)
+        if mesh is not None and self.batch_size is not None:
+            raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
+        X0, Y, y = parallel.shard_samples(mesh, X0, Y, y)
+        params, key = parallel.replicate(mesh, (params, key))
         steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
         with monitor.compiling():
-            step = _compiled_step(form, self, steps, signature)
-            full = (_compiled_full_cost(form, signature[:-1])
-                    if self.batch_size is not None else None)
-            opt_state = self.optimizer_transform(steps).init(params)
+            step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
+            full_cost = _compiled_full_cost(form, (params, X0, Y, y))
+            full = full_cost if self.batch_size is not None else None
+            opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
         epoch = max(N // self.batch_size, 1) if self.batch_size else 1
         status, k = "max_iter", 0
         gnorm = math.nan
@@ -199,7 +215,7 @@ class GradientDescent(Solver):
                     status = stop or status
                     break
             if k == max_iter and full is None:
-                J, acc = _compiled_full_cost(form, signature[:-1])(params, X0, Y, y)
+                J, acc = full_cost(params, X0, Y, y)
                 status = monitor.record(k, J, acc if form.task == "classification"
                                         else None) or status
                 break
@@ -218,4 +234,5 @@ class GradientDescent(Solver):
                 status, k = "max_time", k + 1
                 break
         return RunResult(params, status, k, {"gradient_norm": float(gnorm),
-                                             "optimizer": self.optimizer})
+                                             "optimizer": self.optimizer,
+                                             "devices": parallel.describe(mesh)})
