@@ -306,9 +306,8 @@ def load_file(path: str | Path, task: str | None = None) -> Dataset:
             with np.load(path, allow_pickle=False) as f:
                 missing = [k for k in ("X", "y") if k not in f.files]
                 if missing:
-                    raise ValueError(
-                        f"{path}: missing array {missing[0]!r} (found {', '.join(f.files) or 'none'})"
-                    )
+                    found = ", ".join(f.files) or "none"
+                    raise ValueError(f"{path}: missing array {missing[0]!r} (found {found})")
                 X, y = np.asarray(f["X"]), np.asarray(f["y"])
         except ValueError:
             raise

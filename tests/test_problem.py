@@ -48,7 +48,8 @@ def test_costate_gives_the_autodiff_gradient(options, data_name):
 
 
 def test_costate_recursion_is_backpropagation_of_the_states():
-    """p(t) = -∂J/∂x(t) (the running cost at t included): perturbing the states at layer t changes J by -p(t)·δx."""
+    """p(t) = -∂J/∂x(t), the running cost at t included: perturbing the states at layer t
+    changes J by -p(t)·δx."""
     problem = cdl.Problem(cdl.data.ring(30, seed=2), width=3, layers=5, horizon=1.5,
                           running=0.7)
     form = problem.formulation

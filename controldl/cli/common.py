@@ -73,7 +73,8 @@ def float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
     if not values or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
     return values
@@ -110,7 +111,8 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> No
                    default="tanh", help="σ (default tanh)")
     g.add_argument("--width", type=positive_int, default=None,
                    help="state dimension d ≥ n; d > n pads the inputs with zeros (default n)")
-    g.add_argument("--layers", type=positive_int, default=20, help="number of layers L (default 20)")
+    g.add_argument("--layers", type=positive_int, default=20,
+                   help="number of layers L (default 20)")
     g.add_argument("--horizon", type=finite_float, default=None,
                    help="final time T > 0; the step is h = T/L (default T = L, h = 1)")
     g.add_argument("--loss", choices=("logistic", "cross_entropy", "sigmoid_mse", "squared"),
