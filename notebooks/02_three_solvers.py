@@ -1,0 +1,123 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Three solvers, one problem
+#
+# The same training problem solved three ways, from the same initialization:
+#
+# 1. **gradient descent** (backpropagation with optax's Adam),
+# 2. **Pontryagin's maximum principle**: the extended method of successive approximations
+#    (E-MSA), where every layer maximizes its augmented Hamiltonian,
+# 3. the **direct method**: the whole problem as one nonlinear program for IPOPT (CasADi),
+#    alone and warm-started from Adam's solution.
+#
+# `controldl.compare.compare` runs them and keeps every solution; its table counts time
+# from the start of each solve, compilation included. The numbers printed below come from
+# the machine that runs the notebook: read them, don't quote them.
+#
+# `CONTROLDL_NOTEBOOK_QUICK=1` makes the problem and the budgets small.
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+import controldl as cdl
+from controldl import plotting
+from controldl.compare import compare, table_markdown
+
+QUICK = os.environ.get("CONTROLDL_NOTEBOOK_QUICK", "0") == "1"
+OUT = Path(os.environ.get("CONTROLDL_NOTEBOOK_OUT", "runs/notebooks")) / "02_three_solvers"
+OUT.mkdir(parents=True, exist_ok=True)
+N_SAMPLES = 80 if QUICK else 300
+LAYERS = 6 if QUICK else 20
+MAX_ITER = 15 if QUICK else None  # None: each solver's own limit
+MAX_TIME = None if QUICK else 15.0  # seconds per solver, compilation included
+
+
+def show(fig, name):
+    """Save a figure under OUT; display it when running in Jupyter."""
+    path = OUT / f"{name}.png"
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plotting.plt.close(fig)
+    if "ipykernel" in sys.modules:
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
+    return path
+
+
+# %% [markdown]
+# ## The problem
+#
+# The ring with a quarter of the points held out, width 3, $T = 5$, and an L² control
+# cost. Which solvers are installed?
+
+# %%
+data = cdl.data.train_test_split(cdl.data.ring(N_SAMPLES, seed=1), 0.25, seed=1)
+problem = cdl.Problem(data, width=3, layers=LAYERS, horizon=5.0, l2=1e-3)
+print(problem)
+print("available solvers:", cdl.available())
+
+# %% [markdown]
+# ## One solver at a time
+#
+# Every solver goes through `controldl.solve`; `make_solver` builds one by name with its
+# options. The solution says how it stopped and what to do next.
+
+# %%
+emsa = cdl.solve(problem, cdl.make_solver("emsa", rho=1.0), max_iter=MAX_ITER or 200,
+                 max_time=MAX_TIME)
+print(emsa.summary())
+print(f"stationarity (PMP residual) {emsa.stats['stationarity']:.3g}, "
+      f"final ρ {emsa.stats['rho_final']:.3g}, "
+      f"{emsa.stats['accepted']} steps accepted, {emsa.stats['rejected']} rejected")
+
+# %% [markdown]
+# ## All of them, from the same initialization
+#
+# A *spec* names a solver and its options: `adam:lr=0.03:label=adam` is gradient descent
+# with Adam (learning rate 0.03, shown as `adam`), `emsa` the extended MSA, `casadi` IPOPT
+# from the shared initialization and `casadi:from=adam` IPOPT warm-started from Adam's
+# result (a second-order polish).
+
+# %%
+specs = ["adam:lr=0.03:label=adam", "emsa", "casadi", "casadi:from=adam"]
+comparison = compare(problem, specs, seed=0, max_iter=MAX_ITER, max_time=MAX_TIME)
+print(table_markdown(comparison))
+print(f"\ntarget for 'time to target': {comparison.target:.4g} ({comparison.target_rule})")
+
+# %% [markdown]
+# Cost against iterations and against wall time: the Pontryagin and direct methods take
+# far fewer (and far more expensive) iterations than gradient descent.
+
+# %%
+show(plotting.history_figure({k: s.history for k, s in comparison.solutions.items()},
+                             title=repr(problem)), "cost_history")
+
+# %% [markdown]
+# The solution with the lowest cost, in input space (training points as dots, test points
+# as crosses).
+
+# %%
+best_label, best = min(comparison.solutions.items(), key=lambda kv: kv[1].cost["total"])
+print("lowest cost:", best_label, f"{best.cost['total']:.5g}")
+show(plotting.decision_regions_figure(best), "best_decision_regions")
+
+# %% [markdown]
+# `controldl compare` on the command line does the same and writes a report:
+# `write_report` is what it calls.
+
+# %%
+from controldl.compare import write_report  # noqa: E402
+
+report_dir = write_report(comparison, OUT / "report", figures=False)
+print((report_dir / "report.md").read_text()[:1200])
