@@ -1,0 +1,193 @@
+"""Every code snippet of the documentation runs, so the docs cannot rot.
+
+- ```python blocks of each page (docs/**/*.md and README.md) run in order, in one
+  namespace per page, in a temporary working directory;
+- every ``controldl …`` command in a ```bash block is parsed by the real argument parser
+  (and its solver options and ``--solvers`` specs are checked the way the commands check
+  them), so a renamed or removed flag fails here;
+- ```console blocks are transcripts: every ``$ controldl …`` line runs (in the page's
+  working directory, after its python blocks) and must print the lines that follow it,
+  with exit code 2 when they show an error and 0 otherwise;
+- every fenced block is in a language this test knows how to check (or plain text).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+# Pages under docs/ (not the notebooks linked into it: tests/test_notebooks.py runs those).
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "notebooks" not in p.relative_to(DOCS).parts)
+PAGES.append(ROOT / "README.md")
+
+FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+-]*)[^\n]*\n"
+                   r"(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$", re.M | re.S)
+CHECKED = {"python", "bash", "console"}
+UNCHECKED = {"", "text", "json", "yaml", "toml"}
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def blocks(path: Path) -> list[tuple[str, str, int]]:
+    """``(language, code, line)`` of every fenced block of a page, in order."""
+    text = path.read_text(encoding="utf-8")
+    out = []
+    for m in FENCE.finditer(text):
+        indent = len(m.group("indent"))
+        body = "\n".join(line[indent:] for line in m.group("body").splitlines())
+        out.append((m.group("lang").lower(), body, text.count("\n", 0, m.start()) + 1))
+    return out
+
+
+def page_id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def controldl_commands(code: str) -> list[list[str]]:
+    """The ``controldl …`` commands of a shell block, as argv lists (``&&``, ``;`` and
+    ``|`` separate commands, ``#`` starts a comment, a trailing ``\\`` continues a line)."""
+    commands = []
+    for line in code.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        current: list[str] = []
+        for w in [*words, "&&"]:
+            if w in ("&&", ";", "|", "||"):
+                if current and current[0] == "controldl":
+                    commands.append(current)
+                current = []
+            elif current or not ENV_ASSIGNMENT.match(w):  # skip VAR=value prefixes
+                current.append(w)
+    return commands
+
+
+def check_command(argv: list[str]) -> None:
+    """Parse ``controldl ARGS`` with the real parser and check what the command checks
+    before it runs: the solver's options and the compare specs."""
+    from controldl.cli import build_parser, common
+    from controldl.compare import parse_spec
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exc:
+        if exc.code == 0 and ("--help" in argv or "-h" in argv):
+            return
+        raise AssertionError(f"`{shlex.join(argv)}` does not parse (exit {exc.code})") from None
+    if getattr(args, "solver", None) is not None and hasattr(args, "solver_flags"):
+        common.solver_options_from_args(args, args.solver)
+    specs = [parse_spec(s) for s in (getattr(args, "solvers", None) or "").split(",")
+             if s.strip()]
+    labels = [s.label for s in specs]
+    for i, spec in enumerate(specs):
+        if spec.warm_from is not None and spec.warm_from not in labels[:i]:
+            raise ValueError(f"{spec.label!r} warm-starts from {spec.warm_from!r}, which is "
+                             "not an earlier solver of this comparison")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_fenced_blocks_are_checked(page):
+    unknown = [(lang, line) for lang, _, line in blocks(page)
+               if lang not in CHECKED | UNCHECKED]
+    assert not unknown, f"{page_id(page)}: blocks in a language no test checks: {unknown}"
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b[0] == "bash" for b in blocks(p))],
+                         ids=page_id)
+def test_shell_commands_parse(page, capsys):
+    for lang, code, line in blocks(page):
+        if lang != "bash":
+            continue
+        for argv in controldl_commands(code):
+            try:
+                check_command(argv)
+            except (AssertionError, ValueError) as exc:
+                raise AssertionError(f"{page_id(page)}:{line}: {exc}") from None
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b[0] == "python" for b in blocks(p))],
+                         ids=page_id)
+def test_python_snippets_run(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for lang, code, line in blocks(page):
+        if lang != "python":
+            continue
+        try:
+            exec(compile(code, f"{page_id(page)}:{line}", "exec"), namespace)
+        except Exception as exc:
+            raise AssertionError(f"{page_id(page)}, block at line {line}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def transcripts(code: str) -> list[tuple[list[str], list[str]]]:
+    """``(argv, expected output lines)`` of every ``$ controldl …`` line of a console
+    block."""
+    out: list[tuple[list[str], list[str]]] = []
+    for line in code.splitlines():
+        if line.startswith("$ "):
+            argv = shlex.split(line[2:])
+            assert argv[0] == "controldl", f"console blocks run controldl only: {line}"
+            out.append((argv, []))
+        elif line.strip():
+            assert out, f"output before any command: {line}"
+            out[-1][1].append(line.strip())
+    return out
+
+
+def run_controldl(argv: list[str], capsys) -> tuple[int, list[str]]:
+    """Run ``controldl ARGS`` in this process; its exit code and output lines."""
+    from controldl.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return int(code or 0), [ln.strip() for ln in (captured.out + captured.err).splitlines()]
+
+
+@pytest.mark.parametrize("page",
+                         [p for p in PAGES if any(b[0] == "console" for b in blocks(p))],
+                         ids=page_id)
+def test_console_transcripts(page, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for lang, code, _ in blocks(page):
+        if lang == "python":
+            exec(compile(code, page_id(page), "exec"), namespace)
+    for lang, code, line in blocks(page):
+        if lang != "console":
+            continue
+        for argv, expected in transcripts(code):
+            rc, output = run_controldl(argv, capsys)
+            where = f"{page_id(page)}:{line}: `{shlex.join(argv)}`"
+            want_rc = 2 if any(e.startswith("controldl: error:") for e in expected) else 0
+            assert rc == want_rc, f"{where} exited {rc}, expected {want_rc}: {output}"
+            for e in expected:
+                assert e in output, f"{where} did not print {e!r}; it printed {output}"
+
+
+def test_the_checker_catches_a_bad_flag():
+    with pytest.raises(AssertionError, match="does not parse"):
+        check_command(["controldl", "train", "--no-such-flag"])
+    with pytest.raises(ValueError):
+        check_command(["controldl", "train", "--solver", "msa", "--optimizer", "adam"])
+    with pytest.raises(ValueError):
+        check_command(["controldl", "compare", "--solvers", "adam,nosuchsolver:x=1"])
+    with pytest.raises(ValueError, match="warm-starts"):
+        check_command(["controldl", "compare", "--solvers", "adam:lr=0.1,casadi:from=adam"])
+    assert controldl_commands('pip install -e ".[dev]" && controldl compare  # main job') == [
+        ["controldl", "compare"]]
+    assert controldl_commands("XLA_FLAGS=--x=4 controldl train \\\n  --devices 4") == [
+        ["controldl", "train", "--devices", "4"]]
