@@ -1,0 +1,361 @@
+"""The CasADi direct method (``controldl.solvers.casadi_direct``).
+
+Tiny problems, float64, explicit seeds. The NLP is checked against the JAX problem
+(``controldl.problem.cost`` and ``jax.grad``), its custom Hessians against CasADi's own,
+and its solutions against independent (JAX, numpy) optimality and feasibility checks.
+"""
+
+from __future__ import annotations
+
+import casadi as ca
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import controldl as cdl
+from controldl import problem as P
+from controldl.solvers.base import Monitor, Stopping, as_params
+from controldl.solvers.casadi_direct import (
+    LIPSCHITZ_DESCRIPTIONS,
+    CasadiDirect,
+    build_transcription,
+    cost_and_gradient,
+)
+
+# --------------------------------------------------------------------------- helpers
+
+# One set of shapes (N = 16, width 3, L = 3) throughout, so that JAX's per-shape caches are
+# shared by every test and the suite stays fast.
+BASE = dict(width=3, layers=3, horizon=1.5)
+
+
+def ring(n: int = 16, seed: int = 0) -> cdl.Dataset:
+    return cdl.data.ring(n, seed=seed)
+
+
+def three_classes(n: int = 16, seed: int = 1) -> cdl.Dataset:
+    rng = np.random.default_rng(seed)
+    return cdl.data.classification(rng.normal(size=(n, 2)), np.arange(n) % 3, {"name": "k3"})
+
+
+def regression(n: int = 16, seed: int = 2) -> cdl.Dataset:
+    rng = np.random.default_rng(seed)
+    return cdl.data.regression(rng.normal(size=(n, 2)), rng.normal(size=(n, 3)), {"name": "r"})
+
+
+def random_params(form: P.Formulation, seed: int) -> P.Params:
+    """Generic random controls and readout (nonzero biases, no exact zeros)."""
+    rng = np.random.default_rng(seed)
+    L, d, m = form.layers, form.width, form.n_outputs
+    return P.Params(rng.normal(size=(L, d, d)) * 0.8, rng.normal(size=(L, d)) * 0.4,
+                    rng.normal(size=(m, d)), rng.normal(size=m) * 0.3)
+
+
+def jax_cost_grad(problem: cdl.Problem, params: P.Params) -> tuple[float, P.Params]:
+    """``J`` and ``∇J`` by JAX, op by op (no compilation: tiny problems, many formulations)."""
+    form = problem.formulation
+    X0, Y = problem.initial_states(), problem.targets()
+    p = P.Params(*(jnp.asarray(v, jnp.float64) for v in params))
+    with jax.disable_jit():
+        J, g = jax.value_and_grad(lambda q: P.cost(form, q, X0, Y))(p)
+    return float(J), P.Params(*(np.asarray(v) for v in g))
+
+
+def grad_norm(problem: cdl.Problem, params: P.Params) -> float:
+    """‖∇J‖₂ over the optimized variables, by JAX (independent of IPOPT)."""
+    g = jax_cost_grad(problem, params)[1]
+    parts = [g.A, g.b] + ([g.W, g.c] if problem.formulation.train_readout else [])
+    return float(np.sqrt(sum(np.sum(np.asarray(v) ** 2) for v in parts)))
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-300))
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="transcription"):
+        CasadiDirect(transcription="collocation")
+    with pytest.raises(ValueError, match="hessian"):
+        CasadiDirect(hessian="bfgs-ish")
+    with pytest.raises(ValueError, match="tol"):
+        CasadiDirect(tol=-1.0)
+    with pytest.raises(ValueError, match="print_level"):
+        CasadiDirect(print_level=13)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        CasadiDirect(ipopt_options=("mu_init",))
+    with pytest.raises(ValueError, match="expand"):
+        CasadiDirect(expand="sometimes")
+    with pytest.raises(ValueError, match="lipschitz_form"):
+        CasadiDirect(lipschitz_form="nuclear")
+    with pytest.raises(ValueError, match="threads"):
+        CasadiDirect(threads=0)
+    s = CasadiDirect(hessian="gn", ipopt_options={"mu_init": "1e-4"}, expand="false")
+    assert s.hessian == "gauss-newton" and s.expand is False
+    assert s.ipopt_options == (("mu_init", "1e-4"),)
+    assert CasadiDirect(ipopt_options=("max_cpu_time=5",)).ipopt_options == (("max_cpu_time", "5"),)
+    assert cdl.make_solver("casadi", transcription="multiple").label() == "casadi/multiple/auto"
+
+
+def test_unknown_ipopt_option_is_a_value_error():
+    problem = cdl.Problem(ring(), **BASE)
+    with pytest.raises(ValueError, match="IPOPT"):
+        cdl.solve(problem, CasadiDirect(ipopt_options=(("no_such_option", "1"),)), max_iter=2)
+
+
+# --------------------------------------------------------------------------- cost and gradient
+
+LOSS_DATA = {"logistic": "ring", "sigmoid_mse": "ring", "cross_entropy": "k3", "squared": "reg"}
+TERMS = (("l2", 0.3), ("l1", 0.2), ("smooth", 0.5), ("running", 0.4), ("readout_l2", 0.2))
+# Compact coverage: every dynamics × activation, each with one loss and one cost term in
+# turn (so every loss and every term appears at least twice), then all terms together and
+# the frozen readout.
+CASES = [
+    (f"{mdl}-{act}-{loss}-{TERMS[i % 5][0]}", LOSS_DATA[loss],
+     dict(model=mdl, activation=act, loss=loss, **dict([TERMS[i % 5]])))
+    for i, (mdl, act) in enumerate((m, a) for m in ("resnet", "mlp")
+                                   for a in ("tanh", "relu", "sigmoid", "softplus", "identity"))
+    for loss in [("logistic", "sigmoid_mse", "cross_entropy", "squared")[i % 4]]
+] + [
+    ("all-terms", "k3", dict(l2=0.1, l1=0.05, smooth=0.2, running=0.3, readout_l2=0.1)),
+    ("frozen-readout", "ring", dict(train_readout=False, l1=0.1, running=0.2, readout_l2=0.3)),
+]
+DATA = {"ring": ring, "k3": three_classes, "reg": regression}
+
+
+@pytest.mark.parametrize("name,data,options", CASES, ids=[c[0] for c in CASES])
+def test_cost_and_gradient_match_jax(name, data, options):
+    problem = cdl.Problem(DATA[data](), **{**BASE, **options})
+    params = random_params(problem.formulation, seed=len(name))
+    J, g = jax_cost_grad(problem, params)
+    Jc, gc = cost_and_gradient(problem, params, transcription="single")
+    assert abs(Jc - J) <= 1e-10 * abs(J)
+    keys = ("A", "b", "W", "c") if problem.formulation.train_readout else ("A", "b")
+    for k in keys:
+        assert rel_err(getattr(g, k), getattr(gc, k)) <= 1e-10, k
+    if not problem.formulation.train_readout:
+        assert np.all(gc.W == 0) and np.all(gc.c == 0)
+
+
+@pytest.mark.parametrize("name", [CASES[1][0], CASES[8][0], "all-terms", "frozen-readout"])
+def test_multiple_shooting_cost_and_reduced_gradient_match_jax(name):
+    _, data, options = next(c for c in CASES if c[0] == name)
+    problem = cdl.Problem(DATA[data](), **{**BASE, **options})
+    params = random_params(problem.formulation, seed=3)
+    J, g = jax_cost_grad(problem, params)
+    Jc, gc = cost_and_gradient(problem, params, transcription="multiple")
+    assert abs(Jc - J) <= 1e-10 * abs(J)
+    for k in (("A", "b", "W", "c") if problem.formulation.train_readout else ("A", "b")):
+        assert rel_err(getattr(g, k), getattr(gc, k)) <= 1e-10, k
+
+
+def test_multiple_shooting_dynamics_residual_vanishes_at_simulated_states():
+    problem = cdl.Problem(ring(), **BASE, l2=0.1)
+    params = random_params(problem.formulation, seed=4)
+    tr = build_transcription(problem, CasadiDirect(transcription="multiple"), params)
+    g = np.asarray(ca.Function("g", [tr.w, tr.p], [tr.g])(tr.w0, tr.p0)).ravel()
+    assert g.shape == (problem.layers * problem.data.n_train * problem.width,)
+    assert np.max(np.abs(g)) < 1e-13
+    back = tr.params(tr.w0)
+    for a, b in zip(back, params, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+# --------------------------------------------------------------------------- Hessians
+
+
+def _hess_lag_reference(tr, w, lam_f, lam_g, drop_dynamics=False):
+    """CasADi's own Hessian of ``lam_f·f + lam_gᵀg`` (upper triangle), densified."""
+    sig, lg = ca.MX.sym("s"), ca.MX.sym("l", tr.g.shape[0])
+    lag = sig * tr.f + (ca.dot(lg, tr.g) if tr.g.shape[0] else 0)
+    H = ca.Function("H", [tr.w, tr.p, sig, lg], [ca.triu(ca.hessian(lag, tr.w)[0])])
+    return np.asarray(ca.densify(H(w, tr.p0, lam_f, lam_g)))
+
+
+def test_exact_hessian_matches_casadi_hessian_of_the_lagrangian():
+    # L1 split, box, spectral Lipschitz factors and a running cost all at once
+    problem = cdl.Problem(ring(), width=2, layers=3, horizon=1.5, l2=0.1, l1=0.05,
+                          smooth=0.2, running=0.3, readout_l2=0.1, box_bound=3.0,
+                          lipschitz_bound=0.9)
+    params = random_params(problem.formulation, seed=5)
+    tr = build_transcription(problem, CasadiDirect(), params, hessian="exact")
+    rng = np.random.default_rng(0)
+    w = tr.w0 + 0.1 * rng.uniform(size=tr.w0.shape)
+    lam_g = rng.normal(size=tr.g.shape[0])
+    H = np.asarray(ca.densify(tr.hess_lag(w, tr.p0, 0.7, lam_g)))
+    ref = _hess_lag_reference(tr, w, 0.7, lam_g)
+    assert rel_err(ref, H) < 1e-12
+
+
+@pytest.mark.parametrize("transcription", ["single", "multiple"])
+def test_gauss_newton_equals_exact_hessian_at_zero_residual(transcription):
+    """For the squared loss with targets produced by the model itself, the neglected
+    curvature Σ r_i ∇²z_i vanishes (and so do the costates): GN is the exact Hessian."""
+    problem, params = self_generated_regression(seed=6)
+    tr = build_transcription(problem, CasadiDirect(transcription=transcription), params,
+                             hessian="gauss-newton")
+    lam_g = np.zeros(tr.g.shape[0])
+    H = np.asarray(ca.densify(tr.hess_lag(tr.w0, tr.p0, 1.0, lam_g)))
+    ref = _hess_lag_reference(tr, tr.w0, 1.0, lam_g)
+    assert rel_err(ref, H) < 1e-10
+    # and it is positive semidefinite in general
+    params2 = random_params(problem.formulation, seed=7)
+    tr2 = build_transcription(problem.replace(loss="squared"), CasadiDirect(), params2,
+                              hessian="gauss-newton")
+    H2 = np.asarray(ca.densify(tr2.hess_lag(tr2.w0, tr2.p0, 1.0, [])))
+    H2 = H2 + np.triu(H2, 1).T
+    assert np.linalg.eigvalsh(H2).min() > -1e-12
+
+
+# --------------------------------------------------------------------------- solves
+
+SMALL = dict(BASE, l2=1e-2, readout_l2=1e-2)
+
+
+def small_problem(**options) -> cdl.Problem:
+    return cdl.Problem(ring(seed=3), **{**SMALL, **options})
+
+
+def run(problem: cdl.Problem, solver: CasadiDirect, init=None, max_iter: int = 300):
+    """``solver.run`` with the common monitor, without ``solve``'s final JAX evaluation."""
+    params = (P.init_params(problem.formulation, seed=0) if init is None
+              else as_params(problem, init))
+    return solver.run(problem, params, Monitor(Stopping(max_iter)))
+
+
+def test_solve_is_stationary_and_the_transcriptions_agree():
+    problem = small_problem()
+    init = P.init_params(problem.formulation, seed=0)
+    single = cdl.solve(problem, cdl.make_solver("casadi", transcription="single",
+                                                hessian="exact", tol=1e-10),
+                       init=init, max_iter=200)
+    multiple = cdl.solve(problem, cdl.make_solver("casadi", transcription="multiple",
+                                                  tol=1e-10), init=init, max_iter=200)
+    lbfgs = cdl.solve(problem, cdl.make_solver("casadi", hessian="limited-memory",
+                                               tol=1e-10), init=init, max_iter=1000)
+    for sol in (single, multiple, lbfgs):
+        assert sol.status == "converged", sol.stats["ipopt_status"]
+        assert grad_norm(problem, sol.params) < 1e-6
+        assert sol.stats["iter_count"] == sol.iterations > 0
+        assert sol.stats["nlp_build_time_s"] > 0 and sol.compile_time_s > 0
+        assert sol.stats["dual_infeasibility"] < 1e-6
+        assert len(sol.history) >= sol.iterations
+    assert single.stats["transcription"] == "single" and single.stats["hessian"] == "exact"
+    assert multiple.stats["transcription"] == "multiple"
+    assert lbfgs.stats["hessian"] == "limited-memory"
+    # From one start the two transcriptions may reach different local minima of this
+    # nonconvex problem (or mirror images: x₃ ↦ -x₃ is a symmetry with width 3 > n = 2);
+    # at a common KKT point they must agree: multiple shooting started at the
+    # single-shooting solution stays there.
+    again = run(problem, CasadiDirect(transcription="multiple", tol=1e-10), init=single.params,
+                max_iter=50)
+    assert again.status == "converged" and again.iterations <= 3
+    for a, b in zip(single.params, again.params, strict=True):
+        assert np.max(np.abs(np.asarray(a) - np.asarray(b))) < 1e-6
+
+
+def self_generated_regression(seed: int) -> tuple[cdl.Problem, P.Params]:
+    """Squared loss with targets produced by the model at known parameters: a
+    (near-)zero-residual problem, where Gauss-Newton is the natural Hessian."""
+    base = cdl.Problem(regression(), **BASE, l2=0.1, readout_l2=0.05)
+    params = random_params(base.formulation, seed=seed)
+    Z = np.asarray(P.predict(base.formulation, P.Params(*map(jnp.asarray, params)),
+                             base.initial_states()))
+    return base.replace(data=cdl.data.regression(base.data.X_train, Z, {"name": "self"})), params
+
+
+def test_gauss_newton_reaches_stationarity_on_a_small_residual_problem():
+    # GN converges linearly at a rate set by the neglected curvature Σ ℓ'(z)∇²z, which the
+    # regularization makes small but not zero here.
+    problem, params = self_generated_regression(seed=9)
+    problem = problem.replace(l2=1e-3, readout_l2=1e-3)
+    rng = np.random.default_rng(1)
+    start = P.Params(*(np.asarray(v) + 0.1 * rng.normal(size=np.shape(v)) for v in params))
+    res = run(problem, CasadiDirect(hessian="gauss-newton", tol=1e-10), init=start,
+              max_iter=200)
+    assert res.status == "converged"
+    assert grad_norm(problem, res.params) < 1e-6
+
+
+def test_l1_gives_exact_zeros_and_is_optimal():
+    problem = small_problem(l1=2e-2)
+    res = run(problem, CasadiDirect(tol=1e-10), max_iter=500)
+    assert res.status == "converged"
+    A, b = np.asarray(res.params.A), np.asarray(res.params.b)
+    theta = np.concatenate([A.ravel(), b.ravel()])
+    zeros = theta == 0.0
+    assert zeros.sum() >= 3 and res.stats["n_exact_zeros"] == zeros.sum()
+    assert (~zeros).sum() >= 3
+    # Optimality of the nonsmooth problem, checked with JAX on the smooth part:
+    # ∇smooth + βh·sign(θ) = 0 where θ ≠ 0 and |∇smooth| ≤ βh where θ = 0.
+    g = jax_cost_grad(problem.replace(l1=0.0), res.params)[1]
+    gt = np.concatenate([np.ravel(g.A), np.ravel(g.b)])
+    bh = problem.l1 * problem.h
+    assert np.max(np.abs(gt[~zeros] + bh * np.sign(theta[~zeros]))) < 1e-6
+    assert np.max(np.abs(gt[zeros])) <= bh + 1e-6
+    assert np.max(np.abs(np.concatenate([np.ravel(g.W), np.ravel(g.c)]))) < 1e-6
+
+
+@pytest.mark.parametrize("form", ["spectral", "frobenius"])
+def test_lipschitz_bound_holds_on_every_layer(form):
+    problem = small_problem(horizon=3.0, l2=1e-3, lipschitz_bound=0.9)  # h = 1
+    res = run(problem, CasadiDirect(lipschitz_form=form))
+    assert res.status == "converged"
+    A = np.asarray(res.params.A)
+    lips = problem.h * np.linalg.norm(A, ord=2, axis=(1, 2))  # numpy, independent
+    assert np.all(lips <= 0.9)
+    # the constraint is active, so the test means something (the Frobenius form is
+    # conservative: it binds on h‖A_t‖_F, leaving h‖A_t‖₂ below the bound)
+    ord_ = 2 if form == "spectral" else "fro"
+    assert np.max(problem.h * np.linalg.norm(A, ord=ord_, axis=(1, 2))) > 0.9 - 1e-6
+    assert res.stats["lipschitz_form"] == LIPSCHITZ_DESCRIPTIONS[form]
+    assert res.stats["lipschitz_max"] <= 0.9
+
+
+def test_box_bound_is_respected():
+    problem = small_problem(horizon=3.0, l2=1e-3, box_bound=0.3)
+    res = run(problem, CasadiDirect())
+    assert res.status == "converged"
+    theta = np.concatenate([np.ravel(res.params.A), np.ravel(res.params.b)])
+    assert np.all(np.abs(theta) <= 0.3)
+    assert np.max(np.abs(theta)) > 0.3 - 1e-6
+
+
+def test_warm_start_from_gradient_descent_does_not_increase_the_cost(tmp_path):
+    problem = small_problem()
+    gd = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.02), max_iter=150)
+    gd.save(tmp_path / "gd")
+    sol = cdl.solve(problem, CasadiDirect(), init=tmp_path / "gd", max_iter=300)
+    assert sol.solver["init"] == "warm_start" and sol.stats["warm_start"] is True
+    assert sol.cost["total"] <= gd.cost["total"]
+    assert sol.history[0]["cost"] == pytest.approx(gd.cost["total"], rel=1e-10)
+    assert grad_norm(problem, sol.params) < 1e-6
+
+
+def test_frozen_readout_is_not_changed():
+    problem = small_problem(train_readout=False)
+    init = random_params(problem.formulation, seed=8)
+    res = run(problem, CasadiDirect(), init=init, max_iter=100)
+    assert res.status == "converged"
+    assert np.array_equal(res.params.W, init.W) and np.array_equal(res.params.c, init.c)
+    assert grad_norm(problem, res.params) < 1e-6  # ∇ w.r.t. (A, b) only
+
+
+def test_stopping_rules_and_status():
+    problem = small_problem()
+    sol = cdl.solve(problem, CasadiDirect(), max_iter=3)
+    assert sol.status == "max_iter" and sol.iterations == 3
+    assert sol.stats["ipopt_status"] == "Maximum_Iterations_Exceeded"
+    assert [h["iteration"] for h in sol.history] == [0, 1, 2, 3]
+    start = sol.history[0]["cost"]
+    sol = cdl.solve(problem, CasadiDirect(), max_iter=100, target_cost=start - 1e-3)
+    assert sol.status == "target_reached" and sol.history[-1]["cost"] <= start - 1e-3
+    assert sol.iterations < 100
+    # the monitor's clock: a tiny budget ends the run
+    mon = Monitor(Stopping(100, max_time=1e-6))
+    res = CasadiDirect().run(problem, as_params(problem, sol.params), mon)
+    assert res.status == "max_time"
