@@ -56,7 +56,6 @@ def show(fig, name):
         from IPython.display import Image, display
 
         display(Image(filename=str(path)))
-    return path
 
 
 # %% [markdown]
@@ -130,8 +129,8 @@ print("saved to", saved, "- status:", again.status)
 # ## The data flowing through the layers
 #
 # Each panel is one layer $t$: the training points $x_i(t)$, coloured by class. The flow
-# lifts the inner disk out of the plane so that a hyperplane of $\mathbb{R}^3$ separates
-# the classes at $t = L$.
+# uses the third dimension to pull the inner disk out of the annulus; at $t = L$ a plane of
+# $\mathbb{R}^3$ separates the classes.
 
 # %%
 show(plotting.layers_figure(solution), "layers")

@@ -61,7 +61,6 @@ def show(fig, name):
         from IPython.display import Image, display
 
         display(Image(filename=str(path)))
-    return path
 
 
 # %% [markdown]

@@ -37,8 +37,11 @@ def _math_blocks(text: str) -> str:
         while body and not body[-1].strip():
             body.pop()
         formula = textwrap.dedent("\n".join(b for b in body)).strip()
-        # A blank line inside the block separates equations: join them with line breaks.
-        formula = re.sub(r"\n\s*\n", r" \\\\\n", formula)
+        # A blank line inside the block separates equations: one per line, centred.
+        equations = re.split(r"\n\s*\n", formula)
+        if len(equations) > 1:
+            formula = ("\\begin{gathered}\n" + " \\\\\n".join(equations)
+                       + "\n\\end{gathered}")
         out += ["", f"{indent}$$", *[indent + f for f in formula.splitlines()],
                 f"{indent}$$", ""]
     return "\n".join(out)
