@@ -1,7 +1,9 @@
 """Every code snippet of the documentation runs, so the docs cannot rot.
 
 - ```python blocks of each page (docs/**/*.md and README.md) run in order, in one
-  namespace per page, in a temporary working directory;
+  namespace per page, in a temporary working directory — each page in its own process,
+  as many pages at a time as there are cores (most of the time is XLA compiling, on one
+  core);
 - every ``controldl …`` command in a ```bash block is parsed by the real argument parser
   (and its solver options and ``--solvers`` specs are checked the way the commands check
   them), so a renamed or removed flag fails here;
@@ -13,8 +15,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -111,22 +117,52 @@ def test_shell_commands_parse(page, capsys):
                 raise AssertionError(f"{page_id(page)}:{line}: {exc}") from None
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(b[0] == "python" for b in blocks(p))],
-                         ids=page_id)
-def test_python_snippets_run(page, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__docs__"}
+def page_script(page: Path) -> str:
+    """A script that runs the python blocks of ``page`` in order, in one namespace, each
+    compiled under the name ``PAGE:LINE`` so that a traceback points into the page."""
+    lines = ["import matplotlib", "matplotlib.use('Agg')", "namespace = {'__name__': '__docs__'}"]
     for lang, code, line in blocks(page):
-        if lang != "python":
-            continue
-        try:
-            exec(compile(code, f"{page_id(page)}:{line}", "exec"), namespace)
-        except Exception as exc:
-            raise AssertionError(f"{page_id(page)}, block at line {line}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-    import matplotlib.pyplot as plt
+        if lang == "python":
+            where = f"{page_id(page)}:{line}"
+            lines.append(f"exec(compile({code!r}, {where!r}, 'exec'), namespace)")
+    return "\n".join(lines) + "\n"
 
-    plt.close("all")
+
+def run_page(page: Path, workdir: Path) -> subprocess.CompletedProcess:
+    """Run the python blocks of ``page`` in a fresh process in ``workdir``."""
+    script = workdir / "page_snippets.py"
+    script.write_text(page_script(page), encoding="utf-8")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, str(script)], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def selected(request, test_name: str, param: str) -> list:
+    """The values of ``param`` of the selected tests named ``test_name``, in order."""
+    return [item.callspec.params[param] for item in request.session.items
+            if getattr(item, "originalname", None) == test_name and hasattr(item, "callspec")]
+
+
+PYTHON_PAGES = [p for p in PAGES if any(b[0] == "python" for b in blocks(p))]
+
+
+@pytest.fixture(scope="module")
+def page_runs(request, tmp_path_factory):
+    """Start the snippets of every selected page at once (``os.cpu_count()`` at a time)."""
+    pool = ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1))
+    runs: dict[Path, Future] = {}
+    for page in selected(request, "test_python_snippets_run", "page"):
+        runs[page] = pool.submit(run_page, page, tmp_path_factory.mktemp(page.stem))
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("page", PYTHON_PAGES, ids=page_id)
+def test_python_snippets_run(page, page_runs):
+    proc = page_runs[page].result()
+    assert proc.returncode == 0, (f"a python block of {page_id(page)} failed:\n"
+                                  f"{proc.stderr[-4000:]}")
 
 
 def transcripts(code: str) -> list[tuple[list[str], list[str]]]:

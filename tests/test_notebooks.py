@@ -42,12 +42,15 @@ def run_notebook(notebook: Path, workdir: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def notebook_runs(tmp_path_factory):
-    """Start every notebook at once (``os.cpu_count()`` at a time); ``{name: (workdir,
-    future)}``."""
+def notebook_runs(request, tmp_path_factory):
+    """Start every selected notebook at once (``os.cpu_count()`` at a time);
+    ``{name: (workdir, future)}``."""
     pool = ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1))
     runs: dict[str, tuple[Path, Future]] = {}
-    for nb in NOTEBOOKS:
+    chosen = [item.callspec.params["notebook"] for item in request.session.items
+              if getattr(item, "originalname", None) == "test_notebook_runs"
+              and hasattr(item, "callspec")]
+    for nb in chosen:
         workdir = tmp_path_factory.mktemp(nb.stem)
         runs[nb.name] = (workdir, pool.submit(run_notebook, nb, workdir))
     yield runs
