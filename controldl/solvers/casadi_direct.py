@@ -29,9 +29,11 @@ Hessians (``hessian``):
 
 - ``exact``: the exact Hessian of the Lagrangian. With single shooting it is assembled as
   ``(1/N) Σ_i ∇²φ_i`` from a per-sample SX Hessian mapped over the samples (plus the exact
-  Hessians of the penalties and constraints) — far cheaper than CasADi's generic MX
-  Hessian of the whole graph, but still ``O(N·P²)`` work per iteration for ``P`` controls.
-  Converges in a handful of iterations.
+  Hessians of the penalties and constraints, and ``Tᵀ(·)T`` for the linear map ``T`` from
+  the NLP variables to ``(θ, W, c)``) — about 3x cheaper per evaluation and 6x faster to
+  build than CasADi's generic Hessian of the MX graph, but still ``O(N·P²)`` work per
+  iteration for ``P`` controls. Converges in a handful of iterations (8 from an Adam
+  solution of the acceptance problem, against 117 for L-BFGS).
 - ``gauss-newton``: the generalized Gauss-Newton model of the loss terms,
   ``(1/N) Σ_{i,t} J_{z_i(t)}ᵀ ∇²_z ℓ(z_i(t), y_i) J_{z_i(t)}`` where ``z_i(t) = W x_i(t) + c``
   (t = L, plus every t for the running cost) and ``J_z`` its Jacobian with respect to the
@@ -41,11 +43,21 @@ Hessians (``hessian``):
   sigmoid_mse (not convex in z, one output) its negative part is dropped
   (``max(ℓ'', 0)``), which keeps the model convex. Single shooting forms the dense product
   with BLAS (``numpy``) inside a ``casadi.Callback``; multiple shooting with CasADi's
-  sparse products. It converges linearly: the neglected network curvature
-  ``Σ ℓ'(z) ∇²z`` does not vanish at a classification optimum, and the model has rank at
-  most ``N·m`` (fewer than the controls on small data sets), so it is not the default.
-- ``limited-memory``: IPOPT's L-BFGS approximation (history ``limited_memory_max_history``,
-  20 by default here, set by measurement); the cheapest iterations, superlinear at best.
+  sparse products. It is exact at zero residual but converges only linearly otherwise:
+  the neglected network curvature ``Σ ℓ'(z) ∇²z`` does not vanish at a classification
+  optimum, and the model has rank at most ``N·m`` (below the number of controls on small
+  data sets). Measured: 170 iterations where the exact Hessian needs 8.
+- ``limited-memory``: IPOPT's L-BFGS approximation, with a history of 20 pairs (measured
+  on the acceptance problem: history 6 → 247 iterations at 13.5 ms, 20 → 117 at 16 ms,
+  50 → 50 at 33 ms of CPU each; IPOPT's low-rank update costs two back-solves per pair).
+  The cheapest iterations; it needs many of them, and does poorly with bounds.
+- ``auto`` (default): single shooting uses ``exact`` when ``N·P²`` is small (≤ 2e6, where
+  an exact iteration costs a few ms) or when the problem has box or Lipschitz
+  constraints and ``N·P² ≤ 3e7`` (there IPOPT's L-BFGS needed 258 and 432 iterations, and
+  once stopped at a worse point than its warm start, against 11 and 9 for the exact
+  Hessian), otherwise ``limited-memory``; multiple shooting uses ``exact`` (its KKT
+  factorization dominates, so fewer iterations win: 0.77 s per iteration against 0.93 s
+  for Gauss-Newton and 1.8 s for L-BFGS at N = 200, L = 20).
 
 Cost terms and constraints (DESIGN.md): ``terminal``, ``l2``, ``smooth``, ``running``,
 ``readout_l2`` enter the objective as they are. ``l1`` is transcribed by the standard
@@ -73,8 +85,12 @@ A frozen readout (``train_readout=False``) makes ``W, c`` NLP parameters fixed a
 initial values. Warm starts: the given parameters are IPOPT's initial point (states
 simulated for multiple shooting); with ``warm_start="auto"`` a start whose biases ``b`` and
 ``c`` are not all zero (the shared initialization sets them to zero) is treated as warm,
-and IPOPT then starts with a small barrier parameter and small bound pushes so that the
-good starting point is not pushed away from the bounds.
+and IPOPT then starts with a small barrier parameter (``mu_init = 1e-6``) and small bound
+pushes (1e-8) so that the good starting point is not pushed away from the bounds (measured
+from Adam solutions at N = 200, L = 20: with l1, 219 instead of 372 L-BFGS iterations and
+a lower final cost; with a box bound, 11 instead of 26 exact-Hessian iterations; without
+bounds or inequalities the barrier plays no part). No multipliers are passed
+(``warm_start_init_point`` stays off): gradient-descent and MSA solutions have none.
 """
 
 from __future__ import annotations
@@ -132,7 +148,7 @@ WARM_IPOPT_OPTIONS: dict[str, Any] = {
 }
 # Expanding the MX graph to SX (whole-problem SX functions) pays off only while the
 # expanded graph stays small; measured break-even for the first-order functions.
-EXPAND_AUTO_MAX_WORK = 400_000
+EXPAND_AUTO_MAX_WORK = 100_000
 # hessian="auto" picks the exact Hessian when N·P² (P: controls + readout) is below these:
 # its cost per iteration grows like N·P², while it needs ~10x fewer iterations than L-BFGS,
 # and far fewer with box or Lipschitz constraints, where IPOPT's L-BFGS struggles.
@@ -675,7 +691,6 @@ def build_transcription(problem: Problem, solver: CasadiDirect, params: Params,
             hess_lag = ("w", ca.mtimes(J.T, ca.mtimes(Dbd, J)) / N, None)
 
     # ---- Lipschitz constraints on the effective A_t
-    lip_g = 0
     if lip is not None:
         s = h / lip
         for t in range(L):
@@ -690,7 +705,6 @@ def build_transcription(problem: Problem, solver: CasadiDirect, params: Params,
                 g_parts.append(s * s * CA.sum(At * At))
                 lbg.append(np.array([-np.inf]))
                 ubg.append(np.array([1.0]))
-            lip_g += 1
     g = ca.vertcat(*g_parts) if g_parts else ca.MX(0, 1)
 
     # ---- bounds
@@ -742,25 +756,33 @@ def build_transcription(problem: Problem, solver: CasadiDirect, params: Params,
 class CasadiDirect(Solver):
     """The direct method: the NLP of the whole training problem, solved by IPOPT.
 
-    Defaults, chosen by measurement on a 2-core CPU (``benchmarks/casadi_scaling.py``;
-    N = 200 ring points, width 3, L = 20): single shooting with IPOPT's limited-memory
-    (L-BFGS, history 20) Hessian is the cheapest per iteration and reaches a gradient norm
-    below 1e-6 well within the budget; the exact Hessian converges in far fewer iterations
-    but each costs O(N·P²); Gauss-Newton converges only linearly here (see the module
-    docstring). Multiple shooting is exact and sparse but its KKT system grows with
-    ``N·L·d`` states.
+    Defaults, chosen by measurement (``benchmarks/casadi_scaling.py`` on a 2-core CPU;
+    ring data, width 3): single shooting — multiple shooting is exact and sparse, but the
+    parameters couple every sample's chain of states, so its KKT factorization costs
+    0.8-1.8 s per iteration at N = 200, L = 20 against 12-18 ms for single shooting with
+    L-BFGS. ``hessian="auto"``: the exact Hessian for small or constrained problems,
+    L-BFGS otherwise (see the module docstring for the measurements). At N = 200, L = 20
+    the default builds its NLP in about 1.2 s of CPU and costs 12-18 ms of CPU per
+    iteration; from an Adam solution it reaches a JAX gradient norm of 3e-8 in 117
+    iterations (2.1 s of CPU). ``expand="auto"`` expands the MX graph to SX when
+    ``N·L·(d² + d) ≤ 1e5`` (at N = 200, L = 20: 16 instead of 20 ms per iteration for 1.1 s
+    more build; larger graphs take longer to expand than they save). Samples are mapped
+    serially: ``map(N, "thread", 2)`` was slower on 2 cores. IPOPT's linear solver is
+    MUMPS (SPRAL halves L-BFGS's back-solve time but is 5x slower on the dense
+    exact/Gauss-Newton systems).
 
     Attributes:
         transcription: ``single`` (states eliminated) or ``multiple`` (states as variables,
             the dynamics as equality constraints).
-        hessian: ``exact``, ``gauss-newton`` (generalized, for the loss's structure) or
-            ``limited-memory`` (IPOPT's L-BFGS).
+        hessian: ``auto`` (exact when small or constrained, else L-BFGS), ``exact``,
+            ``gauss-newton`` (generalized, for the loss's structure) or ``limited-memory``
+            (IPOPT's L-BFGS).
         tol: IPOPT's convergence tolerance on the scaled KKT error (max-norm).
         ipopt_options: extra IPOPT options as ``(name, value)`` pairs, applied last
             (numeric strings are converted); e.g. ``(("mu_strategy", "adaptive"),)``.
         expand: expand the MX graph to SX before IPOPT (faster evaluations, slower build):
-            ``true``, ``false`` or ``auto`` (only when the expanded graph is small and the
-            Hessian is not exact, measured).
+            ``true``, ``false`` or ``auto`` (when ``N·L·(d²+d) ≤ 1e5``, and never for the
+            single-shooting exact Hessian, which has its own per-sample SX Hessian).
         print_level: IPOPT's output level, 0 (silent) to 12.
         lipschitz_form: ``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with extra variables)
             or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, sufficient, conservative).

@@ -1,0 +1,178 @@
+"""Scaling of the CasADi direct method: NLP build time and time per IPOPT iteration.
+
+For each transcription (single, multiple) × Hessian (exact, gauss-newton, limited-memory)
+× N (ring points) × L (layers), at width 3, horizon 5, l2 1e-3, readout_l2 1e-2, this
+builds the NLP and runs ``--max-iter`` IPOPT iterations from the shared initialization
+(seed 0; the tolerance is set so low that IPOPT does not stop earlier), and records:
+
+- ``build_s`` / ``build_cpu_s``: building the NLP and the IPOPT solver object (wall, CPU);
+- ``per_iter_ms`` / ``per_iter_cpu_ms``: the IPOPT run divided by its iterations;
+- ``iterations``, ``ipopt_status``, ``n_variables``, ``n_constraints``, ``expand``.
+
+Each point runs in its own subprocess with a timeout (``--timeout``), so one slow or
+memory-hungry configuration is reported as ``"timeout"`` instead of stopping the sweep.
+The result is printed as JSON (a list of records), also written to ``--out`` if given.
+
+Examples::
+
+    python benchmarks/casadi_scaling.py --n 200 --layers 20 --max-iter 20
+    python benchmarks/casadi_scaling.py --n 100 200 500 1000 --layers 10 20 50 \\
+        --hessians limited-memory --max-iter 10 --out scaling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TRANSCRIPTIONS = ("single", "multiple")
+HESSIANS = ("exact", "gauss-newton", "limited-memory")
+
+
+def measure(transcription: str, hessian: str, n: int, layers: int, max_iter: int,
+            expand: str) -> dict[str, Any]:
+    """One point of the grid, in this process."""
+    import controldl as cdl
+    from controldl.solvers.base import Monitor, Stopping
+
+    problem = cdl.Problem(cdl.data.ring(n, seed=0), width=3, layers=layers, horizon=5.0,
+                          l2=1e-3, readout_l2=1e-2)
+    solver = cdl.make_solver(
+        "casadi", transcription=transcription, hessian=hessian, tol=1e-14, expand=expand,
+        ipopt_options=(("acceptable_iter", "0"),))
+    params = cdl.init_params(problem.formulation, seed=0)
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = solver.run(problem, params, Monitor(Stopping(max_iter)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    st = result.stats
+    its = max(int(st["iter_count"]), 1)
+    build_cpu = cpu - st["solve_cpu_time_s"]
+    return {
+        "transcription": transcription, "hessian": hessian, "n": n, "layers": layers,
+        "width": 3, "iterations": int(st["iter_count"]), "ipopt_status": st["ipopt_status"],
+        "build_s": round(st["nlp_build_time_s"], 4), "build_cpu_s": round(build_cpu, 4),
+        "per_iter_ms": round(1e3 * st["solve_time_s"] / its, 3),
+        "per_iter_cpu_ms": round(1e3 * st["solve_cpu_time_s"] / its, 3),
+        "total_s": round(wall, 3), "total_cpu_s": round(cpu, 3),
+        "n_variables": st["n_variables"], "n_constraints": st["n_constraints"],
+        "expand": st["expand"], "objective": st["nlp_objective"],
+    }
+
+
+def done_when(gd_iterations: int, lipschitz_bound: float | None) -> dict[str, Any]:
+    """Issue 4's acceptance run: 200 ring points, width 3, L = 20, T = 5, l2 1e-3,
+    readout_l2 1e-2; gradient descent (Adam), then the CasADi solver with its default
+    options warm-started from it. Stationarity and costs are checked with JAX, the
+    Lipschitz constants with numpy, independently of IPOPT."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import controldl as cdl
+    from controldl import problem as P
+
+    problem = cdl.Problem(cdl.data.ring(200, seed=0), width=3, layers=20, horizon=5.0,
+                          l2=1e-3, readout_l2=1e-2, lipschitz_bound=lipschitz_bound)
+    form = problem.formulation
+    gd = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.01), max_iter=gd_iterations)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sol = cdl.solve(problem, cdl.make_solver("casadi"), init=gd, max_iter=1000)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    X0, Y = problem.initial_states(), problem.targets()
+    g = jax.grad(lambda q: P.cost(form, q, X0, Y))(P.Params(*map(jnp.asarray, sol.params)))
+    st = sol.stats
+    return {
+        "problem": "ring 200, width 3, L 20, T 5, l2 1e-3, readout_l2 1e-2"
+                   + (f", lipschitz_bound {lipschitz_bound}" if lipschitz_bound else ""),
+        "gd_iterations": gd_iterations, "gd_cost": gd.cost["total"],
+        "casadi_cost": sol.cost["total"], "status": sol.status,
+        "ipopt_status": st["ipopt_status"], "iterations": sol.iterations,
+        "hessian": st["hessian"], "transcription": st["transcription"],
+        "gradient_norm_jax": float(np.sqrt(sum(float(jnp.sum(v ** 2)) for v in g))),
+        "whole_run_s": round(wall, 3), "whole_run_cpu_s": round(cpu, 3),
+        "nlp_build_s": round(st["nlp_build_time_s"], 3),
+        "ipopt_s": round(st["solve_time_s"], 3), "ipopt_cpu_s": round(st["solve_cpu_time_s"], 3),
+        "per_iter_ms": round(1e3 * st["time_per_iteration_s"], 3),
+        "per_iter_cpu_ms": round(1e3 * st["solve_cpu_time_s"] / max(sol.iterations, 1), 3),
+        "lipschitz_max": float(np.max(P.lipschitz_constants(form, sol.params))),
+        "lipschitz_form": st.get("lipschitz_form"),
+    }
+
+
+def run_point(args: argparse.Namespace, transcription: str, hessian: str, n: int,
+              layers: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", transcription, hessian, str(n), str(layers),
+           "--max-iter", str(args.max_iter), "--expand", args.expand]
+    base = {"transcription": transcription, "hessian": hessian, "n": n, "layers": layers,
+            "width": 3}
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    except subprocess.TimeoutExpired:
+        return {**base, "error": f"timeout after {args.timeout:g} s"}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {**base, "error": f"exit {out.returncode}: {tail[0][:200]}"}
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 200, 500, 1000],
+                        help="numbers of ring points (default: 100 200 500 1000)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[10, 20, 50],
+                        help="numbers of layers (default: 10 20 50)")
+    parser.add_argument("--transcriptions", nargs="+", default=list(TRANSCRIPTIONS),
+                        choices=TRANSCRIPTIONS)
+    parser.add_argument("--hessians", nargs="+", default=list(HESSIANS), choices=HESSIANS)
+    parser.add_argument("--max-iter", type=int, default=20,
+                        help="IPOPT iterations per point (default: 20)")
+    parser.add_argument("--expand", default="auto", choices=("auto", "true", "false"),
+                        help="the solver's expand option (default: auto)")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds allowed per point (default: 300)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--done-when", action="store_true",
+                        help="run issue 4's acceptance checks instead of the grid")
+    parser.add_argument("--gd-iterations", type=int, default=2000,
+                        help="Adam iterations before the warm start (--done-when)")
+    parser.add_argument("--one", nargs=4, metavar=("TRANSCRIPTION", "HESSIAN", "N", "L"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.max_iter < 1:
+        parser.error("--max-iter must be >= 1")
+    if any(v < 2 for v in args.n) or any(v < 1 for v in args.layers):
+        parser.error("--n must be >= 2 and --layers >= 1")
+    if args.done_when:
+        out = [done_when(args.gd_iterations, None), done_when(args.gd_iterations, 0.9)]
+        print(json.dumps(out, indent=1))
+        return 0
+    if args.one:
+        tr, hs, n, layers = args.one
+        print(json.dumps(measure(tr, hs, int(n), int(layers), args.max_iter, args.expand)))
+        return 0
+    records = []
+    for n in args.n:
+        for layers in args.layers:
+            for tr in args.transcriptions:
+                for hs in args.hessians:
+                    rec = run_point(args, tr, hs, n, layers)
+                    records.append(rec)
+                    print(json.dumps(rec), file=sys.stderr, flush=True)
+    text = json.dumps({"machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+                       "max_iter": args.max_iter, "results": records}, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
