@@ -83,7 +83,7 @@ in ``stats["lipschitz_rescaled_layers"]``.
 
 A frozen readout (``train_readout=False``) makes ``W, c`` NLP parameters fixed at their
 initial values. Warm starts: the given parameters are IPOPT's initial point (states
-simulated for multiple shooting); with ``warm_start="auto"`` a start whose biases ``b`` and
+simulated for multiple shooting); with ``ipopt_warm_start="auto"`` a start whose biases ``b`` and
 ``c`` are not all zero (the shared initialization sets them to zero) is treated as warm,
 and IPOPT then starts with a small barrier parameter (``mu_init = 1e-6``) and small bound
 pushes (1e-8) so that the good starting point is not pushed away from the bounds (measured
@@ -771,6 +771,16 @@ class CasadiDirect(Solver):
     MUMPS (SPRAL halves L-BFGS's back-solve time but is 5x slower on the dense
     exact/Gauss-Newton systems).
 
+    ``RunResult.stats``: ``ipopt_status`` (IPOPT's return status), ``iter_count``,
+    ``primal_infeasibility`` and ``dual_infeasibility`` (IPOPT's final KKT residuals: the
+    unscaled constraint violation and the scaled dual infeasibility, max-norms),
+    ``barrier_parameter``, ``nlp_objective``, ``nlp_build_time_s``, ``solve_time_s`` and
+    ``solve_cpu_time_s`` (the IPOPT run), ``time_per_iteration_s``, ``transcription``,
+    ``hessian`` (resolved), ``expand``, ``warm_start``, ``n_variables``, ``n_constraints``,
+    ``lipschitz_form`` (which smooth form, and whether it is exact or sufficient),
+    ``lipschitz_max`` / ``lipschitz_rescaled_layers``, ``l1_split`` / ``n_exact_zeros``, and
+    IPOPT's per-function evaluation counts and times (``n_call_*``, ``t_wall_*``).
+
     Attributes:
         transcription: ``single`` (states eliminated) or ``multiple`` (states as variables,
             the dynamics as equality constraints).
@@ -778,16 +788,19 @@ class CasadiDirect(Solver):
             ``gauss-newton`` (generalized, for the loss's structure) or ``limited-memory``
             (IPOPT's L-BFGS).
         tol: IPOPT's convergence tolerance on the scaled KKT error (max-norm).
-        ipopt_options: extra IPOPT options as ``(name, value)`` pairs, applied last
-            (numeric strings are converted); e.g. ``(("mu_strategy", "adaptive"),)``.
+        ipopt_options: extra IPOPT options, applied last: ``(name, value)`` pairs in
+            Python, ``--ipopt-options NAME=VALUE`` (repeatable) on the command line;
+            numeric strings are converted (e.g. ``mu_strategy=adaptive``,
+            ``max_cpu_time=60``).
         expand: expand the MX graph to SX before IPOPT (faster evaluations, slower build):
             ``true``, ``false`` or ``auto`` (when ``N·L·(d²+d) ≤ 1e5``, and never for the
             single-shooting exact Hessian, which has its own per-sample SX Hessian).
         print_level: IPOPT's output level, 0 (silent) to 12.
         lipschitz_form: ``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with extra variables)
             or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, sufficient, conservative).
-        warm_start: ``auto`` (a start with nonzero biases is warm), ``yes`` or ``no``: warm
-            starts use a small initial barrier parameter and small bound pushes.
+        ipopt_warm_start: ``auto`` (a start with nonzero biases is warm), ``yes`` or
+            ``no``: warm starts use a small initial barrier parameter and small bound
+            pushes.
         threads: evaluate the samples on this many threads (``map(N, "thread", k)``);
             1 evaluates them serially (measured faster on 2 cores).
         linear_solver: IPOPT's linear solver (``mumps``; ``ma27``… when HSL is installed).
@@ -800,7 +813,7 @@ class CasadiDirect(Solver):
     expand: bool | str = "auto"
     print_level: int = 0
     lipschitz_form: str = "spectral"
-    warm_start: str = "auto"
+    ipopt_warm_start: str = "auto"
     threads: int = 1
     linear_solver: str = "mumps"
 
@@ -838,13 +851,13 @@ class CasadiDirect(Solver):
         if self.lipschitz_form not in LIPSCHITZ_FORMS:
             raise ValueError(f"unknown lipschitz_form {self.lipschitz_form!r}; expected one of "
                              f"{', '.join(LIPSCHITZ_FORMS)}")
-        ws = self.warm_start
+        ws = self.ipopt_warm_start
         if isinstance(ws, bool):
             ws = "yes" if ws else "no"
         if ws not in WARM_START_MODES:
-            raise ValueError(f"warm_start must be one of {', '.join(WARM_START_MODES)}, "
-                             f"got {self.warm_start!r}")
-        object.__setattr__(self, "warm_start", ws)
+            raise ValueError(f"ipopt_warm_start must be one of "
+                             f"{', '.join(WARM_START_MODES)}, got {self.ipopt_warm_start!r}")
+        object.__setattr__(self, "ipopt_warm_start", ws)
         if (not isinstance(self.threads, int | np.integer) or isinstance(self.threads, bool)
                 or self.threads < 1):
             raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
@@ -886,8 +899,8 @@ class CasadiDirect(Solver):
         return work <= EXPAND_AUTO_MAX_WORK
 
     def is_warm(self, params: Params) -> bool:
-        if self.warm_start != "auto":
-            return self.warm_start == "yes"
+        if self.ipopt_warm_start != "auto":
+            return self.ipopt_warm_start == "yes"
         return bool(np.any(np.asarray(params.b) != 0) or np.any(np.asarray(params.c) != 0))
 
     def ipopt_settings(self, stopping: Any, warm: bool, remaining: float | None,
