@@ -69,8 +69,15 @@ def ops_for(backend: str) -> SimpleNamespace:
 
 
 def softplus(ops: Any, u: Any) -> Any:
-    """``softplus(u) = log(1 + e^u) = max(u, 0) + log1p(e^{-|u|})`` (no overflow)."""
-    return ops.relu(u) + ops.log1p(ops.exp(-ops.abs(u)))
+    """``softplus(u) = log(1 + e^u) = (u + |u|)/2 + log1p(e^{-|u|})`` (no overflow).
+
+    ``max(u, 0)`` is written as ``(u + |u|)/2`` so that automatic differentiation gives
+    the true derivative ``1/2`` at ``u = 0`` on every backend whatever its convention for
+    ``|u|'(0)`` (the two kinks cancel). This matters at Li et al.'s flat start, where
+    every logit is exactly 0.
+    """
+    a = ops.abs(u)
+    return 0.5 * (u + a) + ops.log1p(ops.exp(-a))
 
 
 def sigmoid(ops: Any, u: Any) -> Any:
