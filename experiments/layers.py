@@ -35,7 +35,7 @@ COLLAPSE_RATIO = 0.05  # σ_min / σ_max below this: the states lie (nearly) on 
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return dict(n=120, fresh=1000, mlp_layers=3, layers=10, horizon=5.0, iters=60,
+        return dict(n=120, fresh=1000, mlp_layers=3, layers=10, horizon=5.0, iters=100,
                     panels=[0, 3, 6, 10], l2=1e-3)
     return dict(n=400, fresh=4000, mlp_layers=5, layers=50, horizon=10.0, iters=400,
                 panels=[0, 10, 20, 30, 40, 50], l2=1e-3)
@@ -60,6 +60,7 @@ def record(sol: cdl.Solution, fresh: cdl.Dataset) -> dict:
                smallest_singular_value=float(sv[-1]),
                singular_ratio=float(sv[-1] / sv[0]),
                collapsed=bool(sv[-1] / sv[0] < COLLAPSE_RATIO),
+               effective_dimension=int(np.sum(sv / sv[0] >= COLLAPSE_RATIO)),
                singular_ratio_by_layer=[float(s[-1] / s[0]) for s in
                                         (common.singular_values_centred(x) for x in xs)])
     return rec
@@ -158,7 +159,8 @@ def body(run: common.Run) -> None:
         rows.append([key, common.fmt(r["cost"], ".3g"), common.fmt(r["train_accuracy"], ".4f"),
                      common.fmt(r["fresh_accuracy"], ".4f"), common.fmt(r["max_lipschitz"], ".3f"),
                      ", ".join(f"{v:.2g}" for v in r["final_singular_values"]),
-                     "yes" if r["collapsed"] else "no"])
+                     f"{'yes' if r['collapsed'] else 'no'} (dimension "
+                     f"{r['effective_dimension']})"])
     table = common.md_table(["network", "cost", "train acc", "fresh acc", "max h‖A_t‖₂",
                              "singular values of centred x(L)", "collapsed"], rows)
     mlp = runs["ring/mlp3"]
@@ -166,7 +168,9 @@ def body(run: common.Run) -> None:
         f"- MLP width 3 on the ring: singular values of the centred final states "
         f"{', '.join(f'{v:.3g}' for v in mlp['final_singular_values'])} "
         f"(smallest/largest = {mlp['singular_ratio']:.2e}): "
-        + ("the states have collapsed onto a lower-dimensional subspace."
+        + (f"the states have collapsed onto "
+           f"{'a line' if mlp['effective_dimension'] == 1 else 'a plane'} "
+           f"(effective dimension {mlp['effective_dimension']} of 3)."
            if mlp["collapsed"] else "no collapse at this threshold."),
         f"- ResNet width 3 on the ring, smallest/largest singular value of x(L): "
         f"{runs['ring/resnet3']['singular_ratio']:.3f} (a genuinely 3-D cloud)."
@@ -191,7 +195,8 @@ def body(run: common.Run) -> None:
                 f"l2 = {S['l2']:g}; {common.training_solver(run.quick)[1]}, {S['iters']} "
                 f"iterations from the "
                 f"library's normal initialization. 'Collapsed': smallest/largest singular "
-                f"value of the centred final states below {COLLAPSE_RATIO}.")
+                f"value of the centred final states below {COLLAPSE_RATIO}; effective dimension: "
+                f"the number of singular values at least {COLLAPSE_RATIO} × the largest.")
     figs = [("layers_ring_mlp3.png", "MLP width 3 on the ring, every layer"),
             ("layers_ring_resnet2.png", "ResNet width 2 on the ring"),
             ("layers_spiral_resnet2.png", "ResNet width 2 on the spiral"),

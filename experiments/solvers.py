@@ -35,34 +35,39 @@ from controldl.compare import compare
 NAME = "solvers"
 
 
-def specs(quick: bool, hessian: str = "exact", gd_iters: int | None = None) -> list[str]:
-    """The line-up. ``hessian`` is CasADi's: ``exact`` for the small 2-D problems,
-    ``limited-memory`` for the digits (with hundreds of controls per layer CasADi's
+def specs(iters: dict[str, int], hessian: str = "exact") -> list[str]:
+    """The line-up with iteration limits ``iters`` (keys gd, lbfgs, pmp, casadi, multiple,
+    polish). ``hessian`` is CasADi's: ``exact`` for the small 2-D problems,
+    ``limited-memory`` for the digits (with hundreds of controls per layer, CasADi's
     construction of the exact-Hessian NLP did not finish in 13 minutes)."""
-    if quick:
-        gd, lb, pmp, cas, ms = 150, 40, 10, 15, 4
-    else:
-        gd, lb, pmp, cas, ms = 1500, 300, 100, 200, 60
-    gd = gd_iters or gd
     h = f"hessian={hessian}"
-    return [f"sgd:lr=0.1:max_iter={gd}:label=sgd",
-            f"adam:lr=0.03:max_iter={gd}:label=adam",
-            f"lbfgs:max_iter={lb}:label=lbfgs",
-            f"msa:max_iter={pmp}:label=msa",
-            f"emsa:max_iter={pmp}:label=emsa",
-            f"casadi:{h}:max_iter={cas}:label=casadi-single",
-            f"casadi:transcription=multiple:{h}:max_iter={ms}:label=casadi-multiple",
-            f"casadi:{h}:from=adam:max_iter={cas}:label=casadi-from-adam"]
+    return [f"sgd:lr=0.1:max_iter={iters['gd']}:label=sgd",
+            f"adam:lr=0.03:max_iter={iters['gd']}:label=adam",
+            f"lbfgs:max_iter={iters['lbfgs']}:label=lbfgs",
+            f"msa:max_iter={iters['pmp']}:label=msa",
+            f"emsa:max_iter={iters['pmp']}:label=emsa",
+            f"casadi:{h}:max_iter={iters['casadi']}:label=casadi-single",
+            f"casadi:transcription=multiple:{h}:max_iter={iters['multiple']}"
+            ":label=casadi-multiple",
+            f"casadi:{h}:from=adam:max_iter={iters['polish']}:label=casadi-from-adam"]
 
 
 def sizes(quick: bool) -> dict:
+    """Sizes and limits. The time limit is a safety net (it counts compilation, so on a
+    busy machine a tight one would stop a solver before its first iteration); the
+    iteration limits are what ends most solves."""
     if quick:
-        return dict(n=80, layers=5, horizon=5.0, l2=1e-3, digits_n=120, digits_k=(4,),
-                    digits_layers=3, digits_horizon=2.0, max_time=90.0, digits_max_time=90.0,
-                    digits_gd_iters=None)
-    return dict(n=200, layers=10, horizon=5.0, l2=1e-3, digits_n=500, digits_k=(8, 16),
-                digits_layers=5, digits_horizon=2.0, max_time=45.0, digits_max_time=30.0,
-                digits_gd_iters=500)
+        it = dict(gd=150, lbfgs=40, pmp=10, casadi=15, multiple=4, polish=10)
+        return dict(n=80, layers=5, horizon=5.0, l2=1e-3, iters=it, max_time=120.0,
+                    digits_n=120, digits_k=(4,), digits_layers=3, digits_horizon=2.0,
+                    digits_iters=it, digits_max_time=120.0, digits_seeds=1)
+    return dict(n=160, layers=10, horizon=5.0, l2=1e-3,
+                iters=dict(gd=1000, lbfgs=300, pmp=60, casadi=60, multiple=15, polish=40),
+                max_time=90.0, digits_n=400, digits_k=(8, 16), digits_layers=4,
+                digits_horizon=2.0,
+                digits_iters=dict(gd=400, lbfgs=300, pmp=20, casadi=60, multiple=10,
+                                  polish=40),
+                digits_max_time=45.0, digits_seeds=2)
 
 
 def load_digits_or_reason() -> tuple[np.ndarray, np.ndarray] | str:
@@ -96,7 +101,8 @@ def digits_problem(raw: tuple[np.ndarray, np.ndarray], k: int, n: int, seed: int
                        horizon=S["digits_horizon"], l2=S["l2"])
 
 
-def problems(S: dict, seed: int, digits: tuple | str) -> dict[str, cdl.Problem]:
+def problems(S: dict, seed: int, digits: tuple | str, with_digits: bool = True
+             ) -> dict[str, cdl.Problem]:
     split = lambda d: cdl.data.train_test_split(d, 0.25, seed=seed)  # noqa: E731
     form = dict(width=3, layers=S["layers"], horizon=S["horizon"], l2=S["l2"])
     out = {
@@ -105,7 +111,7 @@ def problems(S: dict, seed: int, digits: tuple | str) -> dict[str, cdl.Problem]:
         "noisy-ring": cdl.Problem(split(cdl.data.ring(S["n"], seed=seed, noise=0.05,
                                                       flip=0.05)), **form),
     }
-    if not isinstance(digits, str):
+    if with_digits and not isinstance(digits, str):
         for k in S["digits_k"]:
             out[f"digits-pca{k}"] = digits_problem(digits, k, S["digits_n"], seed, S)
     return out
@@ -125,8 +131,8 @@ def body(run: common.Run) -> None:
     rows: dict[str, list[dict]] = {}
     controls: dict[str, int] = {}
     described: dict[str, dict] = {}
-    for seed in run.seeds:
-        for pname, problem in problems(S, seed, digits).items():
+    for i, seed in enumerate(run.seeds):
+        for pname, problem in problems(S, seed, digits, i < S["digits_seeds"]).items():
             controls[pname] = problem.width * (problem.width + 1)
             described[pname] = {"model": problem.model, "width": problem.width,
                                 "layers": problem.layers, "horizon": problem.horizon,
@@ -136,8 +142,8 @@ def body(run: common.Run) -> None:
                                 "data": problem.data.source}
             run.log(f"seed {seed}, {pname}: {problem!r}")
             digit = pname.startswith("digits")
-            spec_list = specs(run.quick, "limited-memory" if digit else "exact",
-                              S["digits_gd_iters"] if digit else None)
+            spec_list = specs(S["digits_iters" if digit else "iters"],
+                              "limited-memory" if digit else "exact")
             used_specs[pname] = spec_list
             comp = compare(problem, spec_list, seed=seed,
                            max_time=S["digits_max_time" if digit else "max_time"])
@@ -256,8 +262,9 @@ def body(run: common.Run) -> None:
         parts.append(f"**Digits skipped:** {digits}.")
     first = next(iter(used_specs.values()), [])
     last = next(reversed(used_specs.values()), [])
-    settings = (f"seeds {run.seeds}; a quarter of every data set held out for the test "
-                f"accuracy; per-solve time limit {S['max_time']:g} s "
+    settings = (f"seeds {run.seeds} (the digits: the first {S['digits_seeds']}); a quarter "
+                f"of every data set held out for the test accuracy; per-solve time limit "
+                f"{S['max_time']:g} s "
                 f"({S['digits_max_time']:g} s for the digits; compilation included); solver "
                 "specs for the 2-D problems " + ", ".join(f"`{s}`" for s in first)
                 + (("; for the digits " + ", ".join(f"`{s}`" for s in last))

@@ -47,7 +47,7 @@ def configs(quick: bool) -> dict[str, dict]:
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return dict(n=150, fresh=2000, iters=80, l2=1e-3, grid=41)
+        return dict(n=150, fresh=2000, iters=150, l2=1e-3, grid=41)
     return dict(n=600, fresh=5000, iters=500, l2=1e-3, grid=121)
 
 
