@@ -62,7 +62,7 @@ def sizes(quick: bool) -> dict:
                     digits_n=120, digits_k=(4,), digits_layers=3, digits_horizon=2.0,
                     digits_iters=it, digits_max_time=120.0, digits_seeds=1)
     return dict(n=160, layers=10, horizon=5.0, l2=1e-3,
-                iters=dict(gd=1000, lbfgs=300, pmp=60, casadi=60, multiple=15, polish=40),
+                iters=dict(gd=3000, lbfgs=500, pmp=300, casadi=60, multiple=15, polish=40),
                 max_time=90.0, digits_n=400, digits_k=(8, 16), digits_layers=4,
                 digits_horizon=2.0,
                 digits_iters=dict(gd=400, lbfgs=300, pmp=20, casadi=60, multiple=10,
