@@ -107,7 +107,7 @@ class Solution:
         problem = {k: getattr(form, k) for k in FORMULATION_KEYS}
         problem.update(task=form.task, n_classes=form.n_classes, n_inputs=form.n_inputs,
                        n_outputs=form.n_outputs, step=form.h, data=self.problem.data.source)
-        return _jsonable({
+        return jsonable({
             "problem": problem,
             "solver": self.solver,
             "status": self.status,
@@ -167,12 +167,13 @@ def atomic_directory(directory: str | os.PathLike, write: Any) -> Path:
     return target
 
 
-def _jsonable(x: Any) -> Any:
-    """Convert NumPy/JAX scalars and arrays to JSON; non-finite floats become ``None``."""
+def jsonable(x: Any) -> Any:
+    """Convert NumPy/JAX scalars and arrays to JSON; non-finite floats become ``None``
+    (other objects, paths included, become their ``str``)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, bool | np.bool_):
         return bool(x)
     if isinstance(x, int | np.integer):
@@ -180,10 +181,13 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float | np.floating):
         return float(x) if math.isfinite(x) else None
     if hasattr(x, "shape") and hasattr(x, "tolist"):
-        return _jsonable(np.asarray(x).tolist())
+        return jsonable(np.asarray(x).tolist())
     if x is None or isinstance(x, str):
         return x
     return str(x)
+
+
+_jsonable = jsonable  # the earlier private name, kept for callers
 
 
 def load(directory: str | os.PathLike) -> Solution:

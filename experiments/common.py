@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import controldl as cdl  # noqa: E402
 from controldl import plotting  # noqa: E402
 from controldl import problem as P  # noqa: E402
+from controldl.solution import jsonable as solution_jsonable  # noqa: E402
 
 DEFAULT_JAX_CACHE = Path(os.environ.get("CONTROLDL_JAX_CACHE",
                                         Path.home() / ".cache" / "controldl" / "jax"))
@@ -180,23 +181,7 @@ def main_wrapper(name: str, doc: str | None, body: Callable[[Run], None],
 
 def jsonable(x: Any) -> Any:
     """NumPy/JAX scalars and arrays → JSON types; NaN and infinities → ``None``."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [jsonable(v) for v in x]
-    if isinstance(x, bool | np.bool_):
-        return bool(x)
-    if isinstance(x, int | np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    if hasattr(x, "shape") and hasattr(x, "tolist"):
-        return jsonable(np.asarray(x).tolist())
-    if x is None or isinstance(x, str):
-        return x
-    if isinstance(x, Path):
-        return str(x)
-    return str(x)
+    return solution_jsonable(x)
 
 
 def fmt(v: Any, spec: str = ".4g") -> str:
