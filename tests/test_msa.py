@@ -97,7 +97,6 @@ def test_models_and_costate_gradient_match_autodiff():
     z_ref = xs[-1] @ W0.T + c0
     p_ref = P.terminal_costate(form, W0, c0, xs[-1], Y)
 
-    @jax.jit
     def models(V, V_ref, phi, phi_ref, xs, ps, z_ref, p_ref):
         gx_ref = M.layer_models(form, "augmented", 0.7, V_ref, V_ref, xs[:-1], xs[1:],
                                 ps[1:], None)["gx"]
@@ -107,7 +106,6 @@ def test_models_and_costate_gradient_match_autodiff():
                                   True)
         return layers, readout
 
-    @jax.jit
     def gradient_through_the_solver(params):
         xs = P.trajectory(form, params, X0)
         ps = M.costates(form, params, xs, Y)
@@ -150,14 +148,18 @@ def test_models_and_costate_gradient_match_autodiff():
                    "G": M._ridge(cz * Jz.T @ Jz + cp * Jp.T @ Jp)}
         return layers, readout
 
-    got = models(V, V_ref, phi, phi_ref, xs, ps, z_ref, p_ref)
+    @jax.jit
+    def solver_side(params, V, V_ref, phi, phi_ref, xs, ps, z_ref, p_ref):
+        return (models(V, V_ref, phi, phi_ref, xs, ps, z_ref, p_ref),
+                gradient_through_the_solver(params))
+
+    got, through = solver_side(params, V, V_ref, phi, phi_ref, xs, ps, z_ref, p_ref)
     ref = reference(V, V_ref, phi)
     for part, got_part, ref_part in zip(("layers", "readout"), got, ref, strict=True):
         for key in ("g", "C", "G", "res2", "g_res"):
             np.testing.assert_allclose(got_part[key], ref_part[key], rtol=1e-9, atol=1e-12,
                                        err_msg=f"{part}: {key}")
-    ps, ps_core, g_layers, minus_grad_layers, g_readout, minus_grad_readout = \
-        gradient_through_the_solver(params)
+    ps, ps_core, g_layers, minus_grad_layers, g_readout, minus_grad_readout = through
     np.testing.assert_allclose(ps, ps_core, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(g_layers, minus_grad_layers, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(g_readout, minus_grad_readout, rtol=1e-9, atol=1e-12)

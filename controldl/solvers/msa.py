@@ -425,11 +425,6 @@ def layer_models(sform: P.Formulation, metric: str, costate_weight: jax.Array | 
     return out
 
 
-def _diag(v: jax.Array) -> jax.Array:
-    """(..., r) → diagonal matrices (..., r, r)."""
-    return v[..., :, None] * jnp.eye(v.shape[-1], dtype=v.dtype)
-
-
 def readout_model(form: P.Formulation, metric: str, costate_weight: jax.Array | None,
                   phi: jax.Array, phi_ref: jax.Array, xs: jax.Array, Y: jax.Array,
                   z_ref: jax.Array, p_ref: jax.Array, with_residual: bool
