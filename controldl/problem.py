@@ -392,7 +392,7 @@ def accuracy_from_outputs(form: Formulation, z: Array, y: Array) -> Array:
         pred = (z[:, 0] > 0).astype(jnp.int32)
     else:
         pred = jnp.argmax(z, axis=1)
-    return jnp.mean(pred == y)
+    return jnp.mean((pred == y).astype(z.dtype))
 
 
 # --------------------------------------------------------------------------- Pontryagin

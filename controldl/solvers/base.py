@@ -267,10 +267,11 @@ def solve(
     stopping = Stopping(solver.default_max_iter if max_iter is None else max_iter,
                         max_time, target_cost)
     monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback)
-    if init is None:
-        params = P.init_params(problem.formulation, seed=seed, scheme=init_scheme)
-    else:
-        params = as_params(problem, init)
+    with monitor.compiling():  # one-time setup (small compiles) before the first iteration
+        if init is None:
+            params = P.init_params(problem.formulation, seed=seed, scheme=init_scheme)
+        else:
+            params = as_params(problem, init)
     try:
         result = solver.run(problem, params, monitor)
     finally:
