@@ -30,10 +30,10 @@ import controldl as cdl
 NAME = "scaling"
 
 SOLVERS = {  # label: (solver name, options, iterations)
-    "adam": ("gd", {"optimizer": "adam", "lr": 0.03}, 40),
-    "lbfgs": ("gd", {"optimizer": "lbfgs"}, 20),
-    "msa": ("msa", {}, 10),
-    "emsa": ("emsa", {}, 10),
+    "adam": ("gd", {"optimizer": "adam", "lr": 0.03}, 200),
+    "lbfgs": ("gd", {"optimizer": "lbfgs"}, 60),
+    "msa": ("msa", {}, 30),
+    "emsa": ("emsa", {}, 30),
     "casadi-single": ("casadi", {"hessian": "exact"}, 8),
     "casadi-multiple": ("casadi", {"transcription": "multiple", "hessian": "exact"}, 4),
 }
@@ -43,7 +43,7 @@ def sizes(quick: bool) -> dict:
     if quick:
         return dict(N=[40, 80], L=[3, 6], base_N=40, base_L=3, budget_s=60.0, quick_iters=5,
                     solvers=["adam", "emsa", "casadi-single", "casadi-multiple"])
-    return dict(N=[100, 200, 400, 800], L=[5, 10, 20, 40], base_N=200, base_L=10,
+    return dict(N=[100, 400, 1600, 6400], L=[5, 10, 20, 40, 80], base_N=200, base_L=10,
                 budget_s=40.0, quick_iters=None, solvers=list(SOLVERS))
 
 
@@ -80,7 +80,8 @@ def fit(xs: list[float], ys: list[float | None]) -> dict:
                 "intercept": float(y[0] - (y[1] - y[0]) / (x[1] - x[0]) * x[0])}
     r = sstats.linregress(x, y)
     return {"slope": float(r.slope), "stderr": float(r.stderr), "intercept": float(r.intercept),
-            "r2": float(r.rvalue ** 2), "n_points": len(pts)}
+            "r2": float(r.rvalue ** 2), "n_points": len(pts),
+            "slope_last_two": float((y[-1] - y[-2]) / (x[-1] - x[-2]))}
 
 
 def body(run: common.Run) -> None:
@@ -158,6 +159,12 @@ def body(run: common.Run) -> None:
                      ", ".join(skipped.get(label, [])) or "—"])
     table = common.md_table(["solver", "slope in N", "slope in L", "s/it by N",
                              "s/it by L", "not run (over budget)"], rows)
+    last = [[label, common.fmt(fits[label]["N"].get("slope_last_two"), ".2f"),
+             common.fmt(fits[label]["L"].get("slope_last_two"), ".2f")]
+            for label in S["solvers"]]
+    table += ("\n\nSlopes between the two largest sizes measured (where a fixed per-iteration "
+              "overhead matters least):\n\n"
+              + common.md_table(["solver", "N", "L"], last))
     settings = (f"ring, width 3, T = 5, l2 = 1e-3; N in {S['N']} at L = {S['base_L']}, L in "
                 f"{S['L']} at N = {S['base_N']}; iterations per solve: "
                 + ", ".join(f"{k} {v[2] if not S['quick_iters'] else min(v[2], S['quick_iters'])}"

@@ -119,7 +119,9 @@ def problems(S: dict, seed: int, digits: tuple | str, with_digits: bool = True
 
 METRICS = ("cost", "train_accuracy", "test_accuracy", "iterations", "wall_time_s",
            "compile_time_s", "seconds_per_iteration", "time_to_target_s",
-           "time_to_target_excl_compile_s", "time_to_target_incl_warm_start_s")
+           "time_to_target_excl_compile_s", "time_to_target_incl_warm_start_s",
+           "time_to_loose_target_s", "time_to_loose_target_excl_compile_s")
+LOOSE = 2.0  # the loose target: LOOSE × the best final cost of the seed's run
 
 
 def body(run: common.Run) -> None:
@@ -148,9 +150,20 @@ def body(run: common.Run) -> None:
             comp = compare(problem, spec_list, seed=seed,
                            max_time=S["digits_max_time" if digit else "max_time"])
             adam = comp.solutions["adam"]
+            loose = LOOSE * comp.target / 1.1 if comp.target_rule.startswith("1.1") \
+                else LOOSE * comp.target
             for row in comp.rows():
-                row = dict(row, seed=seed, problem=pname, target=comp.target)
+                row = dict(row, seed=seed, problem=pname, target=comp.target,
+                           loose_target=loose)
                 warm = row["solver"] == "casadi-from-adam"
+                sol = comp.solutions[row["solver"]]
+                hit = next((h for h in sol.history
+                            if h["cost"] is not None and h["cost"] <= loose), None)
+                row["time_to_loose_target_s"] = (
+                    None if hit is None
+                    else hit["time_s"] + (adam.wall_time_s if warm else 0.0))
+                row["time_to_loose_target_excl_compile_s"] = (
+                    None if hit is None else hit["time_s"] - sol.compile_time_s)
                 row["time_to_target_incl_warm_start_s"] = (
                     None if row["time_to_target_s"] is None
                     else row["time_to_target_s"] + (adam.wall_time_s if warm else 0.0))
@@ -172,7 +185,7 @@ def body(run: common.Run) -> None:
                     ax.axhline(comp.target, color="k", lw=0.6, ls=":")
                 run.save_figure(fig, f"history_{pname}.png")
 
-    solvers_order = [r["solver"] for r in next(iter(rows.values()))] if rows else []
+    solvers_order = list(dict.fromkeys(r["solver"] for prow in rows.values() for r in prow))
     summary: dict[str, dict] = {}
     for pname, prow in rows.items():
         summary[pname] = {}
@@ -180,6 +193,8 @@ def body(run: common.Run) -> None:
             mine = [r for r in prow if r["solver"] == solver]
             entry = {m: common.stats([r[m] for r in mine]) for m in METRICS}
             entry["reached_target"] = sum(r["time_to_target_s"] is not None for r in mine)
+            entry["reached_loose_target"] = sum(r["time_to_loose_target_s"] is not None
+                                                for r in mine)
             entry["statuses"] = [r["status"] for r in mine]
             summary[pname][solver] = entry
 
@@ -223,7 +238,8 @@ def body(run: common.Run) -> None:
                "controls_per_layer": controls, "rows": rows, "summary": summary,
                "controls_scaling": scaling,
                "digits": "included" if not isinstance(digits, str) else digits,
-               "target_rule": "1.1 × the best final cost of the seed's run"}
+               "target_rule": "1.1 × the best final cost of the seed's run",
+               "loose_target_rule": f"{LOOSE:g} × the best final cost of the seed's run"}
     run.write_json(results)
 
     parts = []
@@ -236,9 +252,11 @@ def body(run: common.Run) -> None:
                 common.pm(e["test_accuracy"], ".3f"), common.pm(e["iterations"], ".0f"),
                 common.pm(e["wall_time_s"], ".2f"), common.pm(e["compile_time_s"], ".2f"),
                 common.pm(e["seconds_per_iteration"], ".2e"),
-                f"{e['reached_target']}/{len(e['statuses'])}",
-                common.pm(e["time_to_target_excl_compile_s"], ".2f"),
-                common.pm(e["time_to_target_incl_warm_start_s"], ".2f"),
+                f"{e['reached_target']}/{len(e['statuses'])}: "
+                f"{common.pm(e['time_to_target_excl_compile_s'], '.2f')}",
+                f"{e['reached_loose_target']}/{len(e['statuses'])}: "
+                f"{common.pm(e['time_to_loose_target_excl_compile_s'], '.2f')}",
+                common.pm(e["time_to_loose_target_s"], ".2f"),
                 ", ".join(sorted(set(e["statuses"])))])
         d = described[pname]
         parts.append(
@@ -246,9 +264,11 @@ def body(run: common.Run) -> None:
             f"L = {d['layers']}, T = {d['horizon']:g}, {d['loss']} loss, l2 = {d['l2']:g}; "
             f"{d['n_train']} training and {d['n_test']} test points.\n\n"
             + common.md_table(["solver", "final cost", "train acc", "test acc", "iterations",
-                               "wall [s]", "compile [s]", "s / iteration", "reached target",
-                               "to target, excl. compile [s]",
-                               "to target [s] (incl. compile, warm start)", "status"],
+                               "wall [s]", "compile [s]", "s / iteration",
+                               "reached 1.1× best: s to it (excl. compile)",
+                               f"reached {LOOSE:g}× best: s to it (excl. compile)",
+                               f"s to {LOOSE:g}× best (incl. compile and warm start)",
+                               "status"],
                               table_rows))
     if scaling:
         srows = [[s, *(common.fmt(v, ".2e") for v in e["seconds_per_iteration"]),
@@ -269,8 +289,11 @@ def body(run: common.Run) -> None:
                 "specs for the 2-D problems " + ", ".join(f"`{s}`" for s in first)
                 + (("; for the digits " + ", ".join(f"`{s}`" for s in last))
                    if last != first else "")
-                + ". Values are mean ± standard deviation over seeds. 'to target': "
-                "compare's target, 1.1 × the best final cost of that seed's run.")
+                + ". Values are mean ± standard deviation over seeds. Targets: compare's, "
+                f"1.1 × the best final cost of that seed's run, and a loose one, {LOOSE:g} × "
+                "that cost; 'reached k/n: t' counts the seeds that reached it and averages "
+                "the seconds over those. CasADi warm-started from Adam is charged Adam's "
+                "wall time in the last time column.")
     figs = [(f"history_{p}.png", f"{p}: cost against iteration and against wall time "
              f"(seed {run.seeds[0]})") for p in rows]
     figs.append(("cost_vs_time_all.png", "Final cost against wall time, every seed"))
