@@ -17,13 +17,14 @@ from __future__ import annotations
 import sys
 
 import common
+import numpy as np
 
 import controldl as cdl
 from controldl import plotting
 from controldl.compare import compare
 
 NAME = "flat_start"
-FRACTIONS = (0.5, 0.1, 0.01)
+FRACTIONS = (0.5, 0.3, 0.2)
 
 
 def sizes(quick: bool) -> dict:
@@ -57,16 +58,19 @@ def body(run: common.Run) -> None:
     S = sizes(run.quick)
     spec_list = specs(S)
     rows: list[dict] = []
+    plateaus: list[float] = []
     for seed in run.seeds:
         data = cdl.data.train_test_split(cdl.data.sine(S["n"], seed=seed), 0.25, seed=seed)
         problem = cdl.Problem(data, width=S["width"], layers=S["layers"],
                               horizon=S["horizon"], l2=S["l2"])
         comp = compare(problem, spec_list, seed=seed, init_scheme="zeros",
                        max_time=S["max_time"])
+        plateau = affine_plateau(problem)
+        plateaus.append(plateau)
         for label, sol in comp.solutions.items():
             start = sol.history[0]["cost"]
             rec = common.solution_record(sol)
-            rec.update(label=label, seed=seed, start_cost=start,
+            rec.update(label=label, seed=seed, start_cost=start, plateau_cost=plateau,
                        crossings=crossings(sol.history, start),
                        seconds_per_iteration=((sol.wall_time_s - sol.compile_time_s)
                                               / sol.iterations if sol.iterations else None),
@@ -78,6 +82,8 @@ def body(run: common.Run) -> None:
         if seed == run.seeds[0]:
             fig = plotting.history_figure({k: s.history for k, s in comp.solutions.items()},
                                           title=f"sin(x) from zero controls: {problem!r}")
+            for ax in fig.axes[:2]:
+                ax.axhline(plateau, color="k", lw=0.6, ls=":")
             run.save_figure(fig, "history.png")
             best = min(comp.solutions.values(), key=lambda s: s.cost["total"])
             run.save_figure(plotting.decision_regions_figure(best), "fit_best.png")
@@ -100,7 +106,8 @@ def body(run: common.Run) -> None:
                                     for r in mine) for f in FRACTIONS},
         }
     run.write_json({"sizes": S, "specs": spec_list, "rows": rows, "summary": summary,
-                    "fractions": list(FRACTIONS)})
+                    "fractions": list(FRACTIONS), "plateau_costs": plateaus,
+                    "start_costs": [r["start_cost"] for r in rows if r["label"] == "sgd"]})
 
     n = len(run.seeds)
     table_rows = []
@@ -115,6 +122,12 @@ def body(run: common.Run) -> None:
     table = common.md_table(["solver", "final cost", "test cost", "iterations", "wall [s]"]
                             + [f"to {f:g}·J₀: iterations / seconds (reached)"
                                for f in FRACTIONS], table_rows)
+    j0 = common.stats([r["start_cost"] for r in rows if r["label"] == rows[0]["label"]])
+    table += (f"\n\nStarting cost J₀ = {common.pm(j0, '.3g')}; the plateau — the cost with the "
+              f"controls still zero and the best affine readout, dotted in the figure — is "
+              f"{common.pm(common.stats(plateaus), '.3g')} "
+              f"(≈ {common.stats(plateaus)['mean'] / j0['mean']:.2f}·J₀): a method that is "
+              "below 0.3·J₀ has left the plateau.")
     settings = (f"sine({S['n']}, seed s), a quarter held out; inputs scaled to [−1, 1]; "
                 f"ResNet width {S['width']}, L = {S['layers']}, T = {S['horizon']:g}, tanh, "
                 f"squared loss, l2 = {S['l2']:g}; every control and the readout zero at the "
@@ -129,6 +142,21 @@ def body(run: common.Run) -> None:
         [("history.png", "Cost against iteration and against wall time from zero controls"),
          ("fit_best.png", "The best fit of sin(x)"),
          ("layers_emsa.png", "E-MSA's states through the layers")], run))
+
+
+def affine_plateau(problem: cdl.Problem) -> float:
+    """The cost at the plateau: zero controls (so ``x(L) = x(0)``) and the least-squares
+    affine readout of the embedded inputs, evaluated by the library
+    (``controldl.solvers.evaluate``)."""
+    f = problem.formulation
+    X = problem.data.X_train
+    design = np.hstack([X, np.ones((len(X), 1))])
+    coef, *_ = np.linalg.lstsq(design, problem.data.y_train, rcond=None)  # (n+1, m)
+    W = np.zeros((f.n_outputs, f.width))
+    W[:, : f.n_inputs] = coef[:-1].T
+    params = cdl.Params(np.zeros((f.layers, f.width, f.width)), np.zeros((f.layers, f.width)),
+                        W, coef[-1])
+    return cdl.solvers.evaluate(problem, params)[0]["total"]
 
 
 def _test_cost(sol: cdl.Solution) -> float | None:

@@ -102,7 +102,7 @@ def body(run: common.Run) -> None:
                                     f"{r['fresh_accuracy']:.3f}, true "
                                     f"{r['true_label_accuracy']:.3f}")
     fig.suptitle(f"Noisy ring (noise {S['noise']}, {S['flip']:.0%} labels flipped), seed {seed0}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     run.save_figure(fig, "decision_regions.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -112,7 +112,7 @@ def body(run: common.Run) -> None:
                                     f"\nmax h‖A‖₂ "
                                     f"{r['max_lipschitz']:.2f}, fold {r['fold_fraction']:.2f}")
     fig.suptitle(f"Decision regions (seed {seed0}); red crosses: misclassified fresh samples")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     run.save_figure(fig, "decision_regions.png")
     for key in ("w2-free-big-steps", "w2-lip0.9", "w3-lip0.9"):
         sol = keep[key]
