@@ -18,7 +18,8 @@ few iterations and reports:
 Usage::
 
     python benchmarks/throughput.py --n 1000,10000,100000,1000000 --layers 20,100
-    python benchmarks/throughput.py --n 1000000 --layers 100 --checkpoint-every 10
+    python benchmarks/throughput.py --n 1000000 --layers 100 --checkpoint-every 10 \
+        --layer-block 10
 
 Prints one JSON document on stdout.
 """
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     ap.add_argument("--checkpoint-every", type=int, default=None,
                     help="rematerialize gradient descent's forward pass in blocks of k layers")
+    ap.add_argument("--layer-block", type=int, default=None,
+                    help="build (E-)MSA's layer models k layers at a time")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     args = ap.parse_args(argv)
     rows = []
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     options = {"optimizer": "adam", "lr": 0.01}
                     if args.checkpoint_every:
                         options["checkpoint_every"] = args.checkpoint_every
+                elif args.layer_block:
+                    options["layer_block"] = args.layer_block
                 cfg = dict(solver=solver, n=n, layers=L, width=args.width, iters=args.iters,
                            dtype=args.dtype, options=options)
                 try:

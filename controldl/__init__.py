@@ -31,7 +31,21 @@ from controldl.solvers import (  # noqa: E402
 
 __version__ = "0.1.0"
 
+_LAZY = {"MSA": "msa", "EMSA": "emsa", "CasadiDirect": "casadi"}
+
+
+def __getattr__(name: str):
+    """``controldl.MSA``, ``controldl.EMSA`` and ``controldl.CasadiDirect``, imported on
+    first use (CasADi is not imported by ``import controldl``)."""
+    if name in _LAZY:
+        return solver_class(_LAZY[name])
+    raise AttributeError(f"module 'controldl' has no attribute {name!r}")
+
+
 __all__ = [
+    "EMSA",
+    "MSA",
+    "CasadiDirect",
     "Dataset",
     "Formulation",
     "GradientDescent",

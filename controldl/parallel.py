@@ -59,6 +59,15 @@ def replicate(mesh: Mesh | None, tree: Any) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+def shardings(mesh: Mesh | None) -> tuple[Any, Any]:
+    """``(samples, replicated)``: the shardings of per-sample arrays (split along the
+    leading axis) and of everything else (a full copy on every device); ``(None, None)``
+    without a mesh (JAX places the arrays)."""
+    if mesh is None:
+        return None, None
+    return NamedSharding(mesh, PartitionSpec(SAMPLES)), NamedSharding(mesh, PartitionSpec())
+
+
 def describe(mesh: Mesh | None) -> dict[str, Any]:
     """What ``meta.json`` records about the devices used."""
     devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]

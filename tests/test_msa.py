@@ -251,6 +251,19 @@ def test_every_term_and_constraint_l1_zeros_and_projection():
     assert sol.cost["l1"] > 0 and sol.cost["smooth"] > 0 and sol.cost["running"] > 0
 
 
+@pytest.mark.parametrize("metric", ["augmented", "identity"])
+def test_blocked_layer_models_equal_all_at_once(metric):
+    """Blocks of 2 over 5 layers (the last block overlaps) give the same models."""
+    problem = small_problem(width=2, layers=5, smooth=0.05)
+    form = dataclasses.replace(problem.formulation, l1=0.0)
+    params, xs, ps = random_state(form, 30, seed=3)
+    V = M._join_rows(params.A, params.b)
+    full = M.blocked_layer_models(form, metric, 0.1, V, xs, ps, None)
+    blocked = M.blocked_layer_models(form, metric, 0.1, V, xs, ps, 2)
+    for key in ("H", "g", "C", "G"):
+        np.testing.assert_allclose(blocked[key], full[key], rtol=1e-12, atol=1e-14)
+
+
 def test_float32_minibatch_flat_start():
     """float32, mini-batches (the full cost recorded once per epoch) and Li et al.'s
     flat start (every control and the readout zero: all costates vanish at first, the
@@ -274,6 +287,8 @@ def test_float32_minibatch_flat_start():
     (dict(momentum=1.0), "momentum"),
     (dict(costate_weight=-1.0), "costate_weight"),
     (dict(max_retries=True), "max_retries"),
+    (dict(layer_block=0), "layer_block"),
+    (dict(devices=0), "devices"),
 ])
 def test_bad_options_raise(options, message):
     with pytest.raises(ValueError, match=message):

@@ -43,7 +43,8 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
     assert r["devices"] == 4
 
 
-def test_cli_devices_gives_the_same_cost(tmp_path):
+@pytest.mark.parametrize("solver", ["gd", "emsa"])
+def test_cli_devices_gives_the_same_cost(tmp_path, solver):
     d = cdl.data.ring(120, seed=1)
     np.savez(tmp_path / "r.npz", X=d.X_train, y=d.y_train)
     out = _run(f"""
@@ -51,13 +52,46 @@ def test_cli_devices_gives_the_same_cost(tmp_path):
         from controldl.cli import main
         for k in (1, 4):
             main(["train", "--data", "{tmp_path}/r.npz", "--width", "3", "--layers", "5",
-                  "--max-iter", "30", "--devices", str(k), "--out", "{tmp_path}/d%d" % k])
+                  "--solver", "{solver}", "--max-iter", "20", "--devices", str(k),
+                  "--out", "{tmp_path}/d%d" % k])
     """)
     assert "saved to" in out
     one = json.loads((tmp_path / "d1" / "meta.json").read_text())
     four = json.loads((tmp_path / "d4" / "meta.json").read_text())
+    assert one["iterations"] == four["iterations"] > 0
     assert four["cost"]["total"] == pytest.approx(one["cost"]["total"], rel=1e-8)
     assert four["devices"]["count"] == 4
+
+
+def test_sharded_emsa_equals_one_device_and_is_sharded():
+    out = _run("""
+        import json, jax, controldl as cdl
+        p = cdl.Problem(cdl.data.ring(200, seed=0), width=3, layers=6, horizon=2.0, l2=1e-3,
+                        running=0.2, smooth=0.01)
+        one = cdl.solve(p, cdl.EMSA(), max_iter=15)
+        four = cdl.solve(p, cdl.EMSA(devices=4), max_iter=15)
+        # The compiled iteration's inputs: the samples split in four, the controls whole.
+        from controldl.solvers.msa import _compiled
+        sig = tuple((tuple(a.shape), str(a.dtype)) for a in
+                    (*cdl.init_params(p.formulation, seed=0), p.initial_states(),
+                     p.targets(), jax.numpy.asarray(p.data.y_train)))
+        step = _compiled(p.formulation, cdl.EMSA(devices=4)._static(), sig, 4)
+        flat = jax.tree.leaves(step.input_shardings[0])
+        X0_sharding, A_sharding = flat[10], flat[0]
+        print(json.dumps({"one": one.cost["total"], "four": four.cost["total"],
+                          "X0": [X0_sharding.shard_shape((200, 3)),
+                                 len(X0_sharding.device_set)],
+                          "A": A_sharding.is_fully_replicated,
+                          "its": [one.iterations, four.iterations],
+                          "rho": [one.stats["rho"], four.stats["rho"]],
+                          "devices": four.stats["devices"]["count"]}))
+    """)
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["its"][0] == r["its"][1] == 15
+    np.testing.assert_allclose(r["rho"][1], r["rho"][0], rtol=1e-8)
+    assert r["four"] == pytest.approx(r["one"], rel=1e-8)
+    assert r["devices"] == 4
+    assert r["X0"] == [[50, 3], 4] and r["A"]
 
 
 def test_too_many_devices_is_a_clear_error():

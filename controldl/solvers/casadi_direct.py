@@ -916,6 +916,10 @@ class CasadiDirect(Solver):
         if hessian == "limited-memory":
             opts["hessian_approximation"] = "limited-memory"
             opts["limited_memory_max_history"] = LBFGS_HISTORY
+            # No watchdog: with a quasi-Newton model its non-monotone trial steps
+            # (objective up by 1e4 on the ring, then back) serve no purpose, and a time or
+            # iteration limit that falls inside one returns a far worse iterate.
+            opts["watchdog_shortened_iter_trigger"] = 0
         if remaining is not None:
             opts["max_wall_time"] = max(remaining, 1e-3)
         if warm:

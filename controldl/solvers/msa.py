@@ -142,7 +142,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from controldl import model
+from controldl import model, parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver
@@ -368,7 +368,8 @@ def layer_flow_terms(sform: P.Formulation, V: jax.Array, X: jax.Array, P_next: j
 
 def layer_models(sform: P.Formulation, metric: str, costate_weight: jax.Array | None,
                  V: jax.Array, V_ref: jax.Array, X: jax.Array, X_next: jax.Array,
-                 P_next: jax.Array, gx_ref: jax.Array | None) -> dict[str, jax.Array]:
+                 P_next: jax.Array, gx_ref: jax.Array | None,
+                 scale: jax.Array | None = None) -> dict[str, jax.Array]:
     """The quadratic model of every layer's augmented (``metric="augmented"``) or proximal
     (``"identity"``) Hamiltonian at the controls ``V`` (L, d(d+1)).
 
@@ -377,7 +378,9 @@ def layer_models(sform: P.Formulation, metric: str, costate_weight: jax.Array | 
     costate map ``gx`` (L, N, d) and, when ``gx_ref`` (the costate map at the reference
     controls ``V_ref``) is given, the penalty's value ``res2`` and gradient ``g_res``: the
     model of ``\\tilde H_t`` is ``H - ½ρ·res2``, gradient ``g + ρ·g_res``, curvature
-    ``C + ρG``. ``costate_weight`` ``None`` drops the costate penalty.
+    ``C + ρG``. ``costate_weight`` ``None`` drops the costate penalty. ``scale`` (L,) is
+    the penalty weight ``s_t`` (:func:`_penalty_scale`, by default from ``P_next``; pass it
+    when ``V`` holds a block of the layers).
     """
     L, N, d = X.shape
     n = d * (d + 1)
@@ -389,7 +392,7 @@ def layer_models(sform: P.Formulation, metric: str, costate_weight: jax.Array | 
 
     t = layer_flow_terms(sform, V, X, P_next)
     Xt, q, K, A = t["Xt"], t["q"], t["K"], t["A"]
-    s = _penalty_scale(P_next)  # (L,)
+    s = _penalty_scale(P_next) if scale is None else scale  # (L,)
     cx = s / (N * h)
     Fu = t["Fu"]
     if metric == "augmented":
@@ -423,6 +426,42 @@ def layer_models(sform: P.Formulation, metric: str, costate_weight: jax.Array | 
             out.update(g_res=-h * D, res2=h * jnp.sum(D * D, axis=-1))
     out["G"] = _ridge(G)
     return out
+
+
+def blocked_layer_models(sform: P.Formulation, metric: str,
+                         costate_weight: jax.Array | None, V: jax.Array, xs: jax.Array,
+                         ps: jax.Array, block: int | None) -> dict[str, jax.Array]:
+    """:func:`layer_models` at ``V`` (no residual terms), ``block`` layers at a time.
+
+    ``xs``, ``ps`` (L+1, N, d) are the states and costates. The per-sample temporaries
+    of the models (about fifteen arrays of N·d numbers per layer) then exist for ``block``
+    layers at once instead of all ``L``: memory ``O(N·block·d)`` on top of the stored
+    states and costates. Returns ``H``, ``g``, ``C``, ``G`` (leading axis L); ``None``
+    (or ``block ≥ L``): all layers at once, the costate map ``gx`` included.
+    """
+    L = V.shape[0]
+    if block is None or block >= L:
+        return layer_models(sform, metric, costate_weight, V, V, xs[:-1], xs[1:], ps[1:],
+                            None)
+    scale = _penalty_scale(ps[1:])
+    n = V.shape[1]
+    dtype = V.dtype
+    out0 = {"H": jnp.zeros((L,), dtype), "g": jnp.zeros((L, n), dtype),
+            "C": jnp.zeros((L, n, n), dtype), "G": jnp.zeros((L, n, n), dtype)}
+
+    def body(i, out):
+        # The last block may overlap the one before it: its layers are recomputed, equal.
+        t0 = jnp.minimum(i * block, L - block)
+
+        def take(a, shift=0):
+            return jax.lax.dynamic_slice_in_dim(a, t0 + shift, block)
+
+        lm = layer_models(sform, metric, costate_weight, take(V), take(V), take(xs),
+                          take(xs, 1), take(ps, 1), None, scale=take(scale))
+        return {k: jax.lax.dynamic_update_slice_in_dim(v, lm[k], t0, 0)
+                for k, v in out.items()}
+
+    return jax.lax.fori_loop(0, -(-L // block), body, out0)
 
 
 def readout_model(form: P.Formulation, metric: str, costate_weight: jax.Array | None,
@@ -544,8 +583,10 @@ def _iteration(form: P.Formulation, static: dict[str, Any], params: Params, prev
     ctx = (xs[:-1], xs[1:], ps[1:])
 
     # ---------------------------------------------------------- layer models at θ_k
-    lm = layer_models(sform, metric, w, V, V, *ctx, None)
-    gx_ref = lm["gx"]
+    # The residual terms of inner steps > 1 need the costate map of every layer.
+    block = static["layer_block"] if static["inner_steps"] == 1 else None
+    lm = blocked_layer_models(sform, metric, w, V, xs, ps, block)
+    gx_ref = lm.get("gx")
     if form.smooth > 0 and L >= 2:  # Jacobi splitting with a separable majorizer
         gS = jax.grad(lambda v: P.smooth_cost(form, *_split_rows(d, d, v)))(V)
         neighbours = jnp.full((L,), 2.0, dtype).at[0].set(1.0).at[-1].set(1.0)
@@ -755,15 +796,23 @@ def _step(form: P.Formulation, static: dict[str, Any], params: Params, prev: Par
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(form: P.Formulation, static: tuple, signature: tuple) -> Any:
-    """The AOT-compiled iteration for one formulation, structural options and shapes."""
-    args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt)) for shape, dt in signature]
+def _compiled(form: P.Formulation, static: tuple, signature: tuple,
+              devices: int | None = None) -> Any:
+    """The AOT-compiled iteration for one formulation, structural options and shapes;
+    with ``devices``, for samples sharded over that many devices (everything else
+    replicated, see :mod:`controldl.parallel`)."""
+    mesh = parallel.data_mesh(devices)
+    sample, whole = parallel.shardings(mesh)
+    args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=whole)
+            for shape, dt in signature[:4]]
+    args += [jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=sample)
+             for shape, dt in signature[4:]]
     params = Params(*args[:4])
     X0, Y, y = args[4:]
-    scalar = jax.ShapeDtypeStruct((), X0.dtype)
-    knobs = jax.ShapeDtypeStruct((8,), X0.dtype)
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    flag = jax.ShapeDtypeStruct((), jnp.bool_)
+    scalar = jax.ShapeDtypeStruct((), X0.dtype, sharding=whole)
+    knobs = jax.ShapeDtypeStruct((8,), X0.dtype, sharding=whole)
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
+    flag = jax.ShapeDtypeStruct((), jnp.bool_, sharding=whole)
     fn = functools.partial(_step, form, dict(static))
     return jax.jit(fn).lower(params, params, scalar, knobs, X0, Y, y, key, flag).compile()
 
@@ -791,6 +840,8 @@ class _Pontryagin(Solver):
     batch_seed: int = 0
     dtype: str = "float64"
     momentum: float = 0.9
+    devices: int | None = None
+    layer_block: int | None = None
 
     metric: ClassVar[str] = "augmented"
     default_max_iter: ClassVar[int] = 500
@@ -836,6 +887,8 @@ class _Pontryagin(Solver):
         integer("prox_iters", 1)
         integer("batch_size", 1, allow_none=True)
         integer("batch_seed", 0)
+        integer("devices", 1, allow_none=True)
+        integer("layer_block", 1, allow_none=True)
         number("tol", 0.0, strict=False)
         number("rtol", 0.0, strict=False)
         number("momentum", 0.0, strict=False)
@@ -854,6 +907,7 @@ class _Pontryagin(Solver):
             "batch_size": None if self.batch_size is None else int(self.batch_size),
             "safeguard": self._safeguarded(), "costate": self._costate_weight() > 0,
             "momentum": self.momentum > 0,
+            "layer_block": None if self.layer_block is None else int(self.layer_block),
         }.items()))
 
     def _knobs(self, dtype: Any) -> np.ndarray:
@@ -872,8 +926,12 @@ class _Pontryagin(Solver):
         y = jnp.asarray(problem.data.y_train if form.task == "classification"
                         else np.zeros(N, np.int32))
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in (*params, X0, Y, y))
+        mesh = parallel.data_mesh(self.devices)
+        if mesh is not None and self.batch_size is not None:
+            raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
+        X0, Y, y = parallel.shard_samples(mesh, X0, Y, y)
         with monitor.compiling():
-            step = _compiled(form, self._static(), signature)
+            step = _compiled(form, self._static(), signature, self.devices)
         knobs = self._knobs(dtype)
         classify = form.task == "classification"
         batched = self.batch_size is not None
@@ -942,6 +1000,7 @@ class _Pontryagin(Solver):
             "accepted": n_accepted,
             "rejected": n_rejected,
             "metric": self.metric,
+            "devices": parallel.describe(mesh),
         }
         return RunResult(params, status, k, stats)
 
@@ -981,6 +1040,12 @@ class EMSA(_Pontryagin):
         momentum: β in [0, 1): the first trial of an iteration adds β times the previous
             step (heavy ball); it is dropped if that trial fails (0: plain E-MSA; not used
             with l1 or constraints).
+        devices: shard the samples over this many devices (controls replicated); the
+            result equals the single-device one. None: one device.
+        layer_block: build the layers' Hamiltonian models this many layers at a time
+            (memory for long horizons: the models' per-sample temporaries exist for
+            k layers instead of L; the states and costates of all layers are
+            still stored). None: all layers at once. Used with inner_steps=1.
         costate_weight: weight w of the costate penalty (0 drops it).
     """
 
@@ -1033,6 +1098,12 @@ class MSA(_Pontryagin):
         momentum: β in [0, 1): the first trial of an iteration adds β times the previous
             step (heavy ball); it is dropped if that trial fails (0: plain MSA; not used
             with l1 or constraints).
+        devices: shard the samples over this many devices (controls replicated); the
+            result equals the single-device one. None: one device.
+        layer_block: build the layers' Hamiltonian models this many layers at a time
+            (memory for long horizons: the models' per-sample temporaries exist for
+            k layers instead of L; the states and costates of all layers are
+            still stored). None: all layers at once. Used with inner_steps=1.
         safeguard: adaptive μ and the acceptance test (False: fixed μ, every step taken).
     """
 
