@@ -246,6 +246,15 @@ def test_solve_is_stationary_and_the_transcriptions_agree():
         assert len(sol.history) >= sol.iterations
     assert single.stats["transcription"] == "single" and single.stats["hessian"] == "exact"
     assert multiple.stats["transcription"] == "multiple"
+    # Multiple shooting's history is the cost of each iterate's controls (simulated), with
+    # the NLP objective and the dynamics' infeasibility alongside; at the converged end
+    # they coincide.
+    first, last = multiple.history[0], multiple.history[-1]
+    J0 = float(P.cost(problem.formulation, init, problem.initial_states(), problem.targets()))
+    assert first["cost"] == pytest.approx(J0, rel=1e-12)
+    assert last["infeasibility"] < 1e-8
+    assert last["objective"] == pytest.approx(last["cost"], rel=1e-8)
+    assert last["cost"] == pytest.approx(multiple.cost["total"], rel=1e-8)
     assert lbfgs.stats["hessian"] == "limited-memory"
     # From one start the two transcriptions may reach different local minima of this
     # nonconvex problem (or mirror images: x₃ ↦ -x₃ is a symmetry with width 3 > n = 2);

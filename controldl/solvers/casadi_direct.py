@@ -109,7 +109,8 @@ from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver
 
 CA = model.ops_for("casadi")
-F_INDEX = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())].index("f")
+_NLPSOL_OUT = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())]
+F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
 
 TRANSCRIPTIONS: tuple[str, ...] = ("single", "multiple")
 HESSIANS: tuple[str, ...] = ("auto", "exact", "gauss-newton", "limited-memory")
@@ -387,6 +388,18 @@ class _GramCallback(ca.Callback):
         out = np.frombuffer(res[0], dtype=np.float64).reshape(P_, P_)
         out[:] = (H + H.T) * 0.5  # column-major = transpose; symmetric anyway
         return 0
+
+
+def _controls_cost(problem: Problem, params: Params) -> Any:
+    """``params ↦ J(params)`` on the training set: the problem's own (JAX) cost, compiled
+    here, with the simulated states."""
+    import jax
+
+    from controldl import problem as P
+
+    form, X0, Y = problem.formulation, problem.initial_states(), problem.targets()
+    compiled = jax.jit(lambda q: P.cost(form, q, X0, Y)).lower(params).compile()
+    return lambda q: float(compiled(Params(*(np.asarray(v, np.float64) for v in q))))
 
 
 class _IterationCallback(ca.Callback):
@@ -944,11 +957,23 @@ class CasadiDirect(Solver):
         with monitor.compiling():
             tr = self.build(problem, params, hessian)
             state: dict[str, Any] = {"k": 0, "stop": None}
+            controls_cost = _controls_cost(problem, params) if tr.layout.states else None
+            lbg, ubg = np.asarray(tr.lbg).ravel(), np.asarray(tr.ubg).ravel()
 
             def on_iteration(arg: Any) -> bool:
                 k = state["k"]
                 state["k"] = k + 1
-                stop = monitor.record(k, float(arg[F_INDEX]))
+                if controls_cost is None:  # single shooting: the objective is J(θ, W, c)
+                    stop = monitor.record(k, float(arg[F_INDEX]))
+                else:
+                    # Multiple shooting: the objective is evaluated at state variables that
+                    # need not satisfy the dynamics yet, so the history (and any target)
+                    # uses the cost of the iterate's controls, simulated.
+                    g = np.asarray(arg[G_INDEX]).ravel()
+                    infeasibility = float(np.max(np.maximum(lbg - g, g - ubg), initial=0.0))
+                    J = controls_cost(tr.params(np.asarray(arg[X_INDEX]).ravel()))
+                    stop = monitor.record(k, J, objective=float(arg[F_INDEX]),
+                                          infeasibility=infeasibility)
                 if stop is not None:
                     state["stop"] = stop
                     return True
