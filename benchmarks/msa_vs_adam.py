@@ -47,6 +47,9 @@ LR_GRID = (0.003, 0.01, 0.03, 0.1)
 
 def make_problem(name: str, seed: int) -> tuple[cdl.Problem, str, float]:
     """(problem, init scheme, target cost) of a benchmark problem for one seed."""
+    if name == "ring600":  # the issue's acceptance problem
+        data = cdl.data.ring(600, seed=seed)
+        return cdl.Problem(data, width=3, layers=20, horizon=5.0, l2=1e-3), "normal", 0.01
     if name == "ring":
         data = cdl.data.ring(1000, seed=seed)
         return cdl.Problem(data, width=3, layers=20, horizon=5.0, l2=1e-3), "normal", 0.01
@@ -56,10 +59,11 @@ def make_problem(name: str, seed: int) -> tuple[cdl.Problem, str, float]:
     if name == "sine":  # Li et al.'s flat start: every control and the readout zero
         data = cdl.data.sine(1000, seed=seed)
         return cdl.Problem(data, width=3, layers=20, horizon=5.0), "zeros", 0.05
-    raise ValueError(f"unknown problem {name!r}; expected ring, spiral or sine")
+    raise ValueError(f"unknown problem {name!r}; expected ring600, ring, spiral or sine")
 
 
 PROBLEMS = {
+    "ring600": "ring N=600, width 3, L=20, T=5, l2=1e-3, logistic; target 0.01",
     "ring": "ring N=1000, width 3, L=20, T=5, l2=1e-3, logistic; target 0.01",
     "spiral": "spiral N=1000, width 3, L=50, T=10, logistic; target 0.2",
     "sine": "sin(x) regression N=1000, width 3, L=20, T=5, squared loss, flat start "
@@ -186,8 +190,8 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--problems", default="ring,spiral,sine",
-                   help="comma-separated subset of ring, spiral, sine (default all)")
+    p.add_argument("--problems", default="ring600,ring,spiral,sine",
+                   help="comma-separated subset of ring600, ring, spiral, sine (default all)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     p.add_argument("--quick", action="store_true",
                    help="one seed, Adam grid {0.01, 0.1}, smaller budgets")

@@ -248,7 +248,16 @@ def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]],
             ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines()])
             if np.nanmin(ys) > 0:
                 ax.set_yscale("log")
-        ax.set_xscale("symlog" if ax is axes[1] else "linear")
+            # A run that blows up (cost far above every start) would squash the others:
+            # the axis stops at twice the highest starting cost.
+            starts = [ln.get_ydata()[0] for ln in ax.get_lines() if len(ln.get_ydata())]
+            top = 2.0 * np.nanmax(starts) if starts else np.nan
+            if np.isfinite(top) and np.nanmax(ys) > top:
+                ax.set_ylim(top=top)
+    # Wall time: linear up to 1 s, logarithmic beyond (runs from milliseconds to minutes),
+    # starting at 0 (no negative ticks).
+    axes[1].set_xscale("symlog", linthresh=1.0)
+    axes[1].set_xlim(left=0.0)
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
