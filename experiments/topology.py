@@ -15,7 +15,10 @@ Claims tested:
 
 Done-when target (issue 6): on a 600-point ring with the bound 0.9, L = 50, T = 10,
 l2 = 1e-3, width 2 stays below 99.5 % on 5000 fresh samples while width 3 reaches at
-least 99.8 %. Checked for every seed.
+least 99.8 %. Checked for every seed, twice: with the solver of ``controldl train``'s
+defaults (Adam, lr 0.01, 2000 iterations; the ``-default`` rows) and with L-BFGS, which
+drives the cost further down — and, with it, squeezes the flow further through the
+gaps of the sample.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ TARGET_W3 = 0.998
 def configs(quick: bool) -> dict[str, dict]:
     L, T = (10, 5.0) if quick else (50, 10.0)
     Lf = 5 if quick else 10
-    return {
+    out: dict[str, dict] = {
         "w2-free-big-steps": dict(width=2, layers=Lf, horizon=10.0, lipschitz_bound=None),
         "w2-free": dict(width=2, layers=L, horizon=T, lipschitz_bound=None),
         "w2-lip0.9": dict(width=2, layers=L, horizon=T, lipschitz_bound=0.9),
         "w3-lip0.9": dict(width=3, layers=L, horizon=T, lipschitz_bound=0.9),
     }
+    if not quick:  # the same two networks trained as `controldl train` does by default
+        out["w2-lip0.9-default"] = dict(out["w2-lip0.9"], solver="default")
+        out["w3-lip0.9-default"] = dict(out["w3-lip0.9"], solver="default")
+    return out
 
 
 def sizes(quick: bool) -> dict:
@@ -63,9 +70,13 @@ def body(run: common.Run) -> None:
         fresh = cdl.data.ring(S["fresh"], seed=10_000 + seed)
         fresh_sets[seed] = fresh
         for key, cfg in C.items():
-            problem = cdl.Problem(data, l2=S["l2"], **cfg)
-            sol = cdl.solve(problem, common.training_solver(run.quick)[0], seed=seed,
-                            max_iter=S["iters"])
+            options = {k: v for k, v in cfg.items() if k != "solver"}
+            problem = cdl.Problem(data, l2=S["l2"], **options)
+            if cfg.get("solver") == "default":  # controldl train's defaults
+                sol = cdl.solve(problem, cdl.GradientDescent(), seed=seed)
+            else:
+                sol = cdl.solve(problem, common.training_solver(run.quick)[0], seed=seed,
+                                max_iter=S["iters"])
             dets = common.flow_jacobian_dets(sol, grid)
             lips = cdl.problem.lipschitz_constants(problem.formulation, sol.params)
             rec = common.solution_record(sol)
@@ -92,16 +103,27 @@ def body(run: common.Run) -> None:
     done = {
         "setting": "ring(600), lipschitz_bound 0.9, L = 50, T = 10, l2 = 1e-3, 5000 fresh",
         "applies": not run.quick,
+        "solver": common.training_solver(run.quick)[1],
         "width2_fresh_below_0.995_every_seed": bool(all(a < TARGET_W2 for a in w2)),
         "width3_fresh_at_least_0.998_every_seed": bool(all(a >= TARGET_W3 for a in w3)),
         "width2_cost_above_width3_every_seed": bool(all(g > 0 for g in cost_gap)),
         "width2_fresh": w2, "width3_fresh": w3,
     }
+    if "w2-lip0.9-default" in per_seed:
+        w2d = [r["fresh_accuracy"] for r in per_seed["w2-lip0.9-default"]]
+        w3d = [r["fresh_accuracy"] for r in per_seed["w3-lip0.9-default"]]
+        done["cli_default_solver"] = {
+            "solver": "Adam (optax), lr 0.01, 2000 iterations (controldl train's defaults)",
+            "width2_fresh_below_0.995_every_seed": bool(all(a < TARGET_W2 for a in w2d)),
+            "width3_fresh_at_least_0.998_every_seed": bool(all(a >= TARGET_W3 for a in w3d)),
+            "width2_fresh": w2d, "width3_fresh": w3d,
+        }
 
     # Figures: decision regions with the misclassified fresh points; deformed grids.
     seed0 = run.seeds[0]
-    fig, axes = plt.subplots(1, len(C), figsize=(3.4 * len(C), 3.7))
-    for ax, (key, sol) in zip(axes, keep.items(), strict=True):
+    shown = {k: v for k, v in keep.items() if not k.endswith("-default")}
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown), 3.7))
+    for ax, (key, sol) in zip(axes, shown.items(), strict=True):
         wrong = common.misclassified(sol, fresh_sets[seed0])
         r = per_seed[key][0]
         common.decision_panel(ax, sol, lo=-1.2, hi=1.2,
@@ -129,7 +151,8 @@ def body(run: common.Run) -> None:
     for key in C:
         s = summary[key]
         cfg = C[key]
-        rows.append([key, f"{cfg['width']}", f"{cfg['layers']}", f"{cfg['horizon']:g}",
+        rows.append([key + (" (Adam)" if cfg.get("solver") == "default" else ""),
+                     f"{cfg['width']}", f"{cfg['layers']}", f"{cfg['horizon']:g}",
                      common.fmt(cfg["lipschitz_bound"]),
                      common.pm(s["train_accuracy"], ".4f"), common.pm(s["fresh_accuracy"], ".4f"),
                      f"{common.fmt(s['fresh_accuracy']['min'], '.4f')}",
@@ -172,16 +195,34 @@ def body(run: common.Run) -> None:
     ]
     if not run.quick:
         notes.append(
-            f"- Done-when target: width 2 below {TARGET_W2:.1%} on every seed: "
+            f"- Done-when target with {done['solver']} ({S['iters']} iterations): width 2 "
+            f"below {TARGET_W2:.1%} on every seed: "
             f"**{common.fmt(done['width2_fresh_below_0.995_every_seed'])}**; width 3 at least "
             f"{TARGET_W3:.1%} on every seed: "
             f"**{common.fmt(done['width3_fresh_at_least_0.998_every_seed'])}**; width-2 cost "
             f"above width 3 on every seed: "
             f"**{common.fmt(done['width2_cost_above_width3_every_seed'])}**.")
+        dd = done["cli_default_solver"]
+        notes.append(
+            f"- Done-when target with `controldl train`'s default solver ({dd['solver']}; "
+            f"the `-default` rows): width 2 below {TARGET_W2:.1%} on every seed: "
+            f"**{common.fmt(dd['width2_fresh_below_0.995_every_seed'])}** (fresh "
+            f"{', '.join(f'{a:.4f}' for a in dd['width2_fresh'])}); width 3 at least "
+            f"{TARGET_W3:.1%} on every seed: "
+            f"**{common.fmt(dd['width3_fresh_at_least_0.998_every_seed'])}**.")
+        notes.append(
+            "- Reading: the bound makes every layer a homeomorphism, so the disk's image "
+            "stays enclosed by the annulus's; what training can do is thin the annulus out "
+            "where the sample has a gap. The harder the cost is minimized, the thinner that "
+            "channel and the fewer fresh points it catches: the claim that width 2 stays "
+            "below 99.5 % holds for a fixed training budget, not for every optimizer, and "
+            "100 % is never reached in either case.")
+    default_rows = ("" if run.quick else "(the `-default` rows: Adam, lr 0.01, 2000 "
+                    "iterations, as `controldl train`) ")
     settings = (f"ring({S['n']}, seed s) for seed s in {run.seeds}, {S['fresh']} fresh points "
                 f"ring({S['fresh']}, seed 10000 + s); tanh ResNet, logistic loss, l2 = "
                 f"{S['l2']:g}; {common.training_solver(run.quick)[1]} for {S['iters']} iterations "
-                f"from the library's "
+                f"{default_rows}from the library's "
                 f"normal initialization with seed s; the bound is kept by projection. Fold "
                 f"fraction: share of a {S['grid']}×{S['grid']} grid of [−1.2, 1.2]² with "
                 f"det ∂x(L)/∂x(0) ≤ 0.")
