@@ -112,6 +112,19 @@ CA = model.ops_for("casadi")
 _NLPSOL_OUT = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())]
 F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
 
+FAILURE_HINTS: dict[str, str] = {
+    "Error_In_Step_Computation": (
+        "IPOPT could not compute a step. With multiple shooting this is usually the linear "
+        "solver: the shared controls make the KKT factorization fill in, and CasADi's MUMPS "
+        "cannot allocate more than 2 GB of workspace (its default mumps_mem_percent=1000 "
+        "asks for 11x its estimate). Use transcription='single', fewer samples, or "
+        "ipopt_options=(('mumps_mem_percent', '100'),) (slow, but it may run)."),
+    "Restoration_Failed": (
+        "IPOPT's restoration phase failed: the iterate is returned as it is. Try another "
+        "start (warm-start from gradient descent) or hessian='exact'."),
+}
+"""What to try when IPOPT ends with one of these return statuses (``stats["hint"]``)."""
+
 TRANSCRIPTIONS: tuple[str, ...] = ("single", "multiple")
 HESSIANS: tuple[str, ...] = ("auto", "exact", "gauss-newton", "limited-memory")
 LIPSCHITZ_FORMS: tuple[str, ...] = ("spectral", "frobenius")
@@ -1037,6 +1050,7 @@ class CasadiDirect(Solver):
             "warm_start": warm,
             "n_variables": tr.layout.n,
             "n_constraints": int(tr.g.shape[0]),
+            "hint": FAILURE_HINTS.get(ret),
             "lipschitz_form": LIPSCHITZ_DESCRIPTIONS[tr.lipschitz_form]
             if tr.lipschitz_form else None,
             "l1_split": tr.layout.split,
