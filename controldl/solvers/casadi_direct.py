@@ -115,9 +115,10 @@ F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
 FAILURE_HINTS: dict[str, str] = {
     "Error_In_Step_Computation": (
         "IPOPT could not compute a step. With multiple shooting this is usually the linear "
-        "solver: the shared controls make the KKT factorization fill in, and CasADi's MUMPS "
-        "cannot allocate more than 2 GB of workspace (its default mumps_mem_percent=1000 "
-        "asks for 11x its estimate). Use transcription='single', fewer samples, or "
+        "solver: the shared controls make the KKT factorization fill in, and MUMPS fails to "
+        "allocate its workspace (IPOPT's default mumps_mem_percent=1000 asks for 11x its "
+        "estimate; measured: 3.5 GB requested, and refused, for 301 digits at width 16). "
+        "Use transcription='single', fewer samples, or "
         "ipopt_options=(('mumps_mem_percent', '100'),) (slow, but it may run)."),
     "Restoration_Failed": (
         "IPOPT's restoration phase failed: the iterate is returned as it is. Try another "
