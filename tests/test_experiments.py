@@ -27,23 +27,14 @@ def _numbers(x):
         yield x
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, request):
-    out = tmp_path_factory.mktemp("experiments")
-    # JAX's persistent compilation cache kept in pytest's cache directory: a later run of
-    # the tests compiles less (results do not depend on it).
-    cache = request.config.cache.mkdir("controldl-jax")
-    proc = subprocess.run(
-        [sys.executable, str(EXPERIMENTS / "run_all.py"), "--quick", "--out", str(out),
-         "--jax-cache", str(cache)],
-        capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    return out, proc
+# The ``quick_run`` fixture (tests/conftest.py) runs ``run_all.py --quick`` in the
+# background from the end of collection on.
 
 
 @pytest.mark.slow
 def test_run_all_quick_succeeds(quick_run):
-    out, proc = quick_run
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out, returncode, log = quick_run
+    assert returncode == 0, log[-4000:]
     assert (out / "index.md").is_file()
     status = json.loads((out / "run_all.json").read_text())
     assert set(status["experiments"]) == set(NAMES)
@@ -52,7 +43,7 @@ def test_run_all_quick_succeeds(quick_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_experiment_outputs(quick_run, name):
-    out, _ = quick_run
+    out, *_ = quick_run
     d = out / name
     results = json.loads((d / "results.json").read_text())
     assert results["experiment"] == name and results["quick"] is True
@@ -72,7 +63,7 @@ def test_experiment_outputs(quick_run, name):
 
 @pytest.mark.slow
 def test_quick_results_hold_the_measurements(quick_run):
-    out, _ = quick_run
+    out, *_ = quick_run
     topo = json.loads((out / "topology" / "results.json").read_text())
     for key in ("w2-free-big-steps", "w2-free", "w2-lip0.9", "w3-lip0.9"):
         rec = topo["per_seed"][key][0]
