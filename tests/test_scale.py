@@ -30,16 +30,34 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
         p = cdl.Problem(cdl.data.ring(200, seed=0), width=3, layers=6, horizon=2.0, l2=1e-3,
                         running=0.2)
         one = cdl.solve(p, cdl.GradientDescent("adam", lr=0.05), max_iter=40)
-        four = cdl.solve(p, cdl.GradientDescent("adam", lr=0.05, devices=4), max_iter=40)
+        solver = cdl.GradientDescent("adam", lr=0.05, devices=4)
+        four = cdl.solve(p, solver, max_iter=40)
+        # The executable the solve ran (from the cache: placing the arguments as the solver
+        # does gives the same key): its sample inputs are split in four.
+        from controldl.solvers.base import COMPILED
+        from controldl.solvers.gd import _compiled_step
         mesh = parallel.data_mesh(4)
-        X0, = parallel.shard_samples(mesh, p.initial_states())
+        X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
+                                          jax.numpy.asarray(p.data.y_train))
+        params, key = parallel.replicate(mesh, (cdl.init_params(p.formulation, seed=0),
+                                                jax.random.PRNGKey(0)))
+        entries = len(COMPILED._entries)
+        step = _compiled_step(p.formulation, solver, 0, (params, X0, Y, y, key))
+        shardings = jax.tree.leaves(step.input_shardings[0])
+        x0_sharding = shardings[-4]  # (params, opt_state, X0, Y, y, key): X0
         print(json.dumps({"one": one.cost["total"], "four": four.cost["total"],
                           "shards": [s.data.shape[0] for s in X0.addressable_shards],
+                          "X0": [x0_sharding.shard_shape((200, 3)),
+                                 len(x0_sharding.device_set)],
+                          "A": shardings[0].is_fully_replicated,
+                          "cached": len(COMPILED._entries) == entries,
                           "devices": four.stats["devices"]["count"]}))
     """)
     r = json.loads(out.strip().splitlines()[-1])
     assert r["four"] == pytest.approx(r["one"], rel=1e-8)
     assert r["shards"] == [50, 50, 50, 50]
+    assert r["cached"], "the check must look at the executable the solve ran"
+    assert r["X0"] == [[50, 3], 4] and r["A"]
     assert r["devices"] == 4
 
 
