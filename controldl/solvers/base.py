@@ -67,6 +67,25 @@ def signature(tree: Any) -> tuple:
                  for a in leaves) + (str(structure),)
 
 
+def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
+                    devices: int | None) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
+    """``(X0, Y, y, mesh)`` for the JAX solvers: the embedded training inputs ``X0``
+    (N, d) and targets ``Y`` (N, m) in ``dtype``, the labels ``y`` (N,) (zeros for
+    regression), placed on ``devices`` devices when given (samples sharded, see
+    :mod:`controldl.parallel`; ``mesh`` is ``None`` otherwise). Checks that a mini-batch
+    fits the data and that mini-batches and devices are not combined."""
+    N = problem.data.n_train
+    if batch_size is not None and batch_size > N:
+        raise ValueError(f"batch_size {batch_size} exceeds the {N} training samples")
+    mesh = parallel.data_mesh(devices)
+    if mesh is not None and batch_size is not None:
+        raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
+    X0, Y = problem.initial_states(dtype), problem.targets(dtype)
+    y = jnp.asarray(problem.data.y_train if problem.formulation.task == "classification"
+                    else np.zeros(N, np.int32))
+    return (*parallel.shard_samples(mesh, X0, Y, y), mesh)
+
+
 @dataclasses.dataclass(frozen=True)
 class Stopping:
     """Common stopping rules: ``max_iter`` iterations, ``max_time`` seconds (from the start

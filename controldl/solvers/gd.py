@@ -20,7 +20,14 @@ import optax
 from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
-from controldl.solvers.base import COMPILED, Monitor, RunResult, Solver, signature
+from controldl.solvers.base import (
+    COMPILED,
+    Monitor,
+    RunResult,
+    Solver,
+    signature,
+    training_arrays,
+)
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
@@ -185,18 +192,10 @@ class GradientDescent(Solver):
         form = problem.formulation
         dtype = DTYPES[self.dtype]
         N = problem.data.n_train
-        if self.batch_size is not None and self.batch_size > N:
-            raise ValueError(f"batch_size {self.batch_size} exceeds the {N} training samples")
         max_iter = monitor.stopping.max_iter
+        X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(jnp.asarray(v, dtype) for v in params))
-        X0, Y = problem.initial_states(dtype), problem.targets(dtype)
-        y = jnp.asarray(problem.data.y_train if form.task == "classification"
-                        else np.zeros(N, np.int32))
         key = jax.random.PRNGKey(0)
-        mesh = parallel.data_mesh(self.devices)
-        if mesh is not None and self.batch_size is not None:
-            raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
-        X0, Y, y = parallel.shard_samples(mesh, X0, Y, y)
         params, key = parallel.replicate(mesh, (params, key))
         steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
         with monitor.compiling():

@@ -145,7 +145,7 @@ import numpy as np
 from controldl import model, parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
-from controldl.solvers.base import Monitor, RunResult, Solver
+from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 
 DTYPES: dict[str, Any] = {"float64": jnp.float64, "float32": jnp.float32}
 CURVATURES: tuple[str, ...] = ("exact", "gauss_newton")
@@ -919,17 +919,9 @@ class _Pontryagin(Solver):
         form = problem.formulation
         dtype = DTYPES[self.dtype]
         N = problem.data.n_train
-        if self.batch_size is not None and self.batch_size > N:
-            raise ValueError(f"batch_size {self.batch_size} exceeds the {N} training samples")
+        X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(np.asarray(v, np.dtype(dtype)) for v in params))
-        X0, Y = problem.initial_states(dtype), problem.targets(dtype)
-        y = jnp.asarray(problem.data.y_train if form.task == "classification"
-                        else np.zeros(N, np.int32))
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in (*params, X0, Y, y))
-        mesh = parallel.data_mesh(self.devices)
-        if mesh is not None and self.batch_size is not None:
-            raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
-        X0, Y, y = parallel.shard_samples(mesh, X0, Y, y)
         with monitor.compiling():
             step = _compiled(form, self._static(), signature, self.devices)
         knobs = self._knobs(dtype)
