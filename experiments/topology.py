@@ -58,6 +58,22 @@ def sizes(quick: bool) -> dict:
     return dict(n=600, fresh=5000, iters=500, l2=1e-3, grid=121)
 
 
+def fresh_targets(per_seed: dict[str, list[dict]], suffix: str) -> dict:
+    """The done-when checks on the bounded networks ``w2-lip0.9{suffix}`` and
+    ``w3-lip0.9{suffix}``, every seed: width 2 below ``TARGET_W2`` on fresh samples,
+    width 3 at least ``TARGET_W3``, and the width-2 cost above width 3's."""
+    w2_runs, w3_runs = per_seed[f"w2-lip0.9{suffix}"], per_seed[f"w3-lip0.9{suffix}"]
+    w2 = [r["fresh_accuracy"] for r in w2_runs]
+    w3 = [r["fresh_accuracy"] for r in w3_runs]
+    return {
+        "width2_fresh_below_0.995_every_seed": bool(all(a < TARGET_W2 for a in w2)),
+        "width3_fresh_at_least_0.998_every_seed": bool(all(a >= TARGET_W3 for a in w3)),
+        "width2_cost_above_width3_every_seed": bool(all(
+            a["cost"] > b["cost"] for a, b in zip(w2_runs, w3_runs, strict=True))),
+        "width2_fresh": w2, "width3_fresh": w3,
+    }
+
+
 def body(run: common.Run) -> None:
     S = sizes(run.quick)
     C = configs(run.quick)
@@ -96,27 +112,16 @@ def body(run: common.Run) -> None:
         summary[key] = {m: common.stats([r[m] for r in recs]) for m in
                         ("train_accuracy", "fresh_accuracy", "cost", "max_lipschitz",
                          "fold_fraction", "layers_above_1", "iterations", "wall_time_s")}
-    w2 = [r["fresh_accuracy"] for r in per_seed["w2-lip0.9"]]
-    w3 = [r["fresh_accuracy"] for r in per_seed["w3-lip0.9"]]
-    cost_gap = [a["cost"] - b["cost"] for a, b in zip(per_seed["w2-lip0.9"],
-                                                       per_seed["w3-lip0.9"], strict=True)]
     done = {
         "setting": "ring(600), lipschitz_bound 0.9, L = 50, T = 10, l2 = 1e-3, 5000 fresh",
         "applies": not run.quick,
         "solver": common.training_solver(run.quick)[1],
-        "width2_fresh_below_0.995_every_seed": bool(all(a < TARGET_W2 for a in w2)),
-        "width3_fresh_at_least_0.998_every_seed": bool(all(a >= TARGET_W3 for a in w3)),
-        "width2_cost_above_width3_every_seed": bool(all(g > 0 for g in cost_gap)),
-        "width2_fresh": w2, "width3_fresh": w3,
+        **fresh_targets(per_seed, ""),
     }
     if "w2-lip0.9-default" in per_seed:
-        w2d = [r["fresh_accuracy"] for r in per_seed["w2-lip0.9-default"]]
-        w3d = [r["fresh_accuracy"] for r in per_seed["w3-lip0.9-default"]]
         done["cli_default_solver"] = {
             "solver": "Adam (optax), lr 0.01, 2000 iterations (controldl train's defaults)",
-            "width2_fresh_below_0.995_every_seed": bool(all(a < TARGET_W2 for a in w2d)),
-            "width3_fresh_at_least_0.998_every_seed": bool(all(a >= TARGET_W3 for a in w3d)),
-            "width2_fresh": w2d, "width3_fresh": w3d,
+            **fresh_targets(per_seed, "-default"),
         }
 
     # Figures: decision regions with the misclassified fresh points; deformed grids.
