@@ -18,7 +18,7 @@ jax.config.update("jax_enable_x64", True)
 
 from controldl import data  # noqa: E402
 from controldl.data import Dataset  # noqa: E402
-from controldl.problem import Formulation, Params, Problem, init_params  # noqa: E402
+from controldl.problem import Formulation, Params, Problem, init_params, stationarity  # noqa: E402,E501
 from controldl.solution import Solution, load  # noqa: E402
 from controldl.solvers import (  # noqa: E402
     GradientDescent,
@@ -28,6 +28,7 @@ from controldl.solvers import (  # noqa: E402
     solve,
     solver_class,
 )
+from controldl.status import Status  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "Problem",
     "Solution",
     "Solver",
+    "Status",
     "available",
     "data",
     "init_params",
@@ -60,4 +62,5 @@ __all__ = [
     "make_solver",
     "solve",
     "solver_class",
+    "stationarity",
 ]

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from controldl import model
 from controldl.data import Dataset
@@ -76,12 +77,53 @@ class Formulation:
 
     @property
     def h(self) -> float:
-        """The step ``h = T / L``."""
+        """The step ``h = T / L`` (a traced scalar when the formulation is a jit argument)."""
         return self.horizon / self.layers
+
+    def uses(self, term: str) -> bool:
+        """Whether the cost term ``term`` (a key of :data:`WEIGHT_KEYS`) is present, i.e. its
+        weight is non-zero. Static: it stays known when the weights are traced."""
+        active = self.__dict__.get("_active")
+        if active is not None:
+            return term in active
+        return getattr(self, term) != 0.0
+
+    def static_key(self) -> tuple:
+        """What a compiled program depends on: every structural field, which terms are
+        present and which constraints exist, but not the numeric values (horizon, weights,
+        bounds), which are traced when the formulation is passed to ``jax.jit``."""
+        return jax.tree_util.tree_structure(self)
 
     def public_dict(self) -> dict[str, Any]:
         """The formulation as recorded in ``meta.json`` (``problem``)."""
         return dataclasses.asdict(self)
+
+
+WEIGHT_KEYS: tuple[str, ...] = ("l2", "l1", "smooth", "running", "readout_l2")
+"""The cost weights; with ``horizon`` and the bounds they are the traced numbers."""
+
+TRACED_KEYS: tuple[str, ...] = ("horizon", *WEIGHT_KEYS, "lipschitz_bound", "box_bound")
+"""Fields of :class:`Formulation` that are leaves when it is a JAX pytree (a bound that is
+``None`` has no leaf, so whether a constraint exists is part of the structure)."""
+
+
+def _flatten_formulation(form: Formulation) -> tuple[tuple, tuple]:
+    static = tuple((f.name, getattr(form, f.name)) for f in dataclasses.fields(form)
+                   if f.name not in TRACED_KEYS)
+    active = tuple(k for k in WEIGHT_KEYS if form.uses(k))
+    return tuple(getattr(form, k) for k in TRACED_KEYS), (static, active)
+
+
+def _unflatten_formulation(aux: tuple, children: tuple) -> Formulation:
+    static, active = aux
+    form = object.__new__(Formulation)
+    for k, v in (*static, *zip(TRACED_KEYS, children, strict=True)):
+        object.__setattr__(form, k, v)
+    object.__setattr__(form, "_active", frozenset(active))
+    return form
+
+
+jax.tree_util.register_pytree_node(Formulation, _flatten_formulation, _unflatten_formulation)
 
 
 FORMULATION_KEYS: tuple[str, ...] = (
@@ -339,7 +381,7 @@ def forward(form: Formulation, params: Params, X0: Array, Y: Array,
     blocks of k layers), so memory for the states drops from O(N·L·d) to O(N·(L/k + k)·d).
     """
     W, c = params.W, params.c
-    with_running = form.running != 0.0
+    with_running = form.uses("running")
 
     def layer(carry, theta):
         x, run = carry
@@ -468,6 +510,61 @@ def costate_gradient(form: Formulation, params: Params, X0: Array, Y: Array) -> 
     """Forward pass, backward costate pass, and ``∇J`` from the Hamiltonian."""
     xs = trajectory(form, params, X0)
     return gradient_from_costates(form, params, xs, costates(form, params, xs, Y), Y)
+
+
+# --------------------------------------------------------------------------- stationarity
+
+
+def l1_cost(form: Formulation, A: Array, b: Array) -> Array:
+    """``β·h·Σ_t (‖A_t‖₁ + ‖b_t‖₁)``: the non-smooth part of J."""
+    return jnp.sum(jax.vmap(lambda A_t, b_t: model.layer_l1(JAX, form.l1, form.h, A_t, b_t))(A, b))
+
+
+def smooth_gradient(form: Formulation, params: Params, X0: Array, Y: Array) -> Params:
+    """``∇f`` where ``f = J − l1 term`` is the differentiable part of J; the readout's
+    gradient is zero when the readout is frozen."""
+    f = lambda p: cost(form, p, X0, Y) - l1_cost(form, p.A, p.b)  # noqa: E731
+    g = jax.grad(f)(params)
+    if not form.train_readout:
+        g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
+    return g
+
+
+def proximal_gradient_point(form: Formulation, params: Params, grad: Params) -> Params:
+    """``Π(prox_{l1}(θ − ∇f))`` with a unit step: soft-thresholding of the controls at
+    ``β·h`` (the l1 term's prox), then :func:`project` onto the constraints. For the box
+    this is the exact prox of l1 plus the box; with the spectral bound it is the
+    composition of the two (exact without l1)."""
+    moved = jax.tree.map(jnp.subtract, params, grad)
+    if form.uses("l1"):
+        tau = form.l1 * form.h
+        soft = lambda v: jnp.sign(v) * jnp.maximum(jnp.abs(v) - tau, 0.0)  # noqa: E731
+        moved = moved._replace(A=soft(moved.A), b=soft(moved.b))
+    return project(form, moved)
+
+
+def stationarity_residual(form: Formulation, params: Params, X0: Array, Y: Array) -> Array:
+    """The first-order stationarity measure ``‖θ − Π(prox_{l1}(θ − ∇f(θ)))‖₂`` over all
+    optimization variables (controls and readout): the norm of the projected/proximal
+    gradient step, zero exactly at a first-order critical point of J with its l1 term and
+    its constraints. Without l1 and constraints it is ``‖∇J‖₂``. Traceable."""
+    g = smooth_gradient(form, params, X0, Y)
+    new = proximal_gradient_point(form, params, g)
+    return optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, params, new))
+
+
+@jax.jit
+def _stationarity_jit(form: Formulation, params: Params, X0: Array, Y: Array) -> Array:
+    return stationarity_residual(form, params, X0, Y)
+
+
+def stationarity(problem: Problem, params: Params) -> float:
+    """:func:`stationarity_residual` of ``problem`` at ``params`` on the training data, in
+    the dtype of ``params`` — the same measure for every solver."""
+    dtype = jnp.asarray(params.A).dtype
+    params = Params(*(jnp.asarray(v, dtype) for v in params))
+    X0, Y = problem.initial_states(dtype), problem.targets(dtype)
+    return float(_stationarity_jit(problem.formulation, params, X0, Y))
 
 
 # --------------------------------------------------------------------------- init, constraints

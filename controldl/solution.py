@@ -20,22 +20,19 @@ import numpy as np
 
 from controldl.data import Dataset
 from controldl.problem import FORMULATION_KEYS, Params, Problem
+from controldl.status import Status
 
-STATUS_MESSAGES: dict[str, str] = {
-    "converged": "The stopping tolerance was met: the solution is (near-)stationary.",
-    "target_reached": "The target cost was reached.",
-    "max_iter": "Stopped at the iteration limit before converging: raise --max-iter, or "
-                "warm-start from this solution (--warm-start DIR).",
-    "max_time": "Stopped at the time limit before converging: raise --max-time, or "
-                "warm-start from this solution (--warm-start DIR).",
-    "diverged": "The cost became NaN or infinite: lower the learning rate (--lr), shorten "
-                "the step (more --layers or a smaller --horizon), or add --l2.",
-    "stalled": "No further decrease was possible within the solver's safeguards: try "
-               "another solver, or warm-start a second-order solver (--solver casadi) "
-               "from this solution.",
-    "failed": "The solver failed; its message is in stats.",
-}
+STATUS_MESSAGES: dict[str, str] = {s.value: s.message for s in Status}
 """Every status a solver may report, with what to do next."""
+
+
+def solver_family(name: str) -> str:
+    """``gd``, ``pmp`` or ``direct``: the family whose hints fit solver ``name``."""
+    if name in ("casadi",) or name.startswith("casadi"):
+        return "direct"
+    if name in ("msa", "emsa") or name.startswith("pmp"):
+        return "pmp"
+    return "gd" if name == "gd" else ""
 
 
 def versions() -> dict[str, str]:
@@ -86,7 +83,19 @@ class Solution:
 
     @property
     def message(self) -> str:
-        return STATUS_MESSAGES.get(self.status, self.status)
+        """The status's message and the next step that fits this solver."""
+        try:
+            return Status(self.status).describe(solver_family(self.solver.get("name", "")))
+        except ValueError:
+            return str(self.status)
+
+    @property
+    def exit_code(self) -> int:
+        """What the CLI returns for this solve (:attr:`Status.exit_code`)."""
+        try:
+            return Status(self.status).exit_code
+        except ValueError:
+            return 1
 
     @property
     def succeeded(self) -> bool:
