@@ -38,7 +38,11 @@ HESSIANS = ("exact", "gauss-newton", "limited-memory")
 def measure(transcription: str, hessian: str, n: int, layers: int, max_iter: int,
             expand: str) -> dict[str, Any]:
     """One point of the grid, in this process."""
+    import jax
+
     import controldl as cdl
+
+    jax.config.update("jax_enable_x64", True)
     from controldl.solvers.base import Monitor, Stopping
 
     problem = cdl.Problem(cdl.data.ring(n, seed=0), width=3, layers=layers, horizon=5.0,

@@ -42,6 +42,8 @@ import controldl as cdl
 from controldl import problem as P
 from controldl.solvers.msa import EMSA
 
+jax.config.update("jax_enable_x64", True)
+
 LR_GRID = (0.003, 0.01, 0.03, 0.1)
 
 

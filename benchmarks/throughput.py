@@ -38,6 +38,8 @@ CHILD = r"""
 import json, resource, sys, time
 import jax, jax.numpy as jnp
 import controldl as cdl
+
+jax.config.update("jax_enable_x64", True)
 from controldl import problem as P
 cfg = json.loads(sys.argv[1])
 N, L, d, iters = cfg["n"], cfg["layers"], cfg["width"], cfg["iters"]

@@ -8,19 +8,19 @@ The public API::
     solution = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.01), max_iter=500)
     solution.save("out/ring")
 
-Importing controldl turns on JAX's float64 (``jax_enable_x64``): the canonical problem is
-solved in double precision unless a solver is asked for ``float32``.
+Importing controldl changes no global setting. The library computes in the dtype it is
+given; for double precision (as the CLI, the tests and the experiments use) turn on JAX's
+float64 first::
+
+    import jax
+    jax.config.update("jax_enable_x64", True)
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-from controldl import data  # noqa: E402
-from controldl.data import Dataset  # noqa: E402
-from controldl.problem import Formulation, Params, Problem, init_params, stationarity  # noqa: E402,E501
-from controldl.solution import Solution, load  # noqa: E402
-from controldl.solvers import (  # noqa: E402
+from controldl import data
+from controldl.data import Dataset
+from controldl.problem import Formulation, Params, Problem, init_params, stationarity  # noqa: E501
+from controldl.solution import Solution, load
+from controldl.solvers import (
     GradientDescent,
     Solver,
     available,
@@ -28,7 +28,7 @@ from controldl.solvers import (  # noqa: E402
     solve,
     solver_class,
 )
-from controldl.status import Status  # noqa: E402
+from controldl.status import Status
 
 __version__ = "0.1.0"
 

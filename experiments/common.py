@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # the experiments write files only
+jax.config.update("jax_enable_x64", True)  # the experiments run in float64
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

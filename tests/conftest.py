@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run in float64 (controldl turns on jax_enable_x64 at import).
+"""Shared fixtures. Tests run in float64 (set here; importing controldl changes nothing).
 
 The experiments' quick run (``experiments/run_all.py --quick``, a few minutes of one core)
 is started in a child process as soon as collection shows that a test needs it, so it
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-import controldl  # noqa: F401  (enables float64)
+import controldl
 
 jax.config.update("jax_enable_x64", True)
 

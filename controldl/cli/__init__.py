@@ -13,6 +13,16 @@ from controldl.cli.common import CLIError, Parser
 SUBCOMMANDS: tuple[str, ...] = ("train", "compare", "turnpike", "plot")
 
 
+def configure_process() -> None:
+    """The command line's own choices for its process: float64 and a file-only matplotlib
+    backend (a library import makes neither)."""
+    import jax
+    import matplotlib
+
+    jax.config.update("jax_enable_x64", True)
+    matplotlib.use("Agg")
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="controldl",
@@ -34,6 +44,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
