@@ -17,6 +17,7 @@ float64 first::
 """
 
 from controldl import data
+from controldl.compilation import enable_compilation_cache
 from controldl.data import Dataset
 from controldl.problem import Formulation, Params, Problem, init_params, stationarity  # noqa: E501
 from controldl.solution import Solution, load
@@ -57,6 +58,7 @@ __all__ = [
     "Status",
     "available",
     "data",
+    "enable_compilation_cache",
     "init_params",
     "load",
     "make_solver",

@@ -14,13 +14,20 @@ SUBCOMMANDS: tuple[str, ...] = ("train", "compare", "turnpike", "plot")
 
 
 def configure_process() -> None:
-    """The command line's own choices for its process: float64 and a file-only matplotlib
-    backend (a library import makes neither)."""
+    """The command line's own choices for its process: float64, a file-only matplotlib
+    backend and JAX's persistent compilation cache (``CONTROLDL_CACHE_DIR`` moves it,
+    ``off`` disables it). A library import makes none of these."""
     import jax
     import matplotlib
 
+    from controldl.compilation import enable_compilation_cache
+
     jax.config.update("jax_enable_x64", True)
     matplotlib.use("Agg")
+    try:
+        enable_compilation_cache()
+    except ValueError as exc:  # an unusable cache directory: run without the cache
+        print(f"controldl: {exc}; compiling without the persistent cache", file=sys.stderr)
 
 
 def build_parser() -> Parser:
