@@ -20,6 +20,7 @@ maximum principle: the Hamiltonian, the costate recursion and the gradient it gi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -576,19 +577,26 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
 
     ``normal``: ``A_t``, ``W`` entries ``N(0, scale²/d)``, ``b_t = 0``, ``c = 0``;
     ``zeros``: every control and the readout zero (Li et al.'s flat start).
-    Constraints are enforced by :func:`project`.
+    Constraints are enforced by :func:`project`. One compiled program (a cached second
+    call costs one lookup, not one per operation).
     """
-    L, d, m = form.layers, form.width, form.n_outputs
-    if scheme == "zeros":
-        params = Params(jnp.zeros((L, d, d), dtype), jnp.zeros((L, d), dtype),
-                        jnp.zeros((m, d), dtype), jnp.zeros((m,), dtype))
-    elif scheme == "normal":
-        kA, kW = jax.random.split(jax.random.PRNGKey(seed))
-        s = scale / math.sqrt(d)
-        params = Params(s * jax.random.normal(kA, (L, d, d), dtype), jnp.zeros((L, d), dtype),
-                        s * jax.random.normal(kW, (m, d), dtype), jnp.zeros((m,), dtype))
-    else:
+    if scheme not in ("normal", "zeros"):
         raise ValueError(f"unknown initialization {scheme!r}; expected 'normal' or 'zeros'")
+    return _init_compiled(form, seed, scale, scheme, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("scheme", "dtype"))
+def _init_compiled(form: Formulation, seed: Array, scale: Array, scheme: str,
+                   dtype: Any) -> Params:
+    L, d, m = form.layers, form.width, form.n_outputs
+    zeros = Params(jnp.zeros((L, d, d), dtype), jnp.zeros((L, d), dtype),
+                   jnp.zeros((m, d), dtype), jnp.zeros((m,), dtype))
+    if scheme == "zeros":
+        return project(form, zeros)
+    kA, kW = jax.random.split(jax.random.PRNGKey(seed))
+    s = (scale / math.sqrt(d)).astype(dtype) if hasattr(scale, "astype") else scale / math.sqrt(d)
+    params = zeros._replace(A=s * jax.random.normal(kA, (L, d, d), dtype),
+                            W=s * jax.random.normal(kW, (m, d), dtype))
     return project(form, params)
 
 
