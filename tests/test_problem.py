@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import np_states
 
 import controldl as cdl
 from controldl import model
@@ -111,14 +112,10 @@ def test_embedding_pads_with_zeros_and_dynamics_follow_design():
     params = _random_params(form, 1)
     xs = np.asarray(P.trajectory(form, params, X0))
     A, b = np.asarray(params.A), np.asarray(params.b)
-    x = np.asarray(X0)
-    for t in range(3):
-        x = x + 0.5 * np.tanh(x @ A[t].T + b[t])
-        np.testing.assert_allclose(xs[t + 1], x, rtol=1e-13)
+    for t, x in enumerate(np_states("resnet", "tanh", 0.5, A, b, np.asarray(X0))):
+        np.testing.assert_allclose(xs[t], x, rtol=1e-13)
     mlp = P.Formulation(**{**form.public_dict(), "model": "mlp"})
-    x = np.asarray(X0)
-    for t in range(3):
-        x = np.tanh(x @ A[t].T + b[t])
+    x = np_states("mlp", "tanh", 0.5, A, b, np.asarray(X0))[-1]
     np.testing.assert_allclose(np.asarray(P.final_state(mlp, params, X0)), x, rtol=1e-13)
 
 
