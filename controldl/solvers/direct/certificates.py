@@ -31,6 +31,7 @@ one projection :func:`controldl.problem.project`; beyond it the solve is reporte
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -102,10 +103,21 @@ def check_constraints(form: Any, params: Params) -> ConstraintReport:
     return ConstraintReport(lip_max, lip_excess, box_violation, box_excess)
 
 
+PROJECTION_MARGIN = 1e-12
+"""The clean-up projects onto the bounds shrunk by this relative margin, so that the
+projection's own round-off (an SVD and its product) cannot leave a bound exceeded."""
+
+
 def clean_round_off(form: Any, params: Params) -> Params:
-    """``params`` projected onto the constraints when they exceed a bound (call only when
-    the excess is round-off); unchanged otherwise."""
+    """``params`` projected (:func:`controldl.problem.project`) onto the constraints, with
+    the bounds shrunk by :data:`PROJECTION_MARGIN`, when they exceed a bound — call only
+    when the excess is round-off; unchanged otherwise."""
     if not check_constraints(form, params).exceeds:
         return params
-    projected = P.project(form, Params(*(jnp.asarray(v) for v in params)))
+    shrink = 1.0 - PROJECTION_MARGIN
+    tight = dataclasses.replace(
+        form, lipschitz_bound=None if form.lipschitz_bound is None
+        else form.lipschitz_bound * shrink,
+        box_bound=None if form.box_bound is None else form.box_bound * shrink)
+    projected = P.project(tight, Params(*(jnp.asarray(v) for v in params)))
     return Params(*(np.asarray(v, np.float64) for v in projected))
