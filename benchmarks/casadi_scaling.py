@@ -14,7 +14,8 @@ the tolerance is set so low that IPOPT does not stop earlier), and records:
   ``codegen``, ``work`` (gradient-evaluation equivalents).
 
 ``--setup`` measures the setup on the default problem (600 ring points, width 3, L = 20):
-both transcriptions with their default Hessian, expand false/true × codegen false/true.
+the transcriptions with their default Hessian, expand false/true × codegen false/true;
+with ``--tol 1e-8`` (the solver's default) ``total_s`` is a whole solve.
 
 Each point runs in its own subprocess with a timeout (``--timeout``), so one slow or
 memory-hungry configuration is reported as ``"timeout"`` instead of stopping the sweep.
@@ -23,6 +24,8 @@ The result is printed as JSON (a list of records), also written to ``--out`` if 
 Examples::
 
     python benchmarks/casadi_scaling.py --n 200 --layers 20 --max-iter 20
+    python benchmarks/casadi_scaling.py --setup --transcriptions single --tol 1e-8 \
+        --max-iter 1000
     python benchmarks/casadi_scaling.py --n 100 200 500 1000 --layers 10 20 50 \\
         --hessians limited-memory --max-iter 10 --out scaling.json
 """
@@ -44,7 +47,8 @@ HESSIANS = ("auto", "exact", "gauss-newton", "limited-memory")
 
 
 def measure(transcription: str, hessian: str, n: int, layers: int, max_iter: int,
-            expand: str, codegen: bool = False, readout_l2: float = 1e-3) -> dict[str, Any]:
+            expand: str, codegen: bool = False, readout_l2: float = 1e-3,
+            tol: float = 1e-14) -> dict[str, Any]:
     """One point of the grid, in this process."""
     import jax
 
@@ -56,7 +60,7 @@ def measure(transcription: str, hessian: str, n: int, layers: int, max_iter: int
     problem = cdl.Problem(cdl.data.ring(n, seed=0), width=3, layers=layers, horizon=5.0,
                           l2=1e-3, readout_l2=readout_l2)
     solver = cdl.make_solver(
-        "casadi", transcription=transcription, hessian=hessian, tol=1e-14, expand=expand,
+        "casadi", transcription=transcription, hessian=hessian, tol=tol, expand=expand,
         codegen=codegen, ipopt_options=(("acceptable_iter", "0"),))
     params = cdl.init_params(problem.formulation, seed=0)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -123,7 +127,7 @@ def run_point(args: argparse.Namespace, transcription: str, hessian: str, n: int
               layers: int, expand: str, codegen: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--one", transcription, hessian, str(n), str(layers),
            "--max-iter", str(args.max_iter), "--expand", expand, "--codegen", codegen,
-           "--readout-l2", str(args.readout_l2)]
+           "--readout-l2", str(args.readout_l2), "--tol", str(args.tol)]
     base = {"transcription": transcription, "hessian": hessian, "n": n, "layers": layers,
             "width": 3, "expand": expand, "codegen": codegen}
     try:
@@ -156,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the solver's codegen option(s) (default: false)")
     parser.add_argument("--readout-l2", type=float, default=1e-3,
                         help="readout_l2 of the problem (default: 1e-3)")
+    parser.add_argument("--tol", type=float, default=1e-14,
+                        help="IPOPT's tolerance (default 1e-14: run all --max-iter iterations)")
     parser.add_argument("--setup", action="store_true",
                         help="the setup measurement on the default problem (see above)")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         tr, hs, n, layers = args.one
         print(json.dumps(measure(tr, hs, int(n), int(layers), args.max_iter, args.expand[0],
-                                 args.codegen[0] == "true", args.readout_l2)))
+                                 args.codegen[0] == "true", args.readout_l2, args.tol)))
         return 0
     if args.setup:
         args.n, args.layers, args.hessians = [600], [20], ["auto"]

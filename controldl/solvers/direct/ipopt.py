@@ -147,6 +147,9 @@ def ipopt_settings(run: IpoptRun) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "tol": run.tol,
         "acceptable_tol": max(10 * run.tol, 1e-9),
+        # an "acceptable" point is as feasible as a converged one (IPOPT's default, 1e-2,
+        # would end runs with constraints exceeded far beyond round-off)
+        "acceptable_constr_viol_tol": max(10 * run.tol, 1e-9),
         "print_level": int(run.print_level),
         "sb": "yes",
         "max_iter": int(run.max_iter),

@@ -237,7 +237,7 @@ class CasadiDirect(Solver):
             opts.update(CODEGEN_OPTIONS)
         return opts
 
-    def _check_codegen(self, problem: Problem, hessian: str) -> None:
+    def _check_codegen(self, hessian: str) -> None:
         if not self.codegen:
             return
         if shutil.which("gcc") is None and shutil.which("cc") is None:
@@ -252,7 +252,7 @@ class CasadiDirect(Solver):
         warm = self.is_warm(params)
         hessian = self.resolve_hessian(problem)
         expand = self.use_expand(problem, hessian)
-        self._check_codegen(problem, hessian)
+        self._check_codegen(hessian)
         controls_cost = _controls_cost(problem, params) if self.transcription == "multiple" \
             else None
         t0 = time.perf_counter()
