@@ -1,13 +1,23 @@
 """Scaling of the CasADi direct method: NLP build time and time per IPOPT iteration.
 
-For each transcription (single, multiple) × Hessian (exact, gauss-newton, limited-memory)
-× N (ring points) × L (layers), at width 3, horizon 5, l2 1e-3, readout_l2 1e-2, this
-builds the NLP and runs ``--max-iter`` IPOPT iterations from the shared initialization
-(seed 0; the tolerance is set so low that IPOPT does not stop earlier), and records:
+For each transcription (single, multiple) × Hessian (auto, exact, gauss-newton,
+limited-memory) × N (ring points) × L (layers) × expand × codegen, at width 3, horizon 5,
+l2 1e-3, readout_l2 ``--readout-l2`` (default 1e-3, the default problem's), this builds
+the NLP and runs ``--max-iter`` IPOPT iterations from the shared initialization (seed 0;
+the tolerance is set so low that IPOPT does not stop earlier), and records:
 
-- ``build_s`` / ``build_cpu_s``: building the NLP and the IPOPT solver object (wall, CPU);
+- ``build_s`` / ``build_cpu_s``: building the NLP and the IPOPT solver object (wall, CPU),
+  CasADi's C code generation and compilation included when ``codegen`` is on (the
+  compiler's own CPU time, in child processes, is counted and also shown as
+  ``compiler_cpu_s``);
 - ``per_iter_ms`` / ``per_iter_cpu_ms``: the IPOPT run divided by its iterations;
-- ``iterations``, ``ipopt_status``, ``n_variables``, ``n_constraints``, ``expand``.
+- ``total_s``: build plus the iterations run;
+- ``iterations``, ``ipopt_status``, ``n_variables``, ``n_constraints``, ``expand``,
+  ``codegen``, ``work`` (gradient-evaluation equivalents).
+
+``--setup`` measures the setup on the default problem (600 ring points, width 3, L = 20):
+the transcriptions with their default Hessian, expand false/true × codegen false/true;
+with ``--tol 1e-8`` (the solver's default) ``total_s`` is a whole solve.
 
 Each point runs in its own subprocess with a timeout (``--timeout``), so one slow or
 memory-hungry configuration is reported as ``"timeout"`` instead of stopping the sweep.
@@ -16,6 +26,8 @@ The result is printed as JSON (a list of records), also written to ``--out`` if 
 Examples::
 
     python benchmarks/casadi_scaling.py --n 200 --layers 20 --max-iter 20
+    python benchmarks/casadi_scaling.py --setup --transcriptions single --tol 1e-8 \
+        --max-iter 1000
     python benchmarks/casadi_scaling.py --n 100 200 500 1000 --layers 10 20 50 \\
         --hessians limited-memory --max-iter 10 --out scaling.json
 """
@@ -23,6 +35,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -32,11 +45,18 @@ from pathlib import Path
 from typing import Any
 
 TRANSCRIPTIONS = ("single", "multiple")
-HESSIANS = ("exact", "gauss-newton", "limited-memory")
+HESSIANS = ("auto", "exact", "gauss-newton", "limited-memory")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (the C compiler)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def measure(transcription: str, hessian: str, n: int, layers: int, max_iter: int,
-            expand: str) -> dict[str, Any]:
+            expand: str, codegen: bool = False, readout_l2: float = 1e-3,
+            tol: float = 1e-14) -> dict[str, Any]:
     """One point of the grid, in this process."""
     import jax
 
@@ -46,26 +66,30 @@ def measure(transcription: str, hessian: str, n: int, layers: int, max_iter: int
     from controldl.solvers.base import Monitor, Stopping
 
     problem = cdl.Problem(cdl.data.ring(n, seed=0), width=3, layers=layers, horizon=5.0,
-                          l2=1e-3, readout_l2=1e-2)
+                          l2=1e-3, readout_l2=readout_l2)
     solver = cdl.make_solver(
-        "casadi", transcription=transcription, hessian=hessian, tol=1e-14, expand=expand,
-        ipopt_options=(("acceptable_iter", "0"),))
+        "casadi", transcription=transcription, hessian=hessian, tol=tol, expand=expand,
+        codegen=codegen, ipopt_options=(("acceptable_iter", "0"),))
     params = cdl.init_params(problem.formulation, seed=0)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
     result = solver.run(problem, params, Monitor(Stopping(max_iter)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    compiler_cpu = _children_cpu() - k0  # the C compiler's processes (codegen)
+    cpu += compiler_cpu
     st = result.stats
     its = max(int(st["iter_count"]), 1)
     build_cpu = cpu - st["solve_cpu_time_s"]
     return {
         "transcription": transcription, "hessian": hessian, "n": n, "layers": layers,
         "width": 3, "iterations": int(st["iter_count"]), "ipopt_status": st["ipopt_status"],
-        "build_s": round(st["nlp_build_time_s"], 4), "build_cpu_s": round(build_cpu, 4),
+        "build_s": round(st["build_time_s"], 4), "build_cpu_s": round(build_cpu, 4),
         "per_iter_ms": round(1e3 * st["solve_time_s"] / its, 3),
         "per_iter_cpu_ms": round(1e3 * st["solve_cpu_time_s"] / its, 3),
         "total_s": round(wall, 3), "total_cpu_s": round(cpu, 3),
         "n_variables": st["n_variables"], "n_constraints": st["n_constraints"],
-        "expand": st["expand"], "objective": st["nlp_objective"],
+        "expand": st["expand"], "codegen": st["codegen"], "hessian_resolved": st["hessian"],
+        "work": round(st["work"], 2), "objective": st["nlp_objective"],
+        "compiler_cpu_s": round(compiler_cpu, 3),
     }
 
 
@@ -100,21 +124,23 @@ def done_when(gd_iterations: int, lipschitz_bound: float | None) -> dict[str, An
         "hessian": st["hessian"], "transcription": st["transcription"],
         "gradient_norm_jax": float(np.sqrt(sum(float(jnp.sum(v ** 2)) for v in g))),
         "whole_run_s": round(wall, 3), "whole_run_cpu_s": round(cpu, 3),
-        "nlp_build_s": round(st["nlp_build_time_s"], 3),
+        "build_s": round(st["build_time_s"], 3),
         "ipopt_s": round(st["solve_time_s"], 3), "ipopt_cpu_s": round(st["solve_cpu_time_s"], 3),
         "per_iter_ms": round(1e3 * st["time_per_iteration_s"], 3),
         "per_iter_cpu_ms": round(1e3 * st["solve_cpu_time_s"] / max(sol.iterations, 1), 3),
         "lipschitz_max": float(np.max(P.lipschitz_constants(form, sol.params))),
+        "lipschitz_max_raw": st.get("lipschitz_max_raw"),
         "lipschitz_form": st.get("lipschitz_form"),
     }
 
 
 def run_point(args: argparse.Namespace, transcription: str, hessian: str, n: int,
-              layers: int) -> dict[str, Any]:
+              layers: int, expand: str, codegen: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--one", transcription, hessian, str(n), str(layers),
-           "--max-iter", str(args.max_iter), "--expand", args.expand]
+           "--max-iter", str(args.max_iter), "--expand", expand, "--codegen", codegen,
+           "--readout-l2", str(args.readout_l2), "--tol", str(args.tol)]
     base = {"transcription": transcription, "hessian": hessian, "n": n, "layers": layers,
-            "width": 3}
+            "width": 3, "expand": expand, "codegen": codegen}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -135,11 +161,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="numbers of layers (default: 10 20 50)")
     parser.add_argument("--transcriptions", nargs="+", default=list(TRANSCRIPTIONS),
                         choices=TRANSCRIPTIONS)
-    parser.add_argument("--hessians", nargs="+", default=list(HESSIANS), choices=HESSIANS)
+    parser.add_argument("--hessians", nargs="+", default=list(HESSIANS[1:]), choices=HESSIANS)
     parser.add_argument("--max-iter", type=int, default=20,
                         help="IPOPT iterations per point (default: 20)")
-    parser.add_argument("--expand", default="auto", choices=("auto", "true", "false"),
-                        help="the solver's expand option (default: auto)")
+    parser.add_argument("--expand", nargs="+", default=["auto"],
+                        choices=("auto", "true", "false"),
+                        help="the solver's expand option(s) (default: auto)")
+    parser.add_argument("--codegen", nargs="+", default=["false"], choices=("false", "true"),
+                        help="the solver's codegen option(s) (default: false)")
+    parser.add_argument("--readout-l2", type=float, default=1e-3,
+                        help="readout_l2 of the problem (default: 1e-3)")
+    parser.add_argument("--tol", type=float, default=1e-14,
+                        help="IPOPT's tolerance (default 1e-14: run all --max-iter iterations)")
+    parser.add_argument("--setup", action="store_true",
+                        help="the setup measurement on the default problem (see above)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds allowed per point (default: 300)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -160,16 +195,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.one:
         tr, hs, n, layers = args.one
-        print(json.dumps(measure(tr, hs, int(n), int(layers), args.max_iter, args.expand)))
+        print(json.dumps(measure(tr, hs, int(n), int(layers), args.max_iter, args.expand[0],
+                                 args.codegen[0] == "true", args.readout_l2, args.tol)))
         return 0
+    if args.setup:
+        args.n, args.layers, args.hessians = [600], [20], ["auto"]
+        args.expand, args.codegen = ["false", "true"], ["false", "true"]
     records = []
-    for n in args.n:
-        for layers in args.layers:
-            for tr in args.transcriptions:
-                for hs in args.hessians:
-                    rec = run_point(args, tr, hs, n, layers)
-                    records.append(rec)
-                    print(json.dumps(rec), file=sys.stderr, flush=True)
+    grid = itertools.product(args.n, args.layers, args.transcriptions, args.hessians,
+                             args.expand, args.codegen)
+    for n, layers, tr, hs, expand, codegen in grid:
+        rec = run_point(args, tr, hs, n, layers, expand, codegen)
+        records.append(rec)
+        print(json.dumps(rec), file=sys.stderr, flush=True)
     text = json.dumps({"machine": {"cpus": os.cpu_count(), "platform": sys.platform},
                        "max_iter": args.max_iter, "results": records}, indent=1)
     print(text)

@@ -1,4 +1,4 @@
-"""The CasADi direct method (``controldl.solvers.casadi_direct``).
+"""The CasADi direct method (``controldl.solvers.direct``).
 
 Tiny problems, float64, explicit seeds. The NLP is checked against the JAX problem
 (``controldl.problem.cost`` and ``jax.grad``), its custom Hessians against CasADi's own,
@@ -6,6 +6,8 @@ and its solutions against independent (JAX, numpy) optimality and feasibility ch
 """
 
 from __future__ import annotations
+
+import shutil
 
 import casadi as ca
 import jax
@@ -16,12 +18,16 @@ import pytest
 import controldl as cdl
 from controldl import problem as P
 from controldl.solvers.base import Monitor, Stopping, as_params
-from controldl.solvers.casadi_direct import (
+from controldl.solvers.direct import (
     LIPSCHITZ_DESCRIPTIONS,
     CasadiDirect,
-    build_transcription,
+    certificates,
     cost_and_gradient,
+    ipopt,
+    transcription,
 )
+from controldl.solvers.direct.certificates import ROUND_OFF
+from controldl.status import Status
 
 # --------------------------------------------------------------------------- helpers
 
@@ -156,7 +162,7 @@ def test_multiple_shooting_cost_and_reduced_gradient_match_jax(name):
 def test_multiple_shooting_dynamics_residual_vanishes_at_simulated_states():
     problem = cdl.Problem(ring(), **BASE, l2=0.1)
     params = random_params(problem.formulation, seed=4)
-    tr = build_transcription(problem, CasadiDirect(transcription="multiple"), params)
+    tr = CasadiDirect(transcription="multiple").build(problem, params)
     g = np.asarray(ca.Function("g", [tr.w, tr.p], [tr.g])(tr.w0, tr.p0)).ravel()
     assert g.shape == (problem.layers * problem.data.n_train * problem.width,)
     assert np.max(np.abs(g)) < 1e-13
@@ -182,7 +188,7 @@ def test_exact_hessian_matches_casadi_hessian_of_the_lagrangian():
                           smooth=0.2, running=0.3, readout_l2=0.1, box_bound=3.0,
                           lipschitz_bound=0.9)
     params = random_params(problem.formulation, seed=5)
-    tr = build_transcription(problem, CasadiDirect(), params, hessian="exact")
+    tr = CasadiDirect().build(problem, params, hessian="exact")
     rng = np.random.default_rng(0)
     w = tr.w0 + 0.1 * rng.uniform(size=tr.w0.shape)
     lam_g = rng.normal(size=tr.g.shape[0])
@@ -196,16 +202,14 @@ def test_gauss_newton_equals_exact_hessian_at_zero_residual(transcription):
     """For the squared loss with targets produced by the model itself, the neglected
     curvature Σ r_i ∇²z_i vanishes (and so do the costates): GN is the exact Hessian."""
     problem, params = self_generated_regression(seed=6)
-    tr = build_transcription(problem, CasadiDirect(transcription=transcription), params,
-                             hessian="gauss-newton")
+    tr = CasadiDirect(transcription=transcription).build(problem, params, hessian="gauss-newton")
     lam_g = np.zeros(tr.g.shape[0])
     H = np.asarray(ca.densify(tr.hess_lag(tr.w0, tr.p0, 1.0, lam_g)))
     ref = _hess_lag_reference(tr, tr.w0, 1.0, lam_g)
     assert rel_err(ref, H) < 1e-10
     # and it is positive semidefinite in general
     params2 = random_params(problem.formulation, seed=7)
-    tr2 = build_transcription(problem.replace(loss="squared"), CasadiDirect(), params2,
-                              hessian="gauss-newton")
+    tr2 = CasadiDirect().build(problem.replace(loss="squared"), params2, hessian="gauss-newton")
     H2 = np.asarray(ca.densify(tr2.hess_lag(tr2.w0, tr2.p0, 1.0, [])))
     H2 = H2 + np.triu(H2, 1).T
     assert np.linalg.eigvalsh(H2).min() > -1e-12
@@ -241,7 +245,7 @@ def test_solve_is_stationary_and_the_transcriptions_agree():
         assert sol.status == "converged", sol.stats["ipopt_status"]
         assert grad_norm(problem, sol.params) < 1e-6
         assert sol.stats["iter_count"] == sol.iterations > 0
-        assert sol.stats["nlp_build_time_s"] > 0 and sol.compile_time_s > 0
+        assert sol.stats["build_time_s"] > 0 and sol.compile_time_s > 0
         assert sol.stats["dual_infeasibility"] < 1e-6
         assert len(sol.history) >= sol.iterations
     assert single.stats["transcription"] == "single" and single.stats["hessian"] == "exact"
@@ -310,28 +314,57 @@ def test_l1_gives_exact_zeros_and_is_optimal():
 
 
 @pytest.mark.parametrize("form", ["spectral", "frobenius"])
-def test_lipschitz_bound_holds_on_every_layer(form):
+def test_lipschitz_bound_holds_on_the_raw_iterate(form):
     problem = small_problem(horizon=3.0, l2=1e-3, lipschitz_bound=0.9)  # h = 1
     res = run(problem, CasadiDirect(lipschitz_form=form))
     assert res.status == "converged"
+    # IPOPT's raw iterate, before any clean-up: within round-off of the bound
+    assert res.stats["lipschitz_max_raw"] <= 0.9 * (1 + ROUND_OFF)
+    assert res.stats["lipschitz_excess_raw"] <= ROUND_OFF
     A = np.asarray(res.params.A)
     lips = problem.h * np.linalg.norm(A, ord=2, axis=(1, 2))  # numpy, independent
     assert np.all(lips <= 0.9)
+    assert abs(np.max(lips) - res.stats["lipschitz_max_raw"]) <= 1e-8
     # the constraint is active, so the test means something (the Frobenius form is
     # conservative: it binds on h‖A_t‖_F, leaving h‖A_t‖₂ below the bound)
     ord_ = 2 if form == "spectral" else "fro"
     assert np.max(problem.h * np.linalg.norm(A, ord=ord_, axis=(1, 2))) > 0.9 - 1e-6
     assert res.stats["lipschitz_form"] == LIPSCHITZ_DESCRIPTIONS[form]
-    assert res.stats["lipschitz_max"] <= 0.9
 
 
-def test_box_bound_is_respected():
+def test_box_bound_holds_on_the_raw_iterate():
     problem = small_problem(horizon=3.0, l2=1e-3, box_bound=0.3)
     res = run(problem, CasadiDirect())
     assert res.status == "converged"
+    assert res.stats["box_violation_raw"] <= 0.3 * ROUND_OFF
     theta = np.concatenate([np.ravel(res.params.A), np.ravel(res.params.b)])
     assert np.all(np.abs(theta) <= 0.3)
     assert np.max(np.abs(theta)) > 0.3 - 1e-6
+
+
+@pytest.mark.parametrize("bound", ["lipschitz", "box"])
+def test_a_loosened_nlp_is_reported_as_violated(monkeypatch, bound):
+    """Mutation test: the NLP is built with a bound 100x looser than the problem's (the
+    seam the transcription reads its bounds from); the checks on the raw iterate must
+    see it, and nothing may be projected back onto the bound."""
+    options = {"lipschitz": dict(lipschitz_bound=0.9), "box": dict(box_bound=0.3)}[bound]
+    problem = small_problem(horizon=3.0, l2=1e-3, **options)
+    true_bounds = transcription.constraint_bounds(problem.formulation)
+
+    def loosened(form):
+        return transcription.ConstraintBounds(*(None if v is None else 100 * v
+                                                for v in true_bounds))
+
+    monkeypatch.setattr(transcription, "constraint_bounds", loosened)
+    res = run(problem, CasadiDirect())
+    assert res.stats["ipopt_status"] == "Solve_Succeeded"
+    assert res.status == Status.CONSTRAINT_VIOLATED
+    assert res.stats[f"{bound}_excess_raw"] > ROUND_OFF
+    if bound == "lipschitz":
+        assert res.stats["lipschitz_max_raw"] > 0.9
+        assert np.max(P.lipschitz_constants(problem.formulation, res.params)) > 0.9
+    else:
+        assert np.max(np.abs(np.asarray(res.params.A))) > 0.3
 
 
 def test_warm_start_from_gradient_descent_does_not_increase_the_cost(tmp_path):
@@ -368,3 +401,112 @@ def test_stopping_rules_and_status():
     mon = Monitor(Stopping(100, max_time=1e-6))
     res = CasadiDirect().run(problem, as_params(problem, sol.params), mon)
     assert res.status == "max_time"
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def test_dynamics_multipliers_are_the_pmp_costates(monkeypatch):
+    """At a multiple-shooting KKT point the multipliers of ``x(t+1) − f(x(t), θ_t) = 0``
+    are the costates ``p(t+1)`` of :func:`controldl.problem.costates` (sign +1, scale 1);
+    the running term makes every layer's recursion carry its own source term."""
+    problem = small_problem(running=0.3, smooth=0.1)
+    seen = {}
+    original = transcription.Transcription.dynamics_multipliers
+
+    def capture(self, lam_g):
+        seen["lam"] = original(self, lam_g)
+        return seen["lam"]
+
+    monkeypatch.setattr(transcription.Transcription, "dynamics_multipliers", capture)
+    res = run(problem, CasadiDirect(transcription="multiple", tol=1e-11), max_iter=200)
+    assert res.status == "converged"
+    assert res.stats["costate_multiplier_gap"] <= 1e-6
+    # the measure discriminates: the other sign, or the multipliers of N·J, are far off
+    lam = seen["lam"]
+    assert lam.shape == (problem.layers, problem.data.n_train, problem.width)
+    gap = certificates.costate_multiplier_gap
+    assert gap(problem, res.params, -lam) > 1.0
+    assert gap(problem, res.params, problem.data.n_train * lam) > 1.0
+
+
+def test_single_shooting_reports_no_multiplier_gap():
+    res = run(small_problem(), CasadiDirect(transcription="single"), max_iter=5)
+    assert "costate_multiplier_gap" not in res.stats
+
+
+# --------------------------------------------------------------------------- statuses
+
+
+def test_ipopt_status_table():
+    expected = {
+        "Solve_Succeeded": Status.CONVERGED,
+        "Solved_To_Acceptable_Level": Status.ACCEPTABLE,
+        "Feasible_Point_Found": Status.STALLED,
+        "Search_Direction_Becomes_Too_Small": Status.STALLED,
+        "Maximum_Iterations_Exceeded": Status.MAX_ITER,
+        "Maximum_CpuTime_Exceeded": Status.MAX_TIME,
+        "Maximum_WallTime_Exceeded": Status.MAX_TIME,
+        "Diverging_Iterates": Status.DIVERGED,
+        "Restoration_Failed": Status.FAILED,
+        "Error_In_Step_Computation": Status.FAILED,
+        "Invalid_Number_Detected": Status.FAILED,
+        "Infeasible_Problem_Detected": Status.FAILED,
+        "Insufficient_Memory": Status.FAILED,
+        "Some_Future_Status": Status.FAILED,
+        "User_Requested_Stop": Status.INTERRUPTED,
+    }
+    for ret, status in expected.items():
+        assert ipopt.status_of(ret, None) is status, ret
+    assert ipopt.status_of("User_Requested_Stop", "target_reached") is Status.TARGET_REACHED
+    assert ipopt.hint_of("Solve_Succeeded", Status.CONVERGED) is None
+    hint = ipopt.hint_of("Restoration_Failed", Status.FAILED)
+    assert "restoration" in hint and Status.FAILED.hint("direct") in hint
+
+
+def test_acceptable_and_time_limits_are_not_converged():
+    problem = small_problem()
+    acceptable = run(problem, CasadiDirect(ipopt_options=(
+        ("tol", "1e-30"), ("acceptable_tol", "1e-1"), ("acceptable_iter", "1"))))
+    assert acceptable.stats["ipopt_status"] == "Solved_To_Acceptable_Level"
+    assert acceptable.status == Status.ACCEPTABLE and acceptable.status != "converged"
+    timed = run(problem, CasadiDirect(ipopt_options=(("max_cpu_time", "1e-9"),)))
+    assert timed.stats["ipopt_status"] == "Maximum_CpuTime_Exceeded"
+    assert timed.status == Status.MAX_TIME
+
+
+# --------------------------------------------------------------------------- work, setup
+
+
+def test_work_and_stationarity_are_recorded():
+    problem = small_problem()
+    for transcription_ in ("single", "multiple"):
+        sol = cdl.solve(problem, CasadiDirect(transcription=transcription_, tol=1e-10),
+                        max_iter=200)
+        works = [h["work"] for h in sol.history]
+        assert works[0] == 0 and bool(np.all(np.diff(works) >= 0))
+        assert works[-1] == pytest.approx(sol.stats["work"])
+        st = sol.stats
+        # exact Hessian: one first-derivative and one Hessian evaluation per iteration at
+        # least, the Hessian weighted by its measured time
+        assert st["work_first_order"] >= sol.iterations and st["work_hessian"] >= sol.iterations
+        assert st["work_hessian_weight"] > 0
+        expected = (st["work_first_order"] + 0.5 * st["work_values"]
+                    + st["work_hessian_weight"] * st["work_hessian"])
+        assert st["work"] == pytest.approx(expected)
+        assert st["stationarity"] == pytest.approx(cdl.stationarity(problem, sol.params))
+        assert st["stationarity"] < 1e-6
+        assert st["build_time_s"] > 0
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a C compiler")
+def test_codegen_gives_the_same_solution():
+    # single shooting with its own exact Hessian: a short gcc run
+    problem = small_problem()
+    options = dict(hessian="exact", tol=1e-10)
+    vm = run(problem, CasadiDirect(**options))
+    cg = run(problem, CasadiDirect(codegen=True, **options))
+    assert cg.stats["codegen"] is True and cg.status == vm.status == "converged"
+    assert cg.iterations == vm.iterations
+    for a, b in zip(vm.params, cg.params, strict=True):
+        assert np.max(np.abs(np.asarray(a) - np.asarray(b))) < 1e-8

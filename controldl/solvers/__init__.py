@@ -16,7 +16,7 @@ _REGISTRY: dict[str, str] = {
     "gd": "controldl.solvers.gd:GradientDescent",
     "msa": "controldl.solvers.msa:MSA",
     "emsa": "controldl.solvers.msa:EMSA",
-    "casadi": "controldl.solvers.casadi_direct:CasadiDirect",
+    "casadi": "controldl.solvers.direct:CasadiDirect",
 }
 
 

@@ -1,0 +1,357 @@
+"""The direct method's solver: the NLP of :mod:`.transcription`, solved by IPOPT."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from typing import Any, ClassVar, NamedTuple
+
+import casadi as ca
+import numpy as np
+
+from controldl import problem as P
+from controldl.problem import Params, Problem
+from controldl.solvers.base import Monitor, RunResult, Solver
+from controldl.solvers.direct import certificates, ipopt
+from controldl.solvers.direct import options as opt
+from controldl.solvers.direct.callbacks import IterationCallback
+from controldl.solvers.direct.transcription import (
+    LIPSCHITZ_DESCRIPTIONS,
+    LIPSCHITZ_FORMS,
+    STRATEGIES,
+    TRANSCRIPTIONS,
+    Transcription,
+    build_transcription,
+)
+from controldl.status import Status
+
+_NLPSOL_OUT = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())]
+F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
+
+EXPAND_AUTO_MAX_WORK = 100_000
+"""``expand="auto"`` expands the MX graph to SX while ``N·L·(d² + d)`` is at most this."""
+EXACT_AUTO_MAX_WORK = 2_000_000
+EXACT_AUTO_MAX_WORK_CONSTRAINED = 30_000_000
+"""``hessian="auto"`` (single shooting) takes the exact Hessian while ``N·P²`` (P: controls
+and readout) is at most these (unconstrained, with box or Lipschitz constraints)."""
+CODEGEN_OPTIONS: dict[str, Any] = {"jit": True, "compiler": "shell",
+                                   "jit_options": {"flags": ["-O1"], "verbose": False},
+                                   "jit_cleanup": True}
+"""CasADi's code generation: the NLP's functions written as C, compiled by the system's
+C compiler (``gcc``/``cc``) and loaded, instead of CasADi's virtual machine."""
+
+
+class _Recorder:
+    """IPOPT's per-iteration hook: records the cost in the monitor (for multiple shooting,
+    the cost of the iterate's controls, simulated) and keeps the monitor's stop reason."""
+
+    def __init__(self, tr: Transcription, monitor: Monitor, controls_cost: Any) -> None:
+        self.tr, self.monitor, self.controls_cost = tr, monitor, controls_cost
+        self.k = 0
+        self.stop: str | None = None
+
+    def __call__(self, arg: Any) -> bool:
+        k, self.k = self.k, self.k + 1
+        if self.controls_cost is None:  # single shooting: the objective is J(θ, W, c)
+            stop = self.monitor.record(k, float(arg[F_INDEX]))
+        else:
+            # the objective is evaluated at states that need not satisfy the dynamics yet
+            g = np.asarray(arg[G_INDEX]).ravel()
+            infeasibility = float(np.max(np.maximum(self.tr.lbg - g, g - self.tr.ubg),
+                                         initial=0.0))
+            J = self.controls_cost(self.tr.params(np.asarray(arg[X_INDEX]).ravel()))
+            stop = self.monitor.record(k, J, objective=float(arg[F_INDEX]),
+                                       infeasibility=infeasibility)
+        if stop is not None:
+            self.stop = stop
+            return True
+        return False
+
+
+def _controls_cost(problem: Problem, params: Params) -> Any:
+    """``params ↦ J(params)`` on the training set: the problem's own (JAX) cost, compiled
+    here, with the simulated states."""
+    import jax
+
+    form, X0, Y = problem.formulation, problem.initial_states(), problem.targets()
+    compiled = jax.jit(lambda q: P.cost(form, q, X0, Y)).lower(params).compile()
+    return lambda q: float(compiled(Params(*(np.asarray(v, np.float64) for v in q))))
+
+
+class _Setup(NamedTuple):
+    """A built NLP and its IPOPT solver object."""
+
+    tr: Transcription
+    nlpsol: ca.Function
+    recorder: _Recorder
+    hook: IterationCallback  # kept alive while IPOPT runs
+    hessian: str
+    expand: bool
+    warm: bool
+    build_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CasadiDirect(Solver):
+    """The direct method: the NLP of the whole training problem, solved by IPOPT.
+
+    Discretize-then-optimize: the canonical problem is already discrete, so the NLP is the
+    problem and a converged run ends at a KKT point of ``J`` with its constraints. The
+    transcription is a strategy object (:class:`~.transcription.SingleShooting`,
+    :class:`~.transcription.MultipleShooting`); the measurements behind the defaults are
+    in ``docs/solvers.md`` and ``benchmarks/casadi_scaling.py``.
+
+    ``RunResult.stats``: ``ipopt_status``, ``iter_count``, ``primal_infeasibility``,
+    ``dual_infeasibility``, ``barrier_parameter``, ``nlp_objective``; ``build_time_s``
+    (the NLP and IPOPT's solver object, code generation included), ``solve_time_s``,
+    ``solve_cpu_time_s``, ``time_per_iteration_s``; ``transcription``, ``hessian``
+    (resolved), ``expand``, ``codegen``, ``warm_start``, ``n_variables``,
+    ``n_constraints``; ``work`` and its parts (:class:`~.ipopt.Work`); ``stationarity``
+    (:func:`controldl.stationarity` of the result); the constraints on IPOPT's raw iterate
+    (``lipschitz_max_raw``, ``lipschitz_excess_raw``, ``box_violation_raw``,
+    ``box_excess_raw``) and on the result (the same without ``_raw``), ``lipschitz_form``;
+    ``costate_multiplier_gap`` (multiple shooting, :mod:`.certificates`); ``l1_split`` /
+    ``n_exact_zeros``; IPOPT's evaluation counts and times (``n_call_*``, ``t_wall_*``);
+    ``hint`` when the run did not converge.
+
+    Attributes:
+        transcription: ``single`` (states eliminated) or ``multiple`` (states as variables,
+            the dynamics as equality constraints; reports costate_multiplier_gap).
+        hessian: ``auto`` (single shooting: exact when small or constrained, else L-BFGS;
+            multiple shooting: exact), ``exact``, ``gauss-newton`` or ``limited-memory``
+            (IPOPT's L-BFGS).
+        tol: IPOPT's convergence tolerance on the scaled KKT error (max-norm).
+        ipopt_options: extra IPOPT options, applied last: ``(name, value)`` pairs in
+            Python, ``--ipopt-options NAME=VALUE`` (repeatable) on the command line.
+        expand: expand the MX graph to SX before IPOPT (faster evaluations, slower build):
+            ``true``, ``false`` or ``auto`` (when ``N·L·(d²+d) ≤ 1e5``, and never for the
+            single-shooting exact Hessian, which has its own per-sample SX Hessian).
+        codegen: generate C code for the NLP's functions and compile it with the system's
+            C compiler (CasADi's jit) instead of evaluating them in CasADi's virtual
+            machine: a longer build, cheaper evaluations.
+        print_level: IPOPT's output level, 0 (silent) to 12.
+        lipschitz_form: ``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with extra variables)
+            or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, sufficient, conservative).
+        ipopt_warm_start: ``auto`` (a start with nonzero biases is warm), ``yes`` or
+            ``no``: warm starts use a small initial barrier parameter and small bound
+            pushes.
+        threads: evaluate the samples on this many threads (``map(N, "thread", k)``);
+            1 evaluates them serially.
+        linear_solver: IPOPT's linear solver (``mumps``; ``ma27``… when HSL is installed).
+    """
+
+    transcription: str = "single"
+    hessian: str = "auto"
+    tol: float = 1e-8
+    ipopt_options: tuple[tuple[str, str], ...] = ()
+    expand: bool | str = "auto"
+    codegen: bool = False
+    print_level: int = 0
+    lipschitz_form: str = "spectral"
+    ipopt_warm_start: str = "auto"
+    threads: int = 1
+    linear_solver: str = "mumps"
+
+    name: ClassVar[str] = "casadi"
+    default_max_iter: ClassVar[int] = 1000
+
+    def __post_init__(self) -> None:
+        normalized = {
+            "transcription": opt.one_of("transcription", self.transcription, TRANSCRIPTIONS),
+            "hessian": opt.hessian(self.hessian),
+            "tol": opt.tolerance(self.tol),
+            "ipopt_options": ipopt.normalize_ipopt_options(self.ipopt_options),
+            "expand": opt.flag("expand", self.expand, allow_auto=True),
+            "codegen": opt.flag("codegen", self.codegen),
+            "print_level": opt.integer("print_level", self.print_level, 0, 12),
+            "lipschitz_form": opt.one_of("lipschitz_form", self.lipschitz_form,
+                                         LIPSCHITZ_FORMS),
+            "ipopt_warm_start": opt.warm_start_mode(self.ipopt_warm_start),
+            "threads": opt.integer("threads", self.threads, 1),
+        }
+        if not isinstance(self.linear_solver, str) or not self.linear_solver:
+            raise ValueError(f"linear_solver must be a name such as 'mumps', got "
+                             f"{self.linear_solver!r}")
+        for key, value in normalized.items():
+            object.__setattr__(self, key, value)
+
+    def label(self) -> str:
+        return f"casadi/{self.transcription}/{self.hessian}"
+
+    def shooting(self) -> Any:
+        """The transcription strategy object."""
+        return STRATEGIES[self.transcription]()
+
+    def resolve_hessian(self, problem: Problem) -> str:
+        """The Hessian option used for ``problem`` (``auto`` resolved)."""
+        if self.hessian != "auto":
+            return self.hessian
+        if self.transcription == "multiple":
+            return "exact"
+        form = problem.formulation
+        n_v = form.layers * (form.width ** 2 + form.width)
+        if form.train_readout:
+            n_v += form.n_outputs * (form.width + 1)
+        work = problem.data.n_train * n_v * n_v
+        constrained = form.box_bound is not None or form.lipschitz_bound is not None
+        limit = EXACT_AUTO_MAX_WORK_CONSTRAINED if constrained else EXACT_AUTO_MAX_WORK
+        return "exact" if work <= limit else "limited-memory"
+
+    def use_expand(self, problem: Problem, hessian: str) -> bool:
+        """Whether the NLP is expanded to SX (``auto``: first-order functions of a small
+        graph only; an expanded exact single-shooting Hessian takes minutes to build)."""
+        if self.expand != "auto":
+            return bool(self.expand)
+        if hessian == "exact" and self.transcription == "single":
+            return False
+        f = problem.formulation
+        return problem.data.n_train * f.layers * (f.width * f.width + f.width) \
+            <= EXPAND_AUTO_MAX_WORK
+
+    def is_warm(self, params: Params) -> bool:
+        if self.ipopt_warm_start != "auto":
+            return self.ipopt_warm_start == "yes"
+        return bool(np.any(np.asarray(params.b) != 0) or np.any(np.asarray(params.c) != 0))
+
+    def build(self, problem: Problem, params: Params, hessian: str | None = None
+              ) -> Transcription:
+        """The transcription (exposed for tests and benchmarks)."""
+        return build_transcription(problem, self.shooting(), params,
+                                   hessian or self.resolve_hessian(problem),
+                                   self.lipschitz_form, self.threads)
+
+    # ------------------------------------------------------------------ run
+
+    def nlpsol_options(self, tr: Transcription, hook: IterationCallback,
+                       run: ipopt.IpoptRun, expand: bool) -> dict[str, Any]:
+        """CasADi's ``nlpsol`` options: IPOPT's settings, the iteration hook, expansion,
+        the custom Hessian and code generation."""
+        opts: dict[str, Any] = {
+            "ipopt": ipopt.ipopt_settings(run), "print_time": False, "expand": expand,
+            "iteration_callback": hook, "error_on_fail": False,
+        }
+        if tr.hess_lag is not None:
+            opts["hess_lag"] = tr.hess_lag
+        if self.codegen:
+            opts.update(CODEGEN_OPTIONS)
+        return opts
+
+    def _check_codegen(self, hessian: str) -> None:
+        if not self.codegen:
+            return
+        if shutil.which("gcc") is None and shutil.which("cc") is None:
+            raise ValueError("codegen needs a C compiler (gcc or cc) on PATH")
+        if hessian == "gauss-newton" and self.transcription == "single":
+            raise ValueError("codegen cannot compile the single-shooting Gauss-Newton "
+                             "Hessian (a Python callback): use another hessian, or "
+                             "codegen=False")
+
+    def setup(self, problem: Problem, params: Params, monitor: Monitor) -> _Setup:
+        """Build the NLP and IPOPT's solver object (timed as ``build_time_s``)."""
+        warm = self.is_warm(params)
+        hessian = self.resolve_hessian(problem)
+        expand = self.use_expand(problem, hessian)
+        self._check_codegen(hessian)
+        controls_cost = _controls_cost(problem, params) if self.transcription == "multiple" \
+            else None
+        t0 = time.perf_counter()
+        tr = self.build(problem, params, hessian)
+        recorder = _Recorder(tr, monitor, controls_cost)
+        remaining = None
+        if monitor.stopping.max_time is not None:
+            remaining = monitor.stopping.max_time - monitor.elapsed()
+        run = ipopt.IpoptRun(self.tol, self.print_level, self.linear_solver, hessian,
+                             monitor.stopping.max_iter, remaining, warm, self.ipopt_options)
+        hook = IterationCallback(tr.layout.n, tr.g.shape[0], tr.p.shape[0], recorder)
+        try:
+            nlpsol = ca.nlpsol("controldl_casadi", "ipopt",
+                               {"x": tr.w, "p": tr.p, "f": tr.f, "g": tr.g},
+                               self.nlpsol_options(tr, hook, run, expand))
+        except RuntimeError as exc:
+            raise ValueError(f"CasADi/IPOPT rejected the NLP or its options: "
+                             f"{str(exc).splitlines()[-1]}") from None
+        return _Setup(tr, nlpsol, recorder, hook, hessian, expand, warm,
+                      time.perf_counter() - t0)
+
+    def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
+        params = Params(*(np.asarray(v, np.float64) for v in params))
+        with monitor.compiling():
+            s = self.setup(problem, params, monitor)
+        if monitor.stopping.max_time is not None and monitor.out_of_time():
+            return RunResult(params, Status.MAX_TIME, 0, {"build_time_s": s.build_s})
+        tr = s.tr
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            sol = s.nlpsol(x0=tr.w0, p=tr.p0, lbx=tr.lbw, ubx=tr.ubw, lbg=tr.lbg, ubg=tr.ubg)
+        except RuntimeError as exc:
+            raise ValueError(f"IPOPT failed: {str(exc).splitlines()[-1]}") from None
+        timing = {"solve_time_s": time.perf_counter() - t0,
+                  "solve_cpu_time_s": time.process_time() - c0}
+        st = s.nlpsol.stats()
+        if st.get("return_status") == "Invalid_Option":
+            raise ValueError(f"IPOPT rejected an option in {dict(self.ipopt_options)!r}")
+        return self._result(problem, s, sol, st, timing, monitor)
+
+    def _result(self, problem: Problem, s: _Setup, sol: dict[str, Any], st: dict[str, Any],
+                timing: dict[str, float], monitor: Monitor) -> RunResult:
+        """Statuses, the raw-iterate checks, the certificates, the work and the stats."""
+        tr, form = s.tr, problem.formulation
+        ret = st.get("return_status", "unknown")
+        status = ipopt.status_of(ret, s.recorder.stop)
+        w = np.asarray(sol["x"], np.float64).ravel()
+        raw = certificates.check_constraints(form, tr.raw_params(w))
+        out = tr.params(w, np.asarray(sol["lam_x"], np.float64).ravel())
+        if not np.all(np.isfinite(w)):
+            status = Status.DIVERGED
+        elif raw.violated and status.completed:
+            status = Status.CONSTRAINT_VIOLATED
+        elif not raw.violated:
+            out = certificates.clean_round_off(form, out)
+        iterations = int(st.get("iter_count", s.recorder.k))
+        work = ipopt.work_of(st, tr.layout.states)
+        _record_work(monitor.history, work.total, iterations)
+        stats = {
+            "ipopt_status": ret, **_ipopt_stats(st, sol), **timing,
+            "build_time_s": s.build_s,
+            "time_per_iteration_s": timing["solve_time_s"] / max(iterations, 1),
+            "transcription": self.transcription, "hessian": s.hessian, "expand": s.expand,
+            "codegen": self.codegen, "warm_start": s.warm, "n_variables": tr.layout.n,
+            "n_constraints": int(tr.g.shape[0]),
+            "work": work.total, "work_first_order": work.first_order,
+            "work_values": work.values, "work_hessian": work.hessian,
+            "work_hessian_weight": work.hessian_weight,
+            "hint": ipopt.hint_of(ret, status),
+            "lipschitz_form": LIPSCHITZ_DESCRIPTIONS[tr.lipschitz_form]
+            if tr.lipschitz_form else None,
+            **raw.stats("_raw"), **certificates.check_constraints(form, out).stats(""),
+            "l1_split": tr.layout.split,
+            "n_exact_zeros": int(np.sum(out.A == 0) + np.sum(out.b == 0))
+            if tr.layout.split else None,
+            "stationarity": P.stationarity(problem, out),
+            **ipopt.evaluation_stats(st),
+        }
+        if tr.layout.states:
+            stats["costate_multiplier_gap"] = certificates.costate_multiplier_gap(
+                problem, out, tr.dynamics_multipliers(np.asarray(sol["lam_g"])))
+        return RunResult(out, status, iterations, stats)
+
+
+def _ipopt_stats(st: dict[str, Any], sol: dict[str, Any]) -> dict[str, Any]:
+    """IPOPT's iteration count, final KKT residuals (unscaled constraint violation, scaled
+    dual infeasibility, max-norms), barrier parameter and objective."""
+    its = st.get("iterations", {})
+
+    def last(key: str) -> float | None:
+        return float(its[key][-1]) if its.get(key) else None
+
+    return {"iter_count": int(st.get("iter_count", 0)), "primal_infeasibility": last("inf_pr"),
+            "dual_infeasibility": last("inf_du"), "barrier_parameter": last("mu"),
+            "nlp_objective": float(sol["f"])}
+
+
+def _record_work(history: list[dict[str, Any]], total: float, iterations: int) -> None:
+    """``work`` of each history entry: IPOPT's counts are known only at the end, so the
+    run's total is spread evenly over its iterations (entry k: ``total·k/K``)."""
+    for entry in history:
+        entry["work"] = total * min(entry["iteration"], iterations) / max(iterations, 1)
