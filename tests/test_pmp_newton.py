@@ -10,6 +10,7 @@ and one set of structural options).
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ from controldl import problem as P
 from controldl.solution import solver_family
 from controldl.solvers import base
 from controldl.solvers.pmp import newton_algebra as LA
+from controldl.solvers.pmp import newton_models as NM
 from controldl.solvers.pmp import newton_step as NS
 from controldl.solvers.pmp import newton_work as NW
 from controldl.solvers.pmp.newton import PMPNewton
@@ -36,6 +38,121 @@ def ring_problem(**options):
 
 
 FORM = ring_problem().formulation
+
+
+# --------------------------------------------------------------------------- the models
+
+
+def random_state(form, N, seed):
+    """Random controls, states and costates of the right shapes (not a trajectory: the
+    models are pointwise in them)."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 6)
+    L, d, m = form.layers, form.width, form.n_outputs
+    params = P.Params(0.7 * jax.random.normal(k[0], (L, d, d)),
+                      0.3 * jax.random.normal(k[1], (L, d)),
+                      jax.random.normal(k[2], (m, d)), 0.1 * jax.random.normal(k[3], (m,)))
+    xs = jax.random.normal(k[4], (L + 1, N, d))
+    ps = jax.random.normal(k[5], (L + 1, N, d)) / N
+    return params, xs, ps
+
+
+def reference_layer(form, w, V, V_ref, X, X_next, P_next, s):
+    """One layer's augmented-Hamiltonian model by plain autodiff of problem.hamiltonian
+    and problem.step_batch: ``g``, ``C``, ``G``, ``res2``, ``g_res`` (``s`` its weight)."""
+    d, N, h = form.width, X.shape[0], form.h
+    W, c = jnp.zeros((form.n_outputs, d)), jnp.zeros((form.n_outputs,))
+    Y = jnp.zeros((N, form.n_outputs))
+
+    def H(v):
+        return P.hamiltonian(form, X, P_next, *LA.split_rows(d, d, v), W, c, Y, False)
+
+    def f(v):
+        return P.step_batch(form, X, *LA.split_rows(d, d, v))
+
+    def gx(v):
+        A, b = LA.split_rows(d, d, v)
+        return jax.grad(P.hamiltonian, argnums=1)(form, X, P_next, A, b, W, c, Y, False)
+
+    cx, cp = s / (N * h), w * N / (h * s)
+    rx, rp = (X_next - f(V)).reshape(-1), (gx(V_ref) - gx(V)).reshape(-1)
+    Jx, Jp = jax.jacfwd(f)(V).reshape(-1, V.size), jax.jacfwd(gx)(V).reshape(-1, V.size)
+    return {"g": jax.grad(H)(V), "C": -jax.hessian(H)(V),
+            "G": LA.ridge(cx * Jx.T @ Jx + cp * Jp.T @ Jp),
+            "res2": cx * rx @ rx + cp * rp @ rp, "g_res": cx * Jx.T @ rx + cp * Jp.T @ rp}
+
+
+def reference_readout(form, w, phi, xs, Y, z_ref, p_ref):
+    """The readout's model by plain autodiff of problem.readout_objective and
+    problem.terminal_costate."""
+    m, d, N = form.n_outputs, form.width, xs.shape[1]
+
+    def R(f):
+        return P.readout_objective(form, *LA.split_rows(m, d, f), xs, Y)
+
+    def z(f):
+        W, c = LA.split_rows(m, d, f)
+        return xs[-1] @ W.T + c
+
+    def pL(f):
+        return P.terminal_costate(form, *LA.split_rows(m, d, f), xs[-1], Y)
+
+    dl = jax.vmap(jax.grad(lambda z_, t: cdl.model.loss(P.JAX, form.loss, z_, t)))(z(phi), Y)
+    sz = jnp.sqrt(jnp.mean(jnp.sum(dl ** 2, -1)))
+    Jz, Jp = jax.jacfwd(z)(phi).reshape(-1, phi.size), jax.jacfwd(pL)(phi).reshape(-1, phi.size)
+    rz, rp = (z_ref - z(phi)).reshape(-1), (p_ref - pL(phi)).reshape(-1)
+    cz, cp = sz / N, w * N / sz
+    return {"g": -jax.grad(R)(phi), "C": jax.hessian(R)(phi),
+            "res2": cz * rz @ rz + cp * rp @ rp, "g_res": cz * Jz.T @ rz + cp * Jp.T @ rp,
+            "G": LA.ridge(cz * Jz.T @ Jz + cp * Jp.T @ Jp)}
+
+
+def test_models_match_plain_autodiff():
+    """The structured models (pre-activation chain rule, Kronecker sums) equal plain
+    autodiff, penalty residuals and Gauss–Newton matrices included; three classes make
+    the readout rectangular (m = 3); blocks of 2 over 3 layers (the last block overlaps)
+    give the same models; the solver's costates are problem.costates."""
+    data = cdl.data.make_dataset("spheres", 9, seed=0)
+    data = dataclasses.replace(data, y_train=np.arange(9) % 3, n_classes=3)
+    problem = cdl.Problem(data, width=3, layers=3, horizon=1.2, loss="cross_entropy",
+                          l2=0.05, readout_l2=0.1, smooth=0.05)
+    form = problem.formulation
+    params, xs, ps = random_state(form, 9, seed=1)
+    Y = jnp.asarray(P.encode_targets(form, np.asarray(data.y_train)))
+    m, d = form.n_outputs, form.width
+    V = LA.join_rows(params.A, params.b)
+    V_ref = V + 0.05 * jax.random.normal(jax.random.PRNGKey(9), V.shape)
+    phi = LA.join_rows(params.W, params.c)
+    W0, c0 = LA.split_rows(m, d, phi + 0.1 * jax.random.normal(jax.random.PRNGKey(3), phi.shape))
+    z_ref, p_ref = xs[-1] @ W0.T + c0, P.terminal_costate(form, W0, c0, xs[-1], Y)
+
+    @jax.jit
+    def solver_side(V, V_ref, phi):
+        gx_ref = NM.layer_models(form, 0.7, V_ref, xs[:-1], xs[1:], ps[1:]).gx
+        layers = NM.layer_models(form, 0.7, V, xs[:-1], xs[1:], ps[1:], gx_ref)
+        blocked = NM.blocked_layer_models(form, 0.7, V, xs, ps, 2)
+        full = NM.blocked_layer_models(form, 0.7, V, xs, ps, None)
+        readout = NM.readout_model(form, 0.5, phi, xs, Y, z_ref, p_ref)
+        return (layers._asdict(), readout._asdict(), blocked, full,
+                NM.costates(form, params, xs, Y))
+
+    @jax.jit
+    def reference(V, V_ref, phi):
+        s = NM.penalty_scale(ps[1:])
+        layers = jax.vmap(functools.partial(reference_layer, form, 0.7))(
+            V, V_ref, xs[:-1], xs[1:], ps[1:], s)
+        return layers, reference_readout(form, 0.5, phi, xs, Y, z_ref, p_ref)
+
+    layers, readout, blocked, full, costates = solver_side(V, V_ref, phi)
+    for part, got, ref in zip(("layers", "readout"), (layers, readout),
+                              reference(V, V_ref, phi), strict=True):
+        for key in ("g", "C", "G", "res2", "g_res"):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{part}: {key}")
+    for key in ("H", "g", "C", "G"):
+        np.testing.assert_allclose(getattr(blocked, key), getattr(full, key), rtol=1e-12,
+                                   atol=1e-14)
+    np.testing.assert_allclose(costates, P.costates(form, params, xs, Y), rtol=1e-12,
+                               atol=1e-15)
 
 
 # --------------------------------------------------------------------------- the ratio
