@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str] = {
     "gd": "controldl.solvers.gd:GradientDescent",
     "msa": "controldl.solvers.msa:MSA",
     "emsa": "controldl.solvers.msa:EMSA",
+    "pmp-newton": "controldl.solvers.pmp.newton:PMPNewton",
     "casadi": "controldl.solvers.direct:CasadiDirect",
 }
 

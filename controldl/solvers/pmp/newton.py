@@ -1,0 +1,348 @@
+r"""pmp-newton: layer-wise trust-region Newton on the augmented Hamiltonian, with momentum.
+
+A Pontryagin-type method that is *not* Li, Chen, Tai & E's E-MSA (that is ``emsa``): each
+iteration takes one damped Newton step per layer on a rescaled augmented Hamiltonian, the
+penalty ``ρ`` is a trust-region parameter adapted by an acceptance test on the true cost
+``J``, and a heavy-ball momentum extrapolates along the accepted steps.
+
+One iteration from ``θ_k = (A_t, b_t)_t`` and the readout ``φ_k = (W, c)``:
+
+1. forward pass ``x(t)``, backward pass ``p(t)`` (the costates, exact backpropagation);
+2. every layer's model of ``\tilde H_t`` (:mod:`.newton_models`, which states the
+   rescaling ``s_t``, the costate weight ``w`` and the normalization) at ``θ_k``:
+   gradient ``g_t = ∇_θ H_t - ∂(smooth)/∂θ_t``, curvature ``B_t = |-∇²_θ H_t| + S_t``
+   (``|·|`` the absolute eigenvalues, saddle-free Newton; ``curvature="gauss_newton"``
+   keeps only the control cost's Hessian; ``S_t`` the smoothness majorizer) and the
+   penalties' Gauss–Newton matrix ``G_t``; the readout's the same way;
+3. a trial for ``ρ``: ``θ_t + δ_t``, ``δ_t = (B_t + ρG_t + τI)^{-1} g_t`` for all layers at
+   once (``τ`` a Levenberg shift relative to the matrix's scale, so that a singular
+   model — the padded inputs at layer 0 when ``d > n`` — still factors), a proximal
+   FISTA loop with ``l1`` or constraints, and with momentum ``β > 0`` the first trial of
+   an iteration is ``θ_k + δ_k + β(θ_k - θ_{k-1})``;
+4. acceptance: with ``D`` the step *actually taken* (momentum included) the predicted
+   decrease is ``pred = Σ_t (g_t·D_t - ½D_tᵀB_tD_t) - Δl1 + (readout part)``; the trial
+   is kept if ``J`` is finite and ``J(θ_k) - J(θ_k + D) ≥ η·pred > 0``, otherwise ``ρ``
+   is multiplied by ``rho_increase`` (a failed momentum trial is first repeated without
+   momentum at the same ``ρ``). After an accepted step with ratio
+   ``r = (J(θ_k) - J(θ_k+D))/pred``, ``ρ`` is divided by ``rho_decrease`` if ``r > 1/2``,
+   doubled if ``r < 1/4``. ``J`` is monotone.
+
+The whole iteration, the acceptance loop included, is one compiled call
+(:mod:`.newton_step`), cached by the formulation's structure, the structural options
+and the shapes; the formulation's numbers and the numeric options are traced.
+
+**Stopping.** ``converged`` when the first-order stationarity residual
+(:func:`controldl.problem.stationarity_residual`, the same measure for every solver) at
+an accepted point is at most ``tol``; ``stalled`` when no trial passes within
+``max_retries`` or below ``rho_max`` (``converged`` if the stationarity is below ``tol``
+there), or when an accepted step changes ``J`` by at most ``rtol·|J|``; ``failed`` when
+the model at ``θ_k`` or a Newton step is not finite (a factorization failure or
+non-finite data): the last finite iterate is returned with ``stats["message"]``.
+
+**Diagnostics.** Every history entry carries ``stationarity``, ``work`` (cumulative,
+gradient-evaluation equivalents, :mod:`.newton_work`), ``rho``, ``trials`` (trial
+points evaluated), ``rejected``, ``inner_iterations`` (Newton steps per layer:
+``trials·inner_steps``) and ``ratio``.
+
+**Cost.** ``O(L·N·d⁴)`` for the models (the costate penalty's Gram matrices),
+``O(L·d⁶)`` per trial for the solves: a method for small widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import numpy as np
+
+from controldl import parallel
+from controldl import problem as P
+from controldl.problem import Params, Problem
+from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.pmp import newton_step as NS
+from controldl.solvers.pmp import newton_work as NW
+from controldl.status import Status
+
+DTYPES: dict[str, Any] = {"float64": np.float64, "float32": np.float32}
+CURVATURES: tuple[str, ...] = ("exact", "gauss_newton")
+FAILED_MESSAGE = ("the Newton model or step of iteration {k} was not finite (a "
+                  "factorization failed, or the data or controls give non-finite "
+                  "derivatives); the last finite iterate is returned")
+
+
+def _check_number(obj: Any, name: str, low: float, strict: bool) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    if v < low or (strict and v == low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v!r}")
+
+
+def _check_integer(obj: Any, name: str, low: int, allow_none: bool = False) -> None:
+    v = getattr(obj, name)
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+
+
+class _Info(NamedTuple):
+    """The host copy of one iteration's scalars (see :class:`.newton_step.StepOut`)."""
+
+    J_start: float
+    J: float
+    accepted: bool
+    failed: bool
+    trials: int
+    rejected: int
+    rho_used: float
+    ratio: float
+    full_J_start: float
+    full_accuracy_start: float
+    full_J: float
+    full_accuracy: float
+    stationarity: float
+
+    @classmethod
+    def of(cls, out: NS.StepOut) -> _Info:
+        values = jax.device_get(tuple(getattr(out, f) for f in cls._fields))  # one transfer
+        types = typing.get_type_hints(cls)
+        return cls(*(types[f](v) for f, v in zip(cls._fields, values, strict=True)))
+
+
+@dataclasses.dataclass
+class _Tally:
+    """Running totals of a solve."""
+
+    accepted: int = 0
+    rejected: int = 0
+    trials: int = 0
+    work: float = 0.0
+    rhos: list[float] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class PMPNewton(Solver):
+    """Layer-wise trust-region Newton on the augmented Hamiltonian, with momentum: every
+    layer takes the damped Newton step ``δ_t = (B_t + ρG_t)^{-1} g_t`` on its rescaled
+    augmented Hamiltonian (:mod:`controldl.solvers.pmp.newton_models`), all layers at
+    once; ``ρ`` is a trust-region parameter adapted by the ratio of the actual decrease
+    of J to the model's, predicted for the step taken (momentum included). Not Li et
+    al.'s E-MSA (``emsa``): see :mod:`controldl.solvers.pmp.newton`.
+
+    Attributes:
+        rho: initial trust-region penalty ρ (dimensionless; the step does not depend on
+            N, on L at a fixed horizon, nor on the scale of the loss).
+        rho_min: lower bound of the adaptive ρ.
+        rho_max: upper bound of ρ; when no trial is accepted below it the solve stalls.
+        rho_increase: factor on ρ after a rejected trial (> 1).
+        rho_decrease: divisor of ρ after a step whose actual/predicted decrease exceeds
+            1/2 (ρ doubles below 1/4).
+        sufficient_decrease: η in [0, 1): keep a trial only if J decreases by at least η
+            times the model's predicted decrease for the step taken.
+        max_retries: trials per iteration before the solve stalls.
+        inner_steps: Newton steps on each layer's augmented Hamiltonian per trial (1:
+            one step from the current controls, where the penalty residuals vanish).
+        curvature: exact (saddle-free |∇²_θ H_t|) or gauss_newton (only the control
+            cost's Hessian; the penalties give the rest).
+        prox_iters: proximal-gradient (FISTA) iterations per trial for l1 and
+            constraints.
+        costate_weight: weight w of the costate penalty (0 drops it).
+        momentum: β in [0, 1): the first trial of an iteration adds β times the previous
+            step (heavy ball); it is dropped if that trial fails (not used with l1 or
+            constraints).
+        tol: converged when the stationarity residual (the proximal-gradient norm of
+            J) is at most tol.
+        rtol: stalled when an accepted step changes J by at most rtol·|J|.
+        batch_size: mini-batch size (None: full batch; the acceptance test then uses the
+            batch cost).
+        batch_seed: seed of the mini-batch draws.
+        dtype: float64 (default) or float32.
+        devices: shard the samples over this many devices (controls replicated); the
+            result equals the single-device one. None: one device.
+        layer_block: build the layers' models this many layers at a time (memory for
+            long horizons; used with inner_steps=1). None: all layers at once.
+    """
+
+    rho: float = 1.0
+    rho_min: float = 1e-6
+    rho_max: float = 1e10
+    rho_increase: float = 4.0
+    rho_decrease: float = 5.0
+    sufficient_decrease: float = 1e-3
+    max_retries: int = 30
+    inner_steps: int = 1
+    curvature: str = "exact"
+    prox_iters: int = 50
+    costate_weight: float = 0.1
+    momentum: float = 0.9
+    tol: float = 1e-9
+    rtol: float = 1e-13
+    batch_size: int | None = None
+    batch_seed: int = 0
+    dtype: str = "float64"
+    devices: int | None = None
+    layer_block: int | None = None
+
+    name: ClassVar[str] = "pmp-newton"
+    default_max_iter: ClassVar[int] = 500
+
+    def __post_init__(self) -> None:
+        for name in ("rho", "rho_min", "rho_max"):
+            _check_number(self, name, 0.0, strict=True)
+        if not self.rho_min <= self.rho <= self.rho_max:
+            raise ValueError(f"need rho_min <= rho <= rho_max, got {self.rho_min}, "
+                             f"{self.rho}, {self.rho_max}")
+        _check_number(self, "rho_increase", 1.0, strict=True)
+        _check_number(self, "rho_decrease", 1.0, strict=False)
+        for name in ("sufficient_decrease", "momentum"):
+            _check_number(self, name, 0.0, strict=False)
+            if getattr(self, name) >= 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("costate_weight", "tol", "rtol"):
+            _check_number(self, name, 0.0, strict=False)
+        for name in ("max_retries", "inner_steps", "prox_iters"):
+            _check_integer(self, name, 1)
+        _check_integer(self, "batch_seed", 0)
+        for name in ("batch_size", "devices", "layer_block"):
+            _check_integer(self, name, 1, allow_none=True)
+        if self.curvature not in CURVATURES:
+            raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}, got "
+                             f"{self.curvature!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
+
+    def structure(self) -> NS.Structure:
+        """The structural options (static in the compiled step)."""
+        return NS.Structure(curvature=self.curvature, inner_steps=int(self.inner_steps),
+                            prox_iters=int(self.prox_iters), batch_size=self.batch_size,
+                            costate=self.costate_weight > 0, momentum=self.momentum > 0,
+                            layer_block=self.layer_block)
+
+    def knobs(self) -> NS.Knobs:
+        """The numeric options (traced in the compiled step)."""
+        dtype = DTYPES[self.dtype]
+        return NS.Knobs(*(dtype(v) for v in (
+            self.rho_min, self.rho_max, self.rho_increase, self.rho_decrease,
+            self.sufficient_decrease, self.max_retries, self.costate_weight,
+            self.momentum)))
+
+    def work_shape(self, problem: Problem) -> NW.WorkShape:
+        """What the work count of an iteration depends on (:mod:`.newton_work`)."""
+        form, N = problem.formulation, problem.data.n_train
+        prox = NS.has_prox(form)
+        return NW.WorkShape(N=N, batch=self.batch_size or N, L=form.layers, d=form.width,
+                            costate=self.costate_weight > 0,
+                            exact=self.curvature == "exact",
+                            inner_steps=int(self.inner_steps),
+                            prox_iters=int(self.prox_iters) if prox else 0)
+
+    # ------------------------------------------------------------------ the solve
+
+    def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
+        form = problem.formulation
+        dtype = DTYPES[self.dtype]
+        X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
+        params = Params(*(np.asarray(v, dtype) for v in params))
+        signature = tuple((tuple(a.shape), str(a.dtype)) for a in (*params, X0, Y, y))
+        with monitor.compiling():
+            step = NS.compiled_step(form, self.structure(), signature, self.devices)
+            start = P.stationarity(problem, params)
+        loop = _Loop(self, problem, step, (NS.traced_form(form, dtype), X0, Y, y), monitor)
+        params, status, k, message = loop.iterate(params, start)
+        t = loop.tally
+        stats = {"stationarity": loop.stationarity, "rho": t.rhos, "accepted": t.accepted,
+                 "rejected": t.rejected, "trials": t.trials, "work": t.work,
+                 "devices": parallel.describe(mesh)}
+        if message is not None:
+            stats["message"] = message
+        return RunResult(params, status, k, stats)
+
+
+class _Loop:
+    """The outer loop of one solve: calls the compiled step, keeps the tallies, records
+    the history and applies the stopping rules."""
+
+    def __init__(self, solver: PMPNewton, problem: Problem, step: Any, data: tuple,
+                 monitor: Monitor) -> None:
+        self.solver, self.step, self.data, self.monitor = solver, step, data, monitor
+        self.classify = problem.formulation.task == "classification"
+        N = problem.data.n_train
+        self.batched = solver.batch_size is not None
+        self.epoch = max(N // solver.batch_size, 1) if self.batched else 1
+        self.shape = solver.work_shape(problem)
+        self.knobs = solver.knobs()
+        self.tally = _Tally()
+        self.stationarity = math.nan
+
+    def record(self, k: int, J: float, accuracy: float, **extra: Any) -> Status | None:
+        stop = self.monitor.record(k, J, accuracy if self.classify else None,
+                                   work=self.tally.work, **extra)
+        return None if stop is None else Status(stop)
+
+    def count(self, info: _Info, recorded: bool) -> None:
+        t = self.tally
+        t.trials += info.trials
+        t.rejected += info.rejected
+        t.work += NW.iteration_work(self.shape, info.trials, recorded)
+        if info.accepted:
+            t.accepted += 1
+            t.rhos.append(info.rho_used)
+        if not math.isnan(info.stationarity):
+            self.stationarity = info.stationarity
+
+    def after_step(self, info: _Info, k: int, recorded: bool) -> Status | None:
+        """The status that ends the solve after the accepted step to iterate ``k``."""
+        s = self.solver
+        if recorded:
+            stop = self.record(k, info.full_J, info.full_accuracy, rho=info.rho_used,
+                               accepted=True, trials=info.trials, rejected=info.rejected,
+                               inner_iterations=info.trials * s.inner_steps,
+                               ratio=info.ratio, stationarity=info.stationarity)
+            if stop is not None:
+                return stop
+        if info.stationarity <= s.tol:  # NaN (not evaluated) compares False
+            return Status.CONVERGED
+        if not self.batched and abs(info.J_start - info.J) <= s.rtol * abs(info.J_start):
+            return Status.STALLED
+        if k >= self.monitor.stopping.max_iter:
+            return Status.MAX_ITER
+        return None
+
+    def iterate(self, params: Params, start: float) -> tuple[Params, Status, int, str | None]:
+        """Iterations from ``params`` (stationarity ``start``) until a stopping rule:
+        ``(params, status, iterations, failure message or None)``."""
+        s, (tform, X0, Y, y) = self.solver, self.data
+        max_iter = self.monitor.stopping.max_iter
+        rho = DTYPES[s.dtype](s.rho)
+        prev = Params(*(np.zeros_like(v) for v in params))
+        self.tally.work, self.stationarity = 1.0, start  # the stationarity at the start
+        k = 0
+        while True:
+            recorded = not self.batched or (k + 1) % self.epoch == 0 or k + 1 == max_iter
+            key = np.asarray([s.batch_seed, k], np.uint32)
+            out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
+                            np.bool_(k == 0 or recorded))
+            info = _Info.of(out)
+            if k == 0:
+                stop = self.record(0, info.full_J_start, info.full_accuracy_start,
+                                   rho=float(rho), accepted=None, trials=0, rejected=0,
+                                   inner_iterations=0, stationarity=start)
+                if not info.failed and (stop is not None or max_iter == 0):
+                    return params, stop or Status.MAX_ITER, 0, None
+            self.count(info, recorded)
+            if info.failed:
+                return params, Status.FAILED, k, FAILED_MESSAGE.format(k=k)
+            if not info.accepted:
+                done = info.stationarity <= s.tol
+                return params, Status.CONVERGED if done else Status.STALLED, k, None
+            k += 1
+            params, prev, rho = out.params, out.displacement, out.rho
+            status = self.after_step(info, k, recorded)
+            if status is not None:
+                return params, status, k, None
