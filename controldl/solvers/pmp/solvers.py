@@ -206,7 +206,8 @@ class OuterLoop:
         """One compiled iteration from ``state.params``; its report on the host."""
         key = parallel.replicate(self.mesh, np.asarray([self.solver.batch_seed,
                                                         state.iteration], np.uint32))
-        new, info = self.step_fn(self.problem.formulation, state.params, state.knobs, *self.arrays, key)
+        form = self.problem.formulation
+        new, info = self.step_fn(form, state.params, state.knobs, *self.arrays, key)
         return new, StepInfo(*jax.device_get(tuple(info)))
 
     def _record(self, state: LoopState, info: StepInfo) -> str | None:
@@ -217,7 +218,8 @@ class OuterLoop:
             epoch = max(self.problem.data.n_train // solver.batch_size, 1)
             if k % epoch and k != self.monitor.stopping.max_iter:
                 return None
-            J, acc, stat = jax.device_get(self.full_fn(self.problem.formulation, state.params, *self.arrays))
+            full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
+            J, acc, stat = jax.device_get(full)
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
