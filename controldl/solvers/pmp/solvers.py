@@ -237,6 +237,8 @@ class OuterLoop:
         first = cost if state.iteration == 0 else state.first_cost
         if stop is not None:
             return Status(stop)
+        if self.monitor.out_of_time():
+            return Status.MAX_TIME
         if not math.isfinite(cost) or cost > DIVERGE_FACTOR * abs(first):
             return Status.DIVERGED
         if not bool(info.finite):
