@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=None,
                     help="rematerialize gradient descent's forward pass in blocks of k layers")
     ap.add_argument("--layer-block", type=int, default=None,
-                    help="build (E-)MSA's layer models k layers at a time")
+                    help="build pmp-newton's layer models k layers at a time")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     args = ap.parse_args(argv)
     rows = []
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     options = {"optimizer": "adam", "lr": 0.01}
                     if args.checkpoint_every:
                         options["checkpoint_every"] = args.checkpoint_every
-                elif args.layer_block:
+                elif args.layer_block and solver == "pmp-newton":
                     options["layer_block"] = args.layer_block
                 cfg = dict(solver=solver, n=n, layers=L, width=args.width, iters=args.iters,
                            dtype=args.dtype, options=options)

@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-EXPERIMENTS = ("layers", "topology", "solvers", "scaling", "turnpike", "flat_start", "noise")
-LONGEST_FIRST = ("solvers", "scaling", "layers", "topology", "turnpike", "noise", "flat_start")
+EXPERIMENTS = ("layers", "topology", "solvers", "scaling", "turnpike", "flat_start", "noise",
+               "li_sin")
+LONGEST_FIRST = ("solvers", "scaling", "layers", "topology", "turnpike", "noise", "li_sin",
+                 "flat_start")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
-NAMES = ("layers", "topology", "solvers", "scaling", "turnpike", "flat_start", "noise")
+NAMES = ("layers", "topology", "solvers", "scaling", "turnpike", "flat_start", "noise",
+         "li_sin")
 
 
 def _numbers(x):

@@ -90,30 +90,40 @@ def test_cli_devices_gives_the_same_cost_gd(tmp_path):
 
 
 def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_path):
-    """E-MSA with l2, a running cost and smooth: the same cost and the same ρ at every
-    iteration on 4 devices; the compiled iteration (the one the CLI just used) takes the
+    """E-MSA with l2, a running cost and smooth: the same cost and stationarity on 4
+    devices; the compiled iteration (the one the CLI just used) takes the
     samples split in four and the controls whole."""
     one, four, out = _train_one_and_four(
         tmp_path, "emsa", ("--l2", "1e-3", "--running", "0.2", "--smooth", "0.01"), f"""
         import jax
         import controldl as cdl
-        from controldl.solvers.msa import _compiled
+        from controldl import parallel
+        from controldl.solvers.base import COMPILED
+        from controldl.solvers.pmp.iteration import Config, compiled_iteration
         p = cdl.Problem(cdl.data.load_file("{tmp_path}/r.npz"), width=3, layers=5,
                         l2=1e-3, running=0.2, smooth=0.01)
-        sig = tuple((tuple(a.shape), str(a.dtype)) for a in
-                    (*cdl.init_params(p.formulation, seed=0), p.initial_states(),
-                     p.targets(), jax.numpy.asarray(p.data.y_train)))
-        misses = _compiled.cache_info().misses
-        step = _compiled(p.formulation, cdl.EMSA(devices=4)._static(), sig, 4)
+        solver = cdl.EMSA(devices=4)
+        mesh = parallel.data_mesh(4)
+        X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
+                                          jax.numpy.asarray(p.data.y_train))
+        params, knobs, key = parallel.replicate(mesh, (
+            cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
+            jax.numpy.zeros((2,), jax.numpy.uint32)))
+        layer, readout = solver.inner_solvers(p)
+        config = Config(True, layer, readout, solver.inner_steps, None)
+        entries = len(COMPILED._entries)
+        step = compiled_iteration(p.formulation, config, (params, knobs, X0, Y, y, key))
         flat = jax.tree.leaves(step.input_shardings[0])
-        X0_sharding, A_sharding = flat[10], flat[0]
+        n_form = len(jax.tree.leaves(p.formulation))
+        X0_sharding, A_sharding = flat[n_form + 6], flat[n_form]
         print(json.dumps({{"X0": [X0_sharding.shard_shape((120, 3)),
                                  len(X0_sharding.device_set)],
                           "A": A_sharding.is_fully_replicated,
-                          "cached": _compiled.cache_info().misses == misses}}))
+                          "cached": len(COMPILED._entries) == entries}}))
     """)
     assert one["cost"]["running"] > 0 and one["cost"]["smooth"] > 0
-    np.testing.assert_allclose(four["stats"]["rho"], one["stats"]["rho"], rtol=1e-8)
+    np.testing.assert_allclose(four["stats"]["stationarity"], one["stats"]["stationarity"],
+                               rtol=1e-6)
     r = json.loads(out.strip().splitlines()[-1])
     assert r["cached"], "the check must look at the executable the CLI ran"
     assert r["X0"] == [[30, 3], 4] and r["A"]

@@ -178,8 +178,16 @@ def add_stopping_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _field_doc(cls: type) -> dict[str, str]:
-    """``name: text`` lines of the class docstring's ``Attributes:`` section."""
-    doc = inspect.getdoc(cls) or ""
+    """``name: text`` lines of the ``Attributes:`` sections of the class and of its base
+    classes (shared options are documented once, on the base that declares them)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(_attributes_section(klass.__dict__.get("__doc__") or ""))
+    return out
+
+
+def _attributes_section(doc: str) -> dict[str, str]:
+    doc = inspect.cleandoc(doc)
     out: dict[str, str] = {}
     if "Attributes:" not in doc:
         return out

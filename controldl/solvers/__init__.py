@@ -14,8 +14,8 @@ from controldl.solvers.gd import GradientDescent
 
 _REGISTRY: dict[str, str] = {
     "gd": "controldl.solvers.gd:GradientDescent",
-    "msa": "controldl.solvers.msa:MSA",
-    "emsa": "controldl.solvers.msa:EMSA",
+    "msa": "controldl.solvers.pmp:MSA",
+    "emsa": "controldl.solvers.pmp:EMSA",
     "pmp-newton": "controldl.solvers.pmp.newton:PMPNewton",
     "casadi": "controldl.solvers.direct:CasadiDirect",
 }

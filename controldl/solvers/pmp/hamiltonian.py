@@ -1,0 +1,210 @@
+r"""The objectives the Pontryagin solvers maximize, layer by layer: ``H_t`` (MSA, Li, Chen,
+Tai & E 2018, Algorithm 1) and the extended ``H̃_t`` (E-MSA, Algorithm 2).
+
+Everything is assembled from :mod:`controldl.problem` (``hamiltonian``, ``step_batch``,
+``terminal_costate``, ``readout_objective``, ``project``) and :mod:`controldl.model`
+(``layer_l1``, ``layer_smooth``): no formula of the model is written here again.
+
+**Normalization, in DESIGN.md terms.** The terminal loss is a *mean* over the N samples,
+so the costates carry the ``1/N``: ``p_i(L) = −∇_x (1/N) ℓ(z_i(L), y_i)`` (plus the
+running term at L). The Hamiltonian of layer ``t`` is a plain *sum* over samples,
+
+.. math::
+
+    H_t(θ) = \sum_i p_i(t+1)·f(x_i(t), θ) − h\,(\tfrac{λ}{2}‖θ‖^2 + β‖θ‖_1)
+             − γ h \tfrac1N \sum_i ℓ(z_i(t), y_i),
+
+with ``h = T/L`` inside ``f`` (``x + h σ(A x + b)``) and in the control cost, as in
+:func:`controldl.problem.hamiltonian`. E-MSA subtracts the penalties of Algorithm 2 as
+*sums* over the samples (the paper's and its code's ``Σ_i``, ``tf.nn.l2_loss``):
+
+.. math::
+
+    H̃_t(θ) = H_t(θ) − \tfrac{ρ}{2}\sum_i ‖x_i(t+1) − f(x_i(t), θ)‖^2
+              − \tfrac{ρ}{2}\sum_i ‖p_i(t) − ∇_x H_t(x_i(t), p_i(t+1), θ)‖^2 .
+
+No ``h`` and no ``N`` enter the penalties: the state residual is of order ``h`` per
+sample and is summed over N samples, the costate residual is of order ``h/N``. So with a
+fixed ρ the state penalty's weight grows with N relative to ``H_t`` (which is of order
+one): ρ means what it means in the paper, for the batch size used.
+
+**Coupling and non-smooth terms.**
+
+- ``smooth`` couples neighbouring layers: it is handled by a Jacobi splitting, the
+  neighbours held at the current iterate ``θ_k``: layer ``t`` subtracts
+  ``(α/2h)(‖θ − θ_{k,t−1}‖² + ‖θ_{k,t+1} − θ‖²)`` (the terms that exist).
+- ``l1`` is not differentiable: the smooth part (everything above but ``βh‖θ‖₁``) is
+  what the inner solvers differentiate; the l1 term enters through its proximal map
+  (soft-thresholding at ``βh`` times the step), see :func:`layer_prox`.
+- the constraints (box, Lipschitz ``h‖A_t‖₂ ≤ B``) enter through
+  :func:`controldl.problem.project` applied after the soft threshold.
+- MSA's Sakawa–Shindo damping ``−(μ/2)‖θ − θ_k‖²`` is added when ``μ > 0``.
+
+**The readout** ``φ = (W, c)`` is the terminal control: it maximizes
+``−R(φ)`` with ``R`` the terminal loss, the running terms and ``readout_l2``
+(:func:`controldl.problem.readout_objective`), minus the same damping for MSA; for E-MSA
+minus ``(ρ/2) Σ_i ‖p_i(L) − p^L_i(φ)‖²``, the residual of the terminal costate condition
+(the readout has no state equation, so this is the only residual it moves).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from controldl import model
+from controldl import problem as P
+
+Array = jax.Array
+Theta = tuple[Array, Array]
+"""One layer's controls ``(A_t (d, d), b_t (d,))`` or the readout ``(W (m, d), c (m,))``."""
+
+
+class Knobs(NamedTuple):
+    """The numeric options of an iteration (traced: changing them does not compile):
+    ``rho`` weighs E-MSA's penalties, ``mu`` MSA's Sakawa–Shindo damping."""
+
+    rho: Array
+    mu: Array
+
+
+class LayerData(NamedTuple):
+    """What layer ``t``'s objective depends on besides ``θ`` (leading axis L when
+    stacked): states ``X`` = x(t), ``X_next`` = x(t+1), costates ``P`` = p(t),
+    ``P_next`` = p(t+1) (each (N, d)), the current controls ``theta_k``, the neighbours'
+    controls ``left`` (t−1) and ``right`` (t+1) with ``has_left`` / ``has_right`` flags,
+    and ``with_running`` (``t ≥ 1``: the running cost at ``t`` is part of ``H_t``)."""
+
+    X: Array
+    X_next: Array
+    P: Array
+    P_next: Array
+    theta_k: Theta
+    left: Theta
+    right: Theta
+    has_left: Array
+    has_right: Array
+    with_running: Array
+
+
+def layer_data(form: P.Formulation, params: P.Params, xs: Array, ps: Array) -> LayerData:
+    """Stack every layer's :class:`LayerData` from the states and costates (L+1, N, d)."""
+    A, b = params.A, params.b
+    L = form.layers
+    shift = lambda v, k: jnp.roll(v, k, axis=0)  # noqa: E731 (masked at the ends)
+    t = jnp.arange(L)
+    return LayerData(xs[:-1], xs[1:], ps[:-1], ps[1:], (A, b), (shift(A, 1), shift(b, 1)),
+                     (shift(A, -1), shift(b, -1)), t > 0, t < L - 1, t > 0)
+
+
+def _readout_args(readout: Theta, Y: Array) -> tuple[Array, Array, Array]:
+    return readout[0], readout[1], Y
+
+
+def layer_hamiltonian(form: P.Formulation, data: LayerData, readout: Theta, Y: Array,
+                      theta: Theta) -> Array:
+    """``H_t(x(t), p(t+1), θ)`` of :func:`controldl.problem.hamiltonian` (l1 included)."""
+    return P.hamiltonian(form, data.X, data.P_next, *theta, *_readout_args(readout, Y),
+                         data.with_running)
+
+
+def layer_l1(form: P.Formulation, theta: Theta) -> Array:
+    """``βh(‖A‖₁ + ‖b‖₁)``, the non-smooth part of the layer's control cost."""
+    if not form.uses("l1"):
+        return jnp.zeros((), theta[0].dtype)
+    return model.layer_l1(P.JAX, form.l1, form.h, *theta)
+
+
+def jacobi_smooth(form: P.Formulation, data: LayerData, theta: Theta) -> Array:
+    """The smoothness terms of layer ``t`` with its neighbours held at the current
+    iterate: ``(α/2h)(‖θ − θ_{k,t−1}‖² + ‖θ_{k,t+1} − θ‖²)``."""
+    if not form.uses("smooth") or form.layers < 2:
+        return jnp.zeros((), theta[0].dtype)
+    left = model.layer_smooth(P.JAX, form.smooth, form.h, *data.left, *theta)
+    right = model.layer_smooth(P.JAX, form.smooth, form.h, *theta, *data.right)
+    return jnp.where(data.has_left, left, 0.0) + jnp.where(data.has_right, right, 0.0)
+
+
+def _squared_distance(a: Theta, b: Theta) -> Array:
+    return sum(jnp.sum((u - v) ** 2) for u, v in zip(a, b, strict=True))
+
+
+def extended_penalty(form: P.Formulation, data: LayerData, readout: Theta, Y: Array,
+                     theta: Theta) -> Array:
+    """``½Σ_i ‖x_i(t+1) − f(x_i(t), θ)‖² + ½Σ_i ‖p_i(t) − ∇_x H_t(x_i(t), p_i(t+1), θ)‖²``
+    (to be multiplied by ρ): the residuals of the state and costate equations."""
+    rx = data.X_next - P.step_batch(form, data.X, *theta)
+    grad_x = jax.grad(P.hamiltonian, argnums=1)
+    rp = data.P - grad_x(form, data.X, data.P_next, *theta, *_readout_args(readout, Y),
+                         data.with_running)
+    return 0.5 * (jnp.sum(rx * rx) + jnp.sum(rp * rp))
+
+
+def layer_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
+                           data: LayerData, readout: Theta, Y: Array, theta: Theta) -> Array:
+    """The differentiable part of layer ``t``'s objective: ``H_t`` without its l1 term,
+    minus the Jacobi smoothness terms, minus ``ρ·``:func:`extended_penalty` (E-MSA) and
+    minus ``(μ/2)‖θ − θ_k‖²`` (MSA's damping; ``μ = 0`` turns it off)."""
+    value = layer_hamiltonian(form, data, readout, Y, theta) + layer_l1(form, theta)
+    value = value - jacobi_smooth(form, data, theta)
+    if extended:
+        value = value - knobs.rho * extended_penalty(form, data, readout, Y, theta)
+    return value - 0.5 * knobs.mu * _squared_distance(theta, data.theta_k)
+
+
+def layer_prox(form: P.Formulation, theta: Theta, step: Array) -> Theta:
+    """The proximal map of the layer's non-smooth terms for a step ``step``:
+    soft-thresholding at ``βh·step`` (the prox of the l1 term), then
+    :func:`controldl.problem.project` (box clip; singular values clipped at ``B/h``).
+    With the box alone this is the exact prox of l1 plus the box."""
+    A, b = theta
+    if form.uses("l1"):
+        tau = form.l1 * form.h * step
+        soft = lambda v: jnp.sign(v) * jnp.maximum(jnp.abs(v) - tau, 0.0)  # noqa: E731
+        A, b = soft(A), soft(b)
+    projected = P.project(form, P.Params(A[None], b[None], None, None))
+    return projected.A[0], projected.b[0]
+
+
+def has_layer_prox(form: P.Formulation) -> bool:
+    """Whether the layers have a non-smooth term or a constraint (then the inner solver
+    must take proximal/projected steps)."""
+    return (form.uses("l1") or form.box_bound is not None
+            or form.lipschitz_bound is not None)
+
+
+class ReadoutData(NamedTuple):
+    """What the readout's objective depends on: all states ``xs`` (L+1, N, d), targets
+    ``Y`` (N, m), the terminal costate ``P_L`` (N, d) and the current readout."""
+
+    xs: Array
+    Y: Array
+    P_L: Array
+    phi_k: Theta
+
+
+def readout_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
+                             data: ReadoutData, phi: Theta) -> Array:
+    """The terminal control's objective: ``−R(φ)`` (:func:`controldl.problem.readout_objective`),
+    minus ``(ρ/2)Σ_i‖p_i(L) − p^L_i(φ)‖²`` (E-MSA), minus ``(μ/2)‖φ − φ_k‖²`` (MSA)."""
+    W, c = phi
+    value = -P.readout_objective(form, W, c, data.xs, data.Y)
+    if extended:
+        r = data.P_L - P.terminal_costate(form, W, c, data.xs[-1], data.Y)
+        value = value - 0.5 * knobs.rho * jnp.sum(r * r)
+    return value - 0.5 * knobs.mu * _squared_distance(phi, data.phi_k)
+
+
+def evaluation_weight(form: P.Formulation, extended: bool) -> tuple[float, float]:
+    """Work of one value-and-gradient evaluation, in gradient-evaluation equivalents
+    (one forward plus one backward pass over all samples and layers = 1): ``(layers,
+    readout)``. All layers at once cost one pass for ``H_t`` (1), three for ``H̃_t``
+    (the costate residual contains ``∇_x H_t``, so its gradient is a second-order
+    reverse pass, counted as two more). The readout is one layer's worth (``1/L``),
+    a whole pass with a running cost; times three for E-MSA."""
+    factor = 3.0 if extended else 1.0
+    readout = 1.0 if form.uses("running") else 1.0 / form.layers
+    return factor, factor * readout
+

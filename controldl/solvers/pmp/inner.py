@@ -1,0 +1,321 @@
+r"""The inner maximizers: strategy objects that run ``steps`` iterations of a maximizer
+on one objective. The outer loop ``vmap``\ s them over the layers, so every layer's
+Hamiltonian is maximized at once inside one compiled iteration.
+
+Each strategy is a small frozen dataclass (hashable: part of the compile-cache key) with
+a pure ``maximize(objective, theta0, steps, prox=None) -> InnerResult``. ``objective``
+maps a pytree ``θ`` to a scalar to be *maximized* (the smooth part); ``prox(θ, s)`` is
+the proximal map of the non-smooth terms and constraints for a step ``s`` (only
+:class:`ProximalGradient` takes one). A layer stops early once its gradient norm is at
+most ``gtol``. No strategy factors a matrix that can be singular: a non-finite result
+can only come from a non-finite objective, and the outer loop reports it as ``failed``.
+
+Cost per iteration and per layer (``n = d² + d`` unknowns, N samples): L-BFGS and
+proximal gradient take ``O(N d²)`` per evaluation (one evaluation per accepted
+line-search trial), Newton–CG ``O(N d²)`` per Hessian-vector product (``jax.jvp`` of
+``jax.grad``, ``cg_iters`` of them per step); memory ``O(N d)`` per layer. Only
+:class:`DenseNewton` builds the ``n × n`` Hessian (``n`` HVPs, ``O(N d⁴)``, and an
+``O(d⁶)`` eigendecomposition): an option for tiny widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+import optax.tree_utils as otu
+from jax.flatten_util import ravel_pytree
+
+Array = jax.Array
+Objective = Callable[[Any], Array]
+Prox = Callable[[Any, Array], Any]
+ARMIJO = 1e-4
+"""Sufficient-decrease constant of the backtracking line searches."""
+
+
+class InnerResult(NamedTuple):
+    """One maximization: the point reached, the objective at the start (``value0``) and
+    there (``value``), the iterations done (``steps``), the value-and-gradient
+    evaluations (``evaluations``), the Hessian-vector products (``hvps``) and the
+    rejected line-search trials (``rejected``)."""
+
+    theta: Any
+    value0: Array
+    value: Array
+    steps: Array
+    evaluations: Array
+    hvps: Array
+    rejected: Array
+
+
+def _zero_int() -> Array:
+    return jnp.zeros((), jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class LBFGS:
+    """optax's L-BFGS (``optax.lbfgs``: ``memory`` pairs, the zoom line search with
+    strong Wolfe conditions, at most ``max_linesearch_steps`` trials) on ``−objective``.
+    Smooth objectives only."""
+
+    memory: int = 10
+    max_linesearch_steps: int = 20
+    gtol: float = 0.0
+
+    name: ClassVar[str] = "lbfgs"
+
+    def maximize(self, objective: Objective, theta0: Any, steps: int,
+                 prox: Prox | None = None) -> InnerResult:
+        if prox is not None:
+            raise ValueError("L-BFGS maximizes smooth unconstrained objectives: use the "
+                             "proximal-gradient inner solver for l1 or constraints")
+        F = lambda th: -objective(th)  # noqa: E731
+        search = optax.scale_by_zoom_linesearch(self.max_linesearch_steps,
+                                                initial_guess_strategy="one")
+        opt = optax.lbfgs(memory_size=self.memory, linesearch=search)
+        v0, g0 = jax.value_and_grad(F)(theta0)
+
+        def cond(c):
+            _, _, value, grad, i, _, _ = c
+            return (i < steps) & (otu.tree_norm(grad) > self.gtol) & jnp.isfinite(value)
+
+        def body(c):
+            theta, state, value, grad, i, ev, rej = c
+            updates, state = opt.update(grad, state, theta, value=value, grad=grad,
+                                        value_fn=F)
+            theta = optax.apply_updates(theta, updates)
+            n = otu.tree_get(state, "num_linesearch_steps").astype(jnp.int32)
+            return (theta, state, otu.tree_get(state, "value"), otu.tree_get(state, "grad"),
+                    i + 1, ev + n, rej + jnp.maximum(n - 1, 0))
+
+        init = (theta0, opt.init(theta0), v0, g0, _zero_int(), jnp.ones((), jnp.int32),
+                _zero_int())
+        theta, _, value, _, i, ev, rej = jax.lax.while_loop(cond, body, init)
+        return InnerResult(theta, -v0, -value, i, ev, _zero_int(), rej)
+
+
+def _backtrack(F: Callable[[Array], tuple[Array, Array]], v: Array, value: Array,
+               g: Array, d: Array, max_trials: int) -> tuple[Array, Array, Array, Array]:
+    """Armijo backtracking along ``d`` from ``v`` (halving from a unit step): the new
+    point, its value and gradient, and the number of trials. When no trial passes within
+    ``max_trials``, the point stays ``v``."""
+    slope = jnp.vdot(g, d)
+
+    def cond(c):
+        _, value_t, _, k, ok = c
+        return (~ok) & (k < max_trials)
+
+    def body(c):
+        t, _, _, k, _ = c
+        value_t, g_t = F(v + t * d)
+        ok = jnp.isfinite(value_t) & (value_t <= value + ARMIJO * t * slope)
+        return (jnp.where(ok, t, 0.5 * t), value_t, g_t, k + 1, ok)
+
+    t, value_t, g_t, k, ok = jax.lax.while_loop(
+        cond, body, (jnp.ones((), v.dtype), value, g, _zero_int(), jnp.zeros((), bool)))
+    return (jnp.where(ok, v + t * d, v), jnp.where(ok, value_t, value),
+            jnp.where(ok, g_t, g), k)
+
+
+def _truncated_cg(hvp: Callable[[Array], Array], g: Array, iters: int, rtol: Array
+                  ) -> tuple[Array, Array]:
+    """Conjugate gradients on ``B d = −g`` (``B`` through ``hvp``) for at most ``iters``
+    products, stopped at ``‖r‖ ≤ rtol‖g‖`` or at the first direction of non-positive
+    curvature. If that happens at the first product, the steepest-descent direction
+    scaled by ``‖g‖²/|gᵀBg|`` is returned. Returns ``d`` and the number of products."""
+    gnorm = jnp.sqrt(jnp.vdot(g, g))
+
+    def cond(c):
+        _, _, _, _, k, done = c
+        return (~done) & (k < iters)
+
+    def body(c):
+        x, r, p, rr, k, _ = c
+        Bp = hvp(p)
+        curv = jnp.vdot(p, Bp)
+        negative = curv <= 0
+        scale = rr / jnp.where(negative, jnp.abs(curv) + jnp.finfo(g.dtype).tiny, curv)
+        first = jnp.where(negative, scale * p, x + scale * p)
+        x_new = jnp.where(negative & (k > 0), x, first)
+        r_new = r - scale * Bp
+        rr_new = jnp.vdot(r_new, r_new)
+        done = negative | (jnp.sqrt(rr_new) <= rtol * gnorm)
+        p_new = r_new + (rr_new / rr) * p
+        return (x_new, r_new, p_new, rr_new, k + 1, done)
+
+    r0 = -g
+    init = (jnp.zeros_like(g), r0, r0, jnp.vdot(r0, r0), _zero_int(), gnorm == 0)
+    x, _, _, _, k, _ = jax.lax.while_loop(cond, body, init)
+    return x, k
+
+
+def _flat(objective: Objective, theta0: Any) -> tuple[Callable, Array, Callable]:
+    """``−objective`` on the flat vector of ``θ`` (value and gradient), the start, and
+    the map back to the pytree."""
+    v0, unravel = ravel_pytree(theta0)
+    F = jax.value_and_grad(lambda v: -objective(unravel(v)))
+    return F, v0, unravel
+
+
+def _newton_loop(F: Callable, v0: Array, steps: int, gtol: float, max_trials: int,
+                 direction: Callable[[Array, Array], tuple[Array, Array]]
+                 ) -> tuple[Array, Array, Array, Array, Array, Array, Array]:
+    """The common loop of the Newton-type strategies: ``direction(v, g) -> (d, hvps)``,
+    then Armijo backtracking. Returns ``v, value0, value, steps, evals, hvps, rejected``."""
+    value0, g0 = F(v0)
+
+    def cond(c):
+        _, value, g, i, _, _, _ = c
+        return (i < steps) & (jnp.sqrt(jnp.vdot(g, g)) > gtol) & jnp.isfinite(value)
+
+    def body(c):
+        v, value, g, i, ev, hv, rej = c
+        d, n_hvp = direction(v, g)
+        v, value, g, trials = _backtrack(F, v, value, g, d, max_trials)
+        return (v, value, g, i + 1, ev + trials, hv + n_hvp, rej + jnp.maximum(trials - 1, 0))
+
+    init = (v0, value0, g0, _zero_int(), jnp.ones((), jnp.int32), _zero_int(), _zero_int())
+    v, value, _, i, ev, hv, rej = jax.lax.while_loop(cond, body, init)
+    return v, value0, value, i, ev, hv, rej
+
+
+@dataclasses.dataclass(frozen=True)
+class NewtonCG:
+    """Truncated Newton: each step solves ``∇²F d = −∇F`` (``F = −objective``) by at most
+    ``cg_iters`` conjugate-gradient iterations with Hessian-vector products
+    (``jax.jvp`` of ``jax.grad``), stopping at negative curvature or at a relative
+    residual ``min(½, √‖∇F‖)``, then Armijo backtracking. Smooth objectives only."""
+
+    cg_iters: int = 10
+    max_backtracks: int = 30
+    gtol: float = 0.0
+
+    name: ClassVar[str] = "newton-cg"
+
+    def maximize(self, objective: Objective, theta0: Any, steps: int,
+                 prox: Prox | None = None) -> InnerResult:
+        if prox is not None:
+            raise ValueError("Newton-CG maximizes smooth unconstrained objectives: use the "
+                             "proximal-gradient inner solver for l1 or constraints")
+        F, v0, unravel = _flat(objective, theta0)
+        grad = lambda v: F(v)[1]  # noqa: E731
+
+        def direction(v, g):
+            hvp = lambda u: jax.jvp(grad, (v,), (u,))[1]  # noqa: E731
+            rtol = jnp.minimum(0.5, jnp.sqrt(jnp.sqrt(jnp.vdot(g, g))))
+            return _truncated_cg(hvp, g, self.cg_iters, rtol)
+
+        v, value0, value, i, ev, hv, rej = _newton_loop(F, v0, steps, self.gtol,
+                                                        self.max_backtracks, direction)
+        return InnerResult(unravel(v), -value0, -value, i, ev, hv, rej)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseNewton:
+    """Newton's method with the exact ``n × n`` Hessian of ``F = −objective``
+    (``jax.hessian``), its eigenvalues replaced by their absolute values and floored at
+    ``eig_floor`` times the largest (saddle-free; a flat direction, such as a padded
+    coordinate without l2, gets no step), then Armijo backtracking. For tiny widths:
+    ``n = d² + d`` HVPs and an ``O(n³)`` eigendecomposition per step."""
+
+    eig_floor: float = 1e-10
+    max_backtracks: int = 30
+    gtol: float = 0.0
+
+    name: ClassVar[str] = "dense-newton"
+
+    def maximize(self, objective: Objective, theta0: Any, steps: int,
+                 prox: Prox | None = None) -> InnerResult:
+        if prox is not None:
+            raise ValueError("the dense Newton solver maximizes smooth unconstrained "
+                             "objectives: use the proximal-gradient inner solver")
+        F, v0, unravel = _flat(objective, theta0)
+        hessian = jax.hessian(lambda v: F(v)[0])
+        n = v0.shape[0]
+
+        def direction(v, g):
+            lam, V = jnp.linalg.eigh(hessian(v))
+            mag = jnp.abs(lam)
+            mag = jnp.maximum(mag, self.eig_floor * jnp.max(mag) + jnp.finfo(v.dtype).tiny)
+            return -(V @ ((V.T @ g) / mag)), jnp.asarray(n, jnp.int32)
+
+        v, value0, value, i, ev, hv, rej = _newton_loop(F, v0, steps, self.gtol,
+                                                        self.max_backtracks, direction)
+        return InnerResult(unravel(v), -value0, -value, i, ev, hv, rej)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProximalGradient:
+    """Proximal gradient ascent for objectives with l1 terms or constraints:
+    ``θ⁺ = prox(θ + s∇f(θ), s)`` with ``prox`` the soft threshold at ``βh·s`` followed by
+    the projection (:func:`controldl.solvers.pmp.hamiltonian.layer_prox`). The step
+    ``s`` starts at ``‖g‖/‖∇²f g‖`` (one HVP), is doubled at each iteration and halved
+    until the sufficient-ascent condition
+    ``f(θ⁺) ≥ f(θ) + ∇f·(θ⁺−θ) − ‖θ⁺−θ‖²/(2s)`` holds (at most ``max_backtracks``
+    halvings; otherwise the point stays). Without ``prox`` it is gradient ascent."""
+
+    max_backtracks: int = 30
+    gtol: float = 0.0
+
+    name: ClassVar[str] = "proximal-gradient"
+
+    def maximize(self, objective: Objective, theta0: Any, steps: int,
+                 prox: Prox | None = None) -> InnerResult:
+        F, v0, unravel = _flat(objective, theta0)
+        if prox is None:
+            P = lambda v, s: v  # noqa: E731
+        else:
+            P = lambda v, s: ravel_pytree(prox(unravel(v), s))[0]  # noqa: E731
+        value0, g0 = F(v0)
+        hg = jax.jvp(lambda v: F(v)[1], (v0,), (g0,))[1]
+        tiny = jnp.finfo(v0.dtype).tiny
+        s0 = jnp.sqrt(jnp.vdot(g0, g0)) / (jnp.sqrt(jnp.vdot(hg, hg)) + tiny)
+        s0 = jnp.where(jnp.isfinite(s0) & (s0 > 0), s0, 1.0)
+
+        def trial(c):
+            v, value, g, s, k, _, _, _, _ = c
+            v_t = P(v - s * g, s)
+            value_t, g_t = F(v_t)
+            D = v_t - v
+            ok = jnp.isfinite(value_t) & (
+                value_t <= value + jnp.vdot(g, D) + jnp.vdot(D, D) / (2 * s))
+            return (v, value, g, jnp.where(ok, s, 0.5 * s), k + 1, ok, v_t, value_t, g_t)
+
+        def step(c):
+            v, value, g, s, i, ev, rej, _ = c
+            first = (v, value, g, 2.0 * s, _zero_int(), jnp.zeros((), bool), v, value, g)
+            out = jax.lax.while_loop(lambda t: (~t[5]) & (t[4] < self.max_backtracks),
+                                     trial, first)
+            ok, k = out[5], out[4]
+            moved = jnp.where(ok, jnp.sqrt(jnp.vdot(out[6] - v, out[6] - v)) / out[3], 0.0)
+            return (jnp.where(ok, out[6], v), jnp.where(ok, out[7], value),
+                    jnp.where(ok, out[8], g), out[3], i + 1, ev + k,
+                    rej + jnp.maximum(k - 1, 0), moved)
+
+        def cond(c):
+            return (c[4] < steps) & (c[7] > self.gtol) & jnp.isfinite(c[1])
+
+        init = (v0, value0, g0, s0, _zero_int(), jnp.ones((), jnp.int32), _zero_int(),
+                jnp.asarray(jnp.inf, v0.dtype))
+        v, value, _, _, i, ev, rej, _ = jax.lax.while_loop(cond, step, init)
+        return InnerResult(unravel(v), -value0, -value, i, ev, jnp.ones((), jnp.int32), rej)
+
+
+INNER: dict[str, type] = {"lbfgs": LBFGS, "newton-cg": NewtonCG,
+                          "dense-newton": DenseNewton, "proximal-gradient": ProximalGradient}
+"""The inner maximizers by name (``auto`` picks L-BFGS, or proximal gradient where the
+layers have l1 terms or constraints)."""
+
+
+def make_inner(spec: Any) -> Any:
+    """An inner maximizer from its name or an instance."""
+    if isinstance(spec, LBFGS | NewtonCG | DenseNewton | ProximalGradient):
+        return spec
+    if isinstance(spec, str) and spec in INNER:
+        return INNER[spec]()
+    raise ValueError(f"unknown inner solver {spec!r}; expected one of auto, "
+                     f"{', '.join(INNER)} or an instance of one")

@@ -1,0 +1,169 @@
+r"""One compiled iteration of MSA / E-MSA (Li, Chen, Tai & E 2018, Algorithms 1 and 2).
+
+From the controls ``θ_k`` and the readout ``φ_k``:
+
+1. the forward pass, the states ``x(t)`` (:func:`controldl.problem.trajectory`);
+2. the backward pass, the costates ``p(t)`` (:func:`controldl.problem.costates`);
+3. every layer maximizes its objective (:mod:`controldl.solvers.pmp.hamiltonian`) by
+   the inner maximizer, all layers at once (``jax.vmap`` over ``t``), and the readout
+   maximizes the terminal objective the same way.
+
+The new controls are taken as they come: no acceptance test, no momentum, no trust
+region. The same call reports, at ``θ_k``: the cost ``J``, the accuracy, the
+stationarity residual (:func:`controldl.problem.stationarity_residual`), the per-layer
+Hamiltonian gap ``max_θ H̃_t − H̃_t(θ_k)`` estimated by the inner maximizer (objective
+at its result minus at ``θ_k``, the l1 term included; a lower bound of the true gap),
+the inner iterations, the rejected line-search trials and the work in
+gradient-evaluation equivalents.
+
+**Work.** One forward plus one backward pass over all samples and layers is 1. An
+iteration costs 1 (the passes of steps 1–2) + 1 (the stationarity diagnostic, a
+gradient by autodiff) + the inner work: every layer runs in the same vmapped loop, so
+an inner evaluation costs the weight of :func:`~controldl.solvers.pmp.hamiltonian.evaluation_weight`
+times the *largest* number of evaluations over the layers, and a Hessian-vector product
+counts as two evaluations.
+
+**Mini-batches** (the paper's practice): with ``batch_size`` the iteration draws that
+many samples without replacement and runs steps 1–3 on them (the costates then carry
+``1/batch_size``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from controldl import problem as P
+from controldl.problem import Params
+from controldl.solvers.base import COMPILED, signature
+from controldl.solvers.pmp import hamiltonian as H
+from controldl.solvers.pmp.inner import InnerResult
+
+Array = jax.Array
+
+
+class Config(NamedTuple):
+    """The structural options of an iteration (static, part of the cache key)."""
+
+    extended: bool
+    layer_inner: Any
+    readout_inner: Any
+    inner_steps: int
+    batch_size: int | None
+
+
+class StepInfo(NamedTuple):
+    """What one iteration reports about the iterate ``θ_k`` it started from (on the
+    batch it used): ``cost``, ``accuracy`` (0 for regression), ``stationarity``, the
+    per-layer ``gap`` (L,), the ``readout_gap``, the per-layer ``inner_steps`` (L,),
+    the ``evaluations`` (largest over the layers, plus the readout's), the ``rejected``
+    line-search trials (summed over layers and readout), ``work`` (gradient-evaluation
+    equivalents of the whole iteration) and ``finite`` (the new iterate is finite)."""
+
+    cost: Array
+    accuracy: Array
+    stationarity: Array
+    gap: Array
+    readout_gap: Array
+    inner_steps: Array
+    evaluations: Array
+    rejected: Array
+    work: Array
+    finite: Array
+
+
+def _layer_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
+                   xs: Array, ps: Array, Y: Array) -> tuple[tuple[Array, Array],
+                                                            InnerResult, Array]:
+    """Every layer's maximization at once: the new ``(A, b)``, the stacked inner results
+    and the per-layer gaps."""
+    data = H.layer_data(form, params, xs, ps)
+    readout = (params.W, params.c)
+    prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
+
+    def one(d: H.LayerData) -> tuple[InnerResult, Array]:
+        def objective(theta):
+            return H.layer_smooth_objective(form, config.extended, knobs, d, readout, Y,
+                                            theta)
+
+        res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox)
+        gap = (res.value - H.layer_l1(form, res.theta)) - (res.value0
+                                                            - H.layer_l1(form, d.theta_k))
+        return res, gap
+
+    res, gap = jax.vmap(one)(data)
+    return res.theta, res, gap
+
+
+def _readout_update(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
+                    xs: Array, ps: Array, Y: Array) -> tuple[tuple[Array, Array],
+                                                             InnerResult, Array]:
+    """The terminal control's maximization (the readout unchanged when frozen)."""
+    phi = (params.W, params.c)
+    if not form.train_readout:
+        zero = jnp.zeros((), jnp.int32)
+        value = jnp.zeros((), xs.dtype)
+        return phi, InnerResult(phi, value, value, zero, zero, zero, zero), value
+    data = H.ReadoutData(xs, Y, ps[-1], phi)
+
+    def objective(f):
+        return H.readout_smooth_objective(form, config.extended, knobs, data, f)
+
+    res = config.readout_inner.maximize(objective, phi, config.inner_steps, None)
+    return res.theta, res, res.value - res.value0
+
+
+def _accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
+    if form.task != "classification":
+        return jnp.zeros((), z.dtype)
+    return P.accuracy_from_outputs(form, z, y).astype(z.dtype)
+
+
+def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
+              y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
+    """One MSA (``config.extended`` false) or E-MSA iteration from ``params``."""
+    if config.batch_size is not None:
+        idx = jax.random.choice(key, X0.shape[0], (config.batch_size,), replace=False)
+        X0, Y, y = X0[idx], Y[idx], y[idx]
+    xs = P.trajectory(form, params, X0)
+    ps = P.costates(form, params, xs, Y)
+    J = P.cost_terms_from_states(form, params, xs, Y)["total"]
+    acc = _accuracy(form, xs[-1] @ params.W.T + params.c, y)
+    stationarity = P.stationarity_residual(form, params, X0, Y)
+    (A, b), lay, gap = _layer_updates(form, config, knobs, params, xs, ps, Y)
+    (W, c), rd, readout_gap = _readout_update(form, config, knobs, params, xs, ps, Y)
+    new = Params(A, b, W, c)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in new]))
+    w_layer, w_readout = H.evaluation_weight(form, config.extended)
+    inner = (w_layer * (jnp.max(lay.evaluations) + 2 * jnp.max(lay.hvps))
+             + w_readout * (rd.evaluations + 2 * rd.hvps))
+    info = StepInfo(J, acc, stationarity, gap, readout_gap, lay.steps,
+                    jnp.max(lay.evaluations) + rd.evaluations,
+                    jnp.sum(lay.rejected) + rd.rejected, 2.0 + inner, finite)
+    return new, info
+
+
+def compiled_iteration(form: P.Formulation, config: Config, args: tuple) -> Any:
+    """The compiled :func:`iteration` for ``args = (params, knobs, X0, Y, y, key)``,
+    cached on the formulation's structure, ``config`` and the shapes, dtypes and
+    placements of the arguments (the formulation's numbers and the knobs are traced)."""
+    fn = functools.partial(iteration, config=config)
+    return COMPILED.get(("pmp-iteration", form.static_key(), config, signature(args)),
+                        lambda: jax.jit(fn).lower(form, *args).compile())
+
+
+def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Array
+               ) -> tuple[Array, Array, Array]:
+    """``(J, accuracy, stationarity)`` on the given samples (the full training set for
+    mini-batch runs)."""
+    J, z = P.cost_and_outputs(form, params, X0, Y)
+    return J, _accuracy(form, z, y), P.stationarity_residual(form, params, X0, Y)
+
+
+def compiled_evaluation(form: P.Formulation, args: tuple) -> Any:
+    """The compiled :func:`evaluation` for ``args = (params, X0, Y, y)``."""
+    return COMPILED.get(("pmp-evaluation", form.static_key(), signature(args)),
+                        lambda: jax.jit(evaluation).lower(form, *args).compile())

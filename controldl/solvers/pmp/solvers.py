@@ -1,0 +1,350 @@
+"""The solver classes :class:`MSA` (Algorithm 1) and :class:`EMSA` (Algorithm 2) and the
+outer loop they share, written as ``init`` / ``step`` / ``terminate`` over a typed state
+(:class:`LoopState`), in the style of optimistix.
+
+The loop keeps what the algorithms do: every iteration's new controls are taken (no
+acceptance test, no momentum, no trust region). It stops with
+
+- ``converged`` when the stationarity residual of the iterate is at most ``tol``
+  (full batch);
+- ``failed`` when an inner maximization returned non-finite controls (the iterate
+  before it is kept; ``stats["message"]`` names the layers);
+- ``diverged`` when the cost is non-finite or above ``DIVERGE_FACTOR`` times its start;
+- ``stalled`` when the best cost has not improved for ``patience`` iterations (the
+  oscillation of basic MSA; ``stats["cost_increases"]`` counts the iterations whose
+  cost rose);
+- ``max_iter``, ``max_time``, ``target_reached`` as every solver.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from controldl import parallel
+from controldl.problem import Params, Problem
+from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.pmp import hamiltonian as H
+from controldl.solvers.pmp import inner as I
+from controldl.solvers.pmp.iteration import (
+    Config,
+    StepInfo,
+    compiled_evaluation,
+    compiled_iteration,
+)
+from controldl.status import Status
+
+DTYPES: dict[str, Any] = {"float64": jnp.float64, "float32": jnp.float32}
+DIVERGE_FACTOR = 1e3
+"""A cost above this many times its starting value counts as ``diverged``."""
+
+
+class LoopState(NamedTuple):
+    """The host-side state of the outer loop: the iterate, the knobs (ρ may adapt),
+    the iteration number, the work spent so far (gradient-evaluation equivalents), the
+    first and best costs, where the best was, the previous cost and how often the cost
+    rose."""
+
+    params: Params
+    knobs: H.Knobs
+    iteration: int
+    work: float
+    first_cost: float
+    best_cost: float
+    best_iteration: int
+    last_cost: float
+    cost_increases: int
+
+
+def _number(solver: Any, name: str, low: float, strict: bool) -> None:
+    v = getattr(solver, name)
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    if not math.isfinite(v) or v < low or (strict and v == low):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, "
+                         f"got {v!r}")
+
+
+def _integer(solver: Any, name: str, low: int, allow_none: bool = False) -> None:
+    v = getattr(solver, name)
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PontryaginSolver(Solver):
+    """What MSA and E-MSA share: the inner maximizer, the stopping rules, mini-batches,
+    precision and devices.
+
+    Attributes:
+        inner: the inner maximizer of every layer's Hamiltonian: auto (L-BFGS, or
+            proximal gradient where the layers have l1 or constraints), lbfgs,
+            newton-cg, dense-newton (tiny widths only) or proximal-gradient; or an
+            instance of controldl.solvers.pmp.inner's strategies.
+        inner_steps: iterations of the inner maximizer per layer and outer iteration
+            (the paper's 10).
+        tol: converged when the stationarity residual is at most tol (full batch).
+        patience: stalled when the best cost has not improved for this many
+            iterations (None: never).
+        batch_size: mini-batch size (None: full batch). With mini-batches the history
+            records the full cost once per epoch.
+        batch_seed: seed of the mini-batch draws.
+        dtype: float64 (default) or float32.
+        devices: shard the samples over this many devices (controls replicated); the
+            result equals the single-device one. None: one device.
+    """
+
+    inner: Any = "auto"
+    inner_steps: int = 10
+    tol: float = 1e-8
+    patience: int | None = 100
+    batch_size: int | None = None
+    batch_seed: int = 0
+    dtype: str = "float64"
+    devices: int | None = None
+
+    extended: ClassVar[bool] = False
+    default_max_iter: ClassVar[int] = 500
+
+    def __post_init__(self) -> None:
+        if self.inner != "auto":
+            I.make_inner(self.inner)
+        _integer(self, "inner_steps", 1)
+        _number(self, "tol", 0.0, strict=False)
+        _integer(self, "patience", 1, allow_none=True)
+        _integer(self, "batch_size", 1, allow_none=True)
+        _integer(self, "batch_seed", 0)
+        _integer(self, "devices", 1, allow_none=True)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
+
+    def label(self) -> str:
+        return self.name
+
+    def inner_solvers(self, problem: Problem) -> tuple[Any, Any]:
+        """The strategies for the layers and for the readout."""
+        form = problem.formulation
+        constrained = H.has_layer_prox(form)
+        if self.inner == "auto":
+            layer = I.ProximalGradient() if constrained else I.LBFGS()
+            return layer, I.LBFGS()
+        chosen = I.make_inner(self.inner)
+        if constrained and not isinstance(chosen, I.ProximalGradient):
+            raise ValueError(f"inner solver {chosen.name!r} cannot respect l1 or constraints; "
+                             "use inner='proximal-gradient' (or 'auto')")
+        return chosen, chosen
+
+    @abc.abstractmethod
+    def knobs(self, dtype: Any) -> H.Knobs:
+        """The traced numbers of the iteration (ρ, μ)."""
+
+    def adapt(self, knobs: H.Knobs, cost_rose: bool) -> H.Knobs:
+        """The knobs for the next iteration (fixed unless an option says otherwise)."""
+        return knobs
+
+    def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
+        loop = OuterLoop.build(self, problem, params, monitor)
+        state = loop.init(params)
+        info, status = None, None
+        while status is None:
+            new, info = loop.step(state)
+            status = loop.terminate(state, info)
+            if status is None:
+                state = loop.advance(state, new, info)
+        return loop.postprocess(state, info, status)
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterLoop:
+    """One solve's compiled iteration and data, with the loop's pure-ish steps."""
+
+    solver: PontryaginSolver
+    problem: Problem
+    monitor: Monitor
+    arrays: tuple
+    mesh: Any
+    step_fn: Any
+    full_fn: Any
+    notes: dict
+
+    @classmethod
+    def build(cls, solver: PontryaginSolver, problem: Problem, params: Params,
+              monitor: Monitor) -> OuterLoop:
+        form = problem.formulation
+        dtype = DTYPES[solver.dtype]
+        X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
+        params = parallel.replicate(mesh, Params(*(jnp.asarray(v, dtype) for v in params)))
+        knobs = parallel.replicate(mesh, solver.knobs(dtype))
+        layer, readout = solver.inner_solvers(problem)
+        config = Config(solver.extended, layer, readout, int(solver.inner_steps),
+                        solver.batch_size)
+        key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
+        with monitor.compiling():
+            step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, key))
+            full_fn = (compiled_evaluation(form, (params, X0, Y, y))
+                       if solver.batch_size is not None else None)
+        notes = {"inner": {"layers": layer.name, "readout": readout.name,
+                           "steps": int(solver.inner_steps)}}
+        return cls(solver, problem, monitor, (X0, Y, y), mesh, step_fn, full_fn, notes)
+
+    def init(self, params: Params) -> LoopState:
+        dtype = DTYPES[self.solver.dtype]
+        params = parallel.replicate(self.mesh, Params(*(jnp.asarray(v, dtype)
+                                                        for v in params)))
+        knobs = parallel.replicate(self.mesh, self.solver.knobs(dtype))
+        return LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
+
+    def step(self, state: LoopState) -> tuple[Params, StepInfo]:
+        """One compiled iteration from ``state.params``; its report on the host."""
+        key = parallel.replicate(self.mesh, np.asarray([self.solver.batch_seed,
+                                                        state.iteration], np.uint32))
+        form = self.problem.formulation
+        new, info = self.step_fn(form, state.params, state.knobs, *self.arrays, key)
+        return new, StepInfo(*jax.device_get(tuple(info)))
+
+    def _record(self, state: LoopState, info: StepInfo) -> str | None:
+        """The history entry of ``θ_k`` (full-data cost once per epoch with mini-batches);
+        the monitor's stop, if any."""
+        solver, k = self.solver, state.iteration
+        if solver.batch_size is not None:
+            epoch = max(self.problem.data.n_train // solver.batch_size, 1)
+            if k % epoch and k != self.monitor.stopping.max_iter:
+                return None
+            full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
+            J, acc, stat = jax.device_get(full)
+        else:
+            J, acc, stat = info.cost, info.accuracy, info.stationarity
+        classify = self.problem.formulation.task == "classification"
+        return self.monitor.record(
+            k, J, acc if classify else None, stationarity=float(stat), work=state.work,
+            hamiltonian_gap=float(np.max(info.gap)), readout_gap=float(info.readout_gap),
+            inner_iterations=int(np.max(info.inner_steps)),
+            inner_evaluations=int(info.evaluations), rejected=int(info.rejected),
+            rho=float(state.knobs.rho))
+
+    def terminate(self, state: LoopState, info: StepInfo) -> Status | None:
+        """The status that ends the solve at ``θ_k``, or ``None`` to go on."""
+        stop = self._record(state, info)
+        cost = float(info.cost)
+        first = cost if state.iteration == 0 else state.first_cost
+        if stop is not None:
+            return Status(stop)
+        if self.monitor.out_of_time():
+            return Status.MAX_TIME
+        if not math.isfinite(cost) or cost > DIVERGE_FACTOR * abs(first):
+            return Status.DIVERGED
+        if not bool(info.finite):
+            bad = np.flatnonzero(~np.isfinite(info.gap)).tolist()
+            self.notes["message"] = ("the inner maximization returned non-finite controls "
+                                     f"(layers {bad}, readout gap {float(info.readout_gap)})")
+            return Status.FAILED
+        if self.solver.batch_size is None and float(info.stationarity) <= self.solver.tol:
+            return Status.CONVERGED
+        patience = self.solver.patience
+        if patience is not None and state.iteration - state.best_iteration >= patience \
+                and cost >= state.best_cost:
+            return Status.STALLED
+        if state.iteration >= self.monitor.stopping.max_iter:
+            return Status.MAX_ITER
+        return None
+
+    def advance(self, state: LoopState, new: Params, info: StepInfo) -> LoopState:
+        """The state at ``θ_{k+1}``."""
+        cost = float(info.cost)
+        first = cost if state.iteration == 0 else state.first_cost
+        rose = state.iteration > 0 and cost > state.last_cost
+        better = cost < state.best_cost
+        knobs = self.solver.adapt(state.knobs, rose)
+        knobs = parallel.replicate(self.mesh, knobs)
+        return LoopState(new, knobs, state.iteration + 1, state.work + float(info.work),
+                         first, cost if better else state.best_cost,
+                         state.iteration if better else state.best_iteration, cost,
+                         state.cost_increases + int(rose))
+
+    def postprocess(self, state: LoopState, info: StepInfo, status: Status) -> RunResult:
+        k = max(state.iteration, 1)
+        stats = {
+            **self.notes,
+            "stationarity": float(info.stationarity),
+            "hamiltonian_gap": np.asarray(info.gap, np.float64).tolist(),
+            "readout_gap": float(info.readout_gap),
+            "work": state.work,
+            "cost_increases": state.cost_increases,
+            "oscillating": state.cost_increases >= max(2, k // 4),
+            "best_cost": min(state.best_cost, float(info.cost)),
+            "rho": float(state.knobs.rho),
+            "mu": float(state.knobs.mu),
+            "devices": parallel.describe(self.mesh),
+        }
+        return RunResult(state.params, status, state.iteration, stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class MSA(PontryaginSolver):
+    """Basic MSA, Li, Chen, Tai & E (2018), Algorithm 1: forward pass, backward pass,
+    then every layer sets ``θ_t ← argmax_θ H_t(x(t), p(t+1), θ)`` (and the readout
+    maximizes the terminal objective), all layers at once by the inner maximizer. It
+    may oscillate or diverge; that is reported as what it is.
+
+    Attributes:
+        mu: Sakawa–Shindo damping: each layer maximizes H_t − (μ/2)‖θ − θ_k‖² (0: off,
+            the published basic MSA).
+    """
+
+    mu: float = 0.0
+
+    name: ClassVar[str] = "msa"
+    extended: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "mu", 0.0, strict=False)
+
+    def knobs(self, dtype: Any) -> H.Knobs:
+        return H.Knobs(jnp.asarray(0.0, dtype), jnp.asarray(self.mu, dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class EMSA(PontryaginSolver):
+    """Extended MSA, Li, Chen, Tai & E (2018), Algorithm 2: every layer maximizes
+    ``H̃_t = H_t − (ρ/2)Σ_i‖x_i(t+1) − f(x_i(t), θ)‖² − (ρ/2)Σ_i‖p_i(t) − ∇_x H_t‖²``
+    (see :mod:`controldl.solvers.pmp.hamiltonian` for the normalization), all layers
+    at once by the inner maximizer, with ρ fixed.
+
+    Attributes:
+        rho: the penalty ρ of the state and costate residuals (fixed; the paper's toy
+            problem uses 1).
+        adaptive_rho: an option outside the paper: multiply ρ by rho_factor after an
+            iteration whose cost rose (off by default).
+        rho_factor: the factor of adaptive_rho (> 1).
+    """
+
+    rho: float = 1.0
+    adaptive_rho: bool = False
+    rho_factor: float = 2.0
+
+    name: ClassVar[str] = "emsa"
+    extended: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number(self, "rho", 0.0, strict=True)
+        _number(self, "rho_factor", 1.0, strict=True)
+        if not isinstance(self.adaptive_rho, bool):
+            raise ValueError(f"adaptive_rho must be True or False, got {self.adaptive_rho!r}")
+
+    def knobs(self, dtype: Any) -> H.Knobs:
+        return H.Knobs(jnp.asarray(self.rho, dtype), jnp.asarray(0.0, dtype))
+
+    def adapt(self, knobs: H.Knobs, cost_rose: bool) -> H.Knobs:
+        if not (self.adaptive_rho and cost_rose):
+            return knobs
+        return knobs._replace(rho=knobs.rho * self.rho_factor)

@@ -1,0 +1,239 @@
+"""The Pontryagin solvers (controldl.solvers.pmp): one MSA / E-MSA iteration against an
+independent plain implementation of Li et al.'s Algorithms 1 and 2 (jax.numpy +
+scipy.optimize), the Hamiltonian's gradient against autodiff, the Hamiltonian gap, basic
+MSA's behaviour, constraints, options.
+
+Compiled iterations are shared between tests with the same formulation structure and
+options, so the file pays a few compilations.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import controldl as cdl
+from controldl import problem as P
+from controldl.solvers.pmp import EMSA, LBFGS, MSA
+from controldl.solvers.pmp import hamiltonian as H
+from controldl.status import Status
+
+# --------------------------------------------------------------------------- the reference
+
+TINY = dict(width=3, layers=3, horizon=1.0, l2=0.1, readout_l2=0.1)
+RHO = 1.0
+
+
+def tiny_problem(**options):
+    """N = 8 points in the plane, width 3 (one padded coordinate), L = 3."""
+    return cdl.Problem(cdl.data.moons(8, seed=3), **{**TINY, **options})
+
+
+def _plain_layer(h, X, A, b):
+    return X + h * jnp.tanh(X @ A.T + b)
+
+
+def _plain_mean_loss(Z, y):
+    return jnp.mean(jnp.logaddexp(0.0, -(2.0 * y - 1.0) * Z[:, 0]))
+
+
+def _argmax(fun, x0):
+    """``argmax fun`` from ``x0`` by scipy (BFGS to a tight tolerance, autodiff jac)."""
+    neg = jax.jit(jax.value_and_grad(lambda v: -fun(v)))
+    res = scipy.optimize.minimize(lambda v: [np.asarray(a) for a in neg(jnp.asarray(v))],
+                                  np.asarray(x0), jac=True, method="BFGS",
+                                  options={"gtol": 1e-12, "maxiter": 10_000})
+    return res.x
+
+
+def reference_iteration(problem, params, extended):
+    """One iteration of Algorithm 2 (``extended``) or 1, written from the paper: states,
+    costates ``p(L) = −∇(1/N)Σℓ``, ``p(t) = ∇_x Σ_i p_i(t+1)·f``, then every layer's
+    ``Σ_i H̃_t`` (or ``H_t``) maximized by scipy, and the readout's terminal objective."""
+    l2, kappa = TINY["l2"], TINY["readout_l2"]
+    L, d, h = TINY["layers"], TINY["width"], TINY["horizon"] / TINY["layers"]
+    X = jnp.pad(jnp.asarray(problem.data.X_train), ((0, 0), (0, d - 2)))
+    y = jnp.asarray(problem.data.y_train, jnp.float64)
+    A, b, W, c = (jnp.asarray(v) for v in params)
+    xs = [X]
+    for t in range(L):
+        xs.append(_plain_layer(h, xs[-1], A[t], b[t]))
+    ps = [None] * (L + 1)
+    ps[L] = -jax.grad(lambda Z: _plain_mean_loss(Z @ W.T + c, y))(xs[L])
+    flow = lambda Xt, p, A_, b_: jnp.sum(p * _plain_layer(h, Xt, A_, b_))  # noqa: E731
+    for t in reversed(range(L)):
+        ps[t] = jax.grad(flow)(xs[t], ps[t + 1], A[t], b[t])
+    new_A, new_b = [], []
+    for t in range(L):
+        def Ht(v, t=t):
+            A_, b_ = v[: d * d].reshape(d, d), v[d * d:]
+            value = flow(xs[t], ps[t + 1], A_, b_) - 0.5 * l2 * h * jnp.sum(v * v)
+            if extended:
+                rx = xs[t + 1] - _plain_layer(h, xs[t], A_, b_)
+                rp = ps[t] - jax.grad(flow)(xs[t], ps[t + 1], A_, b_)
+                value = value - 0.5 * RHO * (jnp.sum(rx * rx) + jnp.sum(rp * rp))
+            return value
+        v = _argmax(Ht, np.concatenate([np.ravel(A[t]), np.ravel(b[t])]))
+        new_A.append(v[: d * d].reshape(d, d))
+        new_b.append(v[d * d:])
+
+    def terminal(v):
+        W_, c_ = v[:d].reshape(1, d), v[d:]
+        value = -_plain_mean_loss(xs[L] @ W_.T + c_, y) - 0.5 * kappa * jnp.sum(v * v)
+        if extended:
+            pL = -jax.grad(lambda Z: _plain_mean_loss(Z @ W_.T + c_, y))(xs[L])
+            value = value - 0.5 * RHO * jnp.sum((ps[L] - pL) ** 2)
+        return value
+    v = _argmax(terminal, np.concatenate([np.ravel(W), np.ravel(c)]))
+    return P.Params(np.stack(new_A), np.stack(new_b), v[:d].reshape(1, d), v[d:])
+
+
+CONVERGED_INNER = dict(inner=LBFGS(gtol=1e-13), inner_steps=400)
+
+
+@pytest.mark.parametrize("solver", [EMSA(rho=RHO, **CONVERGED_INNER),
+                                    MSA(**CONVERGED_INNER)], ids=["emsa", "msa"])
+def test_one_iteration_matches_the_plain_algorithm(solver):
+    problem = tiny_problem()
+    init = P.init_params(problem.formulation, seed=2)
+    one = cdl.solve(problem, solver, init=init, max_iter=1)
+    ref = reference_iteration(problem, init, extended=solver.extended)
+    for name, got, want in zip(P.Params._fields, one.params, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-6, err_msg=name)
+    assert one.history[0]["hamiltonian_gap"] > 0
+
+
+# --------------------------------------------------------------------------- the objectives
+
+
+def test_objective_gradient_at_the_iterate_is_minus_the_cost_gradient():
+    """At ``θ_k`` the penalties of H̃_t vanish to first order and the Jacobi smoothness
+    term has the true partial derivative, so ``∇_θ`` of every layer's E-MSA objective is
+    ``−∂J/∂θ_t`` (autodiff of the cost): the costates are backpropagation. Likewise the
+    readout's terminal objective. Every smooth term is on (running, smooth)."""
+    problem = cdl.Problem(cdl.data.moons(12, seed=0), width=3, layers=4, horizon=2.0,
+                          l2=0.05, smooth=0.1, running=0.3, readout_l2=0.02)
+    form = problem.formulation
+    params = P.init_params(form, seed=1)
+    X0, Y = problem.initial_states(), problem.targets()
+    xs = P.trajectory(form, params, X0)
+    ps = P.costates(form, params, xs, Y)
+    knobs = H.Knobs(jnp.asarray(3.0), jnp.asarray(0.7))
+    data = H.layer_data(form, params, xs, ps)
+    grad = jax.jit(jax.vmap(lambda d: jax.grad(functools.partial(
+        H.layer_smooth_objective, form, True, knobs, d, (params.W, params.c), Y))(d.theta_k)))
+    gA, gb = grad(data)
+    auto = jax.grad(lambda q: P.cost(form, q, X0, Y))(params)
+    np.testing.assert_allclose(gA, -auto.A, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gb, -auto.b, rtol=1e-9, atol=1e-12)
+    rdata = H.ReadoutData(xs, Y, ps[-1], (params.W, params.c))
+    gW, gc = jax.jit(jax.grad(functools.partial(H.readout_smooth_objective, form, True,
+                                                knobs, rdata)))((params.W, params.c))
+    np.testing.assert_allclose(gW, -auto.W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gc, -auto.c, rtol=1e-9, atol=1e-12)
+
+
+def test_hamiltonian_gap_vanishes_at_a_stationary_point_only():
+    """At a stationary point of J (L-BFGS to ‖∇J‖ ≤ 1e-10) every layer's θ_t maximizes
+    its own H̃_t locally, so the gap the inner solver finds is ~0; at the initialization
+    it is positive."""
+    problem = tiny_problem()
+    lbfgs = cdl.solve(problem, cdl.GradientDescent("lbfgs", grad_tol=1e-10), max_iter=2000)
+    assert lbfgs.status == "converged"
+    solver = EMSA(rho=RHO, **CONVERGED_INNER)
+    at_opt = cdl.solve(problem, solver, init=lbfgs, max_iter=0)
+    at_init = cdl.solve(problem, solver, max_iter=0)
+    assert max(at_opt.stats["hamiltonian_gap"]) < 1e-14
+    assert abs(at_opt.stats["readout_gap"]) < 1e-14
+    assert max(at_init.stats["hamiltonian_gap"]) > 1e-6
+    assert at_opt.history[0]["stationarity"] < 1e-9
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+def test_basic_msa_runs_and_reports_its_behaviour():
+    """Basic MSA (μ = 0) at width 3 on 2-D data: 20 iterations with finite costs and a
+    status that names what happened (no linear-algebra failure); the count of cost
+    increases in stats is the one in the history."""
+    problem = cdl.Problem(cdl.data.ring(60, seed=0), width=3, layers=10, horizon=5.0,
+                          l2=1e-3, readout_l2=1e-3)
+    sol = cdl.solve(problem, MSA(), max_iter=20)
+    costs = [h["cost"] for h in sol.history]
+    assert np.all(np.isfinite(costs))
+    assert sol.status in (Status.MAX_ITER, Status.STALLED, Status.CONVERGED), sol.status
+    assert sol.iterations == 20 and len(costs) == 21
+    rises = sum(b > a for a, b in zip(costs[:-1], costs[1:], strict=True))
+    assert sol.stats["cost_increases"] == rises
+    assert sol.stats["oscillating"] == (rises >= 5)
+    assert all(h["work"] >= 0 and h["inner_iterations"] >= 1 for h in sol.history)
+    works = [h["work"] for h in sol.history]
+    assert works == sorted(works) and works[-1] > 20
+
+
+def test_emsa_decreases_the_cost_and_records_its_diagnostics():
+    problem = tiny_problem()
+    sol = cdl.solve(problem, EMSA(rho=RHO), max_iter=15)
+    costs = [h["cost"] for h in sol.history]
+    assert costs[-1] < costs[0]
+    for key in ("stationarity", "hamiltonian_gap", "work", "rejected", "inner_iterations"):
+        assert all(np.isfinite(h[key]) for h in sol.history), key
+    assert len(sol.stats["hamiltonian_gap"]) == problem.layers
+    assert sol.stats["inner"] == {"layers": "lbfgs", "readout": "lbfgs", "steps": 10}
+
+
+def test_constraints_and_l1_are_respected_by_the_inner_steps():
+    """Box and Lipschitz bounds with l1: the proximal-gradient inner solver keeps every
+    iterate feasible, and l1 gives exact zeros."""
+    problem = tiny_problem(l1=0.02, box_bound=0.3, lipschitz_bound=0.08)
+    form = problem.formulation
+    sol = cdl.solve(problem, MSA(), max_iter=3)
+    assert sol.stats["inner"]["layers"] == "proximal-gradient"
+    A, b = np.asarray(sol.params.A), np.asarray(sol.params.b)
+    assert np.max(np.abs(A)) <= 0.3 + 1e-12 and np.max(np.abs(b)) <= 0.3 + 1e-12
+    assert np.all(P.lipschitz_constants(form, sol.params) <= 0.08 + 1e-9)
+    assert np.any(A == 0.0)
+    with pytest.raises(ValueError, match="cannot respect l1 or constraints"):
+        cdl.solve(problem, MSA(inner="lbfgs"), max_iter=1)
+
+
+def test_minibatch_float32_runs():
+    problem = tiny_problem()
+    sol = cdl.solve(problem, EMSA(rho=RHO, batch_size=4, dtype="float32"), max_iter=4)
+    assert np.isfinite(sol.cost["total"])
+    assert [h["iteration"] for h in sol.history] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"rho": 0.0}, "rho must be"), ({"inner": "newton"}, "unknown inner solver"),
+    ({"inner_steps": 0}, "inner_steps"), ({"rho_factor": 1.0}, "rho_factor"),
+    ({"dtype": "float16"}, "dtype")])
+def test_bad_options_raise(options, message):
+    with pytest.raises(ValueError, match=message):
+        EMSA(**options)
+
+
+def test_cli_flags_come_from_the_attributes_sections():
+    from controldl.cli.common import solver_fields
+
+    fields = solver_fields()
+    assert fields["mu"]["solvers"] == ["msa"] and "Sakawa" in fields["mu"]["help"]
+    assert set(fields["inner_steps"]["solvers"]) >= {"msa", "emsa"}
+    assert "paper's 10" in fields["inner_steps"]["help"]
+    assert "fixed" in fields["rho"]["help"]
+
+
+def test_a_second_solve_does_not_compile_again():
+    from controldl.solvers.base import COMPILED
+
+    problem = tiny_problem()
+    solver = EMSA(rho=RHO, **CONVERGED_INNER)
+    first = cdl.solve(problem, solver, max_iter=1)
+    entries = len(COMPILED._entries)
+    again = cdl.solve(problem.replace(l2=0.2), EMSA(rho=2.0, **CONVERGED_INNER), init=first,
+                      max_iter=1)
+    assert len(COMPILED._entries) == entries
+    assert again.compile_time_s < 0.5 * max(first.compile_time_s, 1e-3)
