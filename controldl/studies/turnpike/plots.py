@@ -1,18 +1,14 @@
-"""Figures of a horizon sweep (:mod:`controldl.turnpike`).
+"""Figures of a horizon sweep (:mod:`controldl.studies.turnpike`), from ``turnpike.json``.
 
-- :func:`profiles_figure`: the profiles of every horizon overlaid, log scale, against the
-  time ``t`` (top row) and the rescaled time ``t/T`` (bottom row): ``‖θ_t‖``, the state
-  speed, the distance of the states to their final configuration and the running error.
-  The exponential fit of the longest horizon is drawn dashed over its profile.
-- :func:`error_vs_horizon_figure`: the terminal training error against ``T`` (log-log)
-  with the fitted power law, its 95 % band and the slope −1 for reference.
-- :func:`controls_heatmap_figure`: every entry of ``(A_t, b_t)`` over ``(t, entry)``, one
-  panel per horizon (linear colours, or symmetric-log ones where the layer norms span
-  more than a factor 30).
-
-:func:`save_figures` writes ``profiles.png``, ``error_vs_horizon.png`` and
-``controls_heatmap.png`` atomically. Figures are built from the report dictionary
-(``turnpike.json``) and, for the heat maps, the solutions.
+- :func:`error_vs_horizon_figure`: ``E(T)`` (log-log) with the bound ``C/T`` drawn through
+  the largest ``T·E(T)`` of the converged horizons, the fitted slope over the longest ones,
+  and ``T·E(T)``; excluded horizons hollow.
+- :func:`profiles_figure`: per horizon, in absolute time ``t`` (top) and in ``t/T``
+  (bottom): ``‖θ_t‖``, the distance to the steady set (or, without one, the mean margin),
+  ``RMS‖x(t)‖``, and ``E(t)``; one colour per horizon.
+- :func:`controls_figure`: ``θ_t`` entries as heat maps in ``t`` and in ``t/T``, one colour
+  scale shared by every panel.
+- :func:`rates_figure`: μ of the two-arc fit against ``T`` with its bootstrap interval.
 """
 
 from __future__ import annotations
@@ -21,170 +17,140 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import SymLogNorm
+from matplotlib.figure import Figure
 
-from controldl.solution import Solution, atomic_directory  # noqa: E402
-
-PROFILE_PANELS: tuple[tuple[str, str, str], ...] = (
-    ("control_norms", "control_times", "‖θ_t‖ = ‖(A_t, b_t)‖"),
-    ("state_speeds", "control_times", "state speed RMS‖(x(t+h) − x(t))/h‖"),
-    ("state_distances", "times", "RMS‖x(t) − x(T)‖"),
-    ("running_errors", "times", "running error (1/N)Σℓ(Wx(t)+c, y)"),
-)
-FIT_OF_PANEL = {"control_norms": "control_decay", "running_errors": "running_error_decay"}
+from controldl.solution import Solution, atomic_directory
 
 
-def _horizon_colors(n: int) -> list[Any]:
+def _colors(n: int) -> list[Any]:
     cmap = plt.get_cmap("viridis")
     return [cmap(v) for v in (np.linspace(0.0, 0.9, n) if n > 1 else [0.3])]
 
 
-def profiles_figure(report: Mapping[str, Any]) -> Figure:
-    """Every horizon's profiles (log scale) against ``t`` and against ``t/T``."""
-    entries = sorted(report["horizons"], key=lambda e: e["horizon"])
-    colors = _horizon_colors(len(entries))
-    n = len(PROFILE_PANELS)
-    fig, axes = plt.subplots(2, n, figsize=(4.3 * n, 7.6), squeeze=False)
-    longest = entries[-1] if entries else None
-    for col, (key, tkey, title) in enumerate(PROFILE_PANELS):
-        for e, color in zip(entries, colors, strict=True):
-            t = np.asarray(e[tkey], float)
-            v = np.asarray(e[key], float)
-            if key == "state_distances":  # zero at t = T by definition
-                t, v = t[:-1], v[:-1]
-            v = np.where(v > 0, v, np.nan)
-            T = float(e["horizon"])
-            label = f"T = {T:g} (L = {e['layers']})"
-            axes[0, col].plot(t, v, color=color, lw=1.4, label=label)
-            axes[1, col].plot(t / T, v, color=color, lw=1.4, label=label)
-        fit_key = FIT_OF_PANEL.get(key)
-        if longest is not None and fit_key and longest.get(fit_key, {}).get("rate") is not None:
-            fit = longest[fit_key]
-            lo, hi = fit["window"]
-            tt = np.linspace(lo, hi, 50)
-            ci = fit["ci95"]
-            ci_text = "" if ci is None else f" [{ci[0]:.2g}, {ci[1]:.2g}]"
-            axes[0, col].plot(tt, np.exp(fit["intercept"] - fit["rate"] * tt), "k--", lw=1,
-                              label=f"fit μ = {fit['rate']:.3g}{ci_text}")
-        axes[0, col].set_title(title, fontsize=10)
-        axes[0, col].set_xlabel("t")
-        axes[1, col].set_xlabel("t / T")
-        for ax in axes[:, col]:
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3, which="both")
-    axes[0, 0].legend(fontsize=7)  # the horizons (and the fit of ‖θ_t‖)
-    for ax in axes[0, 1:]:
-        fits = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)
-                if lab.startswith("fit")]
-        if fits:
-            ax.legend(*zip(*fits, strict=True), fontsize=7)
-    cfg = report.get("config", {})
-    prob = cfg.get("problem", {})
-    terms = ", ".join(f"{k} {prob[k]:g}" for k in ("l2", "l1", "smooth", "running",
-                                                    "readout_l2") if prob.get(k))
-    fig.suptitle(f"Turnpike profiles ({cfg.get('solver', {}).get('label', '')}; "
-                 f"{terms or 'no regularization'}; fixed {cfg.get('fixed', '?')})")
-    fig.tight_layout()
-    return fig
+def _used(report: Mapping[str, Any]) -> set[float]:
+    excluded = {x["horizon"] for x in report.get("excluded", [])}
+    return {e["horizon"] for e in report["horizons"]} - excluded
 
 
 def error_vs_horizon_figure(report: Mapping[str, Any]) -> Figure:
-    """Terminal training error against the horizon, log-log, with the fitted power law
-    ``E = e^a·T^s``, its 95 % confidence band (for the slope, through the data's mean
-    log T) and the slope −1 drawn through the same point."""
+    """``E(T)`` and ``T·E(T)`` against ``T`` with the bound and the fitted slope."""
     entries = sorted(report["horizons"], key=lambda e: e["horizon"])
+    used = _used(report)
     T = np.array([e["horizon"] for e in entries], float)
     E = np.array([e["terminal_error"] for e in entries], float)
-    fig, ax = plt.subplots(figsize=(5.8, 4.6))
-    ax.loglog(T, E, "o", color="C0", label="terminal training error")
-    fit = report.get("error_vs_horizon_slope") or {}
-    if fit.get("slope") is not None:
-        used = np.asarray(fit["horizons"], float)
-        tt = np.geomspace(used.min(), used.max(), 50)
-        logt = np.log(tt)
-        center = float(np.mean(np.log(used)))
-        y_center = fit["intercept"] + fit["slope"] * center
-        ci = fit.get("ci95")
-        label = f"fit slope {fit['slope']:.3g}"
-        if ci is not None:
-            label += f" (95% CI {ci[0]:.3g} .. {ci[1]:.3g})"
-            lo = np.exp(y_center + np.minimum(ci[0] * (logt - center), ci[1] * (logt - center)))
-            hi = np.exp(y_center + np.maximum(ci[0] * (logt - center), ci[1] * (logt - center)))
-            ax.fill_between(tt, lo, hi, color="C1", alpha=0.15, lw=0)
-        ax.loglog(tt, np.exp(fit["intercept"] + fit["slope"] * logt), "-", color="C1",
-                  label=label)
-        ax.loglog(tt, np.exp(y_center - (logt - center)), ":", color="0.4",
-                  label="slope −1 (reference)")
-    ax.set_xlabel("horizon T")
-    ax.set_ylabel("terminal training error")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    ax.set_title("Terminal error against the horizon")
+    ok = np.array([t in used for t in T])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 4.4))
+    ax.loglog(T[ok], E[ok], "o", color="C0", label="E(T), converged")
+    if (~ok).any():
+        ax.loglog(T[~ok], E[~ok], "o", mfc="none", color="C3", label="excluded")
+    if ok.any():
+        C = float(np.max(T[ok] * E[ok]))
+        tt = np.geomspace(T.min(), T.max(), 50)
+        ax.loglog(tt, C / tt, ":", color="0.3", label=f"bound C/T, C = max T·E = {C:.3g}")
+    evh = report.get("error_vs_horizon") or {}
+    if evh.get("slope") is not None:
+        fh = np.asarray(evh["fit_horizons"], float)
+        Ef = np.array([E[list(T).index(t)] for t in fh])
+        a = float(np.mean(np.log(Ef)) - evh["slope"] * np.mean(np.log(fh)))
+        ax.loglog(fh, np.exp(a) * fh ** evh["slope"], "-", color="C1",
+                  label=f"slope {evh['slope']:.2f} over T = {', '.join(f'{t:g}' for t in fh)}")
+    ax.set(xlabel="horizon T", ylabel="E(T) = (1/N)Σℓ(z(T), y)", title="Risk at the horizon")
+    bx.plot(T[ok], T[ok] * E[ok], "o-", color="C0")
+    bx.set(xlabel="horizon T", ylabel="T·E(T)", title="T·E(T) (bounded under the theorem)")
+    for axis in (ax, bx):
+        axis.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def controls_heatmap_figure(solutions: Mapping[float, Solution], scale: str = "auto",
-                            linear_fraction: float = 1e-3, dynamic_range: float = 30.0
-                            ) -> Figure:
-    """Every entry of ``θ_t = (A_t, b_t)`` as a heat map over ``(t, entry)``, one panel
-    per horizon; rows ``A[i,j]`` then ``b[i]``; a colour scale symmetric about 0 per panel.
+def _panels(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, bool]]:
+    steady = entries and entries[0].get("steady_state_distances") is not None
+    second = (("steady_state_distances", "times", "RMS dist(x(t), steady set)", True)
+              if steady else ("mean_margins", "times", "mean margin", False))
+    return [("control_norms", "control_times", "‖θ_t‖ (θ̄ = 0)", True), second,
+            ("state_norms", "times", "RMS‖x(t)‖", False),
+            ("running_errors", "times", "E(t)", True)]
 
-    ``scale``: ``"linear"``; ``"symlog"`` (logarithmic in ``|θ|``, linear within
-    ``linear_fraction·max|θ|`` of zero), which keeps the small controls of a turnpike arc
-    visible next to the large ones of a transient; ``"auto"``: symlog for a panel whose
-    layer norms ``‖θ_t‖`` span more than ``dynamic_range`` (max/min), linear otherwise.
-    """
-    if scale not in ("auto", "linear", "symlog"):
-        raise ValueError(f"scale must be auto, linear or symlog, got {scale!r}")
+
+def profiles_figure(report: Mapping[str, Any]) -> Figure:
+    """Profiles in absolute time (top row) and in ``t/T`` (bottom row)."""
+    entries = sorted(report["horizons"], key=lambda e: e["horizon"])
+    panels = _panels(entries)
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7.2), squeeze=False)
+    for col, (key, tkey, title, log) in enumerate(panels):
+        for e, color in zip(entries, _colors(len(entries)), strict=True):
+            if e.get(key) is None:
+                continue
+            t, v, T = np.asarray(e[tkey], float), np.asarray(e[key], float), e["horizon"]
+            if log:
+                v = np.where(v > 0, v, np.nan)
+            for row, x in ((0, t), (1, t / T)):
+                axes[row, col].plot(x, v, color=color, lw=1.3, label=f"T = {T:g}")
+        axes[0, col].set(title=title, xlabel="t")
+        axes[1, col].set(xlabel="t / T")
+        for ax in axes[:, col]:
+            ax.set_yscale("log" if log else "linear")
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Profiles in absolute time (top) and in t/T (bottom)")
+    fig.tight_layout()
+    return fig
+
+
+def controls_figure(solutions: Mapping[float, Solution]) -> Figure:
+    """Every entry of ``(A_t, b_t)`` over ``t`` (top) and ``t/T`` (bottom), one symmetric
+    log colour scale for all panels."""
     items = sorted(solutions.items())
-    n = len(items)
-    cols = min(n, 3)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.6 * rows), squeeze=False)
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    for ax, (T, sol) in zip(axes.ravel(), items, strict=False):
+    mats = []
+    for _, sol in items:
         A, b = np.asarray(sol.params.A), np.asarray(sol.params.b)
-        L, d = b.shape
-        M = np.concatenate([A.reshape(L, d * d), b], axis=1).T  # (d² + d, L)
-        vmax = float(np.max(np.abs(M))) or 1.0
-        norms = np.sqrt(np.sum(M ** 2, axis=0))
-        log_scale = scale == "symlog" or (
-            scale == "auto" and norms.max() > dynamic_range * max(norms.min(), 1e-300))
-        if log_scale:
-            norm = SymLogNorm(linthresh=linear_fraction * vmax, vmin=-vmax, vmax=vmax, base=10)
-            ticks = sorted([sgn * vmax * f for sgn in (-1, 1) for f in (1.0, 0.1, 0.01)] + [0])
-        else:
-            norm = Normalize(vmin=-vmax, vmax=vmax)
-            ticks = [-vmax, -vmax / 2, 0.0, vmax / 2, vmax]
-        im = ax.imshow(M, aspect="auto", cmap="RdBu_r", norm=norm,
-                       extent=(0.0, float(T), d * d + d - 0.5, -0.5), interpolation="nearest")
-        names = [f"A{i + 1}{j + 1}" for i in range(d) for j in range(d)]
-        names += [f"b{i + 1}" for i in range(d)]
-        if len(names) <= 24:
-            ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_xlabel("t")
-        ax.set_title(f"T = {T:g} (L = {L})" + (", symlog colours" if log_scale else ""),
-                     fontsize=10)
-        bar = fig.colorbar(im, ax=ax, ticks=ticks)
-        bar.ax.set_yticklabels([f"{v:.2g}" for v in ticks], fontsize=7)
-    fig.suptitle("Controls θ_t over the horizon")
+        mats.append(np.concatenate([A.reshape(len(b), -1), b], axis=1).T)
+    vmax = max(float(np.max(np.abs(M))) for M in mats) or 1.0
+    norm = SymLogNorm(linthresh=1e-3 * vmax, vmin=-vmax, vmax=vmax, base=10)
+    fig, axes = plt.subplots(2, len(items), figsize=(3.2 * len(items) + 1, 6), squeeze=False)
+    im = None
+    for k, ((T, _), M) in enumerate(zip(items, mats, strict=True)):
+        for row, end in ((0, T), (1, 1.0)):
+            im = axes[row, k].imshow(M, aspect="auto", cmap="RdBu_r", norm=norm,
+                                     extent=(0.0, end, M.shape[0] - 0.5, -0.5),
+                                     interpolation="nearest")
+        axes[0, k].set(title=f"T = {T:g}", xlabel="t")
+        axes[1, k].set(xlabel="t / T")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="θ entry (shared scale)")
+    fig.suptitle("Controls: rows A_ij then b_i")
+    return fig
+
+
+def rates_figure(report: Mapping[str, Any]) -> Figure:
+    """μ of every horizon against ``T``, with the 95 % block-bootstrap interval."""
+    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    rates = [r for r in report.get("rate_per_horizon") or [] if r["rate"] is not None]
+    for r in rates:
+        ci = r["ci95"] or [r["rate"], r["rate"]]
+        ax.errorbar(r["horizon"], r["rate"], yerr=[[r["rate"] - ci[0]], [ci[1] - r["rate"]]],
+                    fmt="o", color="C0", capsize=3)
+    agree = report.get("rate_agreement") or {}
+    if agree.get("spread") is not None:
+        ax.set_title(f"μ per horizon; spread over the longest {len(agree['horizons'])}: "
+                     f"{agree['spread']:.0%}", fontsize=9)
+    ax.set(xlabel="horizon T", ylabel="μ (two-arc fit)")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 def save_figures(result: Any, directory: str | Path) -> list[Path]:
-    """Write ``profiles.png``, ``error_vs_horizon.png`` and ``controls_heatmap.png`` of a
-    :class:`~controldl.turnpike.TurnpikeResult` to ``directory`` (atomically)."""
-    figures = {
-        "profiles.png": profiles_figure(result.report),
-        "error_vs_horizon.png": error_vs_horizon_figure(result.report),
-        "controls_heatmap.png": controls_heatmap_figure(result.solutions),
-    }
+    """Write the figures of a :class:`~controldl.studies.turnpike.TurnpikeResult` to
+    ``directory`` (atomically); ``rates.png`` only where a steady set exists."""
+    figures = {"error_vs_horizon.png": error_vs_horizon_figure(result.report),
+               "profiles.png": profiles_figure(result.report),
+               "controls.png": controls_figure(result.solutions)}
+    if result.report.get("rate_per_horizon"):
+        figures["rates.png"] = rates_figure(result.report)
 
     def write(tmp: Path) -> None:
         for name, fig in figures.items():

@@ -214,12 +214,12 @@ def _entry(T: float, problem: Problem, solution: Solution, start: dict[str, Any]
 def _excluded(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict]]:
     used, excluded = [], []
     for e in entries:
-        if not e["converged"]:
+        if e.get("failure"):
+            excluded.append({"horizon": e["horizon"], "reason": e["failure"]})
+        elif not e["converged"]:
             excluded.append({"horizon": e["horizon"], "reason":
                              f"not converged: {e['solver_status']}, stationarity "
                              f"{e['stationarity']:.3g} > tolerance {e['tolerance']}"})
-        elif e["status"] == "failed":
-            excluded.append({"horizon": e["horizon"], "reason": e.get("failure", "failed")})
         else:
             used.append(e)
     return used, excluded
