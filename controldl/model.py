@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "softplus", "identity")
-MODELS: tuple[str, ...] = ("resnet", "mlp")
+MODELS: tuple[str, ...] = ("resnet", "mlp", "inside")
 LOSSES: tuple[str, ...] = ("logistic", "cross_entropy", "sigmoid_mse", "squared")
 
 
@@ -104,10 +104,15 @@ def activation(ops: Any, name: str, u: Any) -> Any:
 
 
 def step(ops: Any, model: str, act: str, h: float, x: Any, A: Any, b: Any) -> Any:
-    """One layer: ``resnet``: ``x + h·σ(A x + b)``; ``mlp``: ``σ(A x + b)``.
+    """One layer: ``resnet``: ``x + h·σ(A x + b)``; ``mlp``: ``σ(A x + b)``;
+    ``inside``: ``x + h·(A σ(x) + b)`` (Esteve et al.'s dynamics homogeneous in the
+    parameters, leia's "inside" form with ``W_t = A`` a full d×d matrix; ``θ = 0`` is the
+    identity layer whatever σ).
 
     Shapes: ``x`` (d,), ``A`` (d, d), ``b`` (d,) — or columns (d, 1) for CasADi.
     """
+    if model == "inside":
+        return x + h * (A @ activation(ops, act, x) + b)
     u = activation(ops, act, A @ x + b)
     if model == "resnet":
         return x + h * u

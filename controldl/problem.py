@@ -7,11 +7,12 @@ States ``x_i(t) ∈ R^d`` for samples ``i = 1..N`` and layers ``t = 0..L``, cont
 
     x_i(0) = (X_i, 0, …, 0), \qquad x_i(t+1) = f(x_i(t), θ_t), \qquad z_i(t) = W x_i(t) + c,
 
-    J = \frac1N \sum_i ℓ(z_i(L), y_i) + \frac{λ}{2} h \sum_t (‖A_t‖_F^2 + ‖b_t‖^2)
+    J = \frac{w}{N} \sum_i ℓ(z_i(L), y_i) + \frac{λ}{2} h \sum_t (‖A_t‖_F^2 + ‖b_t‖^2)
         + β h \sum_t (‖A_t‖_1 + ‖b_t‖_1)
         + \frac{α}{2h} \sum_{t=0}^{L-2} (‖A_{t+1} - A_t‖_F^2 + ‖b_{t+1} - b_t‖^2)
         + γ h \sum_{t=1}^{L} \frac1N \sum_i ℓ(z_i(t), y_i) + \frac{κ}{2}(‖W‖_F^2 + ‖c‖^2).
 
+``w`` is the ``terminal`` weight (default 1; 0 with ``γ > 0`` is a purely integral cost).
 The per-sample and per-layer formulas come from :mod:`controldl.model`; this module only
 assembles them over samples (``vmap``) and layers (``lax.scan``), and adds the discrete
 maximum principle: the Hamiltonian, the costate recursion and the gradient it gives.
@@ -72,6 +73,7 @@ class Formulation:
     smooth: float = 0.0
     running: float = 0.0
     readout_l2: float = 0.0
+    terminal: float = 1.0
     train_readout: bool = True
     lipschitz_bound: float | None = None
     box_bound: float | None = None
@@ -100,7 +102,7 @@ class Formulation:
         return dataclasses.asdict(self)
 
 
-WEIGHT_KEYS: tuple[str, ...] = ("l2", "l1", "smooth", "running", "readout_l2")
+WEIGHT_KEYS: tuple[str, ...] = ("l2", "l1", "smooth", "running", "readout_l2", "terminal")
 """The cost weights; with ``horizon`` and the bounds they are the traced numbers."""
 
 TRACED_KEYS: tuple[str, ...] = ("horizon", *WEIGHT_KEYS, "lipschitz_bound", "box_bound")
@@ -129,7 +131,7 @@ jax.tree_util.register_pytree_node(Formulation, _flatten_formulation, _unflatten
 
 FORMULATION_KEYS: tuple[str, ...] = (
     "model", "activation", "width", "layers", "horizon", "loss", "l2", "l1", "smooth",
-    "running", "readout_l2", "train_readout", "lipschitz_bound", "box_bound",
+    "running", "readout_l2", "train_readout", "lipschitz_bound", "box_bound", "terminal",
 )
 
 
@@ -153,7 +155,7 @@ def _output_dim(data: Dataset, loss: str) -> int:
     if loss == "cross_entropy":
         return K
     if loss == "squared":
-        raise ValueError("loss 'squared' is for regression targets; the data has class labels")
+        return 1 if K == 2 else K  # targets ±1 (binary) or one-hot (K classes)
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
 
 
@@ -204,6 +206,11 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
     m = _output_dim(data, loss)
     weights = {k: _nonnegative(k, options.get(k, 0.0) or 0.0)
                for k in ("l2", "l1", "smooth", "running", "readout_l2")}
+    terminal = options.get("terminal")
+    weights["terminal"] = 1.0 if terminal is None else _nonnegative("terminal", terminal)
+    if weights["terminal"] == 0 and weights["running"] == 0:
+        raise ValueError("terminal 0 and running 0 leave no loss in the cost; give a "
+                         "running weight > 0 for a purely integral cost")
     bounds = {}
     for k in ("lipschitz_bound", "box_bound"):
         v = options.get(k)
@@ -275,11 +282,14 @@ class Problem:
 
 def encode_targets(form: Formulation, y: np.ndarray) -> np.ndarray:
     """Labels → numeric targets ``(N, m)``: ``y`` itself for binary losses (m = 1), one-hot
-    for ``cross_entropy``, the values for regression."""
+    for ``cross_entropy``, the values for regression; for the ``squared`` loss on class
+    labels ``2y − 1 ∈ {−1, +1}`` (binary, m = 1) or one-hot (K classes)."""
     if form.task == "regression":
         return np.asarray(y, np.float64).reshape(len(y), -1)
     y = np.asarray(y).astype(np.int64)
-    if form.loss == "cross_entropy":
+    if form.loss == "squared" and form.n_outputs == 1:
+        return (2.0 * y - 1.0)[:, None]
+    if form.loss in ("cross_entropy", "squared"):
         return np.eye(form.n_outputs)[y]
     return y[:, None].astype(np.float64)
 
@@ -355,7 +365,7 @@ def cost_terms_from_states(form: Formulation, params: Params, xs: Array, Y: Arra
                                        model.layer_l1(JAX, form.l1, form.h, A_t, b_t)))
     l2, l1 = layer(A, b)
     terms = {
-        "terminal": mean_loss(form, W, c, xs[-1], Y),
+        "terminal": form.terminal * mean_loss(form, W, c, xs[-1], Y),
         "l2": jnp.sum(l2),
         "l1": jnp.sum(l1),
         "smooth": smooth_cost(form, A, b),
@@ -420,7 +430,7 @@ def cost_and_outputs(form: Formulation, params: Params, X0: Array, Y: Array,
     x_L, run = forward(form, params, X0, Y, checkpoint_every)
     regular = (jnp.sum(jax.vmap(lambda A_t, b_t: control_cost(form, A_t, b_t))(A, b))
                + smooth_cost(form, A, b) + model.readout_l2(JAX, form.readout_l2, W, c))
-    total = mean_loss(form, W, c, x_L, Y) + form.running * form.h * run + regular
+    total = form.terminal * mean_loss(form, W, c, x_L, Y) + form.running * form.h * run + regular
     return total, x_L @ W.T + c
 
 
@@ -459,8 +469,10 @@ def hamiltonian(form: Formulation, X: Array, P_next: Array, A: Array, b: Array,
 
 
 def terminal_costate(form: Formulation, W: Array, c: Array, X_L: Array, Y: Array) -> Array:
-    """``p(L) = -∇_x [(1/N) Σ ℓ(z_i(L)) + running cost at L]`` (N, d)."""
-    phi = lambda X: mean_loss(form, W, c, X, Y) + running_cost_at(form, W, c, X, Y)  # noqa: E731
+    """``p(L) = -∇_x [w·(1/N) Σ ℓ(z_i(L)) + running cost at L]`` (N, d), ``w`` the
+    ``terminal`` weight."""
+    phi = lambda X: (form.terminal * mean_loss(form, W, c, X, Y)  # noqa: E731
+                     + running_cost_at(form, W, c, X, Y))
     return -jax.grad(phi)(X_L)
 
 
@@ -487,7 +499,8 @@ def readout_objective(form: Formulation, W: Array, c: Array, xs: Array, Y: Array
     """The part of J that depends on the readout given the states: the terminal loss, the
     running terms and ``readout_l2``."""
     run = form.running * form.h * jnp.sum(jax.vmap(lambda x: mean_loss(form, W, c, x, Y))(xs[1:]))
-    return mean_loss(form, W, c, xs[-1], Y) + run + model.readout_l2(JAX, form.readout_l2, W, c)
+    return (form.terminal * mean_loss(form, W, c, xs[-1], Y) + run
+            + model.readout_l2(JAX, form.readout_l2, W, c))
 
 
 def gradient_from_costates(form: Formulation, params: Params, xs: Array, ps: Array, Y: Array

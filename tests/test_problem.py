@@ -145,13 +145,45 @@ def test_zero_initialization_is_flat():
     (dict(activation="gelu"), "activation"),
     (dict(model="cnn"), "model"),
     (dict(loss="hinge"), "loss"),
-    (dict(loss="squared"), "regression"),
+    (dict(terminal=0.0), "no loss in the cost"),
     (dict(lipschitz_bound=0.0), "lipschitz_bound"),
     (dict(wdith=3), "unknown problem option"),
 ])
 def test_bad_formulations_raise_precise_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         cdl.Problem(cdl.data.ring(10, seed=0), **bad)
+
+
+def test_squared_loss_on_class_labels_targets_plus_minus_one_or_one_hot():
+    """Esteve et al.'s distance-type loss for classification: ±1 targets (m = 1) for two
+    classes, one-hot targets (m = K) for K classes."""
+    ring = cdl.data.ring(10, seed=0)
+    two = cdl.Problem(ring, loss="squared")
+    assert two.n_outputs == 1
+    assert np.array_equal(np.asarray(two.targets())[:, 0], 2.0 * ring.y_train - 1.0)
+    data = cdl.data.classification(np.arange(12.0).reshape(6, 2), np.arange(6) % 3,
+                                   {"name": "t"})
+    three = cdl.Problem(data, loss="squared")
+    assert three.n_outputs == 3
+    assert np.array_equal(np.asarray(three.targets()), np.eye(3)[np.arange(6) % 3])
+
+
+def test_terminal_weight_scales_only_the_terminal_term():
+    """``terminal`` = w multiplies (1/N)Σℓ(z(L)); w = 0 with γ > 0 is a purely integral cost."""
+    data = cdl.data.ring(12, seed=1)
+    base = cdl.Problem(data, width=3, layers=4, running=0.5, l2=1e-2)
+    params = P.init_params(base.formulation, seed=2)
+    X0, Y = base.initial_states(), base.targets()
+    t1 = P.cost_terms(base.formulation, params, X0, Y)
+    for w in (0.0, 2.5):
+        form = base.replace(terminal=w).formulation
+        tw = P.cost_terms(form, params, X0, Y)
+        assert np.isclose(float(tw["terminal"]), w * float(t1["terminal"]))
+        assert np.isclose(float(tw["running"]), float(t1["running"]))
+        assert np.isclose(float(P.cost(form, params, X0, Y)), float(tw["total"]))
+        g = P.costate_gradient(form, params, X0, Y)
+        ga = jax.grad(P.cost, argnums=1)(form, params, X0, Y)
+        assert np.allclose(np.asarray(g.A), np.asarray(ga.A), atol=1e-10)
 
 
 def test_multiclass_needs_cross_entropy():

@@ -1,18 +1,19 @@
-"""Horizon sweeps: grids, control interpolation, diagnostics, fits, saving and resuming,
-and the ``controldl turnpike`` command line."""
+"""Horizon sweeps (controldl.studies.turnpike): grids, starts and the padding certificate,
+profiles to the steady set, fits, the sweep solved to tolerance, resuming, the command line.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import controldl as cdl
 from controldl import problem as P
-from controldl import turnpike as tp
 from controldl.cli import main
+from controldl.studies import turnpike as tp
+from controldl.studies.turnpike import fits, starts
 
 # --------------------------------------------------------------------------- grids
 
@@ -42,14 +43,14 @@ def test_parse_horizons_sorts():
 # --------------------------------------------------------------------------- interpolation
 
 
-@pytest.mark.parametrize("method", tp.INTERPOLATION_METHODS)
+@pytest.mark.parametrize("method", starts.INTERPOLATION_METHODS)
 @pytest.mark.parametrize("new_layers", [1, 2, 5, 7, 12])
 def test_interpolation_is_exact_for_constant_controls(method, new_layers):
     rng = np.random.default_rng(0)
     A0, b0 = rng.normal(size=(3, 3)), rng.normal(size=3)
     W, c = rng.normal(size=(1, 3)), rng.normal(size=1)
     params = P.Params(np.repeat(A0[None], 4, 0), np.repeat(b0[None], 4, 0), W, c)
-    new = tp.interpolate_controls(params, new_layers, method)
+    new = starts.interpolate_controls(params, new_layers, method)
     assert new.A.shape == (new_layers, 3, 3) and new.b.shape == (new_layers, 3)
     np.testing.assert_array_equal(new.A, np.repeat(A0[None], new_layers, 0))
     np.testing.assert_array_equal(new.b, np.repeat(b0[None], new_layers, 0))
@@ -64,270 +65,270 @@ def test_interpolation_in_rescaled_time():
     b = np.stack([s, -s], axis=1)
     params = P.Params(A, b, np.ones((1, 2)), np.zeros(1))
     # Same grid: the identity, whichever method.
-    for method in tp.INTERPOLATION_METHODS:
-        same = tp.interpolate_controls(params, L, method)
+    for method in starts.INTERPOLATION_METHODS:
+        same = starts.interpolate_controls(params, L, method)
         np.testing.assert_allclose(same.A, A)
         np.testing.assert_allclose(same.b, b)
     # Linear in s is reproduced between the first and last midpoints.
-    new = tp.interpolate_controls(params, 8, "linear")
+    new = starts.interpolate_controls(params, 8, "linear")
     s8 = (np.arange(8) + 0.5) / 8
     inside = (s8 >= s[0]) & (s8 <= s[-1])
     np.testing.assert_allclose(new.A[inside, 0, 0], 2.0 * s8[inside] + 1.0)
     np.testing.assert_allclose(new.b[inside, 1], -s8[inside])
     # Sample and hold refines by an integer factor exactly.
-    held = tp.interpolate_controls(params, 8, "constant")
+    held = starts.interpolate_controls(params, 8, "constant")
     np.testing.assert_allclose(held.A, np.repeat(A, 2, axis=0))
     # The amplitude factor of the warm start.
-    half = tp.interpolate_controls(params, 4, "linear", scale=0.5)
+    half = starts.interpolate_controls(params, 4, "linear", scale=0.5)
     np.testing.assert_allclose(half.A, 0.5 * A)
     with pytest.raises(ValueError):
-        tp.interpolate_controls(params, 0)
+        starts.interpolate_controls(params, 0)
+
+
+# --------------------------------------------------------------------------- padding
+
+
+@pytest.fixture(scope="module")
+def data():
+    return cdl.data.ring(24, seed=3)
+
+
+def _tracking(data, T=1.0, L=2, **kw):
+    """Esteve et al.'s setting, small: inside dynamics, squared loss on ±1 targets, a
+    tracking (running) term, the readout frozen."""
+    opts = dict(model="inside", width=3, layers=L, horizon=T, loss="squared", running=1.0,
+                l2=1e-2, train_readout=False)
+    return cdl.Problem(data, **{**opts, **kw})
+
+
+@pytest.mark.parametrize("options", [
+    dict(model="inside"), dict(model="resnet", activation="tanh"),
+    dict(model="inside", smooth=0.3, l1=1e-3), dict(model="inside", terminal=0.0),
+])
+def test_padded_start_costs_exactly_the_certificate_bound(data, options):
+    """The derivation of the bound: padding with θ = 0 layers adds γ(T'−T)·E_T(T) (and the
+    smoothness jump (α/2h)‖θ_{L−1}‖²) and nothing else."""
+    short = _tracking(data, T=1.0, L=4, **options)
+    params = starts.cold_start(short, seed=1, scheme="normal", projector="coordinate")
+    params = params._replace(b=np.random.default_rng(0).normal(size=params.b.shape))
+    J = starts.cost_at(short, params)
+    long = short.replace(horizon=2.5, layers=10)
+    padded = starts.pad_controls(params, 10)
+    assert padded.A.shape == (10, 3, 3) and np.all(padded.A[4:] == 0)
+    bound = starts.padding_bound(short, params, J, 2.5)
+    assert starts.cost_at(long, padded) == pytest.approx(bound, rel=1e-12)
+    if not short.running and not short.smooth:
+        assert bound == J
+
+
+def test_padding_needs_identity_layers(data):
+    assert starts.padding_applicable(_tracking(data)) is None
+    assert "σ(0)" in starts.padding_applicable(_tracking(data, model="resnet",
+                                                         activation="sigmoid"))
+    assert starts.padding_applicable(_tracking(data, model="mlp")) is not None
+
+
+def test_fixed_projector_reads_the_first_coordinates(data):
+    W, c = starts.fixed_projector(_tracking(data), "coordinate")
+    np.testing.assert_array_equal(W, [[1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(c, [0.0])
+    assert starts.fixed_projector(_tracking(data), "init") is None
+    with pytest.raises(ValueError, match="projector"):
+        starts.fixed_projector(_tracking(data), "pickle")
+
+
+def test_lambda_horizon_correspondence_is_exact_for_inside(data):
+    """(T, λ) with controls θ is (1, λ/T) with controls T·θ on the same L (no running
+    term): same states, same terminal error, same L² term. Not so for resnet."""
+    base = dict(width=3, layers=5, loss="squared", running=0.0, train_readout=True)
+    for model, exact in (("inside", True), ("resnet", False)):
+        long = cdl.Problem(data, model=model, horizon=4.0, l2=1e-2, **base)
+        unit = long.replace(horizon=1.0, l2=1e-2 / 4.0)
+        theta = P.init_params(long.formulation, seed=4, scale=0.7)
+        theta = theta._replace(b=0.3 * np.ones(theta.b.shape))
+        scaled = theta._replace(A=4.0 * theta.A, b=4.0 * theta.b)
+        a = P.cost_terms(long.formulation, theta, long.initial_states(), long.targets())
+        b = P.cost_terms(unit.formulation, scaled, unit.initial_states(), unit.targets())
+        same = all(np.isclose(float(a[k]), float(b[k]), rtol=1e-12) for k in ("terminal", "l2"))
+        assert same is exact, model
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profiles_follow_their_definitions(data):
+    problem = _tracking(data, T=1.0, L=4)
+    params = starts.cold_start(problem, seed=2, scheme="normal", projector="coordinate")
+    prof = tp.profiles(problem, params)
+    xs = np.asarray(P.trajectory(problem.formulation, P.Params(*params),
+                                 problem.initial_states()))
+    y = 2.0 * data.y_train - 1.0
+    # dist(x, {x : x_1 = y}) = |x_1 − y| for the coordinate projector.
+    steady = np.sqrt(np.mean((xs[..., 0] - y) ** 2, axis=1))
+    np.testing.assert_allclose(prof.steady_state_distances, steady, rtol=1e-12)
+    norms = np.sqrt(np.sum(params.A ** 2, axis=(1, 2)) + np.sum(params.b ** 2, axis=1))
+    np.testing.assert_allclose(prof.turnpike_distances, norms + steady[:-1], rtol=1e-12)
+    np.testing.assert_allclose(prof.mean_margins, np.mean(y * xs[..., 0], axis=1), rtol=1e-12)
+    np.testing.assert_allclose(prof.running_errors, 0.5 * np.mean((xs[..., 0] - y) ** 2, 1))
+    np.testing.assert_allclose(prof.state_norms, np.sqrt(np.mean(np.sum(xs ** 2, 2), 1)))
+    assert prof.terminal_error == pytest.approx(prof.running_errors[-1])
+    logistic = cdl.Problem(data, model="inside", width=3, layers=4, horizon=1.0)
+    assert not tp.steady_set(logistic).defined
+    assert tp.profiles(logistic, P.init_params(logistic.formulation)).turnpike_distances is None
 
 
 # --------------------------------------------------------------------------- fits
 
 
-def test_power_law_fit_recovers_the_slope():
-    T = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
-    fit = tp.fit_power_law(T, 3.0 / T)
-    assert fit["slope"] == pytest.approx(-1.0, abs=1e-12)
-    assert fit["ci95"][0] == pytest.approx(-1.0, abs=1e-9)
-    noisy = 3.0 * T ** -1.2 * np.exp(np.random.default_rng(1).normal(scale=0.1, size=5))
-    fit = tp.fit_power_law(T, noisy)
-    lo, hi = fit["ci95"]
-    assert lo < fit["slope"] < hi and lo < -1.2 < hi
-    two = tp.fit_power_law([1.0, 2.0], [1.0, 0.5])
-    assert two["slope"] == pytest.approx(-1.0) and two["ci95"] is None
-
-
-def test_exponential_fit_leaves_out_the_final_transient():
-    T = 8.0
-    t = np.arange(32) * 0.25
-    v = 2.0 * np.exp(-0.7 * t)
-    v[t > 0.75 * T] *= 50.0  # a final transient
-    fit = tp.fit_exponential_rate(t, v, T, tail_fraction=0.25)
-    assert fit["rate"] == pytest.approx(0.7, abs=1e-10)
-    assert fit["window"] == [0.0, 6.0]
-    assert fit["ci95"][0] <= 0.7 + 1e-9 <= fit["ci95"][1] + 1e-9
-    whole = tp.fit_exponential_rate(t, v, T, tail_fraction=0.0)
-    assert whole["rate"] < 0.7
-
-
-# --------------------------------------------------------------------------- diagnostics
-
-
-@pytest.fixture(scope="module")
-def data():
-    return cdl.data.ring(40, seed=3)
-
-
-def test_profiles_follow_their_definitions(data):
-    # The formulation of the sweeps below (T = 2, L = 4): compiled once for the module.
-    problem = cdl.Problem(data, width=3, layers=4, horizon=2.0, l2=1e-3)
-    params = P.init_params(problem.formulation, seed=2)
-    prof = tp.profiles(problem, params)
-    A, b, W, c = (np.asarray(v) for v in params)
-    h = 2.0 / 4
-    xs = [np.pad(data.X_train, ((0, 0), (0, 1)))]
-    for t in range(4):
-        xs.append(xs[-1] + h * np.tanh(xs[-1] @ A[t].T + b[t]))
-    xs = np.stack(xs)
-    y = data.y_train
-    z = xs @ W.T + c
-    errors = np.log1p(np.exp(-(2.0 * y[None, :, None] - 1.0) * z)).mean(axis=(1, 2))
-    np.testing.assert_allclose(prof["control_norms"],
-                               np.sqrt((A ** 2).sum((1, 2)) + (b ** 2).sum(1)))
-    np.testing.assert_allclose(prof["state_distances"],
-                               np.sqrt(((xs - xs[-1]) ** 2).sum(2).mean(1)), atol=1e-12)
-    np.testing.assert_allclose(prof["state_speeds"],
-                               np.sqrt(((xs[1:] - xs[:-1]) ** 2).sum(2).mean(1)) / h)
-    np.testing.assert_allclose(prof["running_errors"], errors, rtol=1e-10)
-    np.testing.assert_allclose(prof["times"], np.arange(5) * h)
-    wrong = ((z[..., 0] > 0).astype(int) != y[None]).mean(1)
-    np.testing.assert_allclose(prof["running_misclassification"], wrong)
-    assert prof["terminal_error"] == pytest.approx(errors[-1], rel=1e-10)
-    assert prof["steady_distances"] is None  # the logistic loss has no steady minimizer
-    assert not tp.steady_reference(problem)["defined"]
-
-
-def test_steady_states_for_the_squared_loss():
+def test_two_arc_fit_recovers_a_known_profile():
+    T, mu = 12.0, 0.8
+    t = np.arange(0.0, T, 0.25)
+    clean = 2.0 * np.exp(-mu * t) + 0.5 * np.exp(-mu * (T - t)) + 1e-3
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(12, 2))
-    data = cdl.data.regression(X, rng.normal(size=(12, 1)), {"name": "test"})
-    problem = cdl.Problem(data, width=3, layers=3, horizon=1.0)
-    params = P.init_params(problem.formulation, seed=1)
-    assert tp.steady_reference(problem)["defined"]
-    xL = np.asarray(P.trajectory(problem.formulation, params, problem.initial_states()))[-1]
-    ref = tp.steady_states(problem, params, xL)
-    W, c = np.asarray(params.W), np.asarray(params.c)
-    np.testing.assert_allclose(ref @ W.T + c, np.asarray(problem.targets()), atol=1e-12)
-    prof = tp.profiles(problem, params)
-    assert len(prof["steady_distances"]) == 4
+    wobble = np.convolve(rng.normal(scale=0.02, size=len(t) + 4), np.ones(5) / 5, "valid")
+    fit = fits.fit_two_arc(t, clean * np.exp(wobble), T, n_boot=40)
+    assert fit["rate"] == pytest.approx(mu, rel=0.03)
+    assert fit["ci95"][0] <= mu <= fit["ci95"][1]
+    assert fit["c1"] == pytest.approx(2.0, rel=0.1) and fit["c2"] == pytest.approx(0.5, rel=0.1)
+    assert fit["floor"] == pytest.approx(1e-3, rel=0.3)
+    exact = fits.fit_two_arc(t, clean, T, n_boot=5)
+    assert exact["rate"] == pytest.approx(mu, rel=1e-6)
 
 
-# --------------------------------------------------------------------------- the sweep
+def test_error_vs_horizon_slopes_and_the_bound():
+    T = np.array([2.0, 4.0, 8.0, 16.0])
+    evh = fits.error_vs_horizon(T, 3.0 / T ** 1.5, longest=3)
+    assert evh["slope"] == pytest.approx(-1.5)
+    assert evh["fit_horizons"] == [4.0, 8.0, 16.0]
+    assert [s["slope"] for s in evh["successive_slopes"]] == pytest.approx([-1.5] * 3)
+    assert evh["T_times_E_nonincreasing_over_fit"]
+    flat = fits.error_vs_horizon(T, 3.0 / np.sqrt(T))
+    assert not flat["T_times_E_nonincreasing_over_fit"]
 
 
-class Counter:
-    def __init__(self):
-        self.calls = 0
+def test_rate_agreement_and_control_comparisons():
+    rates = [{"horizon": T, "rate": r} for T, r in ((2, 3.0), (4, 1.0), (8, 1.1), (16, 1.15))]
+    agree = fits.rate_agreement(rates, longest=3, tolerance=0.2)
+    assert agree["horizons"] == [4, 8, 16] and agree["spread"] == pytest.approx(0.15)
+    assert agree["agree"]
+    assert not fits.rate_agreement(rates, longest=4)["agree"]
+    d = 2
+    short = P.Params(np.ones((2, d, d)), np.ones((2, d)), np.zeros((1, d)), np.zeros(1))
+    long = starts.pad_controls(short, 4)
+    gaps = fits.control_gap_to_longest({1.0: short, 2.0: long}, {1.0: 0.5, 2.0: 0.5})
+    assert gaps[1.0]["gaps"] == [0.0, 0.0]
+    # u_T(s) = T·θ_T(sT): θ_T = c/T gives the same rescaled control for every T.
+    conv = fits.rescaled_controls_convergence(
+        {T: P.Params(np.ones((int(4 * T), d, d)) / T, np.ones((int(4 * T), d)) / T,
+                     np.zeros((1, d)), np.zeros(1)) for T in (1.0, 2.0)})
+    assert conv["pairs"][0]["distance"] == pytest.approx(0.0, abs=1e-12)
 
-    def __call__(self, entry):
-        self.calls += 1
+
+# --------------------------------------------------------------------------- solving
 
 
-KEYS = ("horizon", "layers", "terminal_error", "control_norms", "state_distances",
-        "running_errors")
+def test_solve_to_tolerance_finishes_with_lbfgs(data):
+    problem = _tracking(data, T=1.0, L=2)
+    start = starts.cold_start(problem, 0, "normal", "coordinate")
+    options = tp.SweepOptions(tol=1e-7)
+    sol = tp.solve_to_tolerance(problem, start, cdl.GradientDescent("adam", lr=0.01), options,
+                                max_iter=5)
+    assert [st["solver"] for st in sol.stats["stages"]] == ["gd/adam", "gd/lbfgs"]
+    assert sol.status == "converged"
+    assert sol.stats["stationarity"] <= 1e-7
+    assert cdl.stationarity(problem, sol.params) == pytest.approx(sol.stats["stationarity"])
+    assert sol.iterations == sum(st["iterations"] for st in sol.stats["stages"])
 
 
-def _sweep(data, out, horizons=(1.0, 2.0), resume=False, callback=None, l2=1e-3, **kw):
-    problem = cdl.Problem(data, width=3, layers=1, horizon=1.0, l2=l2)
-    return tp.sweep(problem, list(horizons), cdl.GradientDescent("adam", lr=0.02), fixed="step",
-                    step=0.5, out=out, resume=resume, max_iter=4, callback=callback, **kw)
+def _sweep(data, out=None, horizons=(1.0, 2.0), resume=False, **options):
+    opts = dict(projector="coordinate", n_boot=10, tol=1e-7)
+    return tp.sweep(_tracking(data), list(horizons), cdl.GradientDescent("lbfgs", grad_tol=1e-8),
+                    options=tp.SweepOptions(**{**opts, **options}), fixed="step", step=0.5,
+                    out=out, resume=resume, max_iter=2000)
 
 
-def test_sweep_writes_report_and_resume_repeats_nothing(data, tmp_path):
+def test_sweep_converges_certifies_and_resumes(data, tmp_path):
     out = tmp_path / "sweep"
-    first_count = Counter()
-    first = _sweep(data, out, callback=first_count)
-    assert first.solved == [1.0, 2.0] and first.loaded == []
-    assert first_count.calls > 0
-    report = json.loads((out / "turnpike.json").read_text())
-    assert report["complete"]
-    for e, L in zip(report["horizons"], (2, 4), strict=True):
-        for k in KEYS:
-            assert k in e
-        assert e["layers"] == L
-        assert len(e["control_norms"]) == L
-        assert len(e["state_distances"]) == L + 1 and len(e["running_errors"]) == L + 1
-        assert e["terminal_error"] == pytest.approx(e["cost"]["terminal"], rel=1e-9)
-    assert report["error_vs_horizon_slope"]["slope"] is not None
-    assert "ci95" in report["error_vs_horizon_slope"]
-    assert "rate" in report["control_decay_rate"] and "ci95" in report["control_decay_rate"]
-    for T in ("T=1", "T=2"):
-        assert cdl.load(out / T).status in ("max_iter", "converged")
-    # The second horizon was warm-started from the first one.
-    assert first.solutions[2.0].solver["init"] == "warm_start"
-    stamp = (out / "T=2" / "meta.json").stat().st_mtime_ns
-
-    again_count = Counter()
-    again = _sweep(data, out, resume=True, callback=again_count)
+    result = _sweep(data, out)
+    rep = json.loads((out / "turnpike.json").read_text())
+    assert rep["complete"] and rep["excluded"] == []
+    for e, L in zip(rep["horizons"], (2, 4), strict=True):
+        assert e["layers"] == L and e["status"] == "converged"
+        assert e["stationarity"] <= 1e-7
+    second = rep["horizons"][1]
+    assert set(second["start"]["prices"]) == {"padded", "rescaled", "cold"}
+    assert second["start"]["chosen"] == min(second["start"]["prices"],
+                                            key=second["start"]["prices"].get)
+    assert second["start"]["predecessor"]["horizon"] == 1.0
+    assert rep["certificate"]["holds"] and rep["certificate"]["worst_violation"] <= 0
+    assert [r["horizon"] for r in rep["rate_per_horizon"]] == [1.0, 2.0]
+    assert cdl.load(out / "T=2").stats["warm_start"]["horizon"] == 1.0
+    again = _sweep(data, out, resume=True)
     assert again.solved == [] and again.loaded == [1.0, 2.0]
-    assert again_count.calls == 0  # no iteration ran
-    assert (out / "T=2" / "meta.json").stat().st_mtime_ns == stamp
-    for T in (1.0, 2.0):
-        assert again.solutions[T].wall_time_s == pytest.approx(first.solutions[T].wall_time_s)
-        np.testing.assert_array_equal(again.solutions[T].params.A, first.solutions[T].params.A)
-
-    # Extending the sweep solves only the new horizon, warm-started from the loaded one.
-    more = _sweep(data, out, horizons=(1.0, 2.0, 4.0), resume=True)
-    assert more.solved == [4.0] and more.loaded == [1.0, 2.0]
-    assert more.solutions[4.0].solver["init"] == "warm_start"
-    assert len(json.loads((out / "turnpike.json").read_text())["horizons"]) == 3
-
-
-def test_interrupted_sweep_loses_nothing(data, tmp_path):
-    out = tmp_path / "sweep"
-
-    class Interrupt:
-        def __init__(self):
-            self.calls = 0
-
-        def __call__(self, entry):
-            self.calls += 1
-            if self.calls > 6:  # during the second horizon (4 iterations + 1 per solve)
-                raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _sweep(data, out, callback=Interrupt())
-    assert sorted(p.name for p in out.iterdir()) == ["T=1", "turnpike.json"]
-    report = json.loads((out / "turnpike.json").read_text())
-    assert [e["horizon"] for e in report["horizons"]] == [1.0] and not report["complete"]
-    resumed = _sweep(data, out, resume=True)
-    assert resumed.loaded == [1.0] and resumed.solved == [2.0]
-
-
-def test_sweep_refuses_to_mix_problems(data, tmp_path):
-    out = tmp_path / "sweep"
-    _sweep(data, out, horizons=(1.0,))
+    np.testing.assert_array_equal(again.solutions[2.0].params.A, result.solutions[2.0].params.A)
     with pytest.raises(ValueError, match="resume"):
-        _sweep(data, out, horizons=(1.0,))
-    with pytest.raises(ValueError, match="another problem"):
-        _sweep(data, out, horizons=(1.0,), resume=True, l2=0.5)
+        _sweep(data, out)
 
 
-def test_sweep_with_another_solver(data, tmp_path):
-    """The sweep is solver-agnostic: the direct method (cheap to build) through the same
-    warm-start chain. (Every solver's handling of every term is in test_cost_terms.py.)"""
-    solver = "casadi"
-    if solver not in cdl.available():
-        pytest.skip(f"solver {solver!r} is not available yet")
-    problem = cdl.Problem(data, width=3, layers=1, horizon=1.0, l2=1e-3, running=0.5)
-    result = tp.sweep(problem, [0.5, 1.0], cdl.make_solver(solver), fixed="layers", layers=3,
-                      out=tmp_path / "s", max_iter=2)
-    assert result.solved == [0.5, 1.0]
-    assert [e["layers"] for e in result.report["horizons"]] == [3, 3]
-    assert result.solutions[1.0].solver["init"] == "warm_start"
+def test_certificate_catches_a_broken_warm_start(data, monkeypatch):
+    """A padded start that does not reproduce its predecessor (noise in the copied layers)
+    and no optimization: J_{T'} exceeds the bound, the horizon is failed and excluded. The
+    same sweep with the intact padding holds the bound with equality."""
+    kw = dict(start_kinds=("padded",), finish_iter=0, tol=1e-30)
+    solver = cdl.GradientDescent("lbfgs")
+    problem = _tracking(data)
+
+    def run():
+        return tp.sweep(problem, [1.0, 2.0], solver, options=tp.SweepOptions(
+            projector="coordinate", n_boot=5, **kw), step=0.5, max_iter=0).report
+
+    ok = run()
+    assert ok["certificate"]["holds"]
+    assert abs(ok["certificate"]["worst_violation"]) <= 1e-12
+    pad = starts.pad_controls
+
+    def broken(params, new_layers):
+        p = pad(params, new_layers)
+        return p._replace(b=p.b + 0.3)
+
+    monkeypatch.setattr(starts, "pad_controls", broken)
+    bad = run()
+    assert bad["certificate"]["holds"] is False and bad["certificate"]["worst_violation"] > 0
+    assert bad["horizons"][1]["status"] == "failed"
+    assert "certificate" in bad["excluded"][-1]["reason"]
+    assert bad["excluded"][-1]["horizon"] == 2.0
 
 
 # --------------------------------------------------------------------------- command line
 
-# The same data, formulation and solver as the library sweeps above (compiled once).
-BASE = ["turnpike", "--n-samples", "40", "--seed", "3", "--width", "3", "--l2", "1e-3",
-        "--optimizer", "adam", "--lr", "0.02", "--max-iter", "4", "--progress", "false"]
+BASE = ["turnpike", "--n-samples", "24", "--seed", "3", "--width", "3", "--model", "inside",
+        "--loss", "squared", "--running", "1", "--l2", "1e-2", "--frozen-readout",
+        "--projector", "coordinate", "--optimizer", "lbfgs", "--max-iter", "2000",
+        "--tol", "1e-7", "--progress", "false"]
 
 
-@pytest.mark.parametrize("horizons", ["0,1", "a,b", "-1,2", "1,-2", "1,1", ""])
-def test_cli_rejects_bad_horizons(tmp_path, capsys, horizons):
-    out = tmp_path / "out"
-    assert main([*BASE, f"--horizons={horizons}", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("controldl: error:") and len(err.strip().splitlines()) == 1
-    assert not out.exists()
-
-
-def test_cli_rejects_negative_horizons_as_separate_argument(tmp_path):
-    out = tmp_path / "out"
-    with pytest.raises(SystemExit) as exc:
-        main([*BASE, "--horizons", "-1,2", "--out", str(out)])
-    assert exc.value.code == 2
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("extra", [["--layers", "5"], ["--horizon", "3"],
-                                   ["--fixed", "layers", "--step", "0.5"],
-                                   ["--step", "0"], ["--step", "1", "--horizons", "0.2,1"],
-                                   ["--solver", "gd", "--rho", "2"],
-                                   ["--tail-fraction", "1"], ["--width", "1"]])
-def test_cli_rejects_bad_flags(tmp_path, capsys, extra):
+@pytest.mark.parametrize("extra", [["--horizons", "0,1"], ["--horizons", "1,1"],
+                                   ["--layers", "5"], ["--horizon", "3"],
+                                   ["--fixed", "layers", "--step", "0.5"], ["--step", "0"],
+                                   ["--starts", "padded,magic"], ["--tol", "-1"],
+                                   ["--solver", "msa"], ["--width", "1"]])
+def test_cli_rejects_bad_input(tmp_path, capsys, extra):
     out = tmp_path / "out"
     args = [*BASE, "--out", str(out), *extra]
-    if not any(a.startswith("--horizons") for a in extra):
+    if not any(a == "--horizons" for a in extra):
         args += ["--horizons", "1,2"]
     try:
         code = main(args)
-    except SystemExit as exc:  # argparse errors (an option unknown to this build)
+    except SystemExit as exc:
         code = exc.code
     assert code == 2
     assert not out.exists()
 
 
-def test_cli_sweep_figures_and_resume(tmp_path, capsys):
+def test_cli_sweep_and_figures(data, tmp_path, capsys):
     out = tmp_path / "out"
-    args = [*BASE, "--horizons", "1,2", "--step", "0.5", "--out", str(out)]
-    assert main(args) == 0
+    assert main([*BASE, "--horizons", "1,2", "--step", "0.5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "2 horizon(s) solved, 0 loaded" in printed
-    report = json.loads((out / "turnpike.json").read_text())
-    assert [e["layers"] for e in report["horizons"]] == [2, 4]
-    for name in ("profiles.png", "error_vs_horizon.png", "controls_heatmap.png"):
+    assert "padding certificate: holds" in printed and "μ(T=2)" in printed
+    for name in ("profiles.png", "error_vs_horizon.png", "controls.png", "rates.png"):
         assert (out / "figures" / name).stat().st_size > 0
-    assert main(args + ["--resume", "--no-plots"]) == 0
-    assert "0 horizon(s) solved, 2 loaded" in capsys.readouterr().out
-    assert main(args) == 2  # the sweep exists: --resume or another --out
-    layers = [*BASE, "--horizons", "1,2", "--fixed", "layers", "--layers", "4", "--out",
-              str(tmp_path / "fixed"), "--no-plots"]
-    assert main(layers) == 0
-    report = json.loads((Path(tmp_path) / "fixed" / "turnpike.json").read_text())
-    assert [e["layers"] for e in report["horizons"]] == [4, 4]
-    assert [e["step"] for e in report["horizons"]] == pytest.approx([0.25, 0.5])

@@ -105,8 +105,9 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> No
                    help="centre and scale the features with the training split's statistics")
 
     g = p.add_argument_group("formulation (DESIGN.md)")
-    g.add_argument("--model", choices=("resnet", "mlp"), default="resnet",
-                   help="resnet: x+h·σ(Ax+b); mlp: σ(Ax+b) (default resnet)")
+    g.add_argument("--model", choices=("resnet", "mlp", "inside"), default="resnet",
+                   help="resnet: x+h·σ(Ax+b); mlp: σ(Ax+b); inside: x+h·(Aσ(x)+b) "
+                        "(default resnet)")
     g.add_argument("--activation", choices=("tanh", "relu", "sigmoid", "softplus", "identity"),
                    default="tanh", help="σ (default tanh)")
     g.add_argument("--width", type=positive_int, default=None,
@@ -125,6 +126,9 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> No
                             ("readout-l2", "κ", "(κ/2)·(‖W‖²+‖c‖²)")):
         g.add_argument(f"--{flag}", type=nonneg_float, default=0.0,
                        help=f"weight {sym} of {what} (default 0)")
+    g.add_argument("--terminal", type=nonneg_float, default=1.0,
+                   help="weight w of the terminal loss w·(1/N)Σℓ(z(L)); 0 with --running > 0 "
+                        "is a purely integral cost (default 1)")
     g.add_argument("--frozen-readout", action="store_true",
                    help="keep W, c at their initial values (Esteve et al.'s fixed projection)")
     g.add_argument("--lipschitz-bound", type=nonneg_float, default=None, metavar="B",
@@ -150,7 +154,8 @@ def formulation_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(model=args.model, activation=args.activation, width=args.width,
                 layers=args.layers, horizon=args.horizon, loss=args.loss, l2=args.l2,
                 l1=args.l1, smooth=args.smooth, running=args.running,
-                readout_l2=args.readout_l2, train_readout=not args.frozen_readout,
+                readout_l2=args.readout_l2, terminal=args.terminal,
+                train_readout=not args.frozen_readout,
                 lipschitz_bound=args.lipschitz_bound, box_bound=args.box_bound)
 
 

@@ -1,0 +1,1 @@
+"""Studies built on the solvers: horizon sweeps (:mod:`controldl.studies.turnpike`)."""
