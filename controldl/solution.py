@@ -206,9 +206,14 @@ class Solution:
         acc = "" if self.train_accuracy is None else f", train acc {self.train_accuracy:.4f}"
         if self.test_accuracy is not None:
             acc += f", test acc {self.test_accuracy:.4f}"
+        returned = ""
+        st = self.stats
+        if st.get("returned") == "best" and st.get("best_iteration") != st.get("last_iteration"):
+            returned = (f" Returned the best iterate (iteration {st['best_iteration']}), not the "
+                        f"last (iteration {st['last_iteration']}, cost {st['last_cost']:.6g}).")
         return (f"{self.solver['name']}: {self.status} after {self.iterations} iterations in "
                 f"{self.wall_time_s:.2f} s (compile {self.compile_time_s:.2f} s); "
-                f"cost {self.cost['total']:.6g}{acc}. {self.message}")
+                f"cost {self.cost['total']:.6g}{acc}. {self.message}{returned}")
 
     def meta(self) -> dict[str, Any]:
         """The contents of ``meta.json``."""

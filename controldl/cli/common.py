@@ -16,6 +16,7 @@ from typing import Any
 from controldl import data as D
 from controldl import solvers
 from controldl.problem import DEFAULTS, READOUT_L2_ZERO_NOTE, Problem
+from controldl.solvers.base import COMMON_TOL
 from controldl.solvers.options import parse_bool as options_parse_bool
 from controldl.solvers.options import value_parser
 
@@ -182,6 +183,10 @@ def add_stopping_flags(p: argparse.ArgumentParser) -> None:
                    help="time limit in seconds, compilation included")
     g.add_argument("--target-cost", type=finite_float, default=None,
                    help="stop once the cost is at or below this value")
+    g.add_argument("--tol", type=nonneg_float, default=COMMON_TOL, metavar="TOL",
+                   help="the common stationarity tolerance: converged once "
+                        "‖θ − Π(prox(θ − ∇f))‖₂ ≤ TOL (controldl.stationarity); 0: only "
+                        f"each solver's own test (default {COMMON_TOL:g})")
     g.add_argument("--warm-start", default=None, metavar="DIR",
                    help="start from a saved solution directory (same width, layers, outputs)")
     g.add_argument("--init", choices=("normal", "zeros"), default="normal",
@@ -255,7 +260,7 @@ def add_solver_option_flags(p: argparse.ArgumentParser) -> None:
         help_text = (f"[{'/'.join(info['solvers'])}] {info['help']}"
                      + (f" (default {defaults})" if defaults else "")).replace("%", "%%")
         kwargs: dict[str, Any] = {"type": info["parse"], "default": None, "help": help_text,
-                                  "dest": f"opt_{field}"}
+                                  "dest": f"opt_{field}", "metavar": field.upper()}
         if info["repeat"]:
             kwargs["action"] = "append"
         flag = f"--{field.replace('_', '-')}"
@@ -282,7 +287,21 @@ def solver_options_from_args(args: argparse.Namespace, solver: str) -> dict[str,
 
 
 def solver_from_args(args: argparse.Namespace) -> solvers.Solver:
-    return solvers.make_solver(args.solver, **solver_options_from_args(args, args.solver))
+    """The solver of ``--solver`` with its flags; its own stationarity tolerance (when it
+    declares one) is the common ``--tol`` unless its own flag sets it."""
+    options = solver_options_from_args(args, args.solver)
+    cls = solvers.solver_class(args.solver)
+    option = cls.tolerance_option
+    if args.tol and option is not None and option not in options:
+        options[option] = args.tol
+    return cls(**options)
+
+
+EXIT_CODES = ("exit status: 0 when every solve completed (converged, acceptable, target "
+              "reached, or a limit hit; the status says which), 1 when one diverged, failed or "
+              "violated a constraint (the solution is still saved, with its status), 2 on bad "
+              "input (one line on stderr, nothing written), 130 when interrupted.")
+"""The exit codes of ``train`` and ``compare``, for their ``--help``."""
 
 
 def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -291,4 +310,4 @@ def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"--max-iter must be >= 0, got {args.max_iter}")
     return dict(init=args.warm_start, seed=args.seed, init_scheme=args.init,
                 max_iter=args.max_iter, max_time=args.max_time, target_cost=args.target_cost,
-                progress=bool(args.progress) and sys.stderr.isatty())
+                tol=args.tol or None, progress=bool(args.progress) and sys.stderr.isatty())

@@ -60,6 +60,27 @@ class CompileCache:
 COMPILED = CompileCache()
 """The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
 
+COMMON_TOL: float = 1e-4
+"""The common stationarity tolerance of ``controldl compare`` and ``train`` (on
+:func:`controldl.stationarity`, ``‖∇J‖₂`` without l1 and constraints): reached by every
+default solver of the comparison within its time cap on the default problem (measured
+there, on the ring)."""
+
+
+def clear_compile_caches() -> None:
+    """Forget every compiled program of this process: JAX's caches, :data:`COMPILED` and
+    the ``functools`` caches of the loaded ``controldl.solvers`` modules, so that the next
+    solve compiles from scratch (a cold timing; JAX's persistent cache on disk, when
+    enabled, is kept)."""
+    jax.clear_caches()
+    COMPILED.clear()
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("controldl.solvers") or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
+                value.cache_clear()
+
 
 def signature(tree: Any) -> tuple:
     """Shapes, dtypes and placements of the leaves of ``tree``, and its structure."""
@@ -210,6 +231,10 @@ class Solver(abc.ABC):
 
     name: ClassVar[str]
     default_max_iter: ClassVar[int] = 1000
+    tolerance_option: ClassVar[str | None] = None
+    """The option that holds the solver's own stationarity tolerance, which ``compare``
+    sets to the common one (``None``: the solver records ``stationarity`` and the
+    :class:`Monitor` stops it, or it keeps its own test)."""
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}

@@ -186,7 +186,8 @@ class GradientDescent(Solver):
     return_best: bool = True
 
     name: ClassVar[str] = "gd"
-    default_max_iter: ClassVar[int] = 2000
+    default_max_iter: ClassVar[int] = 5000
+    tolerance_option: ClassVar[str | None] = "grad_tol"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

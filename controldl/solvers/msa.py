@@ -845,6 +845,7 @@ class _Pontryagin(Solver):
 
     metric: ClassVar[str] = "augmented"
     default_max_iter: ClassVar[int] = 500
+    tolerance_option: ClassVar[str | None] = "tol"  # compare's common tolerance
 
     def _costate_weight(self) -> float:
         return 0.0
