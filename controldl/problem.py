@@ -278,11 +278,16 @@ class Problem:
     Formulation fields (``problem.width``, ``problem.h``, …) read through.
     """
 
-    def __init__(self, data: Dataset, **options: Any) -> None:
-        if not isinstance(data, Dataset):
-            raise ValueError(f"data must be a controldl.data.Dataset, got {type(data).__name__}")
-        self.data = data
-        self.formulation = make_formulation(data, **options)
+    def __init__(self, data: Any = None, y: Any = None, *, X: Any = None,
+                 **options: Any) -> None:
+        """``data`` is a :class:`~controldl.data.Dataset`, a pair ``(X, y)`` or the inputs
+        ``X`` with ``y`` beside them (also as ``X=``, ``y=``); see
+        :func:`controldl.data.as_dataset`. ``options`` are the formulation's keys
+        (:data:`FORMULATION_KEYS`), defaults :data:`DEFAULTS`."""
+        from controldl.data import as_dataset
+
+        self.data = as_dataset(data, y, X)
+        self.formulation = make_formulation(self.data, **options)
 
     @classmethod
     def from_formulation(cls, data: Dataset, formulation: Formulation) -> Problem:

@@ -12,12 +12,12 @@ HELP = "compare solvers on one problem: a table, figures and a short report"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from controldl.compare import DEFAULT_MAX_TIME, DEFAULT_SPECS
+    from controldl.compare import DEFAULT_MAX_TIME, default_specs
 
     p = sub.add_parser(
         "compare", help=HELP,
         description=f"{HELP}. Defaults: {DEFAULTS.describe()}; solvers "
-                    f"{', '.join(DEFAULT_SPECS)} (those installed); every solver stops at "
+                    f"{', '.join(default_specs())}; every solver stops at "
                     f"the common stationarity tolerance --tol or after {DEFAULT_MAX_TIME:g} s. "
                     "Each row is timed cold (compile caches cleared before it).",
         epilog=common.EXIT_CODES)
@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solvers", default=None, metavar="SPEC,SPEC,...",
                    help="solver specs name[:key=value...], e.g. adam:lr=0.03, emsa, "
                         "casadi:transcription=multiple, casadi:from=adam (warm start from an "
-                        f"earlier row). Default: {','.join(DEFAULT_SPECS)} (those installed); "
-                        "plain sgd is left out (it does not reach the tolerance in time)")
+                        f"earlier row). Default: {','.join(default_specs())}; plain sgd is "
+                        "left out (it does not reach the tolerance in time), and so is casadi "
+                        "from the shared start (twice the polish's time)")
     common.add_stopping_flags(p)
     p.set_defaults(max_time=DEFAULT_MAX_TIME)
     for action in p._actions:
