@@ -1,169 +1,257 @@
 """Run several solvers on the same problem from the same initialization and report.
 
-A solver is named by a *spec* string ``name[:key=value[:key=value…]]``:
+A solver is named by a *spec* string ``name[:key=value[:key=value…]]``, parsed by
+:mod:`controldl.solvers.options` (the same parser as :func:`controldl.solve`):
 
 - ``gd:optimizer=adam:lr=0.03``, ``msa``, ``emsa:rho=1``, ``casadi:transcription=multiple``;
 - any optax optimizer name is short for gradient descent with it: ``adam``, ``sgd``,
   ``lbfgs``, ``adam:lr=0.1``;
 - ``from=LABEL`` warm-starts from the solution of an earlier spec of the same run
-  (``casadi:from=adam`` polishes Adam's solution with IPOPT);
+  (``casadi:from=adam`` polishes Adam's solution with IPOPT); the row's times and work
+  include its predecessor's, and its curve starts where the predecessor ended;
 - ``max_iter=K`` overrides the iteration limit for that solver alone;
 - ``label=TEXT`` names the row (default: the spec itself).
 
-Every solver starts from :func:`controldl.problem.init_params` with the same seed unless
-it is warm-started.
+Fairness: every row that is not warm-started starts from
+:func:`controldl.problem.init_params` with the same seed, on the same training data; every
+solver stops at one common stationarity tolerance ``tol`` (the measure
+:func:`controldl.stationarity`) or at the time cap; every row is timed **cold**: JAX's and
+controldl's in-process compile caches are cleared before it, so its compile time does not
+depend on what ran before it in the process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
-import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from controldl import solvers
 from controldl.problem import Problem
-from controldl.solution import Solution, _jsonable, atomic_directory
+from controldl.solution import Solution, atomic_directory, jsonable
+from controldl.solvers.base import COMMON_TOL, clear_compile_caches
+from controldl.solvers.options import Spec, parse_spec, solver_name
 
-DEFAULT_SPECS: tuple[str, ...] = ("sgd", "adam", "lbfgs", "msa", "emsa", "casadi",
-                                  "casadi:from=adam")
+PMP_CHOICES: tuple[str, ...] = ("pmp-newton", "emsa")
+"""The Pontryagin row of the default line-up: the first of these that is installed."""
 
+DEFAULT_SPECS: tuple[str, ...] = ("adam", "lbfgs", "{pmp}", "casadi:from=adam")
+"""The default line-up (``{pmp}`` is the first installed of :data:`PMP_CHOICES`): gradient
+descent with Adam, the strongest first-order baseline (L-BFGS), a Pontryagin solver, and
+IPOPT polishing Adam's solution (its times include Adam's). Chosen so that the bare
+``controldl compare`` fits in 45 s on 2 cores with every row at the tolerance (measured on
+the default ring problem only). One flag away (``--solvers``): ``sgd`` (it does not reach
+the tolerance within the time cap: ``‖∇J‖`` still 4e-3 after 5000 iterations) and
+``casadi`` from the shared initialization (about twice the polish's time, and it stops at
+another local minimum)."""
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """A parsed solver spec."""
+DEFAULT_MAX_TIME: float = 25.0
+"""The default time cap of each row, in seconds (compilation included)."""
 
-    label: str
-    solver: str
-    options: dict[str, Any]
-    warm_from: str | None = None
-    max_iter: int | None = None
+TARGET_FACTOR: float = 1.1
+"""Without a given target cost, the target is this factor times the lowest final cost."""
 
-
-def _convert(cls: type, key: str, text: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    if key not in hints:
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ValueError(f"solver {cls.name!r} has no option {key!r} (options: {names})")
-    from controldl.cli.common import _parser_for
-
-    parse, repeat = _parser_for(hints[key])
-    if text.lower() == "none":
-        return None
-    try:
-        if repeat:
-            return tuple(parse(item) for item in text.split(";") if item)
-        return parse(text)
-    except Exception as exc:
-        raise ValueError(f"bad value {text!r} for option {key!r}: {exc}") from None
-
-
-def parse_spec(text: str) -> Spec:
-    """Parse ``name[:key=value…]`` (see the module docstring)."""
-    parts = [p for p in text.strip().split(":") if p]
-    if not parts:
-        raise ValueError("empty solver spec")
-    head, rest = parts[0], parts[1:]
-    options: dict[str, Any] = {}
-    if head in solvers._REGISTRY:
-        name = head
-    else:
-        name = "gd"
-        options["optimizer"] = head
-    cls = solvers.solver_class(name)
-    warm, max_iter, label = None, None, text
-    for item in rest:
-        if "=" not in item:
-            raise ValueError(f"solver spec {text!r}: expected key=value, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
-        if key == "from":
-            warm = value
-        elif key == "max_iter":
-            try:
-                max_iter = int(value)
-            except ValueError:
-                raise ValueError(f"solver spec {text!r}: max_iter must be an integer") from None
-        elif key == "label":
-            label = value
-        else:
-            options[key] = _convert(cls, key, value)
-    cls(**options)  # validate now, before anything runs
-    return Spec(label=label, solver=name, options=options, warm_from=warm, max_iter=max_iter)
+__all__ = ["Comparison", "DEFAULT_SPECS", "Row", "Spec", "compare", "default_specs",
+           "parse_spec", "table_markdown", "write_report"]
 
 
 def default_specs() -> list[str]:
-    """The default line-up: every solver that is available."""
+    """The default line-up: every spec of :data:`DEFAULT_SPECS` whose solver is available."""
     have = set(solvers.available())
-    return [s for s in DEFAULT_SPECS if parse_solver_name(s) in have]
+    pmp = next((name for name in PMP_CHOICES if name in have), None)
+    specs = [s.format(pmp=pmp) for s in DEFAULT_SPECS if pmp is not None or "{pmp}" not in s]
+    return [s for s in specs if solver_name(s.split(":", 1)[0]) in have]
 
 
 def parse_solver_name(spec: str) -> str:
-    head = spec.split(":", 1)[0]
-    return head if head in solvers._REGISTRY else "gd"
+    """The registered solver a spec names (``gd`` for an optax optimizer)."""
+    return solver_name(spec.split(":", 1)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One solver's line of the comparison. Times are seconds from the start of the row's
+    own solve plus ``predecessor_time_s`` (a warm start's chain), compilation included;
+    ``compile_time_s + run_time_s = total_time_s`` (both with the predecessors' parts;
+    ``wall_time_s`` and ``seconds_per_iteration`` are the row's own solve);
+    work is in gradient-evaluation equivalents (``None`` where the solver does not count
+    it). ``*_to_target`` / ``*_to_tol``: first recorded iterate at or below the target
+    cost / the tolerance (``None``: not reached). ``tol_from_final``: the solver records no
+    stationarity per iteration, so the time to the tolerance is that of the final iterate
+    (an upper bound)."""
+
+    solver: str
+    status: str
+    cost: float
+    stationarity: float | None
+    train_accuracy: float | None
+    test_accuracy: float | None
+    iterations: int
+    compile_time_s: float
+    run_time_s: float
+    wall_time_s: float
+    predecessor: str | None
+    predecessor_time_s: float
+    total_time_s: float
+    work: float | None
+    seconds_per_iteration: float | None
+    time_to_target_s: float | None
+    iterations_to_target: int | None
+    work_to_target: float | None
+    time_to_tol_s: float | None
+    iterations_to_tol: int | None
+    work_to_tol: float | None
+    tol_from_final: bool
+
+    def asdict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Offset:
+    """What a warm-started row adds to its own clock and work: its predecessors'."""
+
+    def __init__(self, sol: Solution) -> None:
+        ws = sol.warm_start
+        self.label = None if ws is None else ws.label
+        self.time = 0.0 if ws is None else float(ws.wall_time_s)
+        self.compile = 0.0 if ws is None else float(ws.compile_time_s)
+        self.work = 0.0 if ws is None or ws.work is None else float(ws.work)
+        self.work_known = ws is None or ws.work is not None
+
+    def work_at(self, entry: dict[str, Any]) -> float | None:
+        w = entry.get("work")
+        return None if w is None or not self.work_known else self.work + float(w)
+
+
+def _first(history: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool]
+           ) -> dict[str, Any] | None:
+    return next((h for h in history if test(h)), None)
+
+
+def _hit(h: dict[str, Any], key: str, bound: float) -> bool:
+    v = h.get(key)
+    return v is not None and math.isfinite(v) and v <= bound
+
+
+def make_row(label: str, sol: Solution, target: float, tol: float | None) -> Row:
+    """The :class:`Row` of solution ``sol`` against ``target`` and ``tol``."""
+    off = _Offset(sol)
+    hit = _first(sol.history, lambda h: _hit(h, "cost", target))
+    reached = None if tol is None else _first(sol.history, lambda h: _hit(h, "stationarity", tol))
+    recorded = any(h.get("stationarity") is not None for h in sol.history)
+    from_final = (tol is not None and reached is None and not recorded and sol.history != []
+                  and sol.stationarity is not None and sol.stationarity <= tol)
+    if from_final:
+        reached = {**sol.history[-1], "time_s": sol.wall_time_s}
+    compile_s = sol.compile_time_s + off.compile
+    total = sol.wall_time_s + off.time
+    work = sol.work
+    return Row(
+        solver=label, status=str(sol.status), cost=sol.cost["total"],
+        stationarity=sol.stationarity, train_accuracy=sol.train_accuracy,
+        test_accuracy=sol.test_accuracy, iterations=sol.iterations,
+        compile_time_s=compile_s, run_time_s=total - compile_s, wall_time_s=sol.wall_time_s,
+        predecessor=off.label, predecessor_time_s=off.time, total_time_s=total,
+        work=None if work is None or not off.work_known else work + off.work,
+        seconds_per_iteration=((sol.wall_time_s - sol.compile_time_s) / sol.iterations
+                               if sol.iterations else None),
+        time_to_target_s=None if hit is None else hit["time_s"] + off.time,
+        iterations_to_target=None if hit is None else hit["iteration"],
+        work_to_target=None if hit is None else off.work_at(hit),
+        time_to_tol_s=None if reached is None else reached["time_s"] + off.time,
+        iterations_to_tol=None if reached is None else reached["iteration"],
+        work_to_tol=None if reached is None else off.work_at(reached),
+        tol_from_final=from_final)
 
 
 @dataclasses.dataclass
 class Comparison:
-    """The solutions of one comparison, in the order run, and the reference target."""
+    """The solutions of one comparison, in the order run, the common target cost and the
+    common stationarity tolerance."""
 
     problem: Problem
     solutions: dict[str, Solution]
     target: float
     target_rule: str
+    tol: float | None = None
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per solver: final cost, accuracies, iterations, times, time to target."""
-        out = []
-        for label, s in self.solutions.items():
-            hit = next((h for h in s.history
-                        if h["cost"] is not None and h["cost"] <= self.target), None)
-            out.append({
-                "solver": label,
-                "status": s.status,
-                "cost": s.cost["total"],
-                "train_accuracy": s.train_accuracy,
-                "test_accuracy": s.test_accuracy,
-                "iterations": s.iterations,
-                "wall_time_s": s.wall_time_s,
-                "compile_time_s": s.compile_time_s,
-                "seconds_per_iteration": ((s.wall_time_s - s.compile_time_s) / s.iterations
-                                          if s.iterations else None),
-                "time_to_target_s": None if hit is None else hit["time_s"],
-                "time_to_target_excl_compile_s": (None if hit is None
-                                                  else hit["time_s"] - s.compile_time_s),
-                "iterations_to_target": None if hit is None else hit["iteration"],
-            })
+    def rows(self) -> list[Row]:
+        """One :class:`Row` per solver, in the order run."""
+        return [make_row(k, s, self.target, self.tol) for k, s in self.solutions.items()]
+
+    def histories(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row's history on the comparison's clock: a warm-started row's times and
+        work shifted by its predecessors', so that its curve starts where they ended."""
+        out = {}
+        for label, sol in self.solutions.items():
+            off = _Offset(sol)
+            out[label] = [{**h, "time_s": h["time_s"] + off.time, "work": off.work_at(h)}
+                          for h in sol.history]
         return out
 
+    def ranking(self, key: str) -> list[tuple[str, float]]:
+        """``(label, value)`` of the rows that reached ``key`` (``time_to_target_s`` or
+        ``time_to_tol_s``), fastest first."""
+        done = [(r.solver, getattr(r, key)) for r in self.rows() if getattr(r, key) is not None]
+        return sorted(done, key=lambda lv: lv[1])
 
-def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int = 0,
-            init_scheme: str = "normal", max_iter: int | None = None,
-            max_time: float | None = None, target_cost: float | None = None,
-            progress: bool = False, log: Any = None) -> Comparison:
-    """Solve ``problem`` with every spec (see the module docstring) and collect the results.
+    @property
+    def exit_code(self) -> int:
+        """0 when every solve completed, else the worst :attr:`Solution.exit_code`."""
+        codes = [s.exit_code for s in self.solutions.values()]
+        return max(codes, default=0)
 
-    ``target_cost`` stops each solver early and is the target of the time-to-target
-    column; without it the target is 1.1 × the best final cost of the run.
-    """
-    specs = list(default_specs() if not specs else specs)
+
+def _parse_all(specs: Sequence[str]) -> list[Spec]:
     parsed = [parse_spec(s) for s in specs]
     labels = [p.label for p in parsed]
     if len(set(labels)) != len(labels):
         raise ValueError(f"solver labels must be unique, got {', '.join(labels)}")
-    for p in parsed:
-        if p.warm_from is not None and p.warm_from not in labels[: labels.index(p.label)]:
+    for i, p in enumerate(parsed):
+        if p.warm_from is not None and p.warm_from not in labels[:i]:
             raise ValueError(f"{p.label!r} warm-starts from {p.warm_from!r}, which is not an "
                              "earlier solver of this comparison")
+    return parsed
+
+
+def _with_tolerance(spec: Spec, tol: float | None) -> Any:
+    """The spec's solver, its own convergence tolerance set to the common ``tol`` (unless
+    the spec sets it), for a solver that declares one (``Solver.tolerance_option``)."""
+    solver = spec.make()
+    option = getattr(type(solver), "tolerance_option", None)
+    if tol is None or option is None or option in spec.options:
+        return solver
+    return dataclasses.replace(solver, **{option: tol})
+
+
+def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int = 0,
+            init_scheme: str = "normal", max_iter: int | None = None,
+            max_time: float | None = DEFAULT_MAX_TIME, target_cost: float | None = None,
+            tol: float | None = COMMON_TOL, cold: bool = True, progress: bool = False,
+            log: Any = None) -> Comparison:
+    """Solve ``problem`` with every spec (see the module docstring) and collect the results.
+
+    Every solver stops at the common stationarity tolerance ``tol``, at ``max_time``
+    seconds or at ``target_cost`` when given. ``target_cost`` is also the target of the
+    time-to-target column; without it the target is :data:`TARGET_FACTOR` × the lowest
+    final cost of the run. ``cold``: clear the compile caches before each row (see the
+    module docstring); ``False`` lets a row reuse what an earlier one compiled.
+    """
+    parsed = _parse_all(list(default_specs() if not specs else specs))
     solutions: dict[str, Solution] = {}
     for p in parsed:
-        solver = solvers.make_solver(p.solver, **p.options)
-        init = solutions[p.warm_from] if p.warm_from else None
-        sol = solvers.solve(problem, solver, init=init, seed=seed, init_scheme=init_scheme,
+        solver = _with_tolerance(p, tol)
+        if cold:
+            clear_compile_caches()
+        sol = solvers.solve(problem, solver, init=solutions.get(p.warm_from), seed=seed,
+                            init_scheme=init_scheme,
                             max_iter=p.max_iter if p.max_iter is not None else max_iter,
-                            max_time=max_time, target_cost=target_cost, progress=progress)
+                            max_time=max_time, target_cost=target_cost, tol=tol,
+                            progress=progress)
         solutions[p.label] = sol
         if log is not None:
             log(f"{p.label}: {sol.summary()}")
@@ -171,29 +259,47 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     if target_cost is not None:
         target, rule = target_cost, "the given target cost"
     else:
-        target = 1.1 * min(finals) if finals else math.nan
-        rule = "1.1 × the best final cost of this run"
-    return Comparison(problem, solutions, target, rule)
+        target = TARGET_FACTOR * min(finals) if finals else math.nan
+        rule = f"{TARGET_FACTOR:g} × the lowest final cost of this run"
+    return Comparison(problem, solutions, target, rule, tol)
+
+
+# --------------------------------------------------------------------------- the report
 
 
 def _fmt(v: Any, spec: str = ".4g") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
-    return format(v, spec) if isinstance(v, float) else str(v)
+    if spec == "s":
+        return str(v)
+    return format(v, spec)
+
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("solver", "solver", "s"), ("status", "status", "s"), ("cost", "final cost", ".5g"),
+    ("stationarity", "stationarity", ".1e"), ("train_accuracy", "train acc", ".3f"),
+    ("test_accuracy", "test acc", ".3f"), ("iterations", "iterations", "d"),
+    ("work", "work [grad evals]", ".0f"), ("compile_time_s", "compile [s]", ".2f"),
+    ("run_time_s", "run excl. compile [s]", ".2f"),
+    ("predecessor_time_s", "predecessor [s]", ".2f"), ("total_time_s", "total [s]", ".2f"),
+    ("time_to_target_s", "time to target [s]", ".2f"),
+    ("time_to_tol_s", "time to tol [s]", ".2f"),
+)
+"""The table's columns: ``(Row field, heading, format)``."""
 
 
 def table_markdown(comparison: Comparison) -> str:
-    cols = [("solver", "solver", "s"), ("status", "status", "s"), ("cost", "final cost", ".5g"),
-            ("train_accuracy", "train acc", ".4f"), ("test_accuracy", "test acc", ".4f"),
-            ("iterations", "iterations", "d"), ("wall_time_s", "wall [s]", ".2f"),
-            ("compile_time_s", "compile [s]", ".2f"),
-            ("seconds_per_iteration", "s / iteration", ".2e"),
-            ("time_to_target_s", "time to target [s]", ".2f")]
-    lines = ["| " + " | ".join(c[1] for c in cols) + " |",
-             "|" + "|".join("---" for _ in cols) + "|"]
+    """The comparison as a Markdown table (:data:`COLUMNS`)."""
+    lines = ["| " + " | ".join(c[1] for c in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for row in comparison.rows():
-        lines.append("| " + " | ".join(_fmt(row[k], f) if f != "s" else str(row[k])
-                                       for k, _, f in cols) + " |")
+        cells = []
+        for key, _, spec in COLUMNS:
+            text = _fmt(getattr(row, key), spec)
+            if key == "time_to_tol_s" and row.tol_from_final and text != "—":
+                text = "≤ " + text
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -201,83 +307,89 @@ def write_report(comparison: Comparison, out: str | Path, figures: bool = True) 
     """Write ``results.json``, ``table.md``, ``report.md``, ``figures/*.png`` and every
     solution under ``solutions/LABEL`` to ``out``, atomically."""
     rows = comparison.rows()
-    problem = comparison.problem
-    form = problem.formulation
 
     def write(tmp: Path) -> None:
         for label, sol in comparison.solutions.items():
             sol.save(tmp / "solutions" / _safe(label))
-        results = {"problem": next(iter(comparison.solutions.values())).meta()["problem"]
-                   if comparison.solutions else {},
+        first = next(iter(comparison.solutions.values()), None)
+        results = {"problem": first.meta()["problem"] if first else {},
                    "target_cost": comparison.target, "target_rule": comparison.target_rule,
-                   "rows": rows}
-        (tmp / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+                   "tol": comparison.tol, "timing": "cold",
+                   "rows": [r.asdict() for r in rows],
+                   "ranking": {k: comparison.ranking(k)
+                               for k in ("time_to_target_s", "time_to_tol_s")}}
+        (tmp / "results.json").write_text(json.dumps(jsonable(results), indent=2))
         table = table_markdown(comparison)
         (tmp / "table.md").write_text(table + "\n")
-        figs = []
-        if figures:
-            from controldl import plotting
-
-            (tmp / "figures").mkdir()
-            fig = plotting.history_figure({k: s.history for k, s in comparison.solutions.items()},
-                                          title=repr(problem))
-            fig.savefig(tmp / "figures" / "cost_history.png", dpi=110)
-            figs.append("figures/cost_history.png")
-            plotting.plt.close(fig)
-            best = min(comparison.solutions.values(), key=lambda s: s.cost["total"])
-            for name, maker in (("decision_regions", plotting.decision_regions_figure),
-                                ("layers", plotting.layers_figure)):
-                f = maker(best)
-                if f is not None:
-                    f.savefig(tmp / "figures" / f"best_{name}.png", dpi=110)
-                    figs.append(f"figures/best_{name}.png")
-                    plotting.plt.close(f)
-        (tmp / "report.md").write_text(_report(comparison, rows, table, figs, form))
+        figs = _figures(comparison, tmp) if figures else []
+        (tmp / "report.md").write_text(_report(comparison, rows, table, figs))
 
     return atomic_directory(out, write)
+
+
+def _figures(comparison: Comparison, tmp: Path) -> list[str]:
+    from controldl import plotting
+
+    (tmp / "figures").mkdir()
+    marks = {"target": comparison.target, "tolerance": comparison.tol}
+    accepted = inspect.signature(plotting.history_figure).parameters
+    marks = {k: v for k, v in marks.items() if k in accepted}  # when the figure draws them
+    fig = plotting.history_figure(comparison.histories(), title=repr(comparison.problem),
+                                  **marks)
+    fig.savefig(tmp / "figures" / "cost_history.png", dpi=110)
+    plotting.plt.close(fig)
+    figs = ["figures/cost_history.png"]
+    finite = [s for s in comparison.solutions.values() if math.isfinite(s.cost["total"])]
+    if not finite:
+        return figs
+    best = min(finite, key=lambda s: s.cost["total"])
+    for name, maker in (("decision_regions", plotting.decision_regions_figure),
+                        ("layers", plotting.layers_figure)):
+        f = maker(best)
+        if f is not None:
+            f.savefig(tmp / "figures" / f"best_{name}.png", dpi=110)
+            figs.append(f"figures/best_{name}.png")
+            plotting.plt.close(f)
+    return figs
 
 
 def _safe(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
 
 
-def _report(comparison: Comparison, rows: list[dict[str, Any]], table: str, figs: list[str],
-            form: Any) -> str:
-    problem = comparison.problem
-    src = problem.data.source
+def _ranking_line(comparison: Comparison, key: str, what: str) -> str:
+    ranked = comparison.ranking(key)
+    if not ranked:
+        return f"- By {what}: no solver reached it."
+    order = ", ".join(f"{i}. {label} ({t:.2f} s)" for i, (label, t) in enumerate(ranked, 1))
+    return f"- By {what}: **{ranked[0][0]}** wins — {order}."
+
+
+def _report(comparison: Comparison, rows: list[Row], table: str, figs: list[str]) -> str:
+    tol = "none" if comparison.tol is None else f"{comparison.tol:g}"
     lines = [
-        "# Solver comparison",
-        "",
-        f"Problem: {form.model} with σ = {form.activation}, width {form.width}, "
-        f"L = {form.layers}, T = {form.horizon:g} (h = {form.h:g}), loss {form.loss}; "
-        f"l2 {form.l2:g}, l1 {form.l1:g}, smooth {form.smooth:g}, running {form.running:g}, "
-        f"readout_l2 {form.readout_l2:g}. Data: {src.get('name', 'file')} with "
-        f"{problem.data.n_train} training points"
-        + (f" and {len(problem.data.X_test)} test points." if problem.data.has_test else "."),
-        "",
+        "# Solver comparison", "",
+        f"Problem: {comparison.problem.describe()}.", "",
         "Every solver starts from the same initialization (or warm-starts where its name "
-        "says `from=`). Times count from the start of each solve and include compilation "
-        f"(also shown on its own). The target for 'time to target' is {comparison.target:.5g} "
-        f"({comparison.target_rule}).",
+        "says `from=`; such a row's times and work include its predecessor's). Every row "
+        "is timed cold: the compile caches are cleared before it. Times count from the "
+        "start of each solve and include compilation, also shown on its own; 'run excl. "
+        "compile' is the rest. Work is in gradient-evaluation equivalents (one forward "
+        "and one backward pass over the training set = 1; '—' where a solver does not "
+        "count it). Stationarity is `controldl.stationarity` at the returned parameters.",
         "",
-        table,
-        "",
+        f"Target cost: {comparison.target:.5g} ({comparison.target_rule}). Common "
+        f"stationarity tolerance: {tol}. A '≤' time to tolerance is the final iterate's "
+        "(the solver does not record its stationarity per iteration).", "",
+        table, "",
+        _ranking_line(comparison, "time_to_target_s", "time to the target"),
+        _ranking_line(comparison, "time_to_tol_s", "time to the tolerance"),
     ]
-    finite = [r for r in rows if r["cost"] is not None and math.isfinite(r["cost"])]
-    if finite:
-        best = min(finite, key=lambda r: r["cost"])
-        lines.append(f"- Lowest final cost: **{best['solver']}** ({best['cost']:.5g}).")
-        reached = [r for r in rows if r["time_to_target_s"] is not None]
-        if reached:
-            fast = min(reached, key=lambda r: r["time_to_target_s"])
-            lines.append(f"- First to the target: **{fast['solver']}** in "
-                         f"{fast['time_to_target_s']:.2f} s ({fast['iterations_to_target']} "
-                         "iterations).")
-        missed = [r["solver"] for r in rows if r["time_to_target_s"] is None]
-        if missed:
-            lines.append(f"- Did not reach the target: {', '.join(missed)}.")
+    missed = [r.solver for r in rows if r.time_to_target_s is None]
+    if missed:
+        lines.append(f"- Did not reach the target: {', '.join(missed)}.")
     for label, sol in comparison.solutions.items():
-        if not sol.succeeded:
+        if sol.status not in ("converged", "target_reached"):
             lines.append(f"- {label}: {sol.status} — {sol.message}")
     lines.append("")
     for f in figs:

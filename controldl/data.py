@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,30 @@ class Dataset:
     y_train: np.ndarray
     X_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
-    task: str = "classification"
+    task: str | None = None
     n_classes: int | None = None
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Arrays as NumPy; ``task`` inferred when ``None`` (integer labels (N,) →
+        classification, anything else → regression) and ``n_classes`` for classification
+        (K = max + 1); then everything validated (:func:`validate_arrays`)."""
+        for name in ("X_train", "y_train", "X_test", "y_test"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, np.ndarray):
+                object.__setattr__(self, name, _as_array(value, name))
+        if self.task is None:
+            object.__setattr__(self, "task", infer_task(self.y_train))
+        if self.task == "classification":
+            y = _labels_vector(self.y_train)
+            object.__setattr__(self, "y_train", y)
+            if self.y_test is not None:
+                object.__setattr__(self, "y_test", _labels_vector(self.y_test))
+            if self.n_classes is None:
+                object.__setattr__(self, "n_classes", infer_n_classes(y))
         validate_arrays(self.X_train, self.y_train, self.task, self.n_classes, "training")
+        if self.task == "classification":
+            check_every_class_present(self.y_train, int(self.n_classes))
         if (self.X_test is None) != (self.y_test is None):
             raise ValueError("X_test and y_test must be given together")
         if self.X_test is not None:
@@ -70,6 +90,59 @@ class Dataset:
         return self.X_test is not None
 
 
+def _as_array(value: Any, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except Exception as exc:
+        raise ValueError(f"{name} is not an array ({exc})") from None
+
+
+def _labels_vector(y: np.ndarray) -> np.ndarray:
+    """Labels ``(N,)`` (an ``(N, 1)`` column is flattened); integral floats become ints."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if (np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))):
+        y = y.astype(np.int64)
+    return y
+
+
+def infer_task(y: np.ndarray) -> str:
+    """``classification`` for integer-valued labels ``(N,)`` (or ``(N, 1)``), text labels
+    included (they are then rejected with a precise message), else ``regression``."""
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_):
+        return "classification"
+    if y.ndim == 2 and y.shape[1] != 1 or y.ndim > 2:
+        return "regression"
+    finite = np.all(np.isfinite(y))
+    return "classification" if (not finite or np.all(y == np.round(y))) else "regression"
+
+
+def infer_n_classes(y: np.ndarray) -> int | None:
+    """K = max label + 1 for integer labels (``None`` when they are not integers, so that
+    :func:`validate_arrays` reports the precise problem)."""
+    if (y.size and np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))):
+        return int(np.max(y)) + 1
+    return None
+
+
+def check_every_class_present(y: np.ndarray, n_classes: int) -> None:
+    """Training labels must be exactly ``0..K-1`` with every class present."""
+    present = np.unique(y)
+    if len(present) == 1:
+        raise ValueError(f"the training labels are a single class ({int(present[0])}): "
+                         "classification needs at least 2 classes")
+    missing = sorted(set(range(n_classes)) - {int(v) for v in present})
+    if missing:
+        shown = ", ".join(str(int(v)) for v in present[:10])
+        raise ValueError(
+            f"labels must be exactly 0..K-1 with every class present: got {{{shown}}}, so "
+            f"K = {n_classes} and class(es) {', '.join(map(str, missing[:10]))} have no "
+            f"point; relabel to 0..{len(present) - 1}")
+
+
 def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str) -> None:
     """Raise ``ValueError`` with a precise message unless ``X``, ``y`` form valid data."""
     if task not in TASKS:
@@ -89,7 +162,10 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             f"{what} targets have {getattr(y, 'shape', ('?',))[0]} rows but X has {X.shape[0]}"
         )
     if not np.issubdtype(y.dtype, np.number):
-        raise ValueError(f"{what} targets must be numeric, got dtype {y.dtype}")
+        sample = ", ".join(repr(v) for v in np.unique(y.astype(str))[:3])
+        raise ValueError(f"{what} labels must be integers 0..K-1, got text such as {sample}"
+                         if task == "classification" else
+                         f"{what} targets must be numeric, got dtype {y.dtype}")
     if not np.all(np.isfinite(y)):
         bad = int(np.argwhere(~np.isfinite(y.reshape(len(y), -1)))[0][0])
         raise ValueError(f"{what} targets contain NaN or infinity (first at row {bad})")
@@ -110,17 +186,10 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
 
 
 def classification(X: np.ndarray, y: np.ndarray, source: dict[str, Any]) -> Dataset:
-    """A classification :class:`Dataset` with K inferred from the labels (at least 2)."""
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)
-        K = max(int(y.max()) + 1, 2) if y.size else 2
-    else:
-        K = 2  # validate_arrays reports the precise problem
-    return Dataset(X, y, task="classification", n_classes=K, source=source)
+    """A classification :class:`Dataset` with K inferred from the labels: they must be
+    exactly ``0..K-1`` with every class present, K ≥ 2."""
+    X = np.asarray(X, dtype=np.float64) if np.issubdtype(np.asarray(X).dtype, np.number) else X
+    return Dataset(X, np.asarray(y), task="classification", source=source)
 
 
 def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
@@ -135,9 +204,32 @@ def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
 # --------------------------------------------------------------------------- generators
 
 
-def _check_generator(n_samples: int, noise: float) -> None:
+def available_memory_bytes() -> int | None:
+    """The physical memory available now (``None`` where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+GENERATOR_BYTES_PER_SAMPLE_DIM: int = 64
+"""An upper estimate of what a generator allocates per sample and input dimension
+(float64 inputs, noise and direction draws, labels, the shuffled copy)."""
+
+
+def check_memory(n_bytes: float, what: str) -> None:
+    """Raise ``ValueError`` before allocating ``n_bytes`` that the machine does not have."""
+    free = available_memory_bytes()
+    if free is not None and n_bytes > free:
+        raise ValueError(f"{what} needs about {n_bytes / 2**30:.3g} GiB but only "
+                         f"{free / 2**30:.3g} GiB of memory is available")
+
+
+def _check_generator(n_samples: int, noise: float, dim: int = 2) -> None:
     if not isinstance(n_samples, int | np.integer) or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    check_memory(float(n_samples) * max(dim, 1) * GENERATOR_BYTES_PER_SAMPLE_DIM,
+                 f"{n_samples} samples")
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
 
@@ -162,9 +254,9 @@ def spheres(
     """Concentric spheres in ``R^dim``: class 0 is the ball ``‖x‖ ≤ r₁``, class 1 the shell
     ``r₂ ≤ ‖x‖ ≤ r₃`` (half the points each). ``noise`` adds Gaussian noise of that standard
     deviation to the inputs, ``flip`` mislabels that fraction of the points."""
-    _check_generator(n_samples, noise)
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
+    _check_generator(n_samples, noise, dim)
     r1, r2, r3 = radii
     if not 0 < r1 < r2 < r3:
         raise ValueError(f"radii must satisfy 0 < r1 < r2 < r3, got {radii}")
@@ -292,58 +384,121 @@ def make_dataset(name: str, n_samples: int = 600, seed: int = 0, noise: float = 
 
 
 def load_file(path: str | Path, task: str | None = None) -> Dataset:
-    """Load ``.npz`` (arrays ``X`` and ``y``) or ``.csv`` (the last column is the label).
+    """Load ``.npz`` (arrays ``X`` and ``y``) or ``.csv`` (the last column is the label; a
+    first row that is not numeric is a header).
 
-    The task is classification when every target is an integer (K = max + 1), regression
-    otherwise, unless ``task`` says which.
+    The task is classification when every target is an integer (then the labels must be
+    exactly ``0..K-1`` with every class present), regression otherwise, unless ``task``
+    says which. Every problem with the file is a ``ValueError`` that names it.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"data file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"data file {str(path)!r} is not readable (permission denied)")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = [k for k in ("X", "y") if k not in f.files]
-                if missing:
-                    found = ", ".join(f.files) or "none"
-                    raise ValueError(f"{path}: missing array {missing[0]!r} (found {found})")
-                X, y = np.asarray(f["X"]), np.asarray(f["y"])
-        except ValueError:
-            raise
-        except Exception as exc:  # a corrupt or foreign file
-            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        X, y = _read_npz(path)
     elif suffix == ".csv":
-        try:
-            table = np.genfromtxt(path, delimiter=",", dtype=np.float64)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
-        if table.ndim == 1:
-            table = table[None, :]
-        if table.size and np.all(np.isnan(table[0])):
-            table = table[1:]  # a header row
-        if table.ndim != 2 or table.shape[1] < 2 or table.shape[0] == 0:
-            raise ValueError(f"{path}: a CSV needs at least one feature column and a label column")
-        X, y = table[:, :-1], table[:, -1]
+        X, y = _read_csv(path)
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .npz or .csv")
     if X.ndim == 1:
         X = X[:, None]
-    source = {"name": "file", "path": str(path.resolve())}
     if X.ndim != 2:
         raise ValueError(f"{path}: X must be 2-D (N, n), got shape {X.shape}")
     if y.shape[:1] != X.shape[:1]:
         raise ValueError(f"{path}: y has {y.shape[0] if y.ndim else 0} rows but X has {X.shape[0]}")
-    if not np.issubdtype(X.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
-        raise ValueError(f"{path}: X and y must be numeric")
-    if task is None:
-        finite = np.all(np.isfinite(y))
-        task = "classification" if (not finite or np.all(y == np.round(y))) else "regression"
-    if task == "classification":
-        return classification(X, y, source)
-    if task == "regression":
-        return regression(X, y, source)
+    if not np.issubdtype(X.dtype, np.number):
+        raise ValueError(f"{path}: X must be numeric, got dtype {X.dtype}")
+    task = infer_task(y) if task is None else task
+    source = {"name": "file", "path": str(path.resolve())}
+    try:
+        if task == "classification":
+            return classification(X, y, source)
+        if task == "regression":
+            return regression(X, y, source)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``X`` and ``y`` of a ``.npz`` file."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a valid .npz file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("X", "y") if k not in f.files]
+            if missing:
+                found = ", ".join(f.files) or "none"
+                raise ValueError(f"{path}: missing array {missing[0]!r} (found {found})")
+            return np.asarray(f["X"]), np.asarray(f["y"])
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a valid .npz file ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except Exception as exc:  # a corrupt archive member
+        raise ValueError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})"
+                         ) from None
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, n) and the last column of a CSV file; the labels stay text when they
+    are not numbers (so that the message can say so)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    rows = [[cell.strip() for cell in line.split(",")] for line in text.splitlines()
+            if line.strip()]
+    if rows and not all(_is_number(c) for c in rows[0][:-1]) and not _is_number(rows[0][-1]):
+        rows = rows[1:]  # a header row
+    widths = {len(r) for r in rows}
+    if not rows or len(widths) != 1 or widths.pop() < 2:
+        raise ValueError(f"{path}: a CSV needs rows of equal length with at least one feature "
+                         "column and a label column")
+    table = np.asarray(rows, dtype=object)
+    try:
+        X = table[:, :-1].astype(np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: the feature columns must be numbers ({exc})") from None
+    labels = table[:, -1]
+    if all(_is_number(c) for c in labels):
+        return X, labels.astype(np.float64)
+    return X, labels.astype(str)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def as_dataset(data: Any = None, y: Any = None, X: Any = None) -> Dataset:
+    """A :class:`Dataset` from what a user has: a ``Dataset``, a pair ``(X, y)``, or the
+    arrays ``X`` (N, n) and ``y`` (N,) or (N, m) — positionally or as ``X=``, ``y=``. The
+    task and the number of classes are inferred (:class:`Dataset`)."""
+    if isinstance(data, Dataset):
+        if y is not None or X is not None:
+            raise ValueError("give either a Dataset or the arrays X and y, not both")
+        return data
+    if X is not None:
+        if data is not None:
+            raise ValueError("X given twice (positionally and as X=)")
+        data = X
+    if isinstance(data, tuple | list) and len(data) == 2 and y is None:
+        data, y = data
+    if data is None or y is None:
+        raise ValueError("data must be a controldl.data.Dataset, a pair (X, y), or the arrays "
+                         "X and y")
+    return Dataset(_as_array(data, "X"), _as_array(y, "y"), source={"name": "arrays"})
 
 
 # --------------------------------------------------------------------------- transforms

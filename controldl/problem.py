@@ -51,6 +51,49 @@ class Params(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
+class ProblemDefaults:
+    """The one set of defaults of a problem built without options: the library's
+    :class:`Problem`, ``controldl train``, ``compare`` and ``turnpike`` all read it.
+
+    Every default problem has a minimizer: with the logistic or cross-entropy loss on
+    separable data and an unpenalized readout, ``J`` has its infimum at ``‖W‖ → ∞``, so
+    ``readout_l2`` is positive. The width is ``n + extra_width`` (one augmented dimension:
+    a width-2 ResNet of invertible layers cannot truly separate the ring, width 3 can),
+    ``h = T / L = 0.25`` is a small, stable step, and a quarter of a built-in dataset is
+    held out so that a separation is checked on fresh points.
+    """
+
+    extra_width: int = 1
+    layers: int = 20
+    horizon: float = 5.0
+    l2: float = 1e-3
+    readout_l2: float = 1e-3
+    terminal: float = 1.0
+    dataset: str = "ring"
+    n_samples: int = 600
+    test_fraction: float = 0.25
+
+    def width(self, n_inputs: int) -> int:
+        """The default width for ``n_inputs`` input features."""
+        return int(n_inputs) + self.extra_width
+
+    def describe(self) -> str:
+        """One line for ``--help``."""
+        return (f"the {self.dataset} ({self.n_samples} points, {self.test_fraction:g} held "
+                f"out), width n+{self.extra_width}, L = {self.layers}, T = {self.horizon:g} "
+                f"(h = {self.horizon / self.layers:g}), l2 {self.l2:g}, "
+                f"readout_l2 {self.readout_l2:g}")
+
+
+DEFAULTS = ProblemDefaults()
+"""The defaults of every problem built without options (see :class:`ProblemDefaults`)."""
+
+READOUT_L2_ZERO_NOTE = ("readout_l2 = 0: with the {loss} loss on separable data J has no "
+                        "minimizer (its infimum is at ‖W‖ → ∞), so no solver can converge")
+"""What a user who sets ``readout_l2`` to 0 with a classification loss is told."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Formulation:
     """Every parameter of the problem except the data; hashable (a static jit argument).
 
@@ -64,15 +107,15 @@ class Formulation:
     n_classes: int | None = 2
     model: str = "resnet"
     activation: str = "tanh"
-    width: int = 2
-    layers: int = 20
-    horizon: float = 5.0
+    width: int = 3
+    layers: int = DEFAULTS.layers
+    horizon: float = DEFAULTS.horizon
     loss: str = "logistic"
-    l2: float = 0.0
+    l2: float = DEFAULTS.l2
     l1: float = 0.0
     smooth: float = 0.0
     running: float = 0.0
-    readout_l2: float = 0.0
+    readout_l2: float = DEFAULTS.readout_l2
     terminal: float = 1.0
     train_readout: bool = True
     lipschitz_bound: float | None = None
@@ -169,6 +212,12 @@ def _nonnegative(name: str, value: Any) -> float:
     return v
 
 
+def _weight_option(options: dict[str, Any], key: str) -> Any:
+    """The weight ``key`` given in ``options``, or its default (``None`` means default)."""
+    value = options.get(key)
+    return getattr(DEFAULTS, key, 0.0) if value is None else value
+
+
 def make_formulation(data: Dataset, **options: Any) -> Formulation:
     """Validate ``options`` (the keys of :data:`FORMULATION_KEYS`) against ``data``."""
     unknown = set(options) - set(FORMULATION_KEYS)
@@ -176,16 +225,17 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
         raise ValueError(f"unknown problem option(s): {', '.join(sorted(unknown))}")
     n = data.n_features
     width = options.get("width")
-    width = n if width is None else width
+    width = DEFAULTS.width(n) if width is None else width
     if not isinstance(width, int | np.integer) or isinstance(width, bool) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
     if width < n:
         raise ValueError(f"width {width} is smaller than the input dimension {n}")
-    layers = options.get("layers", 20)
+    layers = options.get("layers")
+    layers = DEFAULTS.layers if layers is None else layers
     if not isinstance(layers, int | np.integer) or isinstance(layers, bool) or layers < 1:
         raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
     horizon = options.get("horizon")
-    horizon = float(layers) if horizon is None else horizon
+    horizon = DEFAULTS.horizon if horizon is None else horizon
     try:
         horizon = float(horizon)
     except (TypeError, ValueError):
@@ -204,10 +254,7 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
     if loss not in model.LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
     m = _output_dim(data, loss)
-    weights = {k: _nonnegative(k, options.get(k, 0.0) or 0.0)
-               for k in ("l2", "l1", "smooth", "running", "readout_l2")}
-    terminal = options.get("terminal")
-    weights["terminal"] = 1.0 if terminal is None else _nonnegative("terminal", terminal)
+    weights = {k: _nonnegative(k, _weight_option(options, k)) for k in WEIGHT_KEYS}
     if weights["terminal"] == 0 and weights["running"] == 0:
         raise ValueError("terminal 0 and running 0 leave no loss in the cost; give a "
                          "running weight > 0 for a purely integral cost")
@@ -238,11 +285,16 @@ class Problem:
     Formulation fields (``problem.width``, ``problem.h``, …) read through.
     """
 
-    def __init__(self, data: Dataset, **options: Any) -> None:
-        if not isinstance(data, Dataset):
-            raise ValueError(f"data must be a controldl.data.Dataset, got {type(data).__name__}")
-        self.data = data
-        self.formulation = make_formulation(data, **options)
+    def __init__(self, data: Any = None, y: Any = None, *, X: Any = None,
+                 **options: Any) -> None:
+        """``data`` is a :class:`~controldl.data.Dataset`, a pair ``(X, y)`` or the inputs
+        ``X`` with ``y`` beside them (also as ``X=``, ``y=``); see
+        :func:`controldl.data.as_dataset`. ``options`` are the formulation's keys
+        (:data:`FORMULATION_KEYS`), defaults :data:`DEFAULTS`."""
+        from controldl.data import as_dataset
+
+        self.data = as_dataset(data, y, X)
+        self.formulation = make_formulation(self.data, **options)
 
     @classmethod
     def from_formulation(cls, data: Dataset, formulation: Formulation) -> Problem:
@@ -262,6 +314,20 @@ class Problem:
             return getattr(self.formulation, name)
         except AttributeError:
             raise AttributeError(f"'Problem' object has no attribute {name!r}") from None
+
+    def describe(self) -> str:
+        """One line: the model, width, L, T, h, every weight, the constraints and the data
+        with its split (what ``controldl train`` prints before it starts)."""
+        f, data = self.formulation, self.data
+        weights = ", ".join(f"{k} {getattr(f, k):g}" for k in WEIGHT_KEYS)
+        bounds = "".join(f", {k} {getattr(f, k):g}" for k in ("lipschitz_bound", "box_bound")
+                         if getattr(f, k) is not None)
+        split = (f"{data.n_train} training and {len(data.X_test)} test points"
+                 if data.has_test else f"{data.n_train} training points, no test split")
+        return (f"{f.model} with σ = {f.activation}, width {f.width}, L = {f.layers}, "
+                f"T = {f.horizon:g} (h = {f.h:g}), loss {f.loss}; {weights}{bounds}"
+                f"{'' if f.train_readout else ', frozen readout'}; data "
+                f"{data.source.get('name', 'arrays')}: {split}")
 
     def __repr__(self) -> str:
         f = self.formulation
@@ -562,8 +628,13 @@ def stationarity_residual(form: Formulation, params: Params, X0: Array, Y: Array
     optimization variables (controls and readout): the norm of the projected/proximal
     gradient step, zero exactly at a first-order critical point of J with its l1 term and
     its constraints. Without l1 and constraints it is ``‖∇J‖₂``. Traceable."""
-    g = smooth_gradient(form, params, X0, Y)
-    new = proximal_gradient_point(form, params, g)
+    return stationarity_from_gradient(form, params, smooth_gradient(form, params, X0, Y))
+
+
+def stationarity_from_gradient(form: Formulation, params: Params, grad: Params) -> Array:
+    """:func:`stationarity_residual` given ``grad = ∇f(θ)``, the gradient of the smooth part
+    (:func:`smooth_gradient`), for a solver that has computed it already. Traceable."""
+    new = proximal_gradient_point(form, params, grad)
     return optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, params, new))
 
 

@@ -14,10 +14,11 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from controldl import problem as P
 from controldl.data import Dataset
 from controldl.problem import FORMULATION_KEYS, Params, Problem
 from controldl.status import Status
@@ -48,6 +49,37 @@ def versions() -> dict[str, str]:
     return out
 
 
+class WarmStart(NamedTuple):
+    """The predecessor of a warm-started solve, so that comparisons can add its cost.
+
+    ``wall_time_s``, ``compile_time_s`` and ``work`` (gradient-evaluation equivalents,
+    ``None`` when the predecessor did not count it) are totals over the predecessor and its
+    own chain of warm starts; ``label`` is its solver label, ``directory`` where it was
+    loaded from (``None`` for an in-memory solution).
+    """
+
+    label: str
+    directory: str | None
+    wall_time_s: float
+    compile_time_s: float
+    work: float | None
+
+    @classmethod
+    def of(cls, predecessor: Solution, directory: str | None = None) -> WarmStart:
+        """The record of a warm start from ``predecessor`` (its chain included)."""
+        before = predecessor.warm_start
+        work = predecessor.work
+        if before is not None:
+            work = None if work is None or before.work is None else work + before.work
+        return cls(
+            label=str(predecessor.solver.get("label", predecessor.solver.get("name", ""))),
+            directory=directory,
+            wall_time_s=predecessor.wall_time_s + (before.wall_time_s if before else 0.0),
+            compile_time_s=predecessor.compile_time_s + (before.compile_time_s if before
+                                                         else 0.0),
+            work=work)
+
+
 @dataclasses.dataclass(eq=False)
 class Solution:
     """What a solver returns.
@@ -65,6 +97,10 @@ class Solution:
         history: ``[{iteration, time_s, cost, train_accuracy}, ...]``; ``time_s`` counts from
             the start of the solve, compilation included.
         stats: solver-specific diagnostics (PMP residuals, IPOPT status, ...).
+        stationarity: :func:`controldl.stationarity` at ``params``, the first-order measure
+            shared by every solver.
+        warm_start: the predecessor of a warm-started solve (:class:`WarmStart`), else
+            ``None``.
     """
 
     problem: Problem
@@ -80,6 +116,61 @@ class Solution:
     history: list[dict[str, Any]]
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=versions)
+    stationarity: float | None = None
+    warm_start: WarmStart | None = None
+
+    @property
+    def work(self) -> float | None:
+        """Gradient-evaluation equivalents spent by this solve (``None`` when the solver
+        does not count them): the last history entry's ``work``."""
+        counted = [h["work"] for h in self.history if h.get("work") is not None]
+        return float(counted[-1]) if counted else None
+
+    def states(self, X: Any) -> np.ndarray:
+        """The trajectory ``x(0..L)`` (L+1, N, d) of inputs ``X`` (N, n) through the layers."""
+        form, X = self.problem.formulation, self._inputs(X)
+        return np.asarray(P.trajectory(form, self._jax_params(), P.embed(form, X)))
+
+    def outputs(self, X: Any) -> np.ndarray:
+        """The readout ``z = W x(L) + c`` (N, m) of inputs ``X`` (N, n)."""
+        form, X = self.problem.formulation, self._inputs(X)
+        return np.asarray(P.predict(form, self._jax_params(), P.embed(form, X)))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (N,) for classification (``z > 0`` for one output, ``argmax z``
+        for K), the outputs ``z`` (N, m) for regression."""
+        z = self.outputs(X)
+        if self.problem.formulation.task != "classification":
+            return z
+        return (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
+
+    def accuracy(self, X: Any, y: Any) -> float:
+        """The fraction of labels ``y`` (N,) that :meth:`predict` gets right on ``X``."""
+        if self.problem.formulation.task != "classification":
+            raise ValueError("accuracy is for classification; this solution is a regression")
+        y = np.asarray(y)
+        pred = self.predict(X)
+        if y.shape != pred.shape:
+            raise ValueError(f"y has shape {y.shape} but X gives {pred.shape[0]} predictions")
+        return float(np.mean(pred == y))
+
+    def _inputs(self, X: Any) -> Any:
+        import jax.numpy as jnp
+
+        X = np.asarray(X, np.float64)
+        n = self.problem.formulation.n_inputs
+        if X.ndim == 1 and n == 1:
+            X = X[:, None]
+        if X.ndim != 2 or X.shape[1] != n:
+            raise ValueError(f"X must have shape (N, {n}), got {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X contains NaN or infinity")
+        return jnp.asarray(X, jnp.asarray(self.params.A).dtype)
+
+    def _jax_params(self) -> Params:
+        import jax.numpy as jnp
+
+        return Params(*(jnp.asarray(v) for v in self.params))
 
     @property
     def message(self) -> str:
@@ -99,16 +190,30 @@ class Solution:
 
     @property
     def succeeded(self) -> bool:
+        """Converged or at the target cost."""
         return self.status in ("converged", "target_reached")
+
+    @property
+    def completed(self) -> bool:
+        """The solve ended by a stopping rule or a limit (:attr:`Status.completed`)."""
+        try:
+            return Status(self.status).completed
+        except ValueError:
+            return False
 
     def summary(self) -> str:
         """One paragraph for a terminal."""
         acc = "" if self.train_accuracy is None else f", train acc {self.train_accuracy:.4f}"
         if self.test_accuracy is not None:
             acc += f", test acc {self.test_accuracy:.4f}"
+        returned = ""
+        st = self.stats
+        if st.get("returned") == "best" and st.get("best_iteration") != st.get("last_iteration"):
+            returned = (f" Returned the best iterate (iteration {st['best_iteration']}), not the "
+                        f"last (iteration {st['last_iteration']}, cost {st['last_cost']:.6g}).")
         return (f"{self.solver['name']}: {self.status} after {self.iterations} iterations in "
                 f"{self.wall_time_s:.2f} s (compile {self.compile_time_s:.2f} s); "
-                f"cost {self.cost['total']:.6g}{acc}. {self.message}")
+                f"cost {self.cost['total']:.6g}{acc}. {self.message}{returned}")
 
     def meta(self) -> dict[str, Any]:
         """The contents of ``meta.json``."""
@@ -129,6 +234,9 @@ class Solution:
             "compile_time_s": self.compile_time_s,
             "history": self.history,
             "stats": self.stats,
+            "stationarity": self.stationarity,
+            "work": self.work,
+            "warm_start": None if self.warm_start is None else self.warm_start._asdict(),
             "devices": self.stats.get("devices"),
             "versions": self.versions,
         })
@@ -245,5 +353,16 @@ def load(directory: str | os.PathLike) -> Solution:
         wall_time_s=float(meta.get("wall_time_s", 0.0)),
         compile_time_s=float(meta.get("compile_time_s", 0.0)),
         history=meta.get("history", []), stats=meta.get("stats", {}),
-        versions=meta.get("versions", {}),
+        versions=meta.get("versions", {}), stationarity=meta.get("stationarity"),
+        warm_start=_warm_start(meta.get("warm_start")),
     )
+
+
+def _warm_start(record: Any) -> WarmStart | None:
+    """A :class:`WarmStart` from its ``meta.json`` record (``None`` when absent)."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        return WarmStart(**{k: record.get(k) for k in WarmStart._fields})
+    except TypeError:
+        return None

@@ -10,13 +10,15 @@ import inspect
 import math
 import re
 import sys
-import types
 import typing
 from typing import Any
 
 from controldl import data as D
 from controldl import solvers
-from controldl.problem import Problem
+from controldl.problem import DEFAULTS, READOUT_L2_ZERO_NOTE, Problem
+from controldl.solvers.base import COMMON_TOL
+from controldl.solvers.options import parse_bool as options_parse_bool
+from controldl.solvers.options import value_parser
 
 
 class CLIError(ValueError):
@@ -61,12 +63,8 @@ def nonneg_float(text: str) -> float:
 
 
 def parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    """``true/false`` for a flag (:func:`controldl.solvers.options.parse_bool`)."""
+    return _argparse_type(options_parse_bool)(text)
 
 
 def float_list(text: str) -> list[float]:
@@ -83,11 +81,14 @@ def float_list(text: str) -> list[float]:
 # --------------------------------------------------------------------------- problem flags
 
 
-def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> None:
+def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = DEFAULTS.n_samples
+                      ) -> None:
+    """The data and formulation flags; their defaults are :data:`controldl.problem.DEFAULTS`."""
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--dataset", default=None, metavar="NAME",
-                     help=f"built-in dataset: {', '.join(D.DATASETS)} (default: ring)")
+                     help=f"built-in dataset: {', '.join(D.DATASETS)} "
+                          f"(default: {DEFAULTS.dataset})")
     src.add_argument("--data", default=None, metavar="FILE",
                      help="a .npz file with arrays X (N, n) and y (N,), or a .csv whose last "
                           "column is the label")
@@ -99,8 +100,9 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> No
                    help="seed of the data, the split and the shared initialization (default 0)")
     g.add_argument("--noise", type=nonneg_float, default=0.0,
                    help="standard deviation of Gaussian input noise for built-in data")
-    g.add_argument("--test-fraction", type=nonneg_float, default=0.0,
-                   help="fraction held out as a test split (default 0: none)")
+    g.add_argument("--test-fraction", type=nonneg_float, default=DEFAULTS.test_fraction,
+                   help="fraction held out as a stratified test split; 0: none "
+                        f"(default {DEFAULTS.test_fraction:g})")
     g.add_argument("--standardize", action="store_true",
                    help="centre and scale the features with the training split's statistics")
 
@@ -111,11 +113,12 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> No
     g.add_argument("--activation", choices=("tanh", "relu", "sigmoid", "softplus", "identity"),
                    default="tanh", help="σ (default tanh)")
     g.add_argument("--width", type=positive_int, default=None,
-                   help="state dimension d ≥ n; d > n pads the inputs with zeros (default n)")
-    g.add_argument("--layers", type=positive_int, default=20,
-                   help="number of layers L (default 20)")
-    g.add_argument("--horizon", type=finite_float, default=None,
-                   help="final time T > 0; the step is h = T/L (default T = L, h = 1)")
+                   help="state dimension d ≥ n; d > n pads the inputs with zeros "
+                        f"(default n+{DEFAULTS.extra_width}: 3 for 2-D data)")
+    g.add_argument("--layers", type=positive_int, default=DEFAULTS.layers,
+                   help=f"number of layers L (default {DEFAULTS.layers})")
+    g.add_argument("--horizon", type=finite_float, default=DEFAULTS.horizon,
+                   help=f"final time T > 0; the step is h = T/L (default {DEFAULTS.horizon:g})")
     g.add_argument("--loss", choices=("logistic", "cross_entropy", "sigmoid_mse", "squared"),
                    default=None, help="default: logistic (2 classes), cross_entropy (K > 2), "
                                       "squared (regression)")
@@ -123,9 +126,11 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = 600) -> No
                             ("l1", "β", "β·h·Σ(‖A_t‖₁+‖b_t‖₁)"),
                             ("smooth", "α", "(α/2h)·Σ‖θ_{t+1}-θ_t‖²"),
                             ("running", "γ", "γ·h·Σ_{t=1..L} mean ℓ(z(t))"),
-                            ("readout-l2", "κ", "(κ/2)·(‖W‖²+‖c‖²)")):
-        g.add_argument(f"--{flag}", type=nonneg_float, default=0.0,
-                       help=f"weight {sym} of {what} (default 0)")
+                            ("readout-l2", "κ", "(κ/2)·(‖W‖²+‖c‖²); κ > 0 gives separable data a "
+                                               "minimizer")):
+        default = getattr(DEFAULTS, flag.replace("-", "_"), 0.0)
+        g.add_argument(f"--{flag}", type=nonneg_float, default=default,
+                       help=f"weight {sym} of {what} (default {default:g})")
     g.add_argument("--terminal", type=nonneg_float, default=1.0,
                    help="weight w of the terminal loss w·(1/N)Σℓ(z(L)); 0 with --running > 0 "
                         "is a purely integral cost (default 1)")
@@ -141,8 +146,8 @@ def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
     if args.data is not None:
         ds = D.load_file(args.data, task=args.task)
     else:
-        ds = D.make_dataset(args.dataset or "ring", n_samples=args.n_samples, seed=args.seed,
-                            noise=args.noise)
+        ds = D.make_dataset(args.dataset or DEFAULTS.dataset, n_samples=args.n_samples,
+                            seed=args.seed, noise=args.noise)
     if args.test_fraction:
         ds = D.train_test_split(ds, args.test_fraction, seed=args.seed)
     if args.standardize:
@@ -163,6 +168,15 @@ def problem_from_args(args: argparse.Namespace) -> Problem:
     return Problem(dataset_from_args(args), **formulation_options(args))
 
 
+def problem_notes(problem: Problem) -> list[str]:
+    """One-line notes on a problem the user should know about before it is solved."""
+    form = problem.formulation
+    notes = []
+    if form.readout_l2 == 0 and form.loss in ("logistic", "cross_entropy") and form.train_readout:
+        notes.append("note: " + READOUT_L2_ZERO_NOTE.format(loss=form.loss))
+    return notes
+
+
 # --------------------------------------------------------------------------- solver flags
 
 
@@ -174,6 +188,10 @@ def add_stopping_flags(p: argparse.ArgumentParser) -> None:
                    help="time limit in seconds, compilation included")
     g.add_argument("--target-cost", type=finite_float, default=None,
                    help="stop once the cost is at or below this value")
+    g.add_argument("--tol", type=nonneg_float, default=COMMON_TOL, metavar="TOL",
+                   help="the common stationarity tolerance: converged once "
+                        "‖θ − Π(prox(θ − ∇f))‖₂ ≤ TOL (controldl.stationarity); 0: only "
+                        f"each solver's own test (default {COMMON_TOL:g})")
     g.add_argument("--warm-start", default=None, metavar="DIR",
                    help="start from a saved solution directory (same width, layers, outputs)")
     g.add_argument("--init", choices=("normal", "zeros"), default="normal",
@@ -209,34 +227,24 @@ def _attributes_section(doc: str) -> dict[str, str]:
     return out
 
 
+def _argparse_type(parse: Any) -> Any:
+    """``parse`` with its ``ValueError`` turned into argparse's one-line message."""
+
+    def typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    typed.__name__ = getattr(parse, "__name__", "value")
+    return typed
+
+
 def _parser_for(tp: Any) -> tuple[Any, bool]:
-    """(argparse type, repeatable) for a dataclass field annotation."""
-    args = typing.get_args(tp)
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _parser_for(inner[0])
-        if set(inner) == {str, bool}:
-            return (lambda t: parse_bool(t) if t.lower() in ("true", "false", "1", "0", "yes",
-                                                               "no", "on", "off") else t), False
-        if float in inner:
-            return finite_float, False
-        return str, False
-    if origin is tuple:
-        def kv(text: str) -> tuple[str, str]:
-            if "=" not in text:
-                raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-            k, v = text.split("=", 1)
-            return k.strip(), v.strip()
-        return kv, True
-    if tp is bool:
-        return parse_bool, False
-    if tp is int:
-        return int, False
-    if tp is float:
-        return finite_float, False
-    return str, False
+    """(argparse type, repeatable) for a solver dataclass field annotation, from the one
+    option parser :func:`controldl.solvers.options.value_parser`."""
+    parse, repeat = value_parser(tp)
+    return _argparse_type(parse), repeat
 
 
 def solver_fields() -> dict[str, dict[str, Any]]:
@@ -265,7 +273,7 @@ def add_solver_option_flags(p: argparse.ArgumentParser) -> None:
         help_text = (f"[{'/'.join(info['solvers'])}] {info['help']}"
                      + (f" (default {defaults})" if defaults else "")).replace("%", "%%")
         kwargs: dict[str, Any] = {"type": info["parse"], "default": None, "help": help_text,
-                                  "dest": f"opt_{field}"}
+                                  "dest": f"opt_{field}", "metavar": field.upper()}
         if info["repeat"]:
             kwargs["action"] = "append"
         flag = f"--{field.replace('_', '-')}"
@@ -292,7 +300,21 @@ def solver_options_from_args(args: argparse.Namespace, solver: str) -> dict[str,
 
 
 def solver_from_args(args: argparse.Namespace) -> solvers.Solver:
-    return solvers.make_solver(args.solver, **solver_options_from_args(args, args.solver))
+    """The solver of ``--solver`` with its flags; its own stationarity tolerance (when it
+    declares one) is the common ``--tol`` unless its own flag sets it."""
+    options = solver_options_from_args(args, args.solver)
+    cls = solvers.solver_class(args.solver)
+    option = cls.tolerance_option
+    if args.tol and option is not None and option not in options:
+        options[option] = args.tol
+    return cls(**options)
+
+
+EXIT_CODES = ("exit status: 0 when every solve completed (converged, acceptable, target "
+              "reached, or a limit hit; the status says which), 1 when one diverged, failed or "
+              "violated a constraint (the solution is still saved, with its status), 2 on bad "
+              "input (one line on stderr, nothing written), 130 when interrupted.")
+"""The exit codes of ``train`` and ``compare``, for their ``--help``."""
 
 
 def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,4 +323,4 @@ def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"--max-iter must be >= 0, got {args.max_iter}")
     return dict(init=args.warm_start, seed=args.seed, init_scheme=args.init,
                 max_iter=args.max_iter, max_time=args.max_time, target_cost=args.target_cost,
-                progress=bool(args.progress) and sys.stderr.isatty())
+                tol=args.tol or None, progress=bool(args.progress) and sys.stderr.isatty())

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from controldl import solvers
 from controldl.cli import common
+from controldl.problem import DEFAULTS
 from controldl.solvers import solve
 
 HELP = "solve one problem with one solver and save the solution directory"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help=HELP, description=HELP + " (arrays.npz + meta.json).")
+    p = sub.add_parser(
+        "train", help=HELP,
+        description=f"{HELP} (arrays.npz + meta.json). Defaults: {DEFAULTS.describe()}, "
+                    "gradient descent with Adam, the common stationarity tolerance --tol: "
+                    "the same problem as a bare `controldl compare`.",
+        epilog=common.EXIT_CODES)
     common.add_problem_flags(p)
-    p.add_argument("--solver", default="gd", choices=("gd", "msa", "emsa", "casadi"),
-                   help="gd (optax), msa / emsa (Pontryagin), casadi (IPOPT) (default gd)")
+    names = solvers.available()
+    p.add_argument("--solver", default="gd", choices=names,
+                   help=f"{', '.join(names)}: gd (optax), msa / emsa (Pontryagin), casadi "
+                        "(IPOPT) (default gd)")
     common.add_stopping_flags(p)
     common.add_solver_option_flags(p)
     p.add_argument("--out", default="runs/train", help="solution directory (default runs/train)")
@@ -26,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     problem = common.problem_from_args(args)
     solver = common.solver_from_args(args)
-    solution = solve(problem, solver, **common.solve_kwargs(args))
+    kwargs = common.solve_kwargs(args)
+    print(f"problem: {problem.describe()}", flush=True)
+    print(f"solver: {solver.label()}, tolerance {args.tol or 'none'}", flush=True)
+    for note in common.problem_notes(problem):
+        print(note, file=sys.stderr, flush=True)
+    solution = solve(problem, solver, **kwargs)
     out = solution.save(Path(args.out))
     if args.plot:
         from controldl import plotting
@@ -34,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
         plotting.save_solution_figures(solution, out / "figures")
     print(solution.summary())
     print(f"saved to {out}")
-    return 0
+    return solution.exit_code

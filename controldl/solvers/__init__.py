@@ -43,8 +43,14 @@ def solver_class(name: str) -> type[Solver]:
 
 
 def make_solver(name: str, **options: Any) -> Solver:
-    """An instance of solver ``name`` with ``options`` (its dataclass fields)."""
-    return solver_class(name)(**options)
+    """An instance of solver ``name`` with ``options`` (its dataclass fields). ``name`` is a
+    registered solver or any spec that ``compare`` accepts (``adam``, ``adam:lr=0.03``,
+    ``emsa:rho=1``; see :mod:`controldl.solvers.options`)."""
+    if name in _REGISTRY:
+        return solver_class(name)(**options)
+    from controldl.solvers.options import solver_from_spec
+
+    return solver_from_spec(name, **options)
 
 
 __all__ = ["GradientDescent", "Monitor", "RunResult", "Solver", "Stopping", "available",

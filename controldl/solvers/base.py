@@ -30,7 +30,8 @@ import numpy as np
 from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
-from controldl.solution import Solution
+from controldl.solution import Solution, WarmStart
+from controldl.status import Status
 
 
 class CompileCache:
@@ -58,6 +59,27 @@ class CompileCache:
 
 COMPILED = CompileCache()
 """The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
+
+COMMON_TOL: float = 1e-4
+"""The common stationarity tolerance of ``controldl compare`` and ``train`` (on
+:func:`controldl.stationarity`, ``‖∇J‖₂`` without l1 and constraints): reached by every
+default solver of the comparison within its time cap on the default problem (measured
+there, on the ring)."""
+
+
+def clear_compile_caches() -> None:
+    """Forget every compiled program of this process: JAX's caches, :data:`COMPILED` and
+    the ``functools`` caches of the loaded ``controldl.solvers`` modules, so that the next
+    solve compiles from scratch (a cold timing; JAX's persistent cache on disk, when
+    enabled, is kept)."""
+    jax.clear_caches()
+    COMPILED.clear()
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("controldl.solvers") or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
+                value.cache_clear()
 
 
 def signature(tree: Any) -> tuple:
@@ -89,13 +111,28 @@ def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
 @dataclasses.dataclass(frozen=True)
 class Stopping:
     """Common stopping rules: ``max_iter`` iterations, ``max_time`` seconds (from the start
-    of the solve, compilation included), or a cost at or below ``target_cost``."""
+    of the solve, compilation included), a cost at or below ``target_cost``, or a
+    stationarity :func:`controldl.problem.stationarity_residual` at or below ``tol`` (the
+    common tolerance; ``None``: each solver's own convergence test alone).
+
+    A solve *diverges* when its cost becomes non-finite or exceeds
+    ``DIVERGENCE_FACTOR · max(|J_0|, 1)``, ``J_0`` the first cost recorded.
+    """
 
     max_iter: int = 1000
     max_time: float | None = None
     target_cost: float | None = None
+    tol: float | None = None
+
+    DIVERGENCE_FACTOR: ClassVar[float] = 100.0
+
+    def divergence_threshold(self, first_cost: float) -> float:
+        """The cost above which a solve that started at ``first_cost`` has diverged."""
+        return self.DIVERGENCE_FACTOR * max(abs(first_cost), 1.0)
 
     def __post_init__(self) -> None:
+        if self.tol is not None and not (math.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a finite number > 0, got {self.tol!r}")
         if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 0:
             raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
         if self.max_time is not None and not (self.max_time > 0):
@@ -118,10 +155,13 @@ class RunResult:
 class Monitor:
     """The clock, history, progress meter and common stopping rules of one solve.
 
-    Solvers call :meth:`record` once per iteration with the cost of the current iterate;
-    it returns a status string when the solve should stop (``target_reached``,
-    ``max_time``, ``diverged``), else ``None``. Time spent compiling or building is wrapped
-    in ``with monitor.compiling():``.
+    Solvers call :meth:`record` once per iteration with the cost of the current iterate
+    (and, where they have them, its ``stationarity`` and the cumulative ``work`` in
+    gradient-evaluation equivalents: one forward plus one backward pass over the training
+    set = 1); it returns a :class:`~controldl.status.Status` when the solve should stop
+    (``diverged``, ``target_reached``, ``converged`` at the common tolerance,
+    ``max_time``), else ``None``. Time spent compiling or building is wrapped in
+    ``with monitor.compiling():``.
     """
 
     def __init__(self, stopping: Stopping, progress: bool = False, label: str = "",
@@ -166,12 +206,18 @@ class Monitor:
             self._bar.refresh()
         if self.callback is not None:
             self.callback(entry)
-        if not math.isfinite(cost):
-            return "diverged"
-        if self.stopping.target_cost is not None and cost <= self.stopping.target_cost:
-            return "target_reached"
+        return self._verdict(cost, entry.get("stationarity"))
+
+    def _verdict(self, cost: float, stationarity: float | None) -> Status | None:
+        stop = self.stopping
+        if not math.isfinite(cost) or cost > stop.divergence_threshold(self.history[0]["cost"]):
+            return Status.DIVERGED
+        if stop.target_cost is not None and cost <= stop.target_cost:
+            return Status.TARGET_REACHED
+        if stop.tol is not None and stationarity is not None and stationarity <= stop.tol:
+            return Status.CONVERGED
         if self.out_of_time():
-            return "max_time"
+            return Status.MAX_TIME
         return None
 
     def close(self) -> None:
@@ -185,6 +231,10 @@ class Solver(abc.ABC):
 
     name: ClassVar[str]
     default_max_iter: ClassVar[int] = 1000
+    tolerance_option: ClassVar[str | None] = None
+    """The option that holds the solver's own stationarity tolerance, which ``compare``
+    sets to the common one (``None``: the solver records ``stationarity`` and the
+    :class:`Monitor` stops it, or it keeps its own test)."""
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
@@ -199,13 +249,24 @@ class Solver(abc.ABC):
         when it returns a status or after ``monitor.stopping.max_iter`` iterations."""
 
 
-def as_params(problem: Problem, init: Any) -> Params:
-    """Warm-start parameters from a :class:`Solution`, a solution directory or a
-    :class:`Params`, checked against the problem's shapes."""
+def warm_start_record(init: Any) -> tuple[Any, WarmStart | None]:
+    """``(init, record)``: a solution directory loaded, and the :class:`WarmStart` record
+    of a warm start from a :class:`Solution` (``None`` for raw ``Params``)."""
     from controldl.solution import load
 
     if isinstance(init, str | os.PathLike):
+        directory = str(Path(init).resolve())
         init = load(Path(init))
+        return init, WarmStart.of(init, directory)
+    if isinstance(init, Solution):
+        return init, WarmStart.of(init)
+    return init, None
+
+
+def as_params(problem: Problem, init: Any) -> Params:
+    """Warm-start parameters from a :class:`Solution`, a solution directory or a
+    :class:`Params`, checked against the problem's shapes."""
+    init, _ = warm_start_record(init)
     if isinstance(init, Solution):
         init = init.params
     if not isinstance(init, Params):
@@ -263,6 +324,7 @@ def solve(
     max_iter: int | None = None,
     max_time: float | None = None,
     target_cost: float | None = None,
+    tol: float | None = None,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], Any] | None = None,
 ) -> Solution:
@@ -274,17 +336,24 @@ def solve(
         init: warm start (a ``Solution``, a solution directory or ``Params``); otherwise the
             shared deterministic initialization :func:`controldl.problem.init_params` with
             ``seed`` and ``init_scheme`` (``"normal"`` or ``"zeros"``).
-        max_iter, max_time, target_cost: stopping rules (``max_iter`` defaults to the
-            solver's own default).
+        max_iter, max_time, target_cost, tol: stopping rules (:class:`Stopping`;
+            ``max_iter`` defaults to the solver's own default, ``tol`` is the common
+            stationarity tolerance).
         progress: show a progress bar (only on a terminal).
         callback: called with every history entry.
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
+    if isinstance(solver, str):
+        from controldl.solvers.options import solver_from_spec
+
+        solver = solver_from_spec(solver)
     if not isinstance(solver, Solver):
-        raise ValueError(f"solver must be a controldl solver, got {type(solver).__name__}")
+        raise ValueError(f"solver must be a controldl solver or a spec string such as "
+                         f"'adam:lr=0.03', got {type(solver).__name__}")
     stopping = Stopping(solver.default_max_iter if max_iter is None else max_iter,
-                        max_time, target_cost)
+                        max_time, target_cost, tol)
+    init, warm = warm_start_record(init)
     monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback)
     with monitor.compiling():  # one-time setup (small compiles) before the first iteration
         if init is None:
@@ -301,7 +370,7 @@ def solve(
     terms, train_acc, test_acc = evaluate(problem, final)
     status = result.status
     if not math.isfinite(terms["total"]):
-        status = "diverged"
+        status = Status.DIVERGED
     return Solution(
         problem=problem, params=final,
         solver={"name": solver.name, "label": solver.label(), "options": solver.options(),
@@ -309,4 +378,6 @@ def solve(
         status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
         iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
         history=monitor.history, stats=result.stats,
+        stationarity=P.stationarity(problem, final) if math.isfinite(terms["total"]) else None,
+        warm_start=warm,
     )

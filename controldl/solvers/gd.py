@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from controldl.solvers.base import (
     signature,
     training_arrays,
 )
+from controldl.status import Status
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
@@ -78,10 +79,17 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
 
 
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> Any:
+    """One compiled iteration ``(params, opt_state, X0, Y, y, key) → (new, opt_state, key,
+    [J, accuracy, stationarity, work])``: ``J`` and the accuracy at ``params``, the one
+    stationarity measure (:func:`controldl.problem.stationarity_from_gradient`, from the
+    gradient already computed; a mini-batch estimate with ``batch_size``) and the
+    iteration's work in gradient-evaluation equivalents (``batch/N`` for a mini-batch,
+    ``1 +`` the line-search evaluations for L-BFGS)."""
     opt = solver.optimizer_transform(steps)
     is_lbfgs = solver.optimizer == "lbfgs"
     batch = solver.batch_size
     remat = solver.checkpoint_every
+    N = args[1].shape[0]
 
     def iteration(params, opt_state, X0, Y, y, key):
         key, sub = jax.random.split(key)
@@ -92,20 +100,21 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
             g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
+        work = jnp.asarray(1.0 if batch is None else batch / N, J.dtype)
         if is_lbfgs:
             updates, opt_state = opt.update(g, opt_state, params, value=J, grad=g,
                                             value_fn=lambda p: f(p)[0])
+            searched = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
+            work = work + jnp.asarray(searched, J.dtype)
         else:
             updates, opt_state = opt.update(g, opt_state, params)
         new = P.project(form, optax.apply_updates(params, updates))
         if not form.train_readout:
             new = new._replace(W=params.W, c=params.c)
-        # Stationarity: the norm of the projected-gradient step θ - Π(θ - g).
-        moved = P.project(form, jax.tree.map(lambda p, gi: p - gi, params, g))
-        gnorm = optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, params, moved))
+        residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
         acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
                else jnp.zeros((), J.dtype))
-        return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), gnorm])
+        return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), residual, work])
 
     params, X0, Y, y, key = args
     opt_state = jax.eval_shape(opt.init, params)
@@ -114,6 +123,15 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
             if hasattr(s, "shape") else s, opt_state)
     return jax.jit(iteration).lower(params, opt_state, X0, Y, y, key).compile()
+
+
+def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
+    """``∇f = ∇J − ∇(l1 term)``: the gradient of J's smooth part from autodiff's gradient
+    of J (whose l1 part is ``β·h·sign(θ)``); ``g`` itself without l1."""
+    if not form.uses("l1"):
+        return g
+    gl1 = jax.grad(lambda A, b: P.l1_cost(form, A, b), argnums=(0, 1))(params.A, params.b)
+    return g._replace(A=g.A - gl1[0], b=g.b - gl1[1])
 
 
 def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
@@ -140,8 +158,14 @@ class GradientDescent(Solver):
             ``max_iter`` iterations.
         batch_size: mini-batch size (``None``: full batch). With mini-batches the history
             records the full cost once per epoch.
-        grad_tol: stop when ``‖θ - Π(θ - ∇J)‖ ≤ grad_tol`` (the gradient norm without
-            constraints).
+        grad_tol: converged when the stationarity ``‖θ − Π(prox_l1(θ − ∇f))‖₂``
+            (:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` without l1 and
+            constraints) is at most ``grad_tol``; the common tolerance ``tol`` of
+            :func:`controldl.solve` stops it too. Full batch only.
+        return_best: return the iterate of lowest recorded cost (the cost of gradient
+            descent is not monotone); ``False``: the last iterate. ``stats["returned"]``
+            says which, with ``best_iteration``/``best_cost`` and ``last_iteration``/
+            ``last_cost``.
         dtype: ``float64`` (default) or ``float32``.
         momentum: passed to optimizers that take it (sgd).
         devices: shard the samples over this many devices (controls replicated); the
@@ -159,9 +183,11 @@ class GradientDescent(Solver):
     momentum: float | None = None
     devices: int | None = None
     checkpoint_every: int | None = None
+    return_best: bool = True
 
     name: ClassVar[str] = "gd"
-    default_max_iter: ClassVar[int] = 2000
+    default_max_iter: ClassVar[int] = 5000
+    tolerance_option: ClassVar[str | None] = "grad_tol"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -191,47 +217,86 @@ class GradientDescent(Solver):
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
         dtype = DTYPES[self.dtype]
-        N = problem.data.n_train
-        max_iter = monitor.stopping.max_iter
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(jnp.asarray(v, dtype) for v in params))
         key = jax.random.PRNGKey(0)
         params, key = parallel.replicate(mesh, (params, key))
+        max_iter = monitor.stopping.max_iter
         steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
         with monitor.compiling():
             step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
             full_cost = _compiled_full_cost(form, (params, X0, Y, y))
-            full = full_cost if self.batch_size is not None else None
             opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
-        epoch = max(N // self.batch_size, 1) if self.batch_size else 1
-        status, k = "max_iter", 0
-        gnorm = math.nan
+        loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
+                     self.grad_tol, None if self.batch_size is None
+                     else max(problem.data.n_train // self.batch_size, 1))
+        run = loop.run(params, opt_state, key)
+        best, last = run.best, run.last
+        stats = {"stationarity": run.residual, "optimizer": self.optimizer,
+                 "returned": "best" if self.return_best else "last",
+                 "best_iteration": best.iteration, "best_cost": best.cost,
+                 "last_iteration": last.iteration, "last_cost": last.cost,
+                 "devices": parallel.describe(mesh)}
+        returned = best.params if self.return_best else last.params
+        return RunResult(returned, run.status, run.iterations, stats)
+
+
+class _Iterate(NamedTuple):
+    """A recorded iterate: its parameters, the full cost there and its iteration."""
+
+    params: Params
+    cost: float
+    iteration: int
+
+
+class _Outcome(NamedTuple):
+    """How :meth:`_Loop.run` ended: the status, the iterations done, the best and the last
+    recorded iterates and the last stationarity (``nan`` with mini-batches)."""
+
+    status: Status
+    iterations: int
+    best: _Iterate
+    last: _Iterate
+    residual: float
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The iterations of :class:`GradientDescent`: record the cost (the full cost once per
+    ``epoch`` iterations with mini-batches, ``epoch`` is ``None`` for the full batch), the
+    stationarity and the cumulative work; keep the best and the last recorded iterate."""
+
+    step: Any
+    full_cost: Any
+    data: tuple
+    monitor: Monitor
+    classify: bool
+    grad_tol: float
+    epoch: int | None
+
+    def run(self, params: Params, opt_state: Any, key: Any) -> _Outcome:
+        max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
+        best = last = None
+        done, residual, status, k = 0.0, math.nan, Status.MAX_ITER, 0
         for k in range(max_iter + 1):
-            if full is not None and (k % epoch == 0 or k == max_iter):
-                J, acc = full(params, X0, Y, y)
-                stop = monitor.record(k, J, acc if form.task == "classification" else None)
-                if stop or k == max_iter:
-                    status = stop or status
-                    break
-            if k == max_iter and full is None:
-                J, acc = full_cost(params, X0, Y, y)
-                status = monitor.record(k, J, acc if form.task == "classification"
-                                        else None) or status
+            new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
+            J, acc, residual, work = (float(v) for v in np.asarray(out))
+            stop = None
+            if self.epoch is None:
+                stop = monitor.record(k, J, acc if self.classify else None,
+                                      stationarity=residual, work=done + 1.0)
+                if stop is None and residual <= self.grad_tol:
+                    stop = Status.CONVERGED
+            elif k % self.epoch == 0 or k == max_iter:
+                J, acc = (float(v) for v in self.full_cost(params, *self.data))
+                stop = monitor.record(k, J, acc if self.classify else None, work=done)
+            if monitor.history and monitor.history[-1]["iteration"] == k:
+                last = _Iterate(params, J, k)
+                if best is None or J < best.cost or not math.isfinite(best.cost):
+                    best = last
+            if stop or k == max_iter:
+                status = stop or status
                 break
-            new, opt_state, key, stats = step(params, opt_state, X0, Y, y, key)
-            J, acc, gnorm = np.asarray(stats)
-            if full is None:
-                stop = monitor.record(k, J, acc if form.task == "classification" else None)
-                if stop:
-                    status = stop
-                    break
-                if float(gnorm) <= self.grad_tol:
-                    status = "converged"
-                    break
-            params = new
-            if monitor.out_of_time():
-                status, k = "max_time", k + 1
-                break
-        return RunResult(params, status, k, {"gradient_norm": float(gnorm),
-                                             "optimizer": self.optimizer,
-                                             "devices": parallel.describe(mesh)})
+            params, opt_state, key = new, next_state, next_key
+            done += work
+        return _Outcome(status, k, best, last, residual if self.epoch is None else math.nan)

@@ -191,6 +191,7 @@ class PMPNewton(Solver):
 
     name: ClassVar[str] = "pmp-newton"
     default_max_iter: ClassVar[int] = 500
+    tolerance_option: ClassVar[str | None] = "tol"  # compare's common tolerance
 
     def __post_init__(self) -> None:
         for name in ("rho", "rho_min", "rho_max"):

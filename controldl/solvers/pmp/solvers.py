@@ -113,6 +113,7 @@ class PontryaginSolver(Solver):
 
     extended: ClassVar[bool] = False
     default_max_iter: ClassVar[int] = 500
+    tolerance_option: ClassVar[str | None] = "tol"  # compare's common tolerance
 
     def __post_init__(self) -> None:
         if self.inner != "auto":
