@@ -105,9 +105,16 @@ def test_formulas_are_mathml(site):
 
 
 def test_executed_pages_show_their_output(site):
-    """When the site was built with its notebooks executed (``.ci/run``), every notebook
-    page shows a figure."""
+    """When the site was built with its snippets executed (``.ci/run``), every notebook
+    page shows a figure, getting-started shows the output of its snippets, and the
+    tutorials show their figures."""
     if os.environ.get("CONTROLDL_SITE_DIR") is None:
-        pytest.skip("the notebooks are executed by .ci/run's build (CONTROLDL_SITE_DIR)")
-    for page in sorted((site / "notebooks").glob("*/index.html")):
+        pytest.skip("the pages are executed by .ci/run's build (CONTROLDL_SITE_DIR)")
+    notebooks = sorted((site / "notebooks").glob("*/index.html"))
+    assert len(notebooks) >= 4, notebooks
+    for page in notebooks:
         assert "data:image/png" in page.read_text(encoding="utf-8"), f"{page}: no figure"
+    started = (site / "getting-started" / "index.html").read_text(encoding="utf-8")
+    assert started.count('class="filename">output<') >= 5, "getting-started shows no output"
+    tutorials = (site / "tutorials" / "index.html").read_text(encoding="utf-8")
+    assert tutorials.count("data:image/png") >= 12, "the tutorials show too few figures"
