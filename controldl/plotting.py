@@ -1,10 +1,15 @@
 """Every figure: the data carried through the layers, decision regions, a deformed grid,
-and cost / accuracy histories. Functions return a ``matplotlib.figure.Figure``;
-:func:`save_solution_figures` writes the PNGs of a solution atomically.
+the controls ``θ_t`` over time, and cost / accuracy / stationarity histories. Functions
+return a ``matplotlib.figure.Figure``; :func:`save_solution_figures` writes the PNGs of a
+solution atomically.
 
-States of width d ≤ 3 are drawn as they are (1-D as a strip, 2-D, 3-D); wider states are
-projected on the two principal directions of the final states ``x(L)`` (the same
-projection for every layer, so the panels are comparable).
+States of width d ≤ 2 are drawn as they are (1-D as a strip, 2-D). A classifier's states
+of width d ≥ 3 are drawn in the readout's frame (:func:`readout_frame`): the vertical axis
+is along the readout's direction ``W``, so its separating plane ``W x + c = 0`` is
+horizontal and the last layer shows the classes apart; the other axes are the principal
+directions of the final states ``x(L)`` orthogonal to it (3-D for d = 3, 2-D beyond).
+A regression's wider states are projected on the principal directions of ``x(L)``. The
+same frame serves every layer, so the panels are comparable.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from controldl import problem as P  # noqa: E402
 from controldl.solution import Solution, atomic_directory  # noqa: E402
@@ -51,22 +58,53 @@ def _default_layers(L: int, count: int = 6) -> list[int]:
     return sorted(set(np.linspace(0, L, min(count, L + 1)).round().astype(int).tolist()))
 
 
-def _projection(xs: np.ndarray) -> np.ndarray | None:
-    """A (d, 2) orthonormal basis of the top principal directions of ``x(L)`` when d > 3."""
-    d = xs.shape[-1]
-    if d <= 3:
+def _principal(points: np.ndarray, count: int) -> np.ndarray:
+    """(d, count) orthonormal principal directions of ``points`` (N, d), centred."""
+    _, _, vt = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)
+    return vt[:count].T
+
+
+def readout_direction(solution: Solution) -> np.ndarray | None:
+    """The unit vector (d,) along which the readout separates the classes: ``W/‖W‖`` for a
+    binary classifier (m = 1), the top right singular vector of the centred rows of ``W``
+    for K > 2 classes (the direction along which the class scores differ most). ``None``
+    for regression or a zero readout."""
+    form = solution.problem.formulation
+    W = np.asarray(solution.params.W, float)
+    if form.task != "classification" or np.allclose(W, 0):
         return None
-    final = xs[-1] - xs[-1].mean(axis=0)
-    _, _, vt = np.linalg.svd(final, full_matrices=False)
-    return vt[:2].T
+    w = W[0] if W.shape[0] == 1 else _principal(W, 1)[:, 0]
+    return w / np.linalg.norm(w)
+
+
+def readout_frame(solution: Solution, final_states: np.ndarray) -> np.ndarray | None:
+    """The (d, k) orthonormal frame the states are drawn in (k = 3 for d = 3, else 2),
+    ``None`` when they are drawn as they are (d ≤ 2, or a regression of width ≤ 3).
+
+    For a classifier of width d ≥ 3 the last column is :func:`readout_direction` ``ŵ``
+    (the vertical axis: the plane ``W x + c = 0`` of a binary readout is the horizontal
+    plane at height ``-c/‖W‖``); the others are the principal directions of the final
+    states ``final_states`` (N, d) projected orthogonally to ``ŵ``. For a regression of
+    width d > 3: the two principal directions of the final states."""
+    d = final_states.shape[-1]
+    w = readout_direction(solution)
+    if d <= 2 or (w is None and d <= 3):
+        return None
+    if w is None:
+        return _principal(final_states, 2)
+    k = 3 if d == 3 else 2
+    rest = final_states - np.outer(final_states @ w, w)
+    others = _principal(rest, k - 1)
+    others = others - np.outer(w, w @ others)  # exactly orthogonal to ŵ
+    others, _ = np.linalg.qr(others)
+    return np.concatenate([others, w[:, None]], axis=1)
 
 
 def layers_figure(solution: Solution, layers: Sequence[int] | None = None) -> Figure:
-    """The training data carried through the layers: one panel per chosen layer.
-
-    In the last panel of a 2-D (or 3-D) state space the readout's decision boundary
-    ``W x + c = 0`` is drawn for binary problems.
-    """
+    """The training data carried through the layers: one panel per chosen layer, in the
+    frame of :func:`readout_frame` (3-D panels for a width-3 classifier, the vertical axis
+    along ``W``). A binary readout's separating line or plane ``W x + c = 0`` is drawn in
+    the last panel."""
     form = solution.problem.formulation
     L, d = form.layers, form.width
     layers = _default_layers(L) if layers is None else list(layers)
@@ -75,43 +113,57 @@ def layers_figure(solution: Solution, layers: Sequence[int] | None = None) -> Fi
         raise ValueError(f"layer {bad[0]} is outside 0..{L}")
     xs = states(solution)
     color = _colors(solution, solution.problem.data.y_train)
-    basis = _projection(xs)
-    three_d = d == 3
+    basis = readout_frame(solution, xs[-1])
+    pts_all = xs if basis is None else xs @ basis
+    k = pts_all.shape[-1]
+    binary = form.task == "classification" and form.n_outputs == 1
     n = len(layers)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
     fig = plt.figure(figsize=(4.2 * cols, 3.9 * rows))
-    for k, t in enumerate(layers):
-        x = xs[t]
-        if three_d:
-            ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
-            ax.scatter(x[:, 0], x[:, 1], x[:, 2], c=color, s=6, depthshade=False)
+    for i, t in enumerate(layers):
+        pts = pts_all[t]
+        if k == 3:
+            ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=color, s=6, depthshade=False)
+            ax.view_init(elev=8, azim=-60)
+            if t == L and binary:
+                _boundary_plane(ax, solution, pts)
         else:
-            ax = fig.add_subplot(rows, cols, k + 1)
-            if d == 1:
-                jitter = np.random.default_rng(0).uniform(-0.5, 0.5, len(x))
-                ax.scatter(x[:, 0], jitter, c=color, s=6)
+            ax = fig.add_subplot(rows, cols, i + 1)
+            if k == 1:
+                jitter = np.random.default_rng(0).uniform(-0.5, 0.5, len(pts))
+                ax.scatter(pts[:, 0], jitter, c=color, s=6)
                 ax.set_yticks([])
             else:
-                pts = x @ basis if basis is not None else x
                 ax.scatter(pts[:, 0], pts[:, 1], c=color, s=6)
-                if (t == L and basis is None and form.n_outputs == 1
-                        and form.task == "classification"):
-                    _boundary_line(ax, solution.params.W[0], float(solution.params.c[0]), pts)
+                if t == L and binary:
+                    _boundary_line(ax, solution, basis, pts)
             ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(f"layer {t}" + (" (input)" if t == 0 else ""))
-    what = "PCA of the states" if basis is not None else f"states in R^{d}"
+    if basis is None:
+        what = f"states in R^{d}"
+    elif readout_direction(solution) is not None:
+        what = "vertical axis along the readout W"
+    else:
+        what = "PCA of the states"
     fig.suptitle(f"Data through the layers ({form.model}, width {d}, L = {L}, T = "
                  f"{form.horizon:g}; {what})")
     fig.tight_layout()
     return fig
 
 
-def _boundary_line(ax: Any, w: np.ndarray, c: float, pts: np.ndarray) -> None:
+def _boundary_line(ax: Any, solution: Solution, basis: np.ndarray | None,
+                   pts: np.ndarray) -> None:
+    """``W x + c = 0`` in a 2-D panel: the line itself for d = 2 (``basis`` None); in the
+    readout's frame (d > 3) the horizontal line at height ``-c/‖W‖``."""
+    w, c = np.asarray(solution.params.W[0], float), float(solution.params.c[0])
     if np.allclose(w, 0):
         return
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    if abs(w[1]) > abs(w[0]):
+    if basis is not None:
+        ax.axhline(-c / np.linalg.norm(w), color="k", ls="--", lw=1)
+    elif abs(w[1]) > abs(w[0]):
         xx = np.linspace(lo[0], hi[0], 2)
         ax.plot(xx, -(w[0] * xx + c) / w[1], "k--", lw=1)
     else:
@@ -119,9 +171,25 @@ def _boundary_line(ax: Any, w: np.ndarray, c: float, pts: np.ndarray) -> None:
         ax.plot(-(w[1] * yy + c) / w[0], yy, "k--", lw=1)
 
 
+def _boundary_plane(ax: Any, solution: Solution, pts: np.ndarray) -> None:
+    """The horizontal plane ``W x + c = 0`` (height ``-c/‖W‖``) in a 3-D readout frame."""
+    w, c = np.asarray(solution.params.W[0], float), float(solution.params.c[0])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], 2), np.linspace(lo[1], hi[1], 2))
+    ax.plot_surface(g0, g1, np.full_like(g0, -c / np.linalg.norm(w)), color="0.5", alpha=0.25)
+
+
+def solver_label(solution: Solution) -> str:
+    """The name a figure gives a solution's solver: its label in a comparison, else its
+    name."""
+    return str(solution.solver.get("label", solution.solver.get("name", "solver")))
+
+
 def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure | None:
     """Decision regions in input space (n = 1 or 2), training points as dots and test
-    points as crosses. ``None`` for inputs of more than two dimensions."""
+    points as crosses (the legend says which marker is which, in grey: the colours are
+    the classes). The title names the solver. ``None`` for inputs of more than two
+    dimensions."""
     form = solution.problem.formulation
     data = solution.problem.data
     n = form.n_inputs
@@ -160,14 +228,19 @@ def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure
             cs = ax.contourf(g0, g1, z[:, 0].reshape(g0.shape), levels=20, cmap="viridis")
             fig.colorbar(cs, ax=ax, label="z")
         ax.scatter(X[:, 0], X[:, 1], c=_colors(solution, data.y_train), s=7,
-                   edgecolors="none", label="train")
+                   edgecolors="none")
         if data.has_test:
             ax.scatter(data.X_test[:, 0], data.X_test[:, 1], c=_colors(solution, data.y_test),
-                       marker="x", s=14, label="test")
-            ax.legend(loc="upper right")
+                       marker="x", s=14)
+            ax.legend(handles=[Line2D([], [], ls="", marker="o", ms=4, color="0.35",
+                                      label="train"),
+                               Line2D([], [], ls="", marker="x", ms=5, color="0.35",
+                                      label="test")], loc="upper right")
         ax.set_aspect("equal")
     acc = "" if solution.train_accuracy is None else f", train acc {solution.train_accuracy:.3f}"
-    ax.set_title(f"Decision regions{acc}")
+    if solution.test_accuracy is not None:
+        acc += f", test acc {solution.test_accuracy:.3f}"
+    ax.set_title(f"Decision regions: {solver_label(solution)}{acc}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -175,12 +248,12 @@ def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure
 def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[int] | None = None
                          ) -> Figure | None:
     """How the flow deforms a grid of the input plane: the grid lines carried to chosen
-    layers (n = 2 only; 3-D states drawn in 3-D, wider states projected as in
+    layers (n = 2 only; in the frame of :func:`readout_frame`, as in
     :func:`layers_figure`)."""
     form = solution.problem.formulation
     if form.n_inputs != 2:
         return None
-    L, d = form.layers, form.width
+    L = form.layers
     layers = [0, L // 2, L] if layers is None else list(layers)
     X = solution.problem.data.X_train
     lo, hi = X.min(axis=0), X.max(axis=0)
@@ -192,21 +265,23 @@ def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[i
     pts = np.concatenate(segs)
     xs_grid = states(solution, pts)
     xs_data = states(solution)
-    basis = _projection(xs_data)
+    basis = readout_frame(solution, xs_data[-1])
+    if basis is not None:
+        xs_grid, xs_data = xs_grid @ basis, xs_data @ basis
+    k = xs_data.shape[-1]
     color = _colors(solution, solution.problem.data.y_train)
     fig = plt.figure(figsize=(4.3 * len(layers), 4.2))
-    for k, t in enumerate(layers):
-        g = xs_grid[t].reshape(len(segs), len(u), d)
+    for i, t in enumerate(layers):
+        g = xs_grid[t].reshape(len(segs), len(u), k)
         x = xs_data[t]
-        if d == 3:
-            ax = fig.add_subplot(1, len(layers), k + 1, projection="3d")
+        if k == 3:
+            ax = fig.add_subplot(1, len(layers), i + 1, projection="3d")
             for seg in g:
                 ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color="0.5", lw=0.5)
             ax.scatter(x[:, 0], x[:, 1], x[:, 2], c=color, s=4, depthshade=False)
+            ax.view_init(elev=8, azim=-60)
         else:
-            ax = fig.add_subplot(1, len(layers), k + 1)
-            if basis is not None:
-                g, x = g @ basis, x @ basis
+            ax = fig.add_subplot(1, len(layers), i + 1)
             for seg in g:
                 ax.plot(seg[:, 0], seg[:, 1], color="0.5", lw=0.5)
             ax.scatter(x[:, 0], x[:, 1], c=color, s=4)
@@ -217,44 +292,52 @@ def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[i
     return fig
 
 
-def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]],
-                   title: str = "") -> Figure:
-    """Cost against iteration and against wall time (log scale; time includes
-    compilation), and training accuracy against iteration, one line per run."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+def _series(hist: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([np.nan if h.get(key) is None else h[key] for h in hist], float)
+
+
+def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "",
+                   target: float | None = None, tolerance: float | None = None) -> Figure:
+    """One line per run: the cost ``J`` against the iteration and against the wall time
+    (compilation included), the training accuracy, and the stationarity
+    ``‖θ − Π(prox(θ − ∇J))‖`` (:func:`controldl.stationarity`) when the histories record
+    it. ``target`` (a cost) is marked on the cost panels, ``tolerance`` (a stationarity)
+    on the stationarity panel, as dashed horizontal lines."""
+    has_stat = tolerance is not None or any(
+        h.get("stationarity") is not None for hist in histories.values() for h in hist)
+    fig, axes = plt.subplots(1, 4 if has_stat else 3, figsize=(20 if has_stat else 15, 4.2))
+    times = []
     for label, hist in histories.items():
         if not hist:
             continue
-        it = np.array([h["iteration"] for h in hist])
-        t = np.array([h["time_s"] for h in hist])
-        cost = np.array([np.nan if h["cost"] is None else h["cost"] for h in hist], float)
-        axes[0].plot(it, cost, label=label)
-        axes[1].plot(t, cost, label=label)
-        acc = [h.get("train_accuracy") for h in hist]
-        if any(a is not None for a in acc):
-            axes[2].plot(it, [np.nan if a is None else a for a in acc], label=label)
-    for ax, xl in zip(axes, ("iteration", "wall time [s] (compilation included)", "iteration"),
-                      strict=True):
+        it, t, cost = _series(hist, "iteration"), _series(hist, "time_s"), _series(hist, "cost")
+        few = {"marker": "o", "ms": 3} if len(hist) <= 3 else {}
+        axes[0].plot(it, cost, label=label, **few)
+        axes[1].plot(t, cost, label=label, **few)
+        times.append(np.nanmax(t))
+        acc = _series(hist, "train_accuracy")
+        if np.isfinite(acc).any():
+            axes[2].plot(it, acc, label=label, **few)
+        if has_stat:
+            axes[3].plot(it, _series(hist, "stationarity"), label=label, **few)
+    labels = ("iteration", "wall time [s] (compilation included)", "iteration", "iteration")
+    ylabels = ("cost J", "cost J", "training accuracy", "stationarity (proximal gradient)")
+    for ax, xl, yl in zip(axes, labels, ylabels, strict=False):
         ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("cost J")
-    axes[1].set_ylabel("cost J")
-    axes[2].set_ylabel("training accuracy")
     for ax in axes[:2]:
-        if any(ax.get_lines()):
-            ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines()])
-            if np.nanmin(ys) > 0:
-                ax.set_yscale("log")
-            # A run that blows up (cost far above every start) would squash the others:
-            # the axis stops at twice the highest starting cost.
-            starts = [ln.get_ydata()[0] for ln in ax.get_lines() if len(ln.get_ydata())]
-            top = 2.0 * np.nanmax(starts) if starts else np.nan
-            if np.isfinite(top) and np.nanmax(ys) > top:
-                ax.set_ylim(top=top)
-    # Wall time: linear up to 1 s, logarithmic beyond (runs from milliseconds to minutes),
-    # starting at 0 (no negative ticks).
-    axes[1].set_xscale("symlog", linthresh=1.0)
-    axes[1].set_xlim(left=0.0)
+        _cost_axis(ax, target)
+    _time_axis(axes[1], max(times, default=0.0))
+    if has_stat:
+        _log_if_positive(axes[3])
+        if tolerance is not None and tolerance > 0:
+            axes[3].set_yscale("log")
+            if not any(np.isfinite(ln.get_ydata()).any() for ln in axes[3].get_lines()):
+                axes[3].set_ylim(tolerance / 10, tolerance * 10)
+        if tolerance is not None:
+            axes[3].axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g}")
+            axes[3].legend(fontsize=8)
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -262,16 +345,115 @@ def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]],
     return fig
 
 
+def _log_if_positive(ax: Any) -> None:
+    ys = [ln.get_ydata() for ln in ax.get_lines()]
+    ys = np.concatenate(ys) if ys else np.array([])
+    if np.isfinite(ys).any() and np.nanmin(ys) > 0:
+        ax.set_yscale("log")
+
+
+def _cost_axis(ax: Any, target: float | None) -> None:
+    """Log scale when every cost is positive; a run that blows up (cost far above every
+    start) would squash the others, so the axis stops at twice the highest starting cost;
+    the target as a dashed line."""
+    lines = [ln for ln in ax.get_lines() if len(ln.get_ydata())]
+    if lines:
+        _log_if_positive(ax)
+        ys = np.concatenate([ln.get_ydata() for ln in lines])
+        top = 2.0 * np.nanmax([ln.get_ydata()[0] for ln in lines])
+        if np.isfinite(top) and np.nanmax(ys) > top:
+            ax.set_ylim(top=top)
+    if target is not None:
+        ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:g}")
+        ax.legend(fontsize=8)
+
+
+def _time_axis(ax: Any, longest: float) -> None:
+    """Wall time from 0: linear for runs of at most 10 s, beyond that linear up to 1 s
+    and logarithmic above (runs from milliseconds to minutes); plain tick labels."""
+    if longest > 10.0:
+        ax.set_xscale("symlog", linthresh=1.0)
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    ax.xaxis.set_major_formatter(formatter)
+    ax.set_xlim(0.0, 1.05 * longest if longest > 0 else 1.0)
+
+
+def _layer_norms(solution: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(t·h, ‖A_t‖_F, ‖b_t‖)`` of the layers t = 0..L-1 (the time a layer starts at)."""
+    A, b = np.asarray(solution.params.A, float), np.asarray(solution.params.b, float)
+    L = b.shape[0]
+    t = np.arange(L) * (solution.problem.formulation.horizon / L)
+    return t, np.sqrt((A.reshape(L, -1) ** 2).sum(axis=1)), np.linalg.norm(b, axis=1)
+
+
+def controls_matrix(solution: Solution) -> tuple[np.ndarray, list[str]]:
+    """Every entry of ``θ_t = (A_t, b_t)`` as an (entries, L) array, rows ``A[i,j]`` then
+    ``b[i]``, and the row names."""
+    A, b = np.asarray(solution.params.A, float), np.asarray(solution.params.b, float)
+    L = b.shape[0]
+    entries = A.reshape(L, -1)
+    shape = A.shape[1:]
+    names = ([f"A{i + 1}{j + 1}" for i in range(shape[0]) for j in range(shape[1])]
+             if len(shape) == 2 else [f"A{i + 1}" for i in range(shape[0])])
+    names += [f"b{i + 1}" for i in range(b.shape[1])]
+    return np.concatenate([entries, b], axis=1).T, names
+
+
+def controls_figure(solutions: Mapping[str, Solution]) -> Figure:
+    """The controls of several solutions side by side, against the time ``t·h`` of each
+    layer (so that solutions of different horizons share an axis).
+
+    Top row: ``‖A_t‖_F`` and ``‖b_t‖`` of every solution (one line per label). Below, one
+    heat map per solution (keyed by its label): every entry of ``θ_t`` over ``(t·h,
+    entry)``, rows ``A[i,j]`` then ``b[i]``, on one colour scale symmetric about 0 shared
+    by all the maps, so a smoother, sparser or smaller control shows as such."""
+    if not solutions:
+        raise ValueError("controls_figure needs at least one solution")
+    items = list(solutions.items())
+    n = len(items)
+    fig = plt.figure(figsize=(max(10.0, 4.2 * n), 7.6), layout="constrained")
+    grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1.0, 1.2))
+    half = max(n, 2) // 2
+    ax_a, ax_b = fig.add_subplot(grid[0, :half]), fig.add_subplot(grid[0, half:])
+    mats = [controls_matrix(sol) for _, sol in items]
+    vmax = max(float(np.max(np.abs(m))) for m, _ in mats) or 1.0
+    for k, (label, sol) in enumerate(items):
+        t, na, nb = _layer_norms(sol)
+        style = {"marker": "o", "ms": 3} if len(t) <= 30 else {}
+        ax_a.plot(t, na, label=label, **style)
+        ax_b.plot(t, nb, label=label, **style)
+        ax = fig.add_subplot(grid[1, k])
+        M, names = mats[k]
+        T = sol.problem.formulation.horizon
+        im = ax.imshow(M, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                       extent=(0.0, float(T), len(names) - 0.5, -0.5), interpolation="nearest")
+        if len(names) <= 24:
+            ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("time t·h")
+        ax.set_title(f"{label}: entries of θ_t (L = {M.shape[1]})", fontsize=9)
+    fig.colorbar(im, ax=fig.axes[2:], shrink=0.9, label="θ entry")
+    for ax, what in ((ax_a, "‖A_t‖_F"), (ax_b, "‖b_t‖")):
+        ax.set_xlabel("time t·h")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Controls θ_t = (A_t, b_t) over the layers")
+    return fig
+
+
 def save_solution_figures(solution: Solution, directory: str | Path,
                           layers: Sequence[int] | None = None) -> list[Path]:
-    """Write ``layers.png``, ``decision_regions.png``, ``deformed_grid.png`` (when the
-    input is 2-D) and ``history.png`` to ``directory`` (atomically). Returns the paths."""
+    """Write ``layers.png``, ``decision_regions.png`` and ``deformed_grid.png`` (when the
+    input is 1-D or 2-D), ``controls.png`` and ``history.png`` to ``directory``
+    (atomically). Returns the paths."""
+    label = solver_label(solution)
     figures = {
         "layers.png": layers_figure(solution, layers),
         "decision_regions.png": decision_regions_figure(solution),
         "deformed_grid.png": deformed_grid_figure(solution),
-        "history.png": history_figure({solution.solver.get("label", solution.solver["name"]):
-                                       solution.history}),
+        "controls.png": controls_figure({label: solution}),
+        "history.png": history_figure({label: solution.history}),
     }
     names = [k for k, f in figures.items() if f is not None]
 

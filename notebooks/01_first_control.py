@@ -25,11 +25,11 @@
 #
 # Run it as a script (`python notebooks/01_first_control.py`) or open it with jupytext.
 # `CONTROLDL_NOTEBOOK_QUICK=1` makes everything small (the test suite uses that);
-# figures go to `CONTROLDL_NOTEBOOK_OUT` (default `runs/notebooks`).
+# the saved solution goes under `CONTROLDL_NOTEBOOK_OUT` (default `runs/notebooks`). The
+# figures show inline.
 
 # %%
 import os
-import sys
 from pathlib import Path
 
 import jax
@@ -40,22 +40,13 @@ import controldl as cdl
 from controldl import plotting
 from controldl import problem as P
 
+jax.config.update("jax_enable_x64", True)  # float64: importing controldl sets nothing
+
 QUICK = os.environ.get("CONTROLDL_NOTEBOOK_QUICK", "0") == "1"
 OUT = Path(os.environ.get("CONTROLDL_NOTEBOOK_OUT", "runs/notebooks")) / "01_first_control"
 OUT.mkdir(parents=True, exist_ok=True)
 N_SAMPLES = 120 if QUICK else 600
 MAX_ITER = 60 if QUICK else 1500
-
-
-def show(fig, name):
-    """Save a figure under OUT; display it when running in Jupyter."""
-    path = OUT / f"{name}.png"
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plotting.plt.close(fig)
-    if "ipykernel" in sys.modules:
-        from IPython.display import Image, display
-
-        display(Image(filename=str(path)))
 
 
 # %% [markdown]
@@ -133,10 +124,10 @@ print("saved to", saved, "- status:", again.status)
 # $\mathbb{R}^3$ separates the classes.
 
 # %%
-show(plotting.layers_figure(solution), "layers")
+fig = plotting.layers_figure(solution)
 
 # %%
-show(plotting.decision_regions_figure(solution), "decision_regions")
+fig = plotting.decision_regions_figure(solution)
 
 # %%
-show(plotting.history_figure({"adam": solution.history}), "history")
+fig = plotting.history_figure({"adam": solution.history})

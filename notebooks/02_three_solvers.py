@@ -27,12 +27,15 @@
 
 # %%
 import os
-import sys
 from pathlib import Path
+
+import jax
 
 import controldl as cdl
 from controldl import plotting
 from controldl.compare import compare, table_markdown
+
+jax.config.update("jax_enable_x64", True)  # float64: importing controldl sets nothing
 
 QUICK = os.environ.get("CONTROLDL_NOTEBOOK_QUICK", "0") == "1"
 OUT = Path(os.environ.get("CONTROLDL_NOTEBOOK_OUT", "runs/notebooks")) / "02_three_solvers"
@@ -41,17 +44,6 @@ N_SAMPLES = 80 if QUICK else 300
 LAYERS = 6 if QUICK else 20
 MAX_ITER = 15 if QUICK else None  # None: each solver's own limit
 MAX_TIME = None if QUICK else 15.0  # seconds per solver, compilation included
-
-
-def show(fig, name):
-    """Save a figure under OUT; display it when running in Jupyter."""
-    path = OUT / f"{name}.png"
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plotting.plt.close(fig)
-    if "ipykernel" in sys.modules:
-        from IPython.display import Image, display
-
-        display(Image(filename=str(path)))
 
 
 # %% [markdown]
@@ -99,8 +91,8 @@ print(f"\ntarget for 'time to target': {comparison.target:.4g} ({comparison.targ
 # far fewer (and far more expensive) iterations than gradient descent.
 
 # %%
-show(plotting.history_figure({k: s.history for k, s in comparison.solutions.items()},
-                             title=repr(problem)), "cost_history")
+fig = plotting.history_figure({k: s.history for k, s in comparison.solutions.items()},
+                              title=repr(problem))
 
 # %% [markdown]
 # The solution with the lowest cost, in input space (training points as dots, test points
@@ -109,7 +101,7 @@ show(plotting.history_figure({k: s.history for k, s in comparison.solutions.item
 # %%
 best_label, best = min(comparison.solutions.items(), key=lambda kv: kv[1].cost["total"])
 print("lowest cost:", best_label, f"{best.cost['total']:.5g}")
-show(plotting.decision_regions_figure(best), "best_decision_regions")
+fig = plotting.decision_regions_figure(best)
 
 # %% [markdown]
 # `controldl compare` on the command line does the same and writes a report:

@@ -33,8 +33,6 @@
 # %%
 import functools
 import os
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -44,23 +42,12 @@ import controldl as cdl
 from controldl import plotting
 from controldl import problem as P
 
+jax.config.update("jax_enable_x64", True)  # float64: importing controldl sets nothing
+
 QUICK = os.environ.get("CONTROLDL_NOTEBOOK_QUICK", "0") == "1"
-OUT = Path(os.environ.get("CONTROLDL_NOTEBOOK_OUT", "runs/notebooks")) / "04_topology"
-OUT.mkdir(parents=True, exist_ok=True)
 N_TRAIN = 80 if QUICK else 400
 N_FRESH = 400 if QUICK else 5000
 MAX_ITER = 40 if QUICK else 1500
-
-
-def show(fig, name):
-    """Save a figure under OUT; display it when running in Jupyter."""
-    path = OUT / f"{name}.png"
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plotting.plt.close(fig)
-    if "ipykernel" in sys.modules:
-        from IPython.display import Image, display
-
-        display(Image(filename=str(path)))
 
 
 # %% [markdown]
@@ -153,10 +140,9 @@ for name, tr, fr, lip, fold in rows:
 # In input space, for each network (training points as dots).
 
 # %%
-for i, (name, s) in enumerate(solutions.items()):
+for name, s in solutions.items():
     fig = plotting.decision_regions_figure(s)
     fig.axes[0].set_title(f"{name}: train acc {s.train_accuracy:.3f}")
-    show(fig, f"decision_regions_{i}")
 
 # %% [markdown]
 # ## How the flow deforms the plane
@@ -165,7 +151,6 @@ for i, (name, s) in enumerate(solutions.items()):
 # network the grid is stretched but never folds over itself.
 
 # %%
-for i, (name, s) in enumerate(solutions.items()):
+for name, s in solutions.items():
     fig = plotting.deformed_grid_figure(s)
     fig.suptitle(name)
-    show(fig, f"deformed_grid_{i}")

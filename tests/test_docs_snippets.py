@@ -3,7 +3,11 @@
 - ```python blocks of each page (docs/**/*.md and README.md) run in order, in one
   namespace per page, in a temporary working directory — each page in its own process,
   as many pages at a time as there are cores (most of the time is XLA compiling, on one
-  core);
+  core). On the pages a reader follows step by step (README.md, getting-started.md, the
+  tutorials) every ``controldl …`` command of the ```bash blocks runs too, as written, in
+  the page's order, in the same directory (so a file a command uses must exist in the
+  repository or be made by an earlier step); ``pip`` and ``pytest`` lines are not run.
+  The site's build shows the same runs' output (docs/_hooks/execute.py);
 - every ``controldl …`` command in a ```bash block is parsed by the real argument parser
   (and its solver options and ``--solvers`` specs are checked the way the commands check
   them), so a renamed or removed flag fails here;
@@ -15,11 +19,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
-import subprocess
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,43 +37,34 @@ DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "notebooks" not in p.relative_to(DOCS).parts)
 PAGES.append(ROOT / "README.md")
 
-FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+-]*)[^\n]*\n"
-                   r"(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$", re.M | re.S)
 CHECKED = {"python", "bash", "console"}
 UNCHECKED = {"", "text", "json", "yaml", "toml"}
-ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _load_execute_hook():
+    """The site's snippet-executing hook (docs/_hooks/execute.py): its fenced-block parser
+    is the one used here."""
+    spec = importlib.util.spec_from_file_location("controldl_docs_execute",
+                                                  DOCS / "_hooks" / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXECUTE = _load_execute_hook()
 
 
 def blocks(path: Path) -> list[tuple[str, str, int]]:
     """``(language, code, line)`` of every fenced block of a page, in order."""
-    text = path.read_text(encoding="utf-8")
-    out = []
-    for m in FENCE.finditer(text):
-        indent = len(m.group("indent"))
-        body = "\n".join(line[indent:] for line in m.group("body").splitlines())
-        out.append((m.group("lang").lower(), body, text.count("\n", 0, m.start()) + 1))
-    return out
+    return [(lang, code, line)
+            for lang, code, line, _ in EXECUTE.blocks(path.read_text(encoding="utf-8"))]
 
 
 def page_id(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-def controldl_commands(code: str) -> list[list[str]]:
-    """The ``controldl …`` commands of a shell block, as argv lists (``&&``, ``;`` and
-    ``|`` separate commands, ``#`` starts a comment, a trailing ``\\`` continues a line)."""
-    commands = []
-    for line in code.replace("\\\n", " ").splitlines():
-        words = shlex.split(line, comments=True)
-        current: list[str] = []
-        for w in [*words, "&&"]:
-            if w in ("&&", ";", "|", "||"):
-                if current and current[0] == "controldl":
-                    commands.append(current)
-                current = []
-            elif current or not ENV_ASSIGNMENT.match(w):  # skip VAR=value prefixes
-                current.append(w)
-    return commands
+controldl_commands = EXECUTE.controldl_commands
 
 
 def check_command(argv: list[str]) -> None:
@@ -117,25 +111,22 @@ def test_shell_commands_parse(page, capsys):
                 raise AssertionError(f"{page_id(page)}:{line}: {exc}") from None
 
 
-def page_script(page: Path) -> str:
-    """A script that runs the python blocks of ``page`` in order, in one namespace, each
-    compiled under the name ``PAGE:LINE`` so that a traceback points into the page."""
-    lines = ["import matplotlib", "matplotlib.use('Agg')", "namespace = {'__name__': '__docs__'}"]
-    for lang, code, line in blocks(page):
-        if lang == "python":
-            where = f"{page_id(page)}:{line}"
-            lines.append(f"exec(compile({code!r}, {where!r}, 'exec'), namespace)")
-    return "\n".join(lines) + "\n"
+# The pages a reader follows step by step: their commands run as written.
+AS_WRITTEN = {ROOT / "README.md", DOCS / "getting-started.md", DOCS / "tutorials.md"}
+NOT_RUN = ("pip", "pytest")
 
 
-def run_page(page: Path, workdir: Path) -> subprocess.CompletedProcess:
-    """Run the python blocks of ``page`` in a fresh process in ``workdir``."""
-    script = workdir / "page_snippets.py"
-    script.write_text(page_script(page), encoding="utf-8")
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, str(script)], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=900)
+def run_page(page: Path, workdir: Path) -> str | None:
+    """Run the python blocks of ``page`` (and, on the :data:`AS_WRITTEN` pages, its
+    ``controldl`` commands) in a fresh process in ``workdir``; the error or ``None``."""
+    steps = EXECUTE.page_steps(page.read_text(encoding="utf-8"), page_id(page))
+    if page not in AS_WRITTEN:
+        steps = [s for s in steps if s[0] == "python"]
+    try:
+        EXECUTE.run_snippets(steps, str(workdir))
+    except RuntimeError as exc:
+        return str(exc)
+    return None
 
 
 def selected(request, test_name: str, param: str) -> list:
@@ -144,7 +135,8 @@ def selected(request, test_name: str, param: str) -> list:
             if getattr(item, "originalname", None) == test_name and hasattr(item, "callspec")]
 
 
-PYTHON_PAGES = [p for p in PAGES if any(b[0] == "python" for b in blocks(p))]
+PYTHON_PAGES = [p for p in PAGES
+                if any(b[0] == "python" for b in blocks(p)) or p in AS_WRITTEN]
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +152,21 @@ def page_runs(request, tmp_path_factory):
 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=page_id)
 def test_python_snippets_run(page, page_runs):
-    proc = page_runs[page].result()
-    assert proc.returncode == 0, (f"a python block of {page_id(page)} failed:\n"
-                                  f"{proc.stderr[-4000:]}")
+    error = page_runs[page].result()
+    assert error is None, f"a snippet of {page_id(page)} failed:\n{error}"
+
+
+@pytest.mark.parametrize("page", sorted(AS_WRITTEN), ids=page_id)
+def test_every_shell_command_of_a_step_by_step_page_is_run(page):
+    """Only ``pip``/``pytest`` lines and ``controldl`` commands appear in its shell blocks."""
+    for lang, code, line in blocks(page):
+        if lang != "bash":
+            continue
+        for raw in code.replace("\\\n", " ").splitlines():
+            for part in re.split(r"&&|;|\|\|?", raw.split("#")[0]):
+                words = [w for w in part.split() if not EXECUTE.ENV_ASSIGNMENT.match(w)]
+                assert not words or words[0] in ("controldl", *NOT_RUN), (
+                    f"{page_id(page)}:{line}: `{part.strip()}` is neither run nor excused")
 
 
 def transcripts(code: str) -> list[tuple[list[str], list[str]]]:

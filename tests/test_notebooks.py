@@ -1,14 +1,20 @@
-"""Every notebook runs top to bottom, so the tutorials cannot rot.
+"""Every notebook runs top to bottom and shows its figures inline, so the tutorials cannot
+rot.
 
-The notebooks are jupytext percent-format scripts (``notebooks/*.py``). Each one runs as
-``python notebooks/X.py`` in a fresh process, in a temporary working directory, with
-``CONTROLDL_NOTEBOOK_QUICK=1`` (small data and budgets) and its figures written under
-the temporary directory. Most of a quick run is XLA compiling, which uses one core, so
-the notebooks run side by side, as many at a time as there are cores.
+The notebooks are jupytext percent-format scripts (``notebooks/*.py``). Each one is
+executed as a notebook, in a Jupyter kernel (``jupytext --execute``, as the site's build
+does with mkdocs-jupyter), in a fresh process and a temporary working directory, with
+``CONTROLDL_NOTEBOOK_QUICK=1`` (small data and budgets); the executed notebook must show
+at least one figure (an ``image/png`` output). Without jupytext (the ``docs`` extra) a
+notebook runs as ``python notebooks/X.py`` instead, which checks only that it runs. Most
+of a quick run is XLA compiling, which uses one core, so the notebooks run side by side,
+as many at a time as there are cores.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -32,13 +38,32 @@ def test_notebook_is_a_jupytext_percent_script(notebook):
     assert "CONTROLDL_NOTEBOOK_QUICK" in text, "no quick mode for the tests"
 
 
+AS_NOTEBOOK = all(importlib.util.find_spec(m) is not None
+                  for m in ("jupytext", "nbclient", "ipykernel"))
+
+
 def run_notebook(notebook: Path, workdir: Path) -> subprocess.CompletedProcess:
-    """``python notebook`` in quick mode, in ``workdir`` (figures under workdir/figures)."""
+    """Execute ``notebook`` in quick mode in ``workdir``: in a Jupyter kernel, writing
+    ``workdir/executed.ipynb`` (or as a plain script without jupytext)."""
     env = {**os.environ, "CONTROLDL_NOTEBOOK_QUICK": "1",
-           "CONTROLDL_NOTEBOOK_OUT": str(workdir / "figures"), "MPLBACKEND": "Agg"}
+           "CONTROLDL_NOTEBOOK_OUT": str(workdir / "out")}
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, str(notebook)], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env.pop("MPLBACKEND", None)  # the kernel's own inline backend draws the figures
+    if AS_NOTEBOOK:
+        argv = [sys.executable, "-m", "jupytext", "--to", "ipynb", "--execute", "--run-path",
+                str(workdir), "--output", str(workdir / "executed.ipynb"), str(notebook)]
+    else:
+        env["MPLBACKEND"] = "Agg"
+        argv = [sys.executable, str(notebook)]
+    return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def inline_figures(executed: Path) -> int:
+    """The number of ``image/png`` outputs of an executed notebook."""
+    cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+    return sum("image/png" in out.get("data", {})
+               for cell in cells for out in cell.get("outputs", []))
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +89,9 @@ def test_notebook_runs(notebook, notebook_runs):
     assert proc.returncode == 0, (
         f"{notebook.name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
         f"{proc.stderr[-3000:]}")
-    figures = list((workdir / "figures").rglob("*.png"))
-    assert figures, f"{notebook.name} saved no figure under {workdir / 'figures'}"
+    if AS_NOTEBOOK:
+        shown = inline_figures(workdir / "executed.ipynb")
+        assert shown > 0, f"{notebook.name} shows no figure inline"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)

@@ -10,7 +10,9 @@ HELP = "draw the figures of a saved solution directory"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help=HELP, description=HELP + ": the data carried through the "
-                       "layers, decision regions, a deformed grid, cost and accuracy histories.")
+                       "layers (layers.png), decision regions (decision_regions.png), a deformed "
+                       "grid (deformed_grid.png), the controls over the layers (controls.png) "
+                       "and the cost and accuracy histories (history.png).")
     p.add_argument("directory", metavar="DIR", help="a solution directory (arrays.npz, meta.json)")
     p.add_argument("--out", default=None, help="where to write the PNGs (default DIR/figures)")
     p.add_argument("--layers-shown", default=None, metavar="T1,T2,...",

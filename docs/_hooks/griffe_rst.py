@@ -2,8 +2,9 @@
 reStructuredText constructs (``:func:`name```, ``.. math::``) inside Google-style sections,
 and sometimes document several parameters on one line (``a, b: text``). This rewrites them
 to what mkdocstrings renders: a role becomes inline code, a ``.. math::`` block a
-``$$ … $$`` block for MathJax (pymdownx.arithmatex), and ``a, b: text`` one entry per
-parameter. The package's source is not changed; only the rendered text is."""
+``$$ … $$`` block (pymdownx.arithmatex; docs/_hooks/math.py typesets it as MathML), and
+``a, b: text`` one entry per parameter. The package's source is not changed; only the
+rendered text is."""
 
 from __future__ import annotations
 
