@@ -180,7 +180,9 @@ def problem_notes(problem: Problem) -> list[str]:
 # --------------------------------------------------------------------------- solver flags
 
 
-def add_stopping_flags(p: argparse.ArgumentParser) -> None:
+def add_stopping_flags(p: argparse.ArgumentParser, tol: float = COMMON_TOL,
+                       tol_meaning: str = "the common stationarity tolerance: converged once"
+                       ) -> None:
     g = p.add_argument_group("stopping and initialization")
     g.add_argument("--max-iter", type=int, default=None,
                    help="iteration limit (default: the solver's own)")
@@ -188,10 +190,10 @@ def add_stopping_flags(p: argparse.ArgumentParser) -> None:
                    help="time limit in seconds, compilation included")
     g.add_argument("--target-cost", type=finite_float, default=None,
                    help="stop once the cost is at or below this value")
-    g.add_argument("--tol", type=nonneg_float, default=COMMON_TOL, metavar="TOL",
-                   help="the common stationarity tolerance: converged once "
-                        "‖θ − Π(prox(θ − ∇f))‖₂ ≤ TOL (controldl.stationarity); 0: only "
-                        f"each solver's own test (default {COMMON_TOL:g})")
+    g.add_argument("--tol", type=nonneg_float, default=tol, metavar="TOL",
+                   help=f"{tol_meaning} ‖θ − Π(prox(θ − ∇f))‖₂ ≤ TOL "
+                        f"(controldl.stationarity); 0: only each solver's own test "
+                        f"(default {tol:g})")
     g.add_argument("--warm-start", default=None, metavar="DIR",
                    help="start from a saved solution directory (same width, layers, outputs)")
     g.add_argument("--init", choices=("normal", "zeros"), default="normal",

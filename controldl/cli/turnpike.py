@@ -14,6 +14,9 @@ from pathlib import Path
 
 from controldl.cli import common
 
+TURNPIKE_TOL = 1e-6
+"""The stationarity a horizon must reach to enter the fits."""
+
 HELP = "sweep over horizons, each solved to a stationarity tolerance: E(T), certificate, μ"
 
 
@@ -35,9 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
     g.add_argument("--resume", action="store_true",
                    help="load the horizons already saved in --out instead of solving them")
-    g.add_argument("--tol", type=common.finite_float, default=1e-6,
-                   help="stationarity a horizon must reach to count as converged "
-                        "(default 1e-6)")
     g.add_argument("--finish-iter", type=int, default=5000,
                    help="L-BFGS iterations to finish a horizon left above --tol "
                         "(0: no finish; default 5000)")
@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     p.add_argument("--solver", default="gd", choices=("gd", "msa", "emsa", "casadi"),
                    help="gd (optax), msa / emsa (Pontryagin), casadi (IPOPT) (default gd)")
-    common.add_stopping_flags(p)
+    common.add_stopping_flags(p, tol=TURNPIKE_TOL,
+                              tol_meaning="the stationarity a horizon must reach to count "
+                                          "as converged")
     common.add_solver_option_flags(p)
     p.set_defaults(run=run, layers=None, horizon=None)
     for action in p._actions:
