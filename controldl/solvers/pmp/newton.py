@@ -142,7 +142,8 @@ class PMPNewton(Solver):
         rho_max: upper bound of ρ; when no trial is accepted below it the solve stalls.
         rho_increase: factor on ρ after a rejected trial (> 1).
         rho_decrease: divisor of ρ after a step whose actual/predicted decrease exceeds
-            1/2 (ρ doubles below 1/4).
+            1/2 (ρ doubles below 1/4). The default 2 was chosen on ring, spiral and
+            moons runs (see the pmp-newton section of docs/solvers.md).
         sufficient_decrease: η in [0, 1): keep a trial only if J decreases by at least η
             times the model's predicted decrease for the step taken.
         max_retries: trials per iteration before the solve stalls.
@@ -173,7 +174,7 @@ class PMPNewton(Solver):
     rho_min: float = 1e-6
     rho_max: float = 1e10
     rho_increase: float = 4.0
-    rho_decrease: float = 5.0
+    rho_decrease: float = 2.0
     sufficient_decrease: float = 1e-3
     max_retries: int = 30
     inner_steps: int = 1

@@ -13,9 +13,11 @@ parts of an iteration are converted at the same rate:
   eigendecomposition (``9n³``) and the product ``V|Λ|Vᵀ`` (``2n³``) per layer and model;
   per trial a Cholesky factorization (``n³/3``) and two triangular solves (``4n²``) per
   layer, ``n = d(d+1)``, and ``prox_iters`` products by the ``n×n`` matrix (``2n²``)
-  with ``l1`` or constraints;
+  with ``l1`` or constraints (the readout's small solve, ``m(d+1)`` unknowns, is left
+  out);
 - ``inner_steps > 1``: per trial and extra inner step, two models with their residuals
-  (a forward pass of one layer each, included in the model count) and the dense algebra;
+  (the layers' and the readout's; their one-layer forward passes are in the model count)
+  and the dense algebra;
 - the stationarity at the returned point: one gradient; with mini-batches (``N'`` the
   batch size) the full cost before and after the step (2/3) when an entry is recorded.
 
@@ -73,8 +75,8 @@ def iteration_work(s: WorkShape, trials: int, recorded: bool) -> float:
     fraction = s.batch / s.N  # a pass over the batch
     expansion = fraction + (_model_flops(s) + _dense_model_flops(s)) / G
     per_trial = fraction / 3.0 + _solve_flops(s) / G
-    inner = (s.inner_steps - 1) * (2.0 * _model_flops(s) / (s.L + 1) * s.L
-                                   + _dense_model_flops(s) + _solve_flops(s)) / G
+    inner = (s.inner_steps - 1) * (2.0 * _model_flops(s) + _dense_model_flops(s)
+                                   + _solve_flops(s)) / G
     full_batch = s.batch >= s.N
     stationarity = 1.0 if (recorded or full_batch) else 0.0
     full_costs = 2.0 / 3.0 if (recorded and not full_batch) else 0.0
