@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_problem_flags(p)
     names = solvers.available()
     p.add_argument("--solver", default="gd", choices=names,
-                   help=f"{', '.join(names)}: gd (optax), msa / emsa (Pontryagin), casadi "
-                        "(IPOPT) (default gd)")
+                   help=f"{', '.join(names)}: gd (optax), msa / emsa (Li et al.'s "
+                        "Pontryagin algorithms), pmp-newton (layer-wise trust-region Newton "
+                        "on the augmented Hamiltonian), casadi (IPOPT) (default gd)")
     common.add_stopping_flags(p)
     common.add_solver_option_flags(p)
     p.add_argument("--out", default="runs/train", help="solution directory (default runs/train)")

@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from controldl import solvers
 from controldl.cli import common
 
 TURNPIKE_TOL = 1e-6
@@ -51,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fit-longest", type=int, default=3,
                    help="number of longest converged horizons the fits use (default 3)")
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures")
-    p.add_argument("--solver", default="gd", choices=("gd", "msa", "emsa", "casadi"),
-                   help="gd (optax), msa / emsa (Pontryagin), casadi (IPOPT) (default gd)")
+    names = solvers.available()
+    p.add_argument("--solver", default="gd", choices=names,
+                   help=f"{', '.join(names)}: the first solver of every horizon (default gd)")
     common.add_stopping_flags(p, tol=TURNPIKE_TOL,
                               tol_meaning="the stationarity a horizon must reach to count "
                                           "as converged")
