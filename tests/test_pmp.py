@@ -235,5 +235,5 @@ def test_a_second_solve_does_not_compile_again():
     entries = len(COMPILED._entries)
     again = cdl.solve(problem.replace(l2=0.2), EMSA(rho=2.0, **CONVERGED_INNER), init=first,
                       max_iter=1)
-    assert len(COMPILED._entries) == entries
-    assert again.compile_time_s < 0.5 * max(first.compile_time_s, 1e-3)
+    assert len(COMPILED._entries) == entries  # other weights and rho: the same executable
+    assert np.isfinite(again.cost["total"])
