@@ -31,6 +31,9 @@ import controldl as cdl
 from controldl import problem as P
 
 NAME = "li_sin"
+CLAIM = ("E-MSA with 10 inner L-BFGS iterations decreases the loss faster per iteration "
+         "than SGD, Adagrad and Adam early in training, and is not faster in wall-clock "
+         "time (Li, Chen, Tai & E 2018, their toy experiment).")
 WIDTH, LAYERS, HORIZON, L2, RHO = 5, 20, 5.0, 1e-3, 1.0
 
 
@@ -145,7 +148,7 @@ def body(run: common.Run) -> None:
                             [[lab, common.fmt(final[lab]), common.fmt(seconds[lab], ".3g")]
                              for lab in final])
     run.write_markdown(common.experiment_markdown(
-        "Li et al.'s sin(x) toy problem", __doc__.split("\n\n")[1].replace("\n", " "),
+        "Li et al.'s sin(x) toy problem", CLAIM,
         f"width {WIDTH}, {LAYERS} layers, T = {HORIZON}, tanh, l2 {L2}, ρ = {RHO}, "
         f"{iters} full-batch iterations, zero start, fixed summing readout.",
         table + "\n\n" + times, [(fig, "Training cost per iteration and per second; test "

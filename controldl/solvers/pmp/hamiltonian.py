@@ -200,11 +200,11 @@ def readout_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
 def evaluation_weight(form: P.Formulation, extended: bool) -> tuple[float, float]:
     """Work of one value-and-gradient evaluation, in gradient-evaluation equivalents
     (one forward plus one backward pass over all samples and layers = 1): ``(layers,
-    readout)``. All layers at once cost one pass for ``H_t`` (1), three for ``H̃_t``
-    (the costate residual contains ``∇_x H_t``, so its gradient is a second-order
-    reverse pass, counted as two more). The readout is one layer's worth (``1/L``),
-    a whole pass with a running cost; times three for E-MSA."""
-    factor = 3.0 if extended else 1.0
+    readout)``. All layers at once cost one pass for ``H_t`` (1). For ``H̃_t`` the value
+    already needs a forward and a backward pass (the costate residual contains
+    ``∇_x H_t``) and its gradient differentiates that backward pass, up to three times
+    the value's cost by the cheap-gradient principle: counted 4. The readout is one
+    layer's worth (``1/L``), a whole pass with a running cost; times the same factor."""
+    factor = 4.0 if extended else 1.0
     readout = 1.0 if form.uses("running") else 1.0 / form.layers
     return factor, factor * readout
-

@@ -312,8 +312,10 @@ layers have l1 terms or constraints)."""
 
 
 def make_inner(spec: Any) -> Any:
-    """An inner maximizer from its name or an instance."""
-    if isinstance(spec, LBFGS | NewtonCG | DenseNewton | ProximalGradient):
+    """An inner maximizer from its name, or an instance of a strategy (anything hashable
+    with a ``name`` and the ``maximize`` of this module's strategies)."""
+    if not isinstance(spec, str) and callable(getattr(spec, "maximize", None)) \
+            and hasattr(spec, "name"):
         return spec
     if isinstance(spec, str) and spec in INNER:
         return INNER[spec]()

@@ -19,9 +19,12 @@ gradient-evaluation equivalents.
 **Work.** One forward plus one backward pass over all samples and layers is 1. An
 iteration costs 1 (the passes of steps 1–2) + 1 (the stationarity diagnostic, a
 gradient by autodiff) + the inner work: every layer runs in the same vmapped loop, so
-an inner evaluation costs the weight of :func:`~controldl.solvers.pmp.hamiltonian.evaluation_weight`
-times the *largest* number of evaluations over the layers, and a Hessian-vector product
-counts as two evaluations.
+an inner evaluation costs the weight of
+:func:`~controldl.solvers.pmp.hamiltonian.evaluation_weight` times the *largest*
+number of evaluations over the layers, and a Hessian-vector product counts as two
+evaluations. This is a lower bound: inside the vmapped loop a layer whose line search
+ends early waits for the slowest one, so more trials may be computed than any one
+layer counts.
 
 **Mini-batches** (the paper's practice): with ``batch_size`` the iteration draws that
 many samples without replacement and runs steps 1–3 on them (the costates then carry
