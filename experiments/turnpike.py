@@ -44,11 +44,14 @@ def sizes(quick: bool) -> dict:
 
 TRACKING = dict(loss="squared", running=1.0, l2=1e-2, train_readout=False, width=3)
 L2_ONLY = dict(loss="logistic", running=0.0, l2=1e-3, readout_l2=1e-3, width=3)
+L2_SQUARED = {**L2_ONLY, "loss": "squared"}  # zero error reachable: T·θ_T(sT) can converge
 SWEEPS = {  # name: (problem options, projector)
     "tracking_inside": ({**TRACKING, "model": "inside"}, "coordinate"),
     "tracking_resnet": ({**TRACKING, "model": "resnet"}, "coordinate"),
     "l2_resnet": ({**L2_ONLY, "model": "resnet"}, "init"),
     "l2_inside": ({**L2_ONLY, "model": "inside"}, "init"),
+    "l2sq_resnet": ({**L2_SQUARED, "model": "resnet"}, "init"),
+    "l2sq_inside": ({**L2_SQUARED, "model": "inside"}, "init"),
 }
 
 
@@ -149,7 +152,9 @@ def _rows(summaries: dict) -> list[list]:
                      common.fmt(s["J_nonincreasing"]), common.fmt(evh.get("slope"), ".2f"),
                      ", ".join(f"{h['horizon']:g}: {h['T_times_E']:.3g}"
                                for h in s["horizons"]),
-                     mus or "—", common.fmt(agree.get("spread"), ".1%")])
+                     mus or "—", common.fmt(agree.get("spread"), ".1%"),
+                     ", ".join(f"{q['from']:g}→{q['to']:g}: {q['distance']:.3g}"
+                               for q in (s["rescaled_controls"] or {}).get("pairs", []))])
     return rows
 
 
@@ -170,7 +175,8 @@ def body(run: common.Run) -> None:
     table = common.md_table(["sweep", "all converged", "certificate holds",
                              "worst J_T' − bound", "J_T non-increasing",
                              "slope of log E, longest 3", "T·E(T) by T", "μ by T",
-                             "μ spread, longest 3"], _rows(summaries))
+                             "μ spread, longest 3", "‖u_T − u_T'‖, u_T(s) = T·θ_T(sT)"],
+                            _rows(summaries))
     lam_rows = [[x["model"], f"{p['horizon']:g}", f"{p['l2']:.3g}",
                  f"{p['E_T_sweep']:.6g}", f"{p['E_lambda_sweep']:.6g}"]
                 for x in lam for p in x["pairs"]]
@@ -180,7 +186,8 @@ def body(run: common.Run) -> None:
                 f"fixed (L = T/h); tolerance {S['tol']:g} on controldl.stationarity; "
                 "tracking: squared loss on ±1 targets, running γ = 1, l2 = 1e-2, readout "
                 "frozen at W = [1 0 0], c = 0; L² problem: logistic loss, l2 = 1e-3, "
-                "readout_l2 = 1e-3; λ ↔ T: L = "
+                "readout_l2 = 1e-3 (l2sq: the same with the squared loss on ±1 targets); "
+                "λ ↔ T: L = "
                 f"{S['lam_layers']} layers fixed. The machine was shared (2 cores).")
     figs = [("overlay.png", "E(T) of every sweep with C/T for reference"),
             ("rates_tracking_inside.png", "μ per horizon (inside, tracking)"),
