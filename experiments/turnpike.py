@@ -113,6 +113,9 @@ def _summary(name: str, rep: dict) -> dict:
         out["rate_per_horizon"] = [{k: r[k] for k in ("horizon", "rate", "ci95")}
                                    for r in rep["rate_per_horizon"]]
         out["rate_agreement"] = rep["rate_agreement"]
+        out["control_rate_per_horizon"] = [{k: r[k] for k in ("horizon", "rate", "ci95")}
+                                           for r in rep["control_rate_per_horizon"]]
+        out["control_rate_agreement"] = rep["control_rate_agreement"]
         out["control_gap_to_longest"] = [{"horizon": g["horizon"],
                                           "max_first_half": g.get("max_first_half")}
                                          for g in rep["control_gap_to_longest"]]
@@ -146,13 +149,17 @@ def _rows(summaries: dict) -> list[list]:
         agree = s.get("rate_agreement") or {}
         mus = ", ".join(f"{r['horizon']:g}: {common.fmt(r['rate'], '.3f')}"
                         for r in s.get("rate_per_horizon") or [])
+        mus_c = ", ".join(f"{r['horizon']:g}: {common.fmt(r['rate'], '.3f')}"
+                          for r in s.get("control_rate_per_horizon") or [])
+        agree_c = s.get("control_rate_agreement") or {}
         rows.append([name, common.fmt(s["all_converged"]),
                      common.fmt(s["certificate"]["holds"]),
                      common.fmt(s["certificate"]["worst_violation"], ".2e"),
                      common.fmt(s["J_nonincreasing"]), common.fmt(evh.get("slope"), ".2f"),
                      ", ".join(f"{h['horizon']:g}: {h['T_times_E']:.3g}"
                                for h in s["horizons"]),
-                     mus or "—", common.fmt(agree.get("spread"), ".1%"),
+                     mus or "—", common.fmt(agree.get("spread"), ".1%"), mus_c or "—",
+                     common.fmt(agree_c.get("spread"), ".1%"),
                      ", ".join(f"{q['from']:g}→{q['to']:g}: {q['distance']:.3g}"
                                for q in (s["rescaled_controls"] or {}).get("pairs", []))])
     return rows
@@ -175,7 +182,8 @@ def body(run: common.Run) -> None:
     table = common.md_table(["sweep", "all converged", "certificate holds",
                              "worst J_T' − bound", "J_T non-increasing",
                              "slope of log E, longest 3", "T·E(T) by T", "μ by T",
-                             "μ spread, longest 3", "‖u_T − u_T'‖, u_T(s) = T·θ_T(sT)"],
+                             "μ spread, longest 3", "μ of ‖θ_t‖ alone by T",
+                             "its spread", "‖u_T − u_T'‖, u_T(s) = T·θ_T(sT)"],
                             _rows(summaries))
     lam_rows = [[x["model"], f"{p['horizon']:g}", f"{p['l2']:.3g}",
                  f"{p['E_T_sweep']:.6g}", f"{p['E_lambda_sweep']:.6g}"]
