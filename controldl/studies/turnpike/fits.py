@@ -57,7 +57,7 @@ def error_vs_horizon(horizons: Sequence[float], errors: Sequence[float], longest
 
 
 def _two_arc(p: np.ndarray, t: np.ndarray, T: float) -> np.ndarray:
-    c1, c2, mu, f = np.exp(p)
+    c1, c2, mu, f = np.exp(np.clip(p, -700.0, 700.0))  # log-parameters; no overflow
     return c1 * np.exp(-mu * t) + c2 * np.exp(-mu * (T - t)) + f
 
 

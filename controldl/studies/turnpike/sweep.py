@@ -250,6 +250,11 @@ def _fits(problem: Problem, entries: list[dict[str, Any]], solutions: dict[float
         out["rate_per_horizon"] = [{"horizon": r["horizon"], "rate": r["rate"],
                                     "ci95": r["ci95"], "fit": r} for r in rates]
         out["rate_agreement"] = fits.rate_agreement(rates, options.fit_longest)
+        controls = [fits.fit_two_arc(e["control_times"], e["control_norms"], e["horizon"],
+                                     n_boot=options.n_boot) for e in used]
+        out["control_rate_per_horizon"] = [{"horizon": r["horizon"], "rate": r["rate"],
+                                            "ci95": r["ci95"], "fit": r} for r in controls]
+        out["control_rate_agreement"] = fits.rate_agreement(controls, options.fit_longest)
     else:
         out["rate_per_horizon"] = None
         out["drift"] = [{"horizon": e["horizon"], "state_norm_at_T": e["state_norms"][-1],
@@ -273,6 +278,7 @@ DEFINITIONS: dict[str, str] = {
     "rate_per_horizon": "μ of C1·e^{−μt} + C2·e^{−μ(T−t)} + floor fitted to "
                         "turnpike_distances in absolute time; ci95 from a moving-block "
                         "bootstrap of the log residuals",
+    "control_rate_per_horizon": "the same two-arc fit to control_norms ‖θ_k‖ alone",
     "rescaled_controls": "L²(0,1) distance of u_T(s) = T·θ_T(sT) between successive T",
 }
 
