@@ -56,7 +56,7 @@ TARGET_FACTOR: float = 1.1
 """Without a given target cost, the target is this factor times the lowest final cost."""
 
 __all__ = ["Comparison", "DEFAULT_SPECS", "Row", "Spec", "compare", "default_specs",
-           "parse_spec", "table_markdown", "write_report"]
+           "parse_spec", "parse_specs", "table_markdown", "write_report"]
 
 
 def default_specs() -> list[str]:
@@ -206,7 +206,8 @@ class Comparison:
         return max(codes, default=0)
 
 
-def _parse_all(specs: Sequence[str]) -> list[Spec]:
+def parse_specs(specs: Sequence[str]) -> list[Spec]:
+    """Every spec parsed, the labels unique and each ``from=`` naming an earlier row."""
     parsed = [parse_spec(s) for s in specs]
     labels = [p.label for p in parsed]
     if len(set(labels)) != len(labels):
@@ -241,7 +242,7 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     final cost of the run. ``cold``: clear the compile caches before each row (see the
     module docstring); ``False`` lets a row reuse what an earlier one compiled.
     """
-    parsed = _parse_all(list(default_specs() if not specs else specs))
+    parsed = parse_specs(list(default_specs() if not specs else specs))
     solutions: dict[str, Solution] = {}
     for p in parsed:
         solver = _with_tolerance(p, tol)

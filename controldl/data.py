@@ -174,6 +174,9 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             raise ValueError(f"{what} labels must be a vector (N,), got shape {y.shape}")
         if not np.all(y == np.round(y)):
             raise ValueError(f"{what} labels must be integers 0..K-1")
+        if n_classes == 1:
+            raise ValueError(f"the {what} labels are a single class (0): classification "
+                             "needs at least 2 classes")
         if n_classes is None or n_classes < 2:
             raise ValueError(f"classification needs K >= 2 classes, got {n_classes}")
         lo, hi = int(y.min()), int(y.max())
