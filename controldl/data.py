@@ -418,13 +418,10 @@ def load_file(path: str | Path, task: str | None = None) -> Dataset:
         raise ValueError(f"{path}: X must be numeric, got dtype {X.dtype}")
     task = infer_task(y) if task is None else task
     source = {"name": "file", "path": str(path.resolve())}
-    try:
-        if task == "classification":
-            return classification(X, y, source)
-        if task == "regression":
-            return regression(X, y, source)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    if task == "classification":
+        return classification(X, y, source)
+    if task == "regression":
+        return regression(X, y, source)
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
