@@ -162,7 +162,7 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             f"{what} targets have {getattr(y, 'shape', ('?',))[0]} rows but X has {X.shape[0]}"
         )
     if not np.issubdtype(y.dtype, np.number):
-        sample = ", ".join(repr(v) for v in np.unique(y.astype(str))[:3])
+        sample = ", ".join(repr(str(v)) for v in np.unique(y.astype(str))[:3])
         raise ValueError(f"{what} labels must be integers 0..K-1, got text such as {sample}"
                          if task == "classification" else
                          f"{what} targets must be numeric, got dtype {y.dtype}")
