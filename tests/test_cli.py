@@ -282,3 +282,11 @@ def test_readout_l2_zero_is_explained(tmp_path, capsys):
                  "--readout-l2", "0", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "readout_l2 = 0" in err and "no minimizer" in err
+
+
+def test_help_is_plain_text():
+    from controldl.cli import build_parser
+
+    for command in ("train", "compare"):
+        text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
+        assert "``" not in text and ":func:" not in text, command
