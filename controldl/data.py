@@ -162,7 +162,7 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             f"{what} targets have {getattr(y, 'shape', ('?',))[0]} rows but X has {X.shape[0]}"
         )
     if not np.issubdtype(y.dtype, np.number):
-        sample = ", ".join(repr(v) for v in np.unique(y.astype(str))[:3])
+        sample = ", ".join(repr(str(v)) for v in np.unique(y.astype(str))[:3])
         raise ValueError(f"{what} labels must be integers 0..K-1, got text such as {sample}"
                          if task == "classification" else
                          f"{what} targets must be numeric, got dtype {y.dtype}")
@@ -174,6 +174,9 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             raise ValueError(f"{what} labels must be a vector (N,), got shape {y.shape}")
         if not np.all(y == np.round(y)):
             raise ValueError(f"{what} labels must be integers 0..K-1")
+        if n_classes == 1:
+            raise ValueError(f"the {what} labels are a single class (0): classification "
+                             "needs at least 2 classes")
         if n_classes is None or n_classes < 2:
             raise ValueError(f"classification needs K >= 2 classes, got {n_classes}")
         lo, hi = int(y.min()), int(y.max())
@@ -415,13 +418,10 @@ def load_file(path: str | Path, task: str | None = None) -> Dataset:
         raise ValueError(f"{path}: X must be numeric, got dtype {X.dtype}")
     task = infer_task(y) if task is None else task
     source = {"name": "file", "path": str(path.resolve())}
-    try:
-        if task == "classification":
-            return classification(X, y, source)
-        if task == "regression":
-            return regression(X, y, source)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    if task == "classification":
+        return classification(X, y, source)
+    if task == "regression":
+        return regression(X, y, source)
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 

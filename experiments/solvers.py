@@ -152,33 +152,31 @@ def body(run: common.Run) -> None:
             adam = comp.solutions["adam"]
             loose = LOOSE * comp.target / 1.1 if comp.target_rule.startswith("1.1") \
                 else LOOSE * comp.target
-            for row in comp.rows():
-                row = dict(row, seed=seed, problem=pname, target=comp.target,
+            for record in comp.rows():
+                # A warm-started row's times already include its predecessor's.
+                row = dict(record.asdict(), seed=seed, problem=pname, target=comp.target,
                            loose_target=loose)
-                warm = row["solver"] == "casadi-from-adam"
                 sol = comp.solutions[row["solver"]]
                 hit = next((h for h in sol.history
                             if h["cost"] is not None and h["cost"] <= loose), None)
                 row["time_to_loose_target_s"] = (
-                    None if hit is None
-                    else hit["time_s"] + (adam.wall_time_s if warm else 0.0))
+                    None if hit is None else hit["time_s"] + row["predecessor_time_s"])
                 row["time_to_loose_target_excl_compile_s"] = (
                     None if hit is None else hit["time_s"] - sol.compile_time_s)
-                row["time_to_target_incl_warm_start_s"] = (
+                row["time_to_target_excl_compile_s"] = (
                     None if row["time_to_target_s"] is None
-                    else row["time_to_target_s"] + (adam.wall_time_s if warm else 0.0))
+                    else row["time_to_target_s"] - row["compile_time_s"])
+                row["time_to_target_incl_warm_start_s"] = row["time_to_target_s"]
                 rows.setdefault(pname, []).append(row)
                 run.log(f"  {row['solver']:17s} {row['status']:14s} cost {row['cost']:.4g} "
                         f"test {common.fmt(row['test_accuracy'], '.3f')} it "
                         f"{row['iterations']} {row['wall_time_s']:.1f}s")
             if seed == run.seeds[0]:
-                histories = {}
-                for label, sol in comp.solutions.items():
-                    hist = sol.history
-                    if label == "casadi-from-adam":  # drawn after Adam's own run
-                        hist = [dict(h, iteration=h["iteration"] + adam.iterations,
-                                     time_s=h["time_s"] + adam.wall_time_s) for h in hist]
-                    histories[label] = hist
+                histories = comp.histories()  # warm-started rows drawn after their start
+                if "casadi-from-adam" in histories:
+                    histories["casadi-from-adam"] = [
+                        dict(h, iteration=h["iteration"] + adam.iterations)
+                        for h in histories["casadi-from-adam"]]
                 fig = plotting.history_figure(histories, title=f"{pname}: {problem!r}, "
                                               f"seed {seed} (target {comp.target:.3g})")
                 for ax in fig.axes[:2]:

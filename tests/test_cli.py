@@ -2,6 +2,7 @@
 nothing written."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -157,3 +158,136 @@ def test_help_explains_the_flags(capsys):
     for flag in ("--lipschitz-bound", "--readout-l2", "--optimizer", "--lr", "--target-cost",
                  "--warm-start", "--test-fraction"):
         assert flag in text
+
+
+def _data_file(tmp_path, case):
+    """A bad data file for ``case``."""
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    y = np.arange(20) % 2
+    if case == "label-7":
+        y = y.copy()
+        y[4] = 7
+        return _write(tmp_path / "d.npz", X, y)
+    if case == "csv-1-2":
+        path = tmp_path / "d.csv"
+        np.savetxt(path, np.column_stack([X, y + 1]), delimiter=",")
+        return path
+    if case == "single-class":
+        return _write(tmp_path / "d.npz", X, np.zeros(20, int))
+    if case == "string-labels":
+        path = tmp_path / "d.csv"
+        path.write_text("\n".join(f"{a},{b},{'cat' if k % 2 else 'dog'}"
+                                  for k, (a, b) in enumerate(X)))
+        return path
+    if case == "corrupt-npz":
+        path = tmp_path / "d.npz"
+        path.write_bytes(b"\x93NUMPY this is not a zip archive")
+        return path
+    if case == "directory":
+        path = tmp_path / "d.npz"
+        path.mkdir()
+        return path
+    raise AssertionError(case)
+
+
+FILE_CASES = {
+    "label-7": "every class present",
+    "csv-1-2": "class(es) 0 have no point",
+    "single-class": "single class",
+    "string-labels": "text such as",
+    "corrupt-npz": "not a valid .npz file",
+    "directory": "is not a file",
+}
+
+
+def _one_line_exit_2(argv, out, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("controldl: error:"), err
+    assert not out.exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_bad_data_files_are_one_line_and_exit_2(case, tmp_path, capsys):
+    path = _data_file(tmp_path, case)
+    out = tmp_path / "out"
+    line = _one_line_exit_2(["train", "--data", str(path), "--out", str(out)], out, capsys)
+    assert FILE_CASES[case] in line
+
+
+def test_unreadable_file_is_one_line_and_exit_2(ring_file, tmp_path, capsys, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ring_file)
+                        else real(p, mode))
+    out = tmp_path / "out"
+    line = _one_line_exit_2(["train", "--data", str(ring_file), "--out", str(out)], out, capsys)
+    assert "not readable" in line
+
+
+def test_an_impossible_size_is_refused_before_allocating(tmp_path, capsys):
+    out = tmp_path / "out"
+    line = _one_line_exit_2(["train", "--n-samples", "100000000000", "--out", str(out)], out,
+                            capsys)
+    assert "GiB" in line and "available" in line
+
+
+def test_diverged_training_exits_1_and_saves_the_solution(tmp_path, capsys):
+    out = tmp_path / "sgd"
+    rc = main(["train", "--n-samples", "60", "--layers", "4", "--optimizer", "sgd", "--lr",
+               "1000", "--out", str(out)])
+    assert rc == 1
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "diverged"
+    assert meta["solver"]["options"]["return_best"] is True
+    assert meta["stats"]["returned"] == "best" and meta["stats"]["best_iteration"] == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("problem: resnet") and "width 3, L = 4" in printed
+
+
+def test_train_and_compare_without_flags_solve_the_same_problem():
+    from controldl.cli import build_parser, common
+
+    parser = build_parser()
+    a = common.problem_from_args(parser.parse_args(["train"]))
+    b = common.problem_from_args(parser.parse_args(["compare"]))
+    assert a.formulation == b.formulation
+    assert a.formulation.readout_l2 > 0 and a.formulation.width == 3
+    np.testing.assert_array_equal(a.data.X_train, b.data.X_train)
+    np.testing.assert_array_equal(a.data.X_test, b.data.X_test)
+    assert a.describe() == b.describe()
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_help_shows_the_defaults_and_the_exit_codes(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for fragment in ("width n+1", "L = 20", "T = 5", "readout_l2 0.001", "0.25 held out",
+                     "exit status: 0", "1 when one diverged", "2 on bad input",
+                     "(default 0.0001)"):
+        assert fragment in text, fragment
+    assert not re.search(r"\bOPT_", text)  # metavars name the option
+
+
+def test_readout_l2_zero_is_explained(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["train", "--n-samples", "60", "--layers", "4", "--max-iter", "2",
+                 "--readout-l2", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "readout_l2 = 0" in err and "no minimizer" in err
+
+
+def test_help_is_plain_text():
+    from controldl.cli import build_parser
+
+    for command in ("train", "compare"):
+        text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
+        assert "``" not in text and ":func:" not in text, command

@@ -95,3 +95,41 @@ def test_standardize_uses_training_statistics():
     mean = np.array(s.source["standardized"]["mean"])
     std = np.array(s.source["standardized"]["std"])
     np.testing.assert_allclose(s.X_test, (d.X_test - mean) / std)
+
+
+def test_dataset_from_arrays_infers_the_task_and_the_classes():
+    X = np.random.default_rng(0).normal(size=(12, 2))
+    d = D.Dataset(X, np.arange(12) % 3)
+    assert d.task == "classification" and d.n_classes == 3
+    d = D.Dataset(X.tolist(), (np.arange(12) % 2).astype(float).tolist())
+    assert d.task == "classification" and d.n_classes == 2 and d.y_train.dtype == np.int64
+    r = D.Dataset(X, X[:, 0] * 0.3)
+    assert r.task == "regression" and r.n_classes is None
+
+
+@pytest.mark.parametrize("y, match", [
+    (np.array([1, 2] * 6), r"got \{1, 2\}, so K = 3 and class\(es\) 0 have no point"),
+    (np.array([0, 1] * 5 + [7, 0]), r"class\(es\) 2, 3, 4, 5, 6 have no point"),
+    (np.zeros(12, int), "single class"),
+    (np.array(["a", "b"] * 6), "text such as 'a', 'b'"),
+])
+def test_labels_must_be_exactly_0_to_K_minus_1_with_every_class(y, match):
+    X = np.zeros((12, 2))
+    with pytest.raises(ValueError, match=match):
+        D.Dataset(X, y)
+
+
+def test_an_impossible_size_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(D, "available_memory_bytes", lambda: 10 * 2**20)
+    with pytest.raises(ValueError, match="GiB"):
+        D.ring(10**6)
+    assert D.ring(1000).n_train == 1000
+
+
+def test_a_corrupt_npz_and_a_csv_with_text_labels(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a valid .npz file"):
+        D.load_file(tmp_path / "bad.npz")
+    (tmp_path / "t.csv").write_text("x,y,label\n0,1,cat\n1,0,dog\n")
+    with pytest.raises(ValueError, match="text such as 'cat', 'dog'"):
+        D.load_file(tmp_path / "t.csv")

@@ -127,3 +127,53 @@ def test_bad_options(kwargs, match):
 def test_batch_larger_than_data(small_problem):
     with pytest.raises(ValueError, match="exceeds"):
         cdl.solve(small_problem, cdl.GradientDescent(batch_size=1000), max_iter=2)
+
+
+def test_best_iterate_is_returned_by_default_and_divergence_is_reported(small_problem):
+    init = P.init_params(small_problem.formulation, seed=0)
+    best = cdl.solve(small_problem, cdl.GradientDescent("sgd", lr=1000.0), max_iter=50)
+    assert best.status == "diverged"
+    assert best.stats["returned"] == "best" and best.stats["best_iteration"] == 0
+    assert best.stats["last_cost"] > 100 * max(best.history[0]["cost"], 1.0)
+    for got, want in zip(best.params, init, strict=True):
+        np.testing.assert_array_equal(got, np.asarray(want))
+    assert best.cost["total"] == pytest.approx(best.history[0]["cost"], rel=1e-12)
+    last = cdl.solve(small_problem, cdl.GradientDescent("sgd", lr=1000.0, return_best=False),
+                     max_iter=50)
+    assert last.stats["returned"] == "last"
+    assert last.cost["total"] == pytest.approx(last.stats["last_cost"], rel=1e-12)
+
+
+def test_divergence_threshold_is_declared_once_in_stopping():
+    from controldl.solvers.base import Monitor, Stopping
+
+    stop = Stopping(max_iter=10)
+    assert stop.divergence_threshold(0.5) == Stopping.DIVERGENCE_FACTOR
+    monitor = Monitor(stop)
+    assert monitor.record(0, 0.5) is None
+    assert monitor.record(1, 0.99 * Stopping.DIVERGENCE_FACTOR) is None
+    assert monitor.record(2, 1.01 * Stopping.DIVERGENCE_FACTOR) == "diverged"
+    assert Monitor(Stopping(tol=1e-3)).record(0, 1.0, stationarity=1e-4) == "converged"
+
+
+def test_recorded_stationarity_is_the_one_measure_with_l1_and_a_box():
+    problem = cdl.Problem(cdl.data.ring(60, seed=0), layers=5, horizon=2.0, l1=1e-3,
+                          box_bound=0.5)
+    sol = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05, return_best=False),
+                    max_iter=15)
+    assert sol.history[-1]["stationarity"] == pytest.approx(
+        cdl.stationarity(problem, sol.params), rel=1e-9)
+    assert sol.stationarity == pytest.approx(sol.history[-1]["stationarity"], rel=1e-9)
+    tight = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=15,
+                      tol=sol.history[5]["stationarity"])
+    assert tight.status == "converged" and tight.iterations <= 5
+
+
+def test_work_counts_gradient_evaluations(small_problem):
+    adam = cdl.solve(small_problem, cdl.GradientDescent("adam"), max_iter=6)
+    assert [h["work"] for h in adam.history] == [k + 1.0 for k in range(7)]
+    lbfgs = cdl.solve(small_problem, cdl.GradientDescent("lbfgs"), max_iter=6)
+    works = [h["work"] for h in lbfgs.history]
+    assert works[0] == 1.0 and all(b - a >= 2 for a, b in zip(works[:-1], works[1:], strict=True))
+    batch = cdl.solve(small_problem, cdl.GradientDescent("adam", batch_size=20), max_iter=6)
+    assert batch.history[-1]["work"] == pytest.approx(6 * 20 / 60)

@@ -71,3 +71,56 @@ def test_load_rejects_broken_directories(tmp_path):
     (tmp_path / "e").mkdir()
     with pytest.raises(ValueError, match="meta.json is missing"):
         cdl.load(tmp_path / "e")
+
+
+def test_the_library_meets_a_user_with_arrays():
+    """Issue 15's six calls, with a user's own arrays."""
+    ring = cdl.data.ring(80, seed=2)
+    X, y = ring.X_train, ring.y_train
+    data = cdl.data.Dataset(X, y)
+    assert data.task == "classification" and data.n_classes == 2
+    problems = [cdl.Problem(X, y, layers=4), cdl.Problem((X, y), layers=4),
+                cdl.Problem(X=X, y=y, layers=4), cdl.Problem(data, layers=4)]
+    assert len({p.formulation for p in problems}) == 1
+    solver = cdl.make_solver("adam")
+    assert isinstance(solver, cdl.GradientDescent) and solver.optimizer == "adam"
+    assert cdl.make_solver("adam:lr=0.03") == cdl.GradientDescent("adam", lr=0.03)
+    solution = cdl.solve(problems[0], "adam:lr=0.03", max_iter=30)
+    assert solution.solver["options"]["lr"] == 0.03
+    pred = solution.predict(X)
+    assert pred.shape == (80,) and set(np.unique(pred)) <= {0, 1}
+    assert solution.accuracy(X, y) == pytest.approx(solution.train_accuracy)
+    xs = solution.states(X)
+    assert xs.shape == (5, 80, 3)
+    np.testing.assert_array_equal(xs[0, :, :2], X)
+    np.testing.assert_allclose(xs[-1] @ solution.params.W.T + solution.params.c,
+                               solution.outputs(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda X, y: cdl.Problem(X), "pair"),
+    (lambda X, y: cdl.Problem(X, y, X=X), "twice"),
+    (lambda X, y: cdl.solve(cdl.Problem(X, y, layers=2), "casadi:from=adam"), "only apply"),
+    (lambda X, y: cdl.data.Dataset(X, np.where(y == 0, 2, y)), "every class present"),
+])
+def test_array_calls_that_are_really_wrong(call, match):
+    ring = cdl.data.ring(20, seed=0)
+    with pytest.raises(ValueError, match=match):
+        call(ring.X_train, ring.y_train)
+
+
+def test_warm_start_record_survives_a_round_trip(tmp_path):
+    problem = cdl.Problem(cdl.data.ring(40, seed=0), layers=3)
+    first = cdl.solve(problem, cdl.GradientDescent("adam"), max_iter=4)
+    first.save(tmp_path / "first")
+    second = cdl.solve(problem, cdl.GradientDescent("adam"), max_iter=3,
+                       init=tmp_path / "first")
+    assert second.warm_start.directory == str((tmp_path / "first").resolve())
+    assert second.warm_start.wall_time_s == pytest.approx(first.wall_time_s)
+    assert second.warm_start.work == first.work == 5.0
+    second.save(tmp_path / "second")
+    back = cdl.load(tmp_path / "second")
+    assert back.warm_start == second.warm_start
+    assert back.stationarity == pytest.approx(second.stationarity)
+    third = cdl.solve(problem, cdl.GradientDescent("adam"), max_iter=2, init=back)
+    assert third.warm_start.work == 5.0 + 4.0  # the chain adds up

@@ -226,7 +226,14 @@ def _attributes_section(doc: str) -> dict[str, str]:
             out[current] += " " + line.strip()
         elif line.strip() and not line.startswith(" "):
             break
-    return out
+    return {k: plain_text(v) for k, v in out.items()}
+
+
+def plain_text(doc: str) -> str:
+    """Docstring text for a terminal: reST roles (``:func:`x``` → ``x``) and inline
+    literals (double backquotes) removed."""
+    doc = re.sub(r":\w+:`~?([^`]*)`", r"\1", doc)
+    return doc.replace("``", "")
 
 
 def _argparse_type(parse: Any) -> Any:

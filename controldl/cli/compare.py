@@ -41,15 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controldl.compare import compare, parse_spec, table_markdown, write_report
+    from controldl.compare import compare, default_specs, parse_specs, table_markdown, write_report
 
     if args.warm_start is not None:
         raise common.CLIError("compare starts every solver from the same initialization; "
                               "use a spec with from=LABEL to warm-start one from another")
     problem = common.problem_from_args(args)
     specs = [s for s in (args.solvers or "").split(",") if s.strip()] or None
-    for spec in specs or []:
-        parse_spec(spec)  # every spec checked before anything runs
+    parse_specs(specs or default_specs())  # every spec checked before anything runs
     kw = common.solve_kwargs(args)
     kw.pop("init")
     print(f"problem: {problem.describe()}", file=sys.stderr, flush=True)

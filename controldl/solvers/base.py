@@ -160,13 +160,17 @@ class Monitor:
     gradient-evaluation equivalents: one forward plus one backward pass over the training
     set = 1); it returns a :class:`~controldl.status.Status` when the solve should stop
     (``diverged``, ``target_reached``, ``converged`` at the common tolerance,
-    ``max_time``), else ``None``. Time spent compiling or building is wrapped in
+    ``max_time``), else ``None``; a cost far above the start is divergence only with
+    ``stop_on_growth`` (:attr:`Solver.stop_on_growth`). Time spent compiling or building
+    is wrapped in
     ``with monitor.compiling():``.
     """
 
     def __init__(self, stopping: Stopping, progress: bool = False, label: str = "",
-                 callback: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 callback: Callable[[dict[str, Any]], Any] | None = None,
+                 stop_on_growth: bool = True) -> None:
         self.stopping = stopping
+        self.stop_on_growth = stop_on_growth
         self.start = time.perf_counter()
         self.compile_time_s = 0.0
         self.history: list[dict[str, Any]] = []
@@ -210,7 +214,9 @@ class Monitor:
 
     def _verdict(self, cost: float, stationarity: float | None) -> Status | None:
         stop = self.stopping
-        if not math.isfinite(cost) or cost > stop.divergence_threshold(self.history[0]["cost"]):
+        if not math.isfinite(cost):
+            return Status.DIVERGED
+        if self.stop_on_growth and cost > stop.divergence_threshold(self.history[0]["cost"]):
             return Status.DIVERGED
         if stop.target_cost is not None and cost <= stop.target_cost:
             return Status.TARGET_REACHED
@@ -231,6 +237,10 @@ class Solver(abc.ABC):
 
     name: ClassVar[str]
     default_max_iter: ClassVar[int] = 1000
+    stop_on_growth: ClassVar[bool] = False
+    """Whether a cost far above the start (:meth:`Stopping.divergence_threshold`) means
+    divergence: true for solvers whose iterates should descend (gradient descent); an
+    interior-point method's iterates may rise for a while."""
     tolerance_option: ClassVar[str | None] = None
     """The option that holds the solver's own stationarity tolerance, which ``compare``
     sets to the common one (``None``: the solver records ``stationarity`` and the
@@ -354,7 +364,8 @@ def solve(
     stopping = Stopping(solver.default_max_iter if max_iter is None else max_iter,
                         max_time, target_cost, tol)
     init, warm = warm_start_record(init)
-    monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback)
+    monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback,
+                      stop_on_growth=solver.stop_on_growth)
     with monitor.compiling():  # one-time setup (small compiles) before the first iteration
         if init is None:
             params = P.init_params(problem.formulation, seed=seed, scheme=init_scheme)

@@ -188,6 +188,7 @@ class GradientDescent(Solver):
     name: ClassVar[str] = "gd"
     default_max_iter: ClassVar[int] = 5000
     tolerance_option: ClassVar[str | None] = "grad_tol"
+    stop_on_growth: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
