@@ -302,11 +302,12 @@ def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: 
     (compilation included), the training accuracy, and the stationarity
     ``‖θ − Π(prox(θ − ∇J))‖`` (:func:`controldl.stationarity`) when the histories record
     it. ``target`` (a cost) is marked on the cost panels, ``tolerance`` (a stationarity)
-    on the stationarity panel, as dashed horizontal lines."""
+    on the stationarity panel, as dashed horizontal lines. On the time axis the span
+    before the first recorded iterate (compilation and setup) is shaded."""
     has_stat = tolerance is not None or any(
         h.get("stationarity") is not None for hist in histories.values() for h in hist)
     fig, axes = plt.subplots(1, 4 if has_stat else 3, figsize=(20 if has_stat else 15, 4.2))
-    times = []
+    times, starts = [], []
     for label, hist in histories.items():
         if not hist:
             continue
@@ -315,6 +316,7 @@ def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: 
         axes[0].plot(it, cost, label=label, **few)
         axes[1].plot(t, cost, label=label, **few)
         times.append(np.nanmax(t))
+        starts.append(np.nanmin(t))
         acc = _series(hist, "train_accuracy")
         if np.isfinite(acc).any():
             axes[2].plot(it, acc, label=label, **few)
@@ -329,6 +331,8 @@ def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: 
     for ax in axes[:2]:
         _cost_axis(ax, target)
     _time_axis(axes[1], max(times, default=0.0))
+    if starts and min(starts) > 0:  # before the first recorded iterate: compilation, setup
+        axes[1].axvspan(0.0, min(starts), color="0.92", zorder=0)
     if has_stat:
         _log_if_positive(axes[3])
         if tolerance is not None and tolerance > 0:

@@ -118,3 +118,25 @@ def test_executed_pages_show_their_output(site):
     assert started.count('class="filename">output<') >= 5, "getting-started shows no output"
     tutorials = (site / "tutorials" / "index.html").read_text(encoding="utf-8")
     assert tutorials.count("data:image/png") >= 12, "the tutorials show too few figures"
+
+
+def _math_hook():
+    pytest.importorskip("latex2mathml")
+    spec = importlib.util.spec_from_file_location("controldl_docs_math",
+                                                  ROOT / "docs" / "_hooks" / "math.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook_math_converts_text_and_leaves_code_alone(caplog):
+    math = _math_hook()
+    html = ('<p>The step $h = T/L$ and</p><p>$$x(t+1) = x(t) + h\\,\\sigma(A_t x(t))$$</p>'
+            '<pre>cost = $5 and $6</pre><code>$a$</code>')
+    out = math.notebook_math(html, "test")
+    assert out.count("<math") == 2, out
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in out
+    assert "<pre>cost = $5 and $6</pre><code>$a$</code>" in out
+    assert not caplog.records
+    math.to_mathml(r"\nosuchcommand x", False, "page.md")
+    assert "not typeset" in caplog.text, "an unknown command must be a build warning"
