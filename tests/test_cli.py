@@ -101,7 +101,7 @@ BAD = [
     (["train", "--activation", "gelu"], "--activation"),
     (["train", "--horizon", "nan"], "--horizon"),
     (["train", "--warm-start", "/nonexistent/dir"], "does not exist"),
-    (["train", "--loss", "squared"], "regression"),
+    (["train", "--dataset", "sine", "--loss", "logistic"], "is for classification"),
     (["plot", "/nonexistent/dir"], "does not exist"),
     (["compare", "--solvers", "adam:lr=abc"], "bad value"),
     (["compare", "--solvers", "casadi:from=adam,adam"], "warm-starts from"),
