@@ -17,7 +17,9 @@ FOUR_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_cou
 
 
 def _run(code: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=FOUR_DEVICES,
+    """Run ``code`` in a child with 4 virtual CPU devices, in float64."""
+    code = 'import jax; jax.config.update("jax_enable_x64", True)\n' + textwrap.dedent(code)
+    proc = subprocess.run([sys.executable, "-c", code], env=FOUR_DEVICES,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -73,7 +75,8 @@ def _train_one_and_four(tmp_path, solver: str, flags: tuple[str, ...] = (),
         from controldl.cli import main
         for k in (1, 4):
             main(["train", "--data", "{tmp_path}/r.npz", "--width", "3", "--layers", "5",
-                  "--solver", "{solver}", "--max-iter", "20", "--devices", str(k),
+                  "--test-fraction", "0", "--solver", "{solver}", "--max-iter", "20",
+                  "--devices", str(k),
                   "--out", "{tmp_path}/d%d" % k, *{list(flags)!r}])
     """) + textwrap.dedent(extra))
     assert "saved to" in out
