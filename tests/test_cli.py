@@ -99,7 +99,7 @@ BAD = [
     (["train", "--activation", "gelu"], "--activation"),
     (["train", "--horizon", "nan"], "--horizon"),
     (["train", "--warm-start", "/nonexistent/dir"], "does not exist"),
-    (["train", "--loss", "squared"], "regression"),
+    (["train", "--terminal", "0"], "no loss in the cost"),
     (["plot", "/nonexistent/dir"], "does not exist"),
     (["compare", "--solvers", "adam:lr=abc"], "bad value"),
     (["compare", "--solvers", "casadi:from=adam,adam"], "warm-starts from"),
