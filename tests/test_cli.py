@@ -102,6 +102,7 @@ BAD = [
     (["train", "--horizon", "nan"], "--horizon"),
     (["train", "--warm-start", "/nonexistent/dir"], "does not exist"),
     (["train", "--dataset", "sine", "--loss", "logistic"], "is for classification"),
+    (["train", "--terminal", "0"], "no loss in the cost"),
     (["plot", "/nonexistent/dir"], "does not exist"),
     (["compare", "--solvers", "adam:lr=abc"], "bad value"),
     (["compare", "--solvers", "casadi:from=adam,adam"], "warm-starts from"),
