@@ -32,9 +32,11 @@ F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
 EXPAND_AUTO_MAX_WORK = 100_000
 """``expand="auto"`` expands the MX graph to SX while ``N·L·(d² + d)`` is at most this."""
 EXACT_AUTO_MAX_WORK = 2_000_000
-EXACT_AUTO_MAX_WORK_CONSTRAINED = 30_000_000
+EXACT_AUTO_MAX_WORK_CONSTRAINED = 100_000_000
 """``hessian="auto"`` (single shooting) takes the exact Hessian while ``N·P²`` (P: controls
-and readout) is at most these (unconstrained, with box or Lipschitz constraints)."""
+and readout) is at most these (unconstrained, with box or Lipschitz constraints: IPOPT's
+L-BFGS does poorly with the constraints; the constrained limit covers the default
+problem, see docs/solvers.md)."""
 CODEGEN_OPTIONS: dict[str, Any] = {"jit": True, "compiler": "shell",
                                    "jit_options": {"flags": ["-O1"], "verbose": False},
                                    "jit_cleanup": True}
