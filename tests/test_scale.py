@@ -75,8 +75,8 @@ def _train_one_and_four(tmp_path, solver: str, flags: tuple[str, ...] = (),
         from controldl.cli import main
         for k in (1, 4):
             main(["train", "--data", "{tmp_path}/r.npz", "--width", "3", "--layers", "5",
-                  "--test-fraction", "0", "--solver", "{solver}", "--max-iter", "20",
-                  "--devices", str(k),
+                  "--solver", "{solver}", "--max-iter", "20", "--devices", str(k),
+                  "--test-fraction", "0", "--tol", "0",
                   "--out", "{tmp_path}/d%d" % k, *{list(flags)!r}])
     """) + textwrap.dedent(extra))
     assert "saved to" in out

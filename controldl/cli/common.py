@@ -287,7 +287,7 @@ def add_solver_option_flags(p: argparse.ArgumentParser) -> None:
             kwargs["action"] = "append"
         flag = f"--{field.replace('_', '-')}"
         if flag in p._option_string_actions:  # a solver option named like a common flag
-            flag = f"--{info['solvers'][0]}-{field.replace('_', '-')}"
+            flag = f"--solver-{field.replace('_', '-')}"
         info_flag[field] = flag
         g.add_argument(flag, **kwargs)
 

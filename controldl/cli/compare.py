@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "casadi:transcription=multiple, casadi:from=adam (warm start from an "
                         f"earlier row). Default: {','.join(default_specs())}; plain sgd is "
                         "left out (it does not reach the tolerance in time), and so is casadi "
-                        "from the shared start (twice the polish's time)")
+                        "from the shared start (slower than adam + polish, and it stops at "
+                        "another local minimum)")
     common.add_stopping_flags(p)
     p.set_defaults(max_time=DEFAULT_MAX_TIME)
     for action in p._actions:

@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     solver = common.solver_from_args(args)
     kwargs = common.solve_kwargs(args)
     print(f"problem: {problem.describe()}", flush=True)
-    print(f"solver: {solver.label()}, tolerance {args.tol or 'none'}", flush=True)
+    common_tol = bool(args.tol) and type(solver).tolerance_option is not None
+    print(f"solver: {solver.label()}, "
+          + (f"stationarity tolerance {args.tol:g}" if common_tol
+             else "its own convergence test"), flush=True)
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)
     solution = solve(problem, solver, **kwargs)

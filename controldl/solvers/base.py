@@ -324,6 +324,18 @@ def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Arr
     return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
 
 
+def as_solver(solver: Any) -> Solver:
+    """A solver instance, or the solver a spec string names (``"adam:lr=0.03"``)."""
+    if isinstance(solver, str):
+        from controldl.solvers.options import solver_from_spec
+
+        solver = solver_from_spec(solver)
+    if not isinstance(solver, Solver):
+        raise ValueError(f"solver must be a controldl solver or a spec string such as "
+                         f"'adam:lr=0.03', got {type(solver).__name__}")
+    return solver
+
+
 def solve(
     problem: Problem,
     solver: Solver,
@@ -342,7 +354,8 @@ def solve(
 
     Args:
         problem: the canonical problem.
-        solver: a solver instance (``GradientDescent()``, ``EMSA()``, ``CasadiDirect()``…).
+        solver: a solver instance (``GradientDescent()``, ``EMSA()``, ``CasadiDirect()``…)
+            or a spec string as ``compare`` takes (``"adam:lr=0.03"``, ``"emsa"``).
         init: warm start (a ``Solution``, a solution directory or ``Params``); otherwise the
             shared deterministic initialization :func:`controldl.problem.init_params` with
             ``seed`` and ``init_scheme`` (``"normal"`` or ``"zeros"``).
@@ -354,13 +367,7 @@ def solve(
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
-    if isinstance(solver, str):
-        from controldl.solvers.options import solver_from_spec
-
-        solver = solver_from_spec(solver)
-    if not isinstance(solver, Solver):
-        raise ValueError(f"solver must be a controldl solver or a spec string such as "
-                         f"'adam:lr=0.03', got {type(solver).__name__}")
+    solver = as_solver(solver)
     stopping = Stopping(solver.default_max_iter if max_iter is None else max_iter,
                         max_time, target_cost, tol)
     init, warm = warm_start_record(init)
