@@ -129,6 +129,8 @@ CASES = [
 ] + [
     ("all-terms", "k3", dict(l2=0.1, l1=0.05, smooth=0.2, running=0.3, readout_l2=0.1)),
     ("frozen-readout", "ring", dict(train_readout=False, l1=0.1, running=0.2, readout_l2=0.3)),
+    ("inside-terminal", "ring", dict(model="inside", terminal=0.5, running=0.3, l2=0.1)),
+    ("integral", "k3", dict(terminal=0.0, running=0.4, smooth=0.1)),
 ]
 DATA = {"ring": ring, "k3": three_classes, "reg": regression}
 
@@ -147,7 +149,8 @@ def test_cost_and_gradient_match_jax(name, data, options):
         assert np.all(gc.W == 0) and np.all(gc.c == 0)
 
 
-@pytest.mark.parametrize("name", [CASES[1][0], CASES[8][0], "all-terms", "frozen-readout"])
+@pytest.mark.parametrize("name", [CASES[1][0], CASES[8][0], "all-terms", "frozen-readout",
+                                  "inside-terminal", "integral"])
 def test_multiple_shooting_cost_and_reduced_gradient_match_jax(name):
     _, data, options = next(c for c in CASES if c[0] == name)
     problem = cdl.Problem(DATA[data](), **{**BASE, **options})

@@ -68,14 +68,16 @@ def constraint_bounds(form: Any) -> ConstraintBounds:
 class Context:
     """What a transcription strategy is handed: the layout ``lay``, the functions of one
     sample ``fns``, the embedded inputs ``X0`` (d × N) and targets ``Y`` (m × N), the step
-    ``h``, the running weight ``γ·h`` (``run_w``), the NLP variables ``w`` and the symbolic
-    controls ``A_all`` (d × d·L, ``[A_0, …]``), ``b_all`` (d × L) and readout ``W``, ``c``."""
+    ``h``, the running weight ``γ·h`` (``run_w``), the terminal weight (``term_w``), the
+    NLP variables ``w`` and the symbolic controls ``A_all`` (d × d·L, ``[A_0, …]``),
+    ``b_all`` (d × L) and readout ``W``, ``c``."""
 
     lay: Layout
     fns: SampleFunctions
     X0: np.ndarray
     Y: np.ndarray
     run_w: float
+    term_w: float
     w: Any
     theta: Any
     A_all: Any
@@ -124,7 +126,7 @@ class SingleShooting:
         traj = fns.step.mapaccum("trajectory", L)
         Xs = traj(x0, ca.reshape(th[: L * d * d], d, d * L), ca.reshape(th[L * d * d:], d, L))
         times = list(range(L)) if ctx.run_w > 0 else [L - 1]
-        weights = [ctx.run_w + (1.0 if t == L - 1 else 0.0) for t in times]
+        weights = [ctx.run_w + (ctx.term_w if t == L - 1 else 0.0) for t in times]
         zs = [model.readout(W, c, Xs[:, t]) for t in times]
         phi = sum(wt * fns.loss(z, y) for wt, z in zip(weights, zs, strict=True))
         v = ca.vertcat(th, ca.vec(W), c) if lay.readout else th
@@ -183,7 +185,7 @@ class MultipleShooting:
                                                      ctx.A_all[:, t * d:(t + 1) * d],
                                                      ctx.b_all[:, t]))
              for t in range(L)]
-        f_loss = ctx.mapper(fns.readout_loss, N, [1, 2], [0])(
+        f_loss = ctx.term_w * ctx.mapper(fns.readout_loss, N, [1, 2], [0])(
             Xv[:, N * (L - 1):], ctx.W, ctx.c, ca.DM(ctx.Y)) / N
         if ctx.run_w > 0:
             f_loss += ctx.run_w * ctx.mapper(fns.readout_loss, N * L, [1, 2], [0])(
@@ -211,9 +213,9 @@ class MultipleShooting:
         N, L, m = lay.N, lay.L, lay.m
         if ctx.run_w > 0:
             Xres, Yres, wts = Xv, np.tile(ctx.Y, (1, L)), np.full(N * L, ctx.run_w)
-            wts[-N:] += 1.0
+            wts[-N:] += ctx.term_w
         else:
-            Xres, Yres, wts = Xv[:, N * (L - 1):], ctx.Y, np.ones(N)
+            Xres, Yres, wts = Xv[:, N * (L - 1):], ctx.Y, np.full(N, ctx.term_w)
         K = Xres.shape[1]
         Z = ca.mtimes(ctx.W, Xres) + ca.repmat(ctx.c, 1, K)  # m × K
         D = ctx.mapper(ctx.fns.curvature, K, [], [])(Z, ca.DM(Yres))  # m × K·m
@@ -386,7 +388,7 @@ def _context(problem: Problem, lay: Layout, params: Params, threads: int
         lay=lay, fns=make_sample_functions(form),
         X0=np.asarray(problem.initial_states(), np.float64).T.copy(),
         Y=np.asarray(problem.targets(), np.float64).T.copy(),
-        run_w=float(form.running) * form.h, w=w, theta=theta,
+        run_w=float(form.running) * form.h, term_w=float(form.terminal), w=w, theta=theta,
         A_all=ca.reshape(theta[: L * d * d], d, d * L), b_all=ca.reshape(theta[L * d * d:], d, L),
         W=ca.reshape(ro[: m * d], m, d), c=ro[m * d:], mapper=Mapper(max(int(threads), 1)))
     return ctx, p, p0

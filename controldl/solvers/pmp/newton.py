@@ -248,6 +248,10 @@ class PMPNewton(Solver):
 
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
+        if form.model not in ("resnet", "mlp"):
+            raise ValueError(f"pmp-newton builds its layer models in the pre-activation "
+                             f"A x + b, which the {form.model!r} model does not have; use "
+                             "gd, msa or emsa")
         dtype = DTYPES[self.dtype]
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(np.asarray(v, dtype) for v in params))

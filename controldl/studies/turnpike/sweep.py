@@ -304,16 +304,6 @@ def _config(problem: Problem, horizons: list[tuple[float, int]], solver: Solver,
 # --------------------------------------------------------------------------- the sweep
 
 
-def _check_solver(problem: Problem, solver: Solver) -> None:
-    form = problem.formulation
-    if solver.name in ("msa", "emsa") and form.model == "inside":
-        raise ValueError(f"{solver.name} maximizes the Hamiltonian in the pre-activation "
-                         "A x + b, which the inside model does not have; use gd")
-    if solver.name == "casadi" and form.terminal != 1.0:
-        raise ValueError("the CasADi transcription does not take the terminal weight yet; "
-                         "use gd, or terminal 1")
-
-
 def _prepare(problem: Problem | Dataset, problem_options: Mapping[str, Any] | None,
              solver: Solver) -> Problem:
     if isinstance(problem, Dataset):
@@ -325,7 +315,6 @@ def _prepare(problem: Problem | Dataset, problem_options: Mapping[str, Any] | No
                          f"{type(problem).__name__}")
     if not isinstance(solver, Solver):
         raise ValueError(f"solver must be a controldl solver, got {type(solver).__name__}")
-    _check_solver(problem, solver)
     return problem
 
 
