@@ -148,3 +148,18 @@ def test_the_report_rows_are_finite_numbers_or_none(problem):
     row = comparison.rows()[0].asdict()
     for key, value in row.items():
         assert value is None or not isinstance(value, float) or math.isfinite(value), key
+
+
+def test_an_until_target_row_stops_at_the_target_of_the_rows_before_it(problem):
+    comparison = C.compare(problem, ["lbfgs:max_iter=200:label=first",
+                                     "adam:lr=0.05:max_iter=3000:until=target:label=then"],
+                           tol=None, cold=False)
+    first, then = comparison.solutions["first"], comparison.solutions["then"]
+    bound = C.TARGET_FACTOR * first.cost["total"]
+    assert then.status == "target_reached"
+    assert bound * 0.98 < then.history[-1]["cost"] <= bound
+    assert comparison.solutions["first"].status != "target_reached"
+    with pytest.raises(ValueError, match="only apply inside compare"):
+        cdl.make_solver("adam:until=target")
+    with pytest.raises(ValueError, match="until takes 'target'"):
+        C.parse_spec("adam:until=tol")

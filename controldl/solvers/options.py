@@ -8,7 +8,9 @@ solver options through this module, from the solver dataclasses' own field annot
   ``lbfgs``, ``adam:lr=0.1``;
 - inside a comparison only: ``from=LABEL`` warm-starts from the solution of an earlier spec,
   ``max_iter=K`` overrides the iteration limit for that solver alone, ``label=TEXT`` names
-  the row (default: the spec itself).
+  the row (default: the spec itself), ``until=target`` also stops the row at the common
+  target known when it starts (the comparison's target factor times the lowest final cost
+  of the rows before it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from controldl import solvers as registry  # the registry (_REGISTRY, solver_class)
 
-COMPARE_KEYS: tuple[str, ...] = ("from", "max_iter", "label")
+COMPARE_KEYS: tuple[str, ...] = ("from", "max_iter", "label", "until")
 """Spec keys that belong to a comparison's row rather than to the solver."""
 
 
@@ -36,6 +38,7 @@ class Spec:
     options: dict[str, Any]
     warm_from: str | None = None
     max_iter: int | None = None
+    until_target: bool = False
 
     def make(self) -> Any:
         """The solver instance."""
@@ -126,7 +129,7 @@ def parse_spec(text: str) -> Spec:
     name = solver_name(head)
     options: dict[str, Any] = {} if name == head else {"optimizer": head}
     cls = registry.solver_class(name)
-    warm, max_iter, label = None, None, text
+    warm, max_iter, label, until = None, None, text, False
     for item in rest:
         if "=" not in item:
             raise ValueError(f"solver spec {text!r}: expected key=value, got {item!r}")
@@ -140,9 +143,14 @@ def parse_spec(text: str) -> Spec:
                 raise ValueError(f"solver spec {text!r}: max_iter must be an integer") from None
         elif key == "label":
             label = value
+        elif key == "until":
+            if value != "target":
+                raise ValueError(f"solver spec {text!r}: until takes 'target', got {value!r}")
+            until = True
         else:
             options[key] = convert_option(cls, key, value)
-    spec = Spec(label=label, solver=name, options=options, warm_from=warm, max_iter=max_iter)
+    spec = Spec(label=label, solver=name, options=options, warm_from=warm, max_iter=max_iter,
+                until_target=until)
     spec.make()  # validate now, before anything runs
     return spec
 
@@ -152,7 +160,8 @@ def solver_from_spec(text: str, **options: Any) -> Any:
     only mean something inside a comparison (``from``, ``max_iter``, ``label``) are
     refused here."""
     spec = parse_spec(text)
-    if spec.warm_from is not None or spec.max_iter is not None or spec.label != text:
+    if (spec.warm_from is not None or spec.max_iter is not None or spec.label != text
+            or spec.until_target):
         raise ValueError(f"solver spec {text!r}: {', '.join(COMPARE_KEYS)} only apply inside "
                          "compare; pass init= and max_iter= to solve instead")
     return registry.solver_class(spec.solver)(**{**spec.options, **options})
