@@ -163,7 +163,8 @@ class GradientDescent(Solver):
             constraints) is at most ``grad_tol``; the common tolerance ``tol`` of
             :func:`controldl.solve` stops it too. Full batch only.
         return_best: return the iterate of lowest recorded cost (the cost of gradient
-            descent is not monotone); ``False``: the last iterate. ``stats["returned"]``
+            descent is not monotone), unless the run converged (then the iterate that met
+            the tolerance); ``False``: the last iterate. ``stats["returned"]``
             says which, with ``best_iteration``/``best_cost`` and ``last_iteration``/
             ``last_cost``.
         dtype: ``float64`` (default) or ``float32``.
@@ -233,12 +234,15 @@ class GradientDescent(Solver):
                      else max(problem.data.n_train // self.batch_size, 1))
         run = loop.run(params, opt_state, key)
         best, last = run.best, run.last
+        # A converged run returns the iterate that met the tolerance (the best one may
+        # differ from it in round-off and miss the tolerance).
+        use_best = self.return_best and run.status != Status.CONVERGED
         stats = {"stationarity": run.residual, "optimizer": self.optimizer,
-                 "returned": "best" if self.return_best else "last",
+                 "returned": "best" if use_best else "last",
                  "best_iteration": best.iteration, "best_cost": best.cost,
                  "last_iteration": last.iteration, "last_cost": last.cost,
                  "devices": parallel.describe(mesh)}
-        returned = best.params if self.return_best else last.params
+        returned = best.params if use_best else last.params
         return RunResult(returned, run.status, run.iterations, stats)
 
 
