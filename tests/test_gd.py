@@ -6,6 +6,7 @@ import pytest
 
 import controldl as cdl
 from controldl import problem as P
+from controldl.solvers import base
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -177,3 +178,44 @@ def test_work_counts_gradient_evaluations(small_problem):
     assert works[0] == 1.0 and all(b - a >= 2 for a, b in zip(works[:-1], works[1:], strict=True))
     batch = cdl.solve(small_problem, cdl.GradientDescent("adam", batch_size=20), max_iter=6)
     assert batch.history[-1]["work"] == pytest.approx(6 * 20 / 60)
+
+
+@pytest.fixture
+def step_builds(monkeypatch):
+    """The number of times gradient descent builds (traces and compiles) its step."""
+    from controldl.solvers import gd
+
+    count = [0]
+    build = gd._build_step
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(gd, "_build_step", counting)
+    base.COMPILED.clear()
+    return count
+
+
+def test_a_learning_rate_grid_compiles_once(step_builds):
+    problem = cdl.Problem(cdl.data.ring(40, seed=0), width=3, layers=4)
+    grid = (0.003, 0.01, 0.03, 0.1)
+    costs = [cdl.solve(problem, cdl.GradientDescent("adam", lr=lr), max_iter=30).cost["total"]
+             for lr in grid]
+    assert step_builds[0] == 1
+    assert len(set(costs)) == 4  # each run used its own learning rate
+    base.COMPILED.clear()
+    fresh = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.03), max_iter=30)
+    assert fresh.cost["total"] == costs[2]
+
+
+def test_a_horizon_sweep_at_fixed_layers_compiles_once_per_solver(step_builds):
+    from controldl.studies import turnpike as tp
+
+    data = cdl.data.ring(24, seed=3)
+    result = tp.sweep(data, [1.0, 2.0, 3.0, 4.0, 5.0], cdl.GradientDescent("adam", lr=0.05),
+                      options=tp.SweepOptions(tol=1e-5, n_boot=5, finish_iter=300),
+                      fixed="layers", layers=4, max_iter=50,
+                      problem_options=dict(width=3, l2=1e-2, readout_l2=1e-2))
+    assert len(result.report["horizons"]) == 5
+    assert step_builds[0] == 2  # Adam's step and L-BFGS's (the finish), once each

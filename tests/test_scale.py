@@ -45,8 +45,9 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
                                                 jax.random.PRNGKey(0)))
         entries = len(COMPILED._entries)
         step = _compiled_step(p.formulation, solver, 0, (params, X0, Y, y, key))
-        shardings = jax.tree.leaves(step.input_shardings[0])
-        x0_sharding = shardings[-4]  # (params, opt_state, X0, Y, y, key): X0
+        shardings = jax.tree.leaves(step.func.input_shardings[0])
+        x0_sharding = shardings[-4]  # (form, params, opt_state, X0, Y, y, key): X0
+        shardings = shardings[len(jax.tree.leaves(p.formulation)):]  # params first
         print(json.dumps({"one": one.cost["total"], "four": four.cost["total"],
                           "shards": [s.data.shape[0] for s in X0.addressable_shards],
                           "X0": [x0_sharding.shard_shape((200, 3)),

@@ -9,6 +9,7 @@ is compiled once per (formulation, optimizer, shapes) and reused by later solves
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -51,7 +52,11 @@ def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
 
 def make_optimizer(name: str, lr: float | None, schedule: str = "constant", steps: int = 1000,
                    **options: Any) -> optax.GradientTransformation:
-    """Any optax optimizer by name (``sgd``, ``adam``, ``adamw``, ``lbfgs``, ``rmsprop``…)."""
+    """Any optax optimizer by name (``sgd``, ``adam``, ``adamw``, ``lbfgs``, ``rmsprop``…).
+
+    The learning rate (a number or a schedule) and the numeric options are injected
+    (``optax.inject_hyperparams``): they are part of the optimizer's state, so a compiled
+    step serves every value of them."""
     factory = getattr(optax, name, None)
     if not callable(factory) or name.startswith("_"):
         raise ValueError(f"unknown optax optimizer {name!r}; try sgd, adam, adamw, lbfgs, "
@@ -61,8 +66,14 @@ def make_optimizer(name: str, lr: float | None, schedule: str = "constant", step
     if lr is not None and (not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"learning rate must be > 0, got {lr}")
     rate = None if lr is None else make_schedule(schedule, lr, steps)
+    numeric = {k: v for k, v in options.items() if isinstance(v, int | float)
+               and not isinstance(v, bool)}
     try:
-        opt = factory(learning_rate=rate, **options)
+        if rate is None:
+            opt = factory(learning_rate=rate, **options)
+        else:  # the learning rate and numeric options live in the state: traced, not static
+            opt = optax.inject_hyperparams(factory, static_args=tuple(
+                k for k in options if k not in numeric))(learning_rate=rate, **options)
     except TypeError as exc:
         raise ValueError(f"optax.{name} does not take these options: {exc}") from None
     if not isinstance(opt, optax.GradientTransformation):
@@ -72,10 +83,14 @@ def make_optimizer(name: str, lr: float | None, schedule: str = "constant", step
 
 def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
                    args: tuple) -> Any:
-    """The jitted-and-compiled iteration for one formulation, optimizer, set of shapes and
-    placement (cached: a second solve of the same kind does not recompile)."""
-    return COMPILED.get((form, solver, steps, signature(args)),
-                        lambda: _build_step(form, solver, steps, args))
+    """The jitted-and-compiled iteration for one structure of formulation and optimizer,
+    set of shapes and placement, called as ``step(params, opt_state, X0, Y, y, key)``.
+    Cached on what is static: the formulation's numbers (horizon, weights, bounds) and
+    the optimizer's injected hyperparameters (learning rate, momentum) are arguments, so a
+    learning-rate grid or a sweep of horizons at fixed L compiles once."""
+    key = (form.static_key(), solver.structure(), steps, signature(args))
+    compiled = COMPILED.get(key, lambda: _build_step(form, solver, steps, args))
+    return functools.partial(compiled, form)
 
 
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> Any:
@@ -91,7 +106,7 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     remat = solver.checkpoint_every
     N = args[1].shape[0]
 
-    def iteration(params, opt_state, X0, Y, y, key):
+    def iteration(form, params, opt_state, X0, Y, y, key):
         key, sub = jax.random.split(key)
         if batch is not None:
             idx = jax.random.choice(sub, X0.shape[0], (batch,), replace=False)
@@ -122,7 +137,7 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         opt_state = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
             if hasattr(s, "shape") else s, opt_state)
-    return jax.jit(iteration).lower(params, opt_state, X0, Y, y, key).compile()
+    return jax.jit(iteration).lower(form, params, opt_state, X0, Y, y, key).compile()
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
@@ -137,14 +152,15 @@ def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
 def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
     """The compiled full-batch cost and accuracy (for mini-batch runs and the last entry)."""
 
-    def full(params, X0, Y, y):
+    def full(form, params, X0, Y, y):
         J, z = P.cost_and_outputs(form, params, X0, Y)
         acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
                else jnp.zeros((), J.dtype))
         return J, acc
 
-    return COMPILED.get((form, "full_cost", signature(args)),
-                        lambda: jax.jit(full).lower(*args).compile())
+    compiled = COMPILED.get((form.static_key(), "full_cost", signature(args)),
+                            lambda: jax.jit(full).lower(form, *args).compile())
+    return functools.partial(compiled, form)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +227,15 @@ class GradientDescent(Solver):
 
     def label(self) -> str:
         return f"gd/{self.optimizer}"
+
+    def structure(self) -> tuple:
+        """What a compiled step depends on: the optimizer's kind, the schedule (with its
+        learning rate unless constant), whether momentum is given, the batch size, the
+        precision, the devices and the rematerialization; not the injected numbers (a
+        constant learning rate, the momentum) nor the Python-side stopping options."""
+        lr = None if self.schedule == "constant" else self.lr
+        return (self.optimizer, self.schedule, lr, self.momentum is None, self.batch_size,
+                self.dtype, self.devices, self.checkpoint_every)
 
     def optimizer_transform(self, steps: int) -> optax.GradientTransformation:
         extra = {} if self.momentum is None else {"momentum": self.momentum}
