@@ -33,6 +33,7 @@ import optax
 import controldl as cdl
 from controldl import compilation
 from controldl import problem as P
+from controldl.solvers.base import clear_compile_caches
 
 jax.config.update("jax_enable_x64", True)
 
@@ -42,16 +43,6 @@ SOLVERS = ("adam", "lbfgs", "emsa", "casadi")
 def default_problem() -> cdl.Problem:
     data = cdl.data.train_test_split(cdl.data.ring(600, seed=0), 0.25, seed=0)
     return cdl.Problem(data, width=3, layers=20, horizon=5.0, l2=1e-3, readout_l2=1e-3)
-
-
-def clear_in_memory_caches() -> None:
-    """JAX's and controldl's in-memory caches of compiled programs."""
-    jax.clear_caches()
-    from controldl.solvers import base
-
-    cache = getattr(base, "COMPILED", None)
-    if cache is not None:
-        cache.clear()
 
 
 def make(name: str) -> cdl.Solver:
@@ -114,13 +105,13 @@ def minimal_compile(problem: cdl.Problem, kind: str) -> float:
 def measure_once(problem: cdl.Problem) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as cache:
         compilation.enable_compilation_cache(cache)
-        clear_in_memory_caches()
+        clear_compile_caches()
         out = {name: {"first": controldl_compile(problem, name)} for name in SOLVERS}
-        clear_in_memory_caches()
+        clear_compile_caches()
         for name in SOLVERS:
             out[name]["cached"] = controldl_compile(problem, name)
         jax.config.update("jax_compilation_cache_dir", None)
-    clear_in_memory_caches()
+    clear_compile_caches()
     for kind in ("adam", "lbfgs"):
         out[kind]["minimal"] = minimal_compile(problem, kind)
     return out

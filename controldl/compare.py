@@ -251,7 +251,13 @@ def _row_target(spec: Spec, target_cost: float | None, done: dict[str, Solution]
     without one, :data:`TARGET_FACTOR` × the lowest final cost of the rows ``done``."""
     if target_cost is not None or not spec.until_target:
         return target_cost
-    finals = [s.cost["total"] for s in done.values() if math.isfinite(s.cost["total"])]
+    return _factor_of_lowest_final(done)
+
+
+def _factor_of_lowest_final(solutions: dict[str, Solution]) -> float | None:
+    """:data:`TARGET_FACTOR` × the lowest finite final cost of ``solutions`` (``None``
+    without one)."""
+    finals = [s.cost["total"] for s in solutions.values() if math.isfinite(s.cost["total"])]
     return TARGET_FACTOR * min(finals) if finals else None
 
 
@@ -282,11 +288,11 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
         solutions[p.label] = sol
         if log is not None:
             log(f"{p.label}: {sol.summary()}")
-    finals = [s.cost["total"] for s in solutions.values() if math.isfinite(s.cost["total"])]
     if target_cost is not None:
         target, rule = target_cost, "the given target cost"
     else:
-        target = TARGET_FACTOR * min(finals) if finals else math.nan
+        lowest = _factor_of_lowest_final(solutions)
+        target = math.nan if lowest is None else lowest
         rule = f"{TARGET_FACTOR:g} × the lowest final cost of this run"
     return Comparison(problem, solutions, target, rule, tol)
 

@@ -64,6 +64,7 @@ from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 from controldl.solvers.pmp import newton_step as NS
 from controldl.solvers.pmp import newton_work as NW
+from controldl.solvers.pmp.checks import check_integer, check_number
 from controldl.status import Status
 
 DTYPES: dict[str, Any] = {"float64": np.float64, "float32": np.float32}
@@ -71,24 +72,6 @@ CURVATURES: tuple[str, ...] = ("exact", "gauss_newton")
 FAILED_MESSAGE = ("the Newton model or step of iteration {k} was not finite (a "
                   "factorization failed, or the data or controls give non-finite "
                   "derivatives); the last finite iterate is returned")
-
-
-def _check_number(obj: Any, name: str, low: float, strict: bool) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    if v < low or (strict and v == low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v!r}")
-
-
-def _check_integer(obj: Any, name: str, low: int, allow_none: bool = False) -> None:
-    v = getattr(obj, name)
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
 class _Info(NamedTuple):
@@ -196,23 +179,23 @@ class PMPNewton(Solver):
 
     def __post_init__(self) -> None:
         for name in ("rho", "rho_min", "rho_max"):
-            _check_number(self, name, 0.0, strict=True)
+            check_number(self, name, 0.0, strict=True)
         if not self.rho_min <= self.rho <= self.rho_max:
             raise ValueError(f"need rho_min <= rho <= rho_max, got {self.rho_min}, "
                              f"{self.rho}, {self.rho_max}")
-        _check_number(self, "rho_increase", 1.0, strict=True)
-        _check_number(self, "rho_decrease", 1.0, strict=False)
+        check_number(self, "rho_increase", 1.0, strict=True)
+        check_number(self, "rho_decrease", 1.0, strict=False)
         for name in ("sufficient_decrease", "momentum"):
-            _check_number(self, name, 0.0, strict=False)
+            check_number(self, name, 0.0, strict=False)
             if getattr(self, name) >= 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         for name in ("costate_weight", "tol", "rtol"):
-            _check_number(self, name, 0.0, strict=False)
+            check_number(self, name, 0.0, strict=False)
         for name in ("max_retries", "inner_steps", "prox_iters"):
-            _check_integer(self, name, 1)
-        _check_integer(self, "batch_seed", 0)
+            check_integer(self, name, 1)
+        check_integer(self, "batch_seed", 0)
         for name in ("batch_size", "devices", "layer_block"):
-            _check_integer(self, name, 1, allow_none=True)
+            check_integer(self, name, 1, allow_none=True)
         if self.curvature not in CURVATURES:
             raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}, got "
                              f"{self.curvature!r}")

@@ -32,6 +32,7 @@ from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import inner as I
+from controldl.solvers.pmp.checks import check_integer, check_number
 from controldl.solvers.pmp.iteration import (
     Config,
     StepInfo,
@@ -60,23 +61,6 @@ class LoopState(NamedTuple):
     best_iteration: int
     last_cost: float
     cost_increases: int
-
-
-def _number(solver: Any, name: str, low: float, strict: bool) -> None:
-    v = getattr(solver, name)
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    if not math.isfinite(v) or v < low or (strict and v == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, "
-                         f"got {v!r}")
-
-
-def _integer(solver: Any, name: str, low: int, allow_none: bool = False) -> None:
-    v = getattr(solver, name)
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,12 +102,12 @@ class PontryaginSolver(Solver):
     def __post_init__(self) -> None:
         if self.inner != "auto":
             I.make_inner(self.inner)
-        _integer(self, "inner_steps", 1)
-        _number(self, "tol", 0.0, strict=False)
-        _integer(self, "patience", 1, allow_none=True)
-        _integer(self, "batch_size", 1, allow_none=True)
-        _integer(self, "batch_seed", 0)
-        _integer(self, "devices", 1, allow_none=True)
+        check_integer(self, "inner_steps", 1)
+        check_number(self, "tol", 0.0, strict=False)
+        check_integer(self, "patience", 1, allow_none=True)
+        check_integer(self, "batch_size", 1, allow_none=True)
+        check_integer(self, "batch_seed", 0)
+        check_integer(self, "devices", 1, allow_none=True)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
 
@@ -307,7 +291,7 @@ class MSA(PontryaginSolver):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _number(self, "mu", 0.0, strict=False)
+        check_number(self, "mu", 0.0, strict=False)
 
     def knobs(self, dtype: Any) -> H.Knobs:
         return H.Knobs(jnp.asarray(0.0, dtype), jnp.asarray(self.mu, dtype))
@@ -337,8 +321,8 @@ class EMSA(PontryaginSolver):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _number(self, "rho", 0.0, strict=True)
-        _number(self, "rho_factor", 1.0, strict=True)
+        check_number(self, "rho", 0.0, strict=True)
+        check_number(self, "rho_factor", 1.0, strict=True)
         if not isinstance(self.adaptive_rho, bool):
             raise ValueError(f"adaptive_rho must be True or False, got {self.adaptive_rho!r}")
 
