@@ -25,7 +25,7 @@ class Dataset:
     """Training data and, optionally, a held-out test split.
 
     Attributes:
-        X_train: inputs, shape ``(N, n)``.
+        X_train: inputs, shape ``(N, n)``, or images ``(N, C, H, W)``.
         y_train: labels ``(N,)`` (ints in ``0..K-1``) or regression targets ``(N, m)``.
         X_test, y_test: the test split, or ``None``.
         task: ``"classification"`` or ``"regression"``.
@@ -65,16 +65,23 @@ class Dataset:
             raise ValueError("X_test and y_test must be given together")
         if self.X_test is not None:
             validate_arrays(self.X_test, self.y_test, self.task, self.n_classes, "test")
-            if self.X_test.shape[1] != self.X_train.shape[1]:
+            if self.X_test.shape[1:] != self.X_train.shape[1:]:
                 raise ValueError(
-                    f"test inputs have {self.X_test.shape[1]} features, training inputs "
-                    f"{self.X_train.shape[1]}"
+                    f"test inputs have shape {self.X_test.shape[1:]} per point, training "
+                    f"inputs {self.X_train.shape[1:]}"
                 )
 
     @property
     def n_features(self) -> int:
-        """n, the input dimension."""
-        return int(self.X_train.shape[1])
+        """n, the input dimension (C·H·W for images)."""
+        return int(np.prod(self.X_train.shape[1:]))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` of image inputs (N, C, H, W), else ``None``."""
+        if self.X_train.ndim != 4:
+            return None
+        return tuple(int(v) for v in self.X_train.shape[1:])
 
     @property
     def n_targets(self) -> int:
@@ -147,10 +154,11 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
     """Raise ``ValueError`` with a precise message unless ``X``, ``y`` form valid data."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if not isinstance(X, np.ndarray) or X.ndim != 2:
+    if not isinstance(X, np.ndarray) or X.ndim not in (2, 4):
         shape = getattr(X, "shape", None)
-        raise ValueError(f"{what} inputs X must be a 2-D array (N, n), got shape {shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} inputs X must be a 2-D array (N, n) or images (N, C, H, W), "
+                         f"got shape {shape}")
+    if 0 in X.shape:
         raise ValueError(f"{what} inputs X are empty (shape {X.shape})")
     if not np.issubdtype(X.dtype, np.number):
         raise ValueError(f"{what} inputs X must be numeric, got dtype {X.dtype}")
@@ -364,6 +372,35 @@ def _finish(
     return classification(X[perm], y[perm], src)
 
 
+DIGITS_SIZE = 1797
+"""Images in scikit-learn's handwritten digits (8×8 pixels, 10 classes)."""
+
+
+def digits(n_samples: int = DIGITS_SIZE, seed: int = 0, noise: float = 0.0,
+           test_fraction: float = 0.3) -> Dataset:
+    """scikit-learn's handwritten digits (no download) as images ``(N, 1, 8, 8)``: the first
+    ``n_samples`` of a permutation by ``seed`` (all 1,797 by default), Gaussian pixel noise
+    of standard deviation ``noise`` (in the 0..16 pixel scale), a stratified
+    ``test_fraction`` split by ``seed`` (70/30 by default), then every pixel standardized
+    with the training split's mean and standard deviation (:func:`standardize`)."""
+    from sklearn.datasets import load_digits
+
+    if not 1 <= n_samples <= DIGITS_SIZE:
+        raise ValueError(f"digits has {DIGITS_SIZE} images; n_samples must be in "
+                         f"1..{DIGITS_SIZE}, got {n_samples}")
+    if noise < 0 or not math.isfinite(noise):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
+    raw = load_digits()
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(raw.target))[:n_samples]
+    X = raw.images[pick, None].astype(np.float64)
+    if noise > 0:
+        X = X + noise * rng.normal(size=X.shape)
+    src = dict(name="digits", n_samples=int(n_samples), seed=int(seed), noise=float(noise))
+    data = classification(X, raw.target[pick], src)
+    return standardize(train_test_split(data, test_fraction, seed=seed))
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "ring": ring,
     "spiral": spiral,
@@ -372,6 +409,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "checkerboard": checkerboard,
     "moons": moons,
     "sine": sine,
+    "digits": digits,
 }
 
 
@@ -410,8 +448,9 @@ def load_file(path: str | Path, task: str | None = None) -> Dataset:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .npz or .csv")
     if X.ndim == 1:
         X = X[:, None]
-    if X.ndim != 2:
-        raise ValueError(f"{path}: X must be 2-D (N, n), got shape {X.shape}")
+    if X.ndim not in (2, 4):
+        raise ValueError(f"{path}: X must be 2-D (N, n) or images (N, C, H, W), got shape "
+                         f"{X.shape}")
     if y.shape[:1] != X.shape[:1]:
         raise ValueError(f"{path}: y has {y.shape[0] if y.ndim else 0} rows but X has {X.shape[0]}")
     if not np.issubdtype(X.dtype, np.number):

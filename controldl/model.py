@@ -11,17 +11,24 @@ copy of the mathematics; ``tests/test_model_backends.py`` checks that the two ba
 give the same numbers.
 
 The primitives an ``ops`` namespace must provide: ``tanh``, ``exp``, ``log1p``, ``abs``,
-``relu`` (``max(u, 0)``), ``sum`` (of all entries), ``logsumexp`` (of a vector).
-Matrix products use ``@``, which both backends overload.
+``relu`` (``max(u, 0)``), ``sum`` (of all entries), ``logsumexp`` (of a vector), and for
+the convolutional model the layout primitives ``rows(x, C)`` (a flat sample (C·H·W,) as the
+matrix (C, H·W), channel-major), ``flat`` (the inverse), ``column(v)`` (a vector as a
+column), ``zeros(r, c)``, ``ones(r, c)``, ``hcat(M, N)`` and ``columns(M, idx)`` (the
+columns ``idx`` of ``M``). Matrix products use ``@``, which both backends overload.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "softplus", "identity")
-MODELS: tuple[str, ...] = ("resnet", "mlp", "inside")
+MODELS: tuple[str, ...] = ("resnet", "mlp", "inside", "conv")
+READOUTS: tuple[str, ...] = ("flatten", "pool")
+"""The convolutional model's readout features: the whole state, or the channels' means."""
 LOSSES: tuple[str, ...] = ("logistic", "cross_entropy", "sigmoid_mse", "squared")
 
 
@@ -38,6 +45,13 @@ def _jax_ops() -> SimpleNamespace:
         relu=lambda u: jnp.maximum(u, 0.0),
         sum=jnp.sum,
         logsumexp=jax.nn.logsumexp,
+        rows=lambda x, C: jnp.reshape(x, (C, -1)),
+        flat=jnp.ravel,
+        column=lambda v: jnp.reshape(v, (-1, 1)),
+        zeros=lambda r, c: jnp.zeros((r, c)),
+        ones=lambda r, c: jnp.ones((r, c)),
+        hcat=lambda M, N: jnp.concatenate([M, N.astype(M.dtype)], axis=1),
+        columns=lambda M, idx: M[:, np.asarray(idx)],
     )
 
 
@@ -53,6 +67,13 @@ def _casadi_ops() -> SimpleNamespace:
         relu=lambda u: ca.fmax(u, 0),
         sum=lambda u: ca.sum1(ca.sum2(u)),
         logsumexp=ca.logsumexp,
+        rows=lambda x, C: ca.reshape(x, x.shape[0] // C, C).T,
+        flat=lambda M: ca.vec(M.T),
+        column=lambda v: v,
+        zeros=lambda r, c: ca.DM.zeros(r, c),
+        ones=lambda r, c: ca.DM.ones(r, c),
+        hcat=ca.horzcat,
+        columns=lambda M, idx: M[:, [int(i) for i in idx]],
     )
 
 
@@ -103,14 +124,22 @@ def activation(ops: Any, name: str, u: Any) -> Any:
 # --------------------------------------------------------------------------- dynamics
 
 
-def step(ops: Any, model: str, act: str, h: float, x: Any, A: Any, b: Any) -> Any:
+def step(ops: Any, model: str, act: str, h: float, x: Any, A: Any, b: Any,
+         geometry: ConvGeometry | None = None) -> Any:
     """One layer: ``resnet``: ``x + h·σ(A x + b)``; ``mlp``: ``σ(A x + b)``;
     ``inside``: ``x + h·(A σ(x) + b)`` (Esteve et al.'s dynamics homogeneous in the
     parameters, leia's "inside" form with ``W_t = A`` a full d×d matrix; ``θ = 0`` is the
-    identity layer whatever σ).
+    identity layer whatever σ); ``conv``: ``x + h·σ(K ⋆ x + b)`` (:func:`conv`, ``A`` the
+    kernel matrix of :func:`kernel_matrix`, ``b`` one bias per channel, ``geometry``
+    the image's shape).
 
-    Shapes: ``x`` (d,), ``A`` (d, d), ``b`` (d,) — or columns (d, 1) for CasADi.
+    Shapes: ``x`` (d,), ``A`` (d, d), ``b`` (d,) — or columns (d, 1) for CasADi; for
+    ``conv`` ``x`` (C·H·W,), ``A`` (C, k·k·C), ``b`` (C,).
     """
+    if model == "conv":
+        if geometry is None:
+            raise ValueError("the conv model needs its geometry (channels, height, width, k)")
+        return x + h * activation(ops, act, conv(ops, geometry, A, b, x))
     if model == "inside":
         return x + h * (A @ activation(ops, act, x) + b)
     u = activation(ops, act, A @ x + b)
@@ -124,6 +153,77 @@ def step(ops: Any, model: str, act: str, h: float, x: Any, A: Any, b: Any) -> An
 def readout(W: Any, c: Any, x: Any) -> Any:
     """``z = W x + c``; ``W`` (m, d), ``c`` (m,), ``x`` (d,) → ``z`` (m,)."""
     return W @ x + c
+
+
+# --------------------------------------------------------------------------- convolution
+
+
+class ConvGeometry(NamedTuple):
+    """The convolutional state: ``channels`` C images of ``height`` × ``width`` pixels,
+    kernels ``kernel_size`` × ``kernel_size`` (odd: 'same' padding ``p = (k-1)/2``)."""
+
+    channels: int
+    height: int
+    width: int
+    kernel_size: int
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+def tap_columns(geometry: ConvGeometry) -> list[np.ndarray]:
+    """For each kernel tap ``(i, j)`` (row-major, ``t = i·k + j``) the source column of
+    every output pixel ``(r, s)`` in the image extended by one zero column (index ``H·W``):
+    ``(r + i − p)·W + (s + j − p)`` when inside the image, ``H·W`` (zero padding) outside.
+    Columns of the matrix (C, H·W + 1); constants (NumPy), the same for both backends."""
+    H, W, k = geometry.height, geometry.width, geometry.kernel_size
+    p = (k - 1) // 2
+    r, s = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    taps = []
+    for i in range(k):
+        for j in range(k):
+            rr, ss = r + i - p, s + j - p
+            inside = (rr >= 0) & (rr < H) & (ss >= 0) & (ss < W)
+            taps.append(np.where(inside, rr * W + ss, H * W).ravel())
+    return taps
+
+
+def conv(ops: Any, geometry: ConvGeometry, K: Any, b: Any, x: Any) -> Any:
+    """``u = K ⋆ x + b``, 'same' zero padding, stride 1 (cross-correlation, as in deep
+    learning): ``u[o, r, s] = Σ_{c,i,j} K[o, c, i, j]·x[c, r+i−p, s+j−p] + b[o]``, written
+    as ``Σ_t K_t @ shifted_t(x)`` over the taps ``t = (i, j)``, ``K_t = K[:, :, i, j]`` the
+    t-th (C, C) column block of the kernel matrix ``K`` (C, k·k·C) and ``shifted_t`` the
+    columns :func:`tap_columns` of the image (C, H·W) extended by a zero column.
+
+    Shapes: ``x`` (C·H·W,) channel-major, ``b`` (C,) → ``u`` (C·H·W,).
+    """
+    C, HW = geometry.channels, geometry.pixels
+    X = ops.hcat(ops.rows(x, C), ops.zeros(C, 1))
+    U = ops.column(b) @ ops.ones(1, HW)
+    for t, idx in enumerate(tap_columns(geometry)):
+        U = U + K[:, t * C:(t + 1) * C] @ ops.columns(X, idx)
+    return ops.flat(U)
+
+
+def kernel_matrix(K: Any) -> Any:
+    """The kernel matrix ``(C_out, k·k·C_in)`` of kernels ``K`` (..., C_out, C_in, k, k):
+    column ``(i·k + j)·C_in + c`` holds ``K[:, c, i, j]`` (a reshape, NumPy or JAX)."""
+    *lead, C_out, C_in, k, _ = K.shape
+    perm = (*range(len(lead)), len(lead), len(lead) + 2, len(lead) + 3, len(lead) + 1)
+    return K.transpose(perm).reshape(*lead, C_out, k * k * C_in)
+
+
+def features(ops: Any, readout_name: str, channels: int, x: Any) -> Any:
+    """The readout's input: ``flatten``: the state ``x`` itself; ``pool``: the mean of
+    each channel over the pixels (global average pooling), (C,)."""
+    if readout_name == "flatten":
+        return x
+    if readout_name == "pool":
+        X = ops.rows(x, channels)
+        hw = X.shape[1]
+        return ops.flat(X @ ops.ones(hw, 1)) / hw
+    raise ValueError(f"unknown readout {readout_name!r}; expected one of {', '.join(READOUTS)}")
 
 
 # --------------------------------------------------------------------------- losses

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from controldl import model
+from controldl.conv import init_kernels, project_kernels, same_norm
 from controldl.data import Dataset
 
 Array = jax.Array
@@ -120,6 +121,35 @@ class Formulation:
     train_readout: bool = True
     lipschitz_bound: float | None = None
     box_bound: float | None = None
+    channels: int | None = None
+    kernel_size: int | None = None
+    readout: str = "flatten"
+    image_shape: tuple[int, int, int] | None = None
+
+    @property
+    def geometry(self) -> model.ConvGeometry | None:
+        """The convolutional state's shape (``model = "conv"``), else ``None``."""
+        if self.model != "conv":
+            return None
+        _, H, W = self.image_shape
+        return model.ConvGeometry(int(self.channels), int(H), int(W), int(self.kernel_size))
+
+    @property
+    def feature_dim(self) -> int:
+        """The readout's input dimension: the width, or C for the conv model's pooling."""
+        return int(self.channels) if self.model == "conv" and self.readout == "pool" \
+            else int(self.width)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of :class:`Params`: ``A`` (L, d, d), ``b`` (L, d), ``W`` (m, d),
+        ``c`` (m,); for ``conv`` the kernels ``A`` (L, C, C, k, k), ``b`` (L, C) and
+        ``W`` (m, C·H·W) or (m, C) with pooling."""
+        L, d, m = self.layers, self.width, self.n_outputs
+        geo = self.geometry
+        if geo is None:
+            return {"A": (L, d, d), "b": (L, d), "W": (m, d), "c": (m,)}
+        C, k = geo.channels, geo.kernel_size
+        return {"A": (L, C, C, k, k), "b": (L, C), "W": (m, self.feature_dim), "c": (m,)}
 
     @property
     def h(self) -> float:
@@ -175,7 +205,11 @@ jax.tree_util.register_pytree_node(Formulation, _flatten_formulation, _unflatten
 FORMULATION_KEYS: tuple[str, ...] = (
     "model", "activation", "width", "layers", "horizon", "loss", "l2", "l1", "smooth",
     "running", "readout_l2", "train_readout", "lipschitz_bound", "box_bound", "terminal",
+    "channels", "kernel_size", "readout",
 )
+
+CONV_DEFAULT_CHANNELS = 4
+"""The conv model's channels when none are given (at least the inputs' channels)."""
 
 
 def _default_loss(data: Dataset) -> str:
@@ -224,7 +258,15 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
     if unknown:
         raise ValueError(f"unknown problem option(s): {', '.join(sorted(unknown))}")
     n = data.n_features
+    mdl = options.get("model", "resnet")
+    conv = _conv_options(data, mdl, options)
     width = options.get("width")
+    if conv.get("image_shape") is not None:
+        C_wanted = conv["channels"] * conv["image_shape"][1] * conv["image_shape"][2]
+        if width is not None and width != C_wanted:
+            raise ValueError(f"width {width} is not channels × height × width = {C_wanted} "
+                             "for the conv model; give --channels instead")
+        width = C_wanted
     width = DEFAULTS.width(n) if width is None else width
     if not isinstance(width, int | np.integer) or isinstance(width, bool) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
@@ -242,7 +284,6 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
         raise ValueError(f"horizon must be a number, got {horizon!r}") from None
     if not math.isfinite(horizon) or horizon <= 0:
         raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
-    mdl = options.get("model", "resnet")
     if mdl not in model.MODELS:
         raise ValueError(f"unknown model {mdl!r}; expected one of {', '.join(model.MODELS)}")
     act = options.get("activation", "tanh")
@@ -271,7 +312,42 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
         n_classes=data.n_classes if data.task == "classification" else None,
         model=mdl, activation=act, width=int(width), layers=int(layers), horizon=horizon,
         loss=loss, train_readout=bool(options.get("train_readout", True)), **weights, **bounds,
+        **conv,
     )
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _conv_options(data: Dataset, mdl: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``channels``, ``kernel_size``, ``readout`` and the data's ``image_shape`` for the
+    conv model (checked); for the dense models only a readout of ``flatten`` (or none)."""
+    channels, k = options.get("channels"), options.get("kernel_size")
+    readout = options.get("readout") or "flatten"
+    if readout not in model.READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; expected one of "
+                         f"{', '.join(model.READOUTS)}")
+    if mdl != "conv":
+        if channels is not None or k is not None or readout != "flatten":
+            raise ValueError("channels, kernel_size and readout='pool' are options of the "
+                             f"conv model, not of {mdl!r}")
+        return {}
+    shape = data.image_shape
+    if shape is None:
+        raise ValueError("the conv model needs images: inputs X of shape (N, C, H, W), "
+                         f"got (N, {data.n_features})")
+    channels = max(CONV_DEFAULT_CHANNELS, shape[0]) if channels is None else \
+        _positive_int("channels", channels)
+    if channels < shape[0]:
+        raise ValueError(f"channels {channels} is smaller than the input channels {shape[0]}")
+    k = 3 if k is None else _positive_int("kernel_size", k)
+    if k % 2 == 0 or k > 2 * min(shape[1:]) - 1:
+        raise ValueError(f"kernel_size must be odd ('same' padding) and at most "
+                         f"{2 * min(shape[1:]) - 1} for {shape[1]}×{shape[2]} images, got {k}")
+    return dict(channels=channels, kernel_size=k, readout=readout, image_shape=shape)
 
 
 class Problem:
@@ -364,13 +440,33 @@ def encode_targets(form: Formulation, y: np.ndarray) -> np.ndarray:
 
 
 def embed(form: Formulation, X: Array) -> Array:
-    """``x(0) = (X, 0, …, 0)``: pad the inputs (N, n) with zeros to width d → (N, d)."""
+    """``x(0) = (X, 0, …, 0)``: pad the inputs (N, n) with zeros to width d → (N, d).
+    Images (N, C₀, H, W) are flattened channel-major first, so the padding adds zero
+    channels (the conv model's augmentation)."""
+    X = jnp.reshape(X, (X.shape[0], -1))
     return jnp.pad(X, ((0, 0), (0, form.width - X.shape[1])))
 
 
 def step(form: Formulation, x: Array, A: Array, b: Array) -> Array:
-    """One layer for one sample: ``f(x, θ)`` with ``x`` (d,), ``A`` (d, d), ``b`` (d,)."""
-    return model.step(JAX, form.model, form.activation, form.h, x, A, b)
+    """One layer for one sample: ``f(x, θ)`` with ``x`` (d,), ``A`` (d, d), ``b`` (d,);
+    for ``conv`` the kernels ``A`` (C, C, k, k) and biases ``b`` (C,)."""
+    geo = form.geometry
+    if geo is not None:
+        A = model.kernel_matrix(A)
+    return model.step(JAX, form.model, form.activation, form.h, x, A, b, geo)
+
+
+def features(form: Formulation, X: Array) -> Array:
+    """The readout's inputs (N, feature_dim) of states ``X`` (N, d) (:func:`model.features`;
+    the states themselves for the dense models)."""
+    if form.model != "conv" or form.readout == "flatten":
+        return X
+    return jax.vmap(lambda x: model.features(JAX, form.readout, form.channels, x))(X)
+
+
+def outputs(form: Formulation, W: Array, c: Array, X: Array) -> Array:
+    """``z = W·features(x) + c`` (N, m) for states ``X`` (N, d)."""
+    return features(form, X) @ W.T + c
 
 
 def step_batch(form: Formulation, X: Array, A: Array, b: Array) -> Array:
@@ -397,13 +493,13 @@ def final_state(form: Formulation, params: Params, X0: Array) -> Array:
 
 def predict(form: Formulation, params: Params, X0: Array) -> Array:
     """Outputs ``z = W x(L) + c`` (N, m)."""
-    return final_state(form, params, X0) @ params.W.T + params.c
+    return outputs(form, params.W, params.c, final_state(form, params, X0))
 
 
 def mean_loss(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Array:
     """``(1/N) Σ_i ℓ(W x_i + c, y_i)`` for states ``X`` (N, d) and targets ``Y`` (N, m)."""
-    per_sample = jax.vmap(lambda x, y: model.loss(JAX, form.loss, model.readout(W, c, x), y))
-    return jnp.mean(per_sample(X, Y))
+    per_sample = jax.vmap(lambda z, y: model.loss(JAX, form.loss, z, y))
+    return jnp.mean(per_sample(outputs(form, W, c, X), Y))
 
 
 # --------------------------------------------------------------------------- cost
@@ -497,7 +593,7 @@ def cost_and_outputs(form: Formulation, params: Params, X0: Array, Y: Array,
     regular = (jnp.sum(jax.vmap(lambda A_t, b_t: control_cost(form, A_t, b_t))(A, b))
                + smooth_cost(form, A, b) + model.readout_l2(JAX, form.readout_l2, W, c))
     total = form.terminal * mean_loss(form, W, c, x_L, Y) + form.running * form.h * run + regular
-    return total, x_L @ W.T + c
+    return total, outputs(form, W, c, x_L)
 
 
 def cost(form: Formulation, params: Params, X0: Array, Y: Array) -> Array:
@@ -659,7 +755,9 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
                 dtype: Any = jnp.float64) -> Params:
     """The initialization every solver shares, deterministic in ``seed``.
 
-    ``normal``: ``A_t``, ``W`` entries ``N(0, scale²/d)``, ``b_t = 0``, ``c = 0``;
+    ``normal``: ``A_t``, ``W`` entries ``N(0, scale²/d)``, ``b_t = 0``, ``c = 0`` (for
+    ``conv`` the kernels ``N(0, scale²/(C·k·k))``, :func:`controldl.conv.init_kernels`,
+    and ``W`` with its own fan-in);
     ``zeros``: every control and the readout zero (Li et al.'s flat start).
     Constraints are enforced by :func:`project`. One compiled program (a cached second
     call costs one lookup, not one per operation).
@@ -672,16 +770,18 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
 @functools.partial(jax.jit, static_argnames=("scheme", "dtype"))
 def _init_compiled(form: Formulation, seed: Array, scale: Array, scheme: str,
                    dtype: Any) -> Params:
-    L, d, m = form.layers, form.width, form.n_outputs
-    zeros = Params(jnp.zeros((L, d, d), dtype), jnp.zeros((L, d), dtype),
-                   jnp.zeros((m, d), dtype), jnp.zeros((m,), dtype))
+    shapes = form.param_shapes()
+    zeros = Params(*(jnp.zeros(shapes[k], dtype) for k in Params._fields))
     if scheme == "zeros":
         return project(form, zeros)
     kA, kW = jax.random.split(jax.random.PRNGKey(seed))
-    s = (scale / math.sqrt(d)).astype(dtype) if hasattr(scale, "astype") else scale / math.sqrt(d)
-    params = zeros._replace(A=s * jax.random.normal(kA, (L, d, d), dtype),
-                            W=s * jax.random.normal(kW, (m, d), dtype))
-    return project(form, params)
+    scale = scale.astype(dtype) if hasattr(scale, "astype") else scale
+    if form.geometry is not None:
+        A = init_kernels(kA, shapes["A"], scale, dtype)
+    else:
+        A = scale / math.sqrt(form.width) * jax.random.normal(kA, shapes["A"], dtype)
+    W = scale / math.sqrt(form.feature_dim) * jax.random.normal(kW, shapes["W"], dtype)
+    return project(form, zeros._replace(A=A, W=W))
 
 
 def clip_spectral_norm(A: Array, bound: float) -> Array:
@@ -704,10 +804,24 @@ def project(form: Formulation, params: Params, rounds: int = 20) -> Params:
         for _ in range(rounds if box is not None else 1):
             if box is not None:
                 A = jnp.clip(A, -box, box)
-            A = clip_spectral_norm(A, lip / form.h)
+            A = _lipschitz_projection(form, A, lip)
     return Params(A, b, W, c)
 
 
+def _lipschitz_projection(form: Formulation, A: Array, bound: Any) -> Array:
+    """Dense: singular values clipped at ``B/h``; conv: kernels scaled onto the sufficient
+    set ``h·norm_bound(K_t) ≤ B`` (:func:`controldl.conv.project_kernels`)."""
+    geo = form.geometry
+    if geo is None:
+        return clip_spectral_norm(A, bound / form.h)
+    return project_kernels(A, form.h, bound, geo.height, geo.width)
+
+
 def lipschitz_constants(form: Formulation, params: Params) -> np.ndarray:
-    """``h·‖A_t‖₂`` for every layer (L,) — below 1 means the residual layer is invertible."""
+    """``h·‖A_t‖₂`` for every layer (L,) — below 1 means the residual layer is invertible;
+    for ``conv`` ``h·‖K_t ⋆ ·‖₂`` of the 'same'-padded convolution, exactly
+    (:func:`controldl.conv.same_norm`)."""
+    geo = form.geometry
+    if geo is not None:
+        return form.h * same_norm(geo, np.asarray(params.A))
     return form.h * np.linalg.norm(np.asarray(params.A), ord=2, axis=(1, 2))

@@ -107,9 +107,16 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = DEFAULTS.n
                    help="centre and scale the features with the training split's statistics")
 
     g = p.add_argument_group("formulation (DESIGN.md)")
-    g.add_argument("--model", choices=("resnet", "mlp", "inside"), default="resnet",
-                   help="resnet: x+h·σ(Ax+b); mlp: σ(Ax+b); inside: x+h·(Aσ(x)+b) "
-                        "(default resnet)")
+    g.add_argument("--model", choices=("resnet", "mlp", "inside", "conv"), default="resnet",
+                   help="resnet: x+h·σ(Ax+b); mlp: σ(Ax+b); inside: x+h·(Aσ(x)+b); conv: "
+                        "x+h·σ(K⋆x+b) on images (N, C, H, W) (default resnet)")
+    g.add_argument("--channels", type=positive_int, default=None,
+                   help="conv: channels C of the state, ≥ the inputs' (default 4)")
+    g.add_argument("--kernel-size", type=positive_int, default=None,
+                   help="conv: odd kernel size k, 'same' padding (default 3)")
+    g.add_argument("--readout", choices=("flatten", "pool"), default=None,
+                   help="conv: the readout's input, the whole state or each channel's mean "
+                        "(default flatten)")
     g.add_argument("--activation", choices=("tanh", "relu", "sigmoid", "softplus", "identity"),
                    default="tanh", help="σ (default tanh)")
     g.add_argument("--width", type=positive_int, default=None,
@@ -148,7 +155,7 @@ def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
     else:
         ds = D.make_dataset(args.dataset or DEFAULTS.dataset, n_samples=args.n_samples,
                             seed=args.seed, noise=args.noise)
-    if args.test_fraction:
+    if args.test_fraction and not ds.has_test:  # digits comes with its fixed split
         ds = D.train_test_split(ds, args.test_fraction, seed=args.seed)
     if args.standardize:
         ds = D.standardize(ds)
@@ -161,7 +168,8 @@ def formulation_options(args: argparse.Namespace) -> dict[str, Any]:
                 l1=args.l1, smooth=args.smooth, running=args.running,
                 readout_l2=args.readout_l2, terminal=args.terminal,
                 train_readout=not args.frozen_readout,
-                lipschitz_bound=args.lipschitz_bound, box_bound=args.box_bound)
+                lipschitz_bound=args.lipschitz_bound, box_bound=args.box_bound,
+                channels=args.channels, kernel_size=args.kernel_size, readout=args.readout)
 
 
 def problem_from_args(args: argparse.Namespace) -> Problem:
