@@ -159,10 +159,14 @@ class Solution:
 
         X = np.asarray(X, np.float64)
         n = self.problem.formulation.n_inputs
+        image = self.problem.formulation.image_shape
         if X.ndim == 1 and n == 1:
             X = X[:, None]
+        if image is not None and X.ndim == 4 and X.shape[1:] == tuple(image):
+            X = X.reshape(len(X), -1)
         if X.ndim != 2 or X.shape[1] != n:
-            raise ValueError(f"X must have shape (N, {n}), got {X.shape}")
+            want = f"(N, {n})" if image is None else f"(N, {', '.join(map(str, image))})"
+            raise ValueError(f"X must have shape {want}, got {X.shape}")
         if not np.all(np.isfinite(X)):
             raise ValueError("X contains NaN or infinity")
         return jnp.asarray(X, jnp.asarray(self.params.A).dtype)
@@ -336,8 +340,7 @@ def load(directory: str | os.PathLike) -> Solution:
     )
     problem = Problem(data, **{k: pm[k] for k in FORMULATION_KEYS if k in pm})
     params = Params(*(arrays[k] for k in ("A", "b", "W", "c")))
-    L, d, m = problem.layers, problem.width, problem.n_outputs
-    expected = {"A": (L, d, d), "b": (L, d), "W": (m, d), "c": (m,)}
+    expected = problem.formulation.param_shapes()
     for k, shape in expected.items():
         if getattr(params, k).shape != shape:
             raise ValueError(f"{arrays_path}: {k} has shape {getattr(params, k).shape}, "

@@ -282,8 +282,7 @@ def as_params(problem: Problem, init: Any) -> Params:
     if not isinstance(init, Params):
         raise ValueError(f"cannot warm-start from {type(init).__name__}; give a Solution, a "
                          "solution directory or Params")
-    L, d, m = problem.layers, problem.width, problem.n_outputs
-    expected = {"A": (L, d, d), "b": (L, d), "W": (m, d), "c": (m,)}
+    expected = problem.formulation.param_shapes()
     for k, shape in expected.items():
         got = tuple(np.shape(getattr(init, k)))
         if got != shape:

@@ -32,21 +32,33 @@ class SampleFunctions(NamedTuple):
 
 def sample_functions(form: Any) -> SampleFunctions:
     """The :class:`SampleFunctions` of ``form`` (its model, activation, loss and ``h``)."""
-    d, m, h = form.width, form.n_outputs, form.h
-    x, A, b = ca.SX.sym("x", d), ca.SX.sym("A", d, d), ca.SX.sym("b", d)
+    d, m, h, geo = form.width, form.n_outputs, form.h, form.geometry
+    a_shape, nb = (d, d), d
+    if geo is not None:
+        a_shape, nb = (geo.channels, geo.kernel_size ** 2 * geo.channels), geo.channels
+    x, A, b = ca.SX.sym("x", d), ca.SX.sym("A", *a_shape), ca.SX.sym("b", nb)
     step = ca.Function("step", [x, A, b],
-                       [model.step(CA, form.model, form.activation, h, x, A, b)],
+                       [model.step(CA, form.model, form.activation, h, x, A, b, geo)],
                        ["x", "A", "b"], ["x_next"])
-    W, c, y, z = ca.SX.sym("W", m, d), ca.SX.sym("c", m), ca.SX.sym("y", m), ca.SX.sym("z", m)
+    W, c, y, z = (ca.SX.sym("W", m, form.feature_dim), ca.SX.sym("c", m), ca.SX.sym("y", m),
+                  ca.SX.sym("z", m))
     loss_z = model.loss(CA, form.loss, z, y)
     loss = ca.Function("loss", [z, y], [loss_z], ["z", "y"], ["loss"])
-    readout_loss = ca.Function("readout_loss", [x, W, c, y], [loss(model.readout(W, c, x), y)],
+    readout_loss = ca.Function("readout_loss", [x, W, c, y],
+                               [loss(model.readout(W, c, readout_features(form, x)), y)],
                                ["x", "W", "c", "y"], ["loss"])
     curv = ca.hessian(loss_z, z)[0]
     if m == 1:
         curv = ca.fmax(curv, 0)
     curvature = ca.Function("curvature", [z, y], [ca.densify(curv)], ["z", "y"], ["d2l"])
     return SampleFunctions(step, loss, readout_loss, curvature)
+
+
+def readout_features(form: Any, x: Any) -> Any:
+    """The readout's input of the CasADi state column ``x`` (:func:`model.features`)."""
+    if form.model != "conv":
+        return x
+    return model.features(CA, form.readout, form.channels, x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +77,9 @@ class Mapper:
 
 def layer_blocks(lay: Layout, theta: Any) -> tuple[list[Any], list[Any]]:
     """``([A_0, …, A_{L-1}], [b_0, …, b_{L-1}])`` as CasADi expressions of ``θ``."""
-    L, d = lay.L, lay.d
-    nA = L * d * d
-    As = [ca.reshape(theta[t * d * d:(t + 1) * d * d], d, d) for t in range(L)]
-    bs = [theta[nA + t * d: nA + (t + 1) * d] for t in range(L)]
+    L, (r, c), na, nb = lay.L, lay.a_shape, lay.n_a, lay.n_b
+    As = [ca.reshape(theta[t * na:(t + 1) * na], r, c) for t in range(L)]
+    bs = [theta[L * na + t * nb: L * na + (t + 1) * nb] for t in range(L)]
     return As, bs
 
 

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import casadi as ca
 import numpy as np
 
+from controldl import model
+
 
 class Blocks(NamedTuple):
     """The slices of ``w`` that hold each block (empty when the block is absent)."""
@@ -30,7 +32,10 @@ class Blocks(NamedTuple):
 class Layout:
     """The sizes of the NLP's blocks: ``L`` layers, width ``d``, ``m`` outputs, ``N``
     samples; ``split`` (L1 split of the controls), ``readout`` (W, c are variables),
-    ``states`` (multiple shooting), ``factors`` (spectral Lipschitz factors ``R_t``)."""
+    ``states`` (multiple shooting), ``factors`` (spectral Lipschitz factors ``R_t``).
+    For the conv model ``kernel`` k and ``channels`` C: a layer's ``A_t`` is then the
+    kernel matrix (C, k·k·C) of :func:`controldl.model.kernel_matrix`, ``b_t`` (C,), and
+    ``features`` the readout's input dimension (``d`` without pooling)."""
 
     L: int
     d: int
@@ -40,11 +45,34 @@ class Layout:
     readout: bool
     states: bool
     factors: bool
+    kernel: int = 0
+    channels: int = 0
+    features: int = 0
+
+    @property
+    def a_shape(self) -> tuple[int, int]:
+        """A layer's ``A_t`` as a matrix: (d, d), or (C, k·k·C) for the conv model."""
+        if self.kernel:
+            return self.channels, self.kernel * self.kernel * self.channels
+        return self.d, self.d
+
+    @property
+    def n_a(self) -> int:
+        return self.a_shape[0] * self.a_shape[1]
+
+    @property
+    def n_b(self) -> int:
+        return self.channels if self.kernel else self.d
+
+    @property
+    def d_out(self) -> int:
+        """The readout's input dimension (the columns of ``W``)."""
+        return self.features or self.d
 
     @property
     def n_theta(self) -> int:
-        """Number of effective controls ``P_θ = L·(d² + d)``."""
-        return self.L * (self.d * self.d + self.d)
+        """Number of effective controls ``P_θ = L·(d² + d)`` (``L·(C²k² + C)`` for conv)."""
+        return self.L * (self.n_a + self.n_b)
 
     @property
     def n_controls(self) -> int:
@@ -52,7 +80,7 @@ class Layout:
 
     @property
     def n_readout(self) -> int:
-        return self.m * self.d + self.m if self.readout else 0
+        return self.m * self.d_out + self.m if self.readout else 0
 
     @property
     def n_states(self) -> int:
@@ -77,15 +105,22 @@ class Layout:
                                                               strict=True)))
 
     def pack_theta(self, A: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``θ = (vec A_0, …, vec A_{L-1}, b_0, …, b_{L-1})`` (column-major ``vec``)."""
-        return np.concatenate([np.asarray(A, np.float64).transpose(0, 2, 1).reshape(-1),
+        """``θ = (vec A_0, …, vec A_{L-1}, b_0, …, b_{L-1})`` (column-major ``vec``; for
+        conv ``A_t`` is the kernel matrix of the kernels ``A`` (L, C, C, k, k))."""
+        A = np.asarray(A, np.float64)
+        if self.kernel:
+            A = model.kernel_matrix(A)
+        return np.concatenate([A.transpose(0, 2, 1).reshape(-1),
                                np.asarray(b, np.float64).reshape(-1)])
 
     def unpack_theta(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(A (L, d, d), b (L, d))`` from ``θ``."""
-        L, d = self.L, self.d
-        A = np.asarray(theta)[: L * d * d].reshape(L, d, d).transpose(0, 2, 1)
-        return np.ascontiguousarray(A), np.asarray(theta)[L * d * d:].reshape(L, d).copy()
+        """``(A (L, d, d), b (L, d))`` from ``θ`` (conv: ``(K (L, C, C, k, k), b (L, C))``)."""
+        L, (r, c), na = self.L, self.a_shape, self.L * self.n_a
+        A = np.asarray(theta)[:na].reshape(L, c, r).transpose(0, 2, 1)
+        if self.kernel:
+            C, k = self.channels, self.kernel
+            A = A.reshape(L, C, k, k, C).transpose(0, 1, 4, 2, 3)
+        return np.ascontiguousarray(A), np.asarray(theta)[na:].reshape(L, self.n_b).copy()
 
     def pack_readout(self, W: np.ndarray, c: np.ndarray) -> np.ndarray:
         """``(vec W, c)`` (column-major ``vec``)."""
@@ -94,7 +129,7 @@ class Layout:
 
     def unpack_readout(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(W (m, d), c (m,))`` from ``(vec W, c)``."""
-        m, d = self.m, self.d
+        m, d = self.m, self.d_out
         return v[: m * d].reshape(m, d, order="F").copy(), v[m * d:].copy()
 
     def theta_of(self, ctrl: Any) -> Any:

@@ -192,9 +192,9 @@ class CasadiDirect(Solver):
         if self.transcription == "multiple":
             return "exact"
         form = problem.formulation
-        n_v = form.layers * (form.width ** 2 + form.width)
+        n_v = sum(int(np.prod(s)) for k, s in form.param_shapes().items() if k in ("A", "b"))
         if form.train_readout:
-            n_v += form.n_outputs * (form.width + 1)
+            n_v += form.n_outputs * (form.feature_dim + 1)
         work = problem.data.n_train * n_v * n_v
         constrained = form.box_bound is not None or form.lipschitz_bound is not None
         limit = EXACT_AUTO_MAX_WORK_CONSTRAINED if constrained else EXACT_AUTO_MAX_WORK
@@ -208,8 +208,8 @@ class CasadiDirect(Solver):
         if hessian == "exact" and self.transcription == "single":
             return False
         f = problem.formulation
-        return problem.data.n_train * f.layers * (f.width * f.width + f.width) \
-            <= EXPAND_AUTO_MAX_WORK
+        n_theta = sum(int(np.prod(s)) for k, s in f.param_shapes().items() if k in ("A", "b"))
+        return problem.data.n_train * n_theta <= EXPAND_AUTO_MAX_WORK
 
     def is_warm(self, params: Params) -> bool:
         if self.ipopt_warm_start != "auto":

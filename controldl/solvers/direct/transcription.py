@@ -30,7 +30,13 @@ import numpy as np
 from controldl import model
 from controldl.problem import Params, Problem
 from controldl.solvers.direct.callbacks import GramCallback
-from controldl.solvers.direct.functions import CA, Mapper, SampleFunctions, penalties
+from controldl.solvers.direct.functions import (
+    CA,
+    Mapper,
+    SampleFunctions,
+    penalties,
+    readout_features,
+)
 from controldl.solvers.direct.functions import sample_functions as make_sample_functions
 from controldl.solvers.direct.layout import (
     Layout,
@@ -46,7 +52,12 @@ LIPSCHITZ_DESCRIPTIONS: dict[str, str] = {
                 "triangular, equivalent to h*||A_t||_2 <= B",
     "frobenius": "frobenius (sufficient, conservative): (h/B)^2 ||A_t||_F^2 <= 1, which "
                  "implies h*||A_t||_2 <= B",
+    "conv-frobenius": "conv-frobenius (sufficient, conservative by up to k): "
+                      "(h*k/B)^2 ||K_t||_F^2 <= 1, which implies h*||K_t * .||_2 <= B since "
+                      "||K * .||_2 <= sum_ij ||K[:,:,i,j]||_2 <= k*||K||_F",
 }
+"""How each Lipschitz form is reported; ``conv-frobenius`` is the only one of the conv
+model (chosen whatever ``lipschitz_form`` says)."""
 
 
 class ConstraintBounds(NamedTuple):
@@ -85,6 +96,7 @@ class Context:
     W: Any
     c: Any
     mapper: Mapper
+    form: Any = None
 
 
 class ShootingNLP(NamedTuple):
@@ -120,14 +132,14 @@ class SingleShooting:
     def sample_cost(self, ctx: Context) -> _SampleCost:
         """``φ(x0, y; θ, W, c) = Σ_t w_t ℓ(W x(t) + c, y)``, ``w_t = γh (+1 at t = L)``."""
         lay, fns = ctx.lay, ctx.fns
-        d, m, L = lay.d, lay.m, lay.L
+        d, m, L, (r, cols), na = lay.d, lay.m, lay.L, lay.a_shape, lay.L * lay.n_a
         x0, y, th = ca.SX.sym("x0", d), ca.SX.sym("y", m), ca.SX.sym("theta", lay.n_theta)
-        W, c = ca.SX.sym("W", m, d), ca.SX.sym("c", m)
+        W, c = ca.SX.sym("W", m, lay.d_out), ca.SX.sym("c", m)
         traj = fns.step.mapaccum("trajectory", L)
-        Xs = traj(x0, ca.reshape(th[: L * d * d], d, d * L), ca.reshape(th[L * d * d:], d, L))
+        Xs = traj(x0, ca.reshape(th[:na], r, cols * L), ca.reshape(th[na:], lay.n_b, L))
         times = list(range(L)) if ctx.run_w > 0 else [L - 1]
         weights = [ctx.run_w + (ctx.term_w if t == L - 1 else 0.0) for t in times]
-        zs = [model.readout(W, c, Xs[:, t]) for t in times]
+        zs = [model.readout(W, c, readout_features(ctx.form, Xs[:, t])) for t in times]
         phi = sum(wt * fns.loss(z, y) for wt, z in zip(weights, zs, strict=True))
         v = ca.vertcat(th, ca.vec(W), c) if lay.readout else th
         return _SampleCost([x0, y, th, W, c], phi, zs, weights, v)
@@ -240,9 +252,14 @@ def lipschitz_rows(lay: Layout, w: Any, A_all: Any, h: float, bound: float, form
     """
     d, s = lay.d, h / bound
     g, lo, hi = [], [], []
+    cols = lay.a_shape[1]
     for t in range(lay.L):
-        At = A_all[:, t * d:(t + 1) * d]
-        if form_kind == "spectral":
+        At = A_all[:, t * cols:(t + 1) * cols]
+        if form_kind == "conv-frobenius":
+            g.append((s * lay.kernel) ** 2 * CA.sum(At * At))
+            lo.append(np.array([-np.inf]))
+            hi.append(np.array([1.0]))
+        elif form_kind == "spectral":
             Rt = triu_to_matrix(w[lay.blocks().factors][t * lay.n_tri:(t + 1) * lay.n_tri], d)
             M = ca.DM.eye(d) - s * s * ca.mtimes(At.T, At) - ca.mtimes(Rt.T, Rt)
             g.append(ca.vertcat(*[M[i, j] for j in range(d) for i in range(j + 1)]))
@@ -376,7 +393,7 @@ def _context(problem: Problem, lay: Layout, params: Params, threads: int
     """The :class:`Context` of ``problem``, the NLP parameter ``p`` (the frozen readout,
     or empty) and its value ``p0``."""
     form = problem.formulation
-    d, m, L = lay.d, lay.m, lay.L
+    m, L, d, (r, cols), na = lay.m, lay.L, lay.d_out, lay.a_shape, lay.L * lay.n_a
     w = ca.MX.sym("w", lay.n)
     theta = lay.theta_of(w[lay.blocks().controls])
     if lay.readout:
@@ -389,8 +406,9 @@ def _context(problem: Problem, lay: Layout, params: Params, threads: int
         X0=np.asarray(problem.initial_states(), np.float64).T.copy(),
         Y=np.asarray(problem.targets(), np.float64).T.copy(),
         run_w=float(form.running) * form.h, term_w=float(form.terminal), w=w, theta=theta,
-        A_all=ca.reshape(theta[: L * d * d], d, d * L), b_all=ca.reshape(theta[L * d * d:], d, L),
-        W=ca.reshape(ro[: m * d], m, d), c=ro[m * d:], mapper=Mapper(max(int(threads), 1)))
+        A_all=ca.reshape(theta[:na], r, cols * L), b_all=ca.reshape(theta[na:], lay.n_b, L),
+        W=ca.reshape(ro[: m * d], m, d), c=ro[m * d:], mapper=Mapper(max(int(threads), 1)),
+        form=form)
     return ctx, p, p0
 
 
@@ -404,9 +422,17 @@ def build_transcription(problem: Problem, shooting: SingleShooting | MultipleSho
     form = problem.formulation
     bounds = constraint_bounds(form)
     params = Params(*(np.asarray(v, np.float64) for v in params))
+    geo = form.geometry
+    if geo is not None:
+        if shooting.has_states:
+            raise ValueError("the conv model is transcribed by single shooting only "
+                             "(transcription='single')")
+        lipschitz_form = "conv-frobenius"
     lay = Layout(L=form.layers, d=form.width, m=form.n_outputs, N=problem.data.n_train,
                  split=form.l1 > 0, readout=form.train_readout, states=shooting.has_states,
-                 factors=bounds.lipschitz is not None and lipschitz_form == "spectral")
+                 factors=bounds.lipschitz is not None and lipschitz_form == "spectral",
+                 kernel=0 if geo is None else geo.kernel_size,
+                 channels=0 if geo is None else geo.channels, features=form.feature_dim)
     ctx, p, p0 = _context(problem, lay, params, threads)
     nlp = shooting.transcribe(ctx, hessian)
     pen = penalties(form, lay, ctx.w[lay.blocks().controls], ctx.W, ctx.c)

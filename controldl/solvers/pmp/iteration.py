@@ -134,7 +134,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     xs = P.trajectory(form, params, X0)
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
-    acc = _accuracy(form, xs[-1] @ params.W.T + params.c, y)
+    acc = _accuracy(form, P.outputs(form, params.W, params.c, xs[-1]), y)
     stationarity = P.stationarity_residual(form, params, X0, Y)
     (A, b), lay, gap = _layer_updates(form, config, knobs, params, xs, ps, Y)
     (W, c), rd, readout_gap = _readout_update(form, config, knobs, params, xs, ps, Y)
