@@ -398,8 +398,13 @@ def controls_matrix(solution: Solution) -> tuple[np.ndarray, list[str]]:
     L = b.shape[0]
     entries = A.reshape(L, -1)
     shape = A.shape[1:]
-    names = ([f"A{i + 1}{j + 1}" for i in range(shape[0]) for j in range(shape[1])]
-             if len(shape) == 2 else [f"A{i + 1}" for i in range(shape[0])])
+    if len(shape) == 4:  # conv kernels K[o, c, i, j]
+        names = [f"K{o + 1}{c + 1}[{i},{j}]" for o in range(shape[0]) for c in range(shape[1])
+                 for i in range(shape[2]) for j in range(shape[3])]
+    elif len(shape) == 2:
+        names = [f"A{i + 1}{j + 1}" for i in range(shape[0]) for j in range(shape[1])]
+    else:
+        names = [f"A{i + 1}" for i in range(shape[0])]
     names += [f"b{i + 1}" for i in range(b.shape[1])]
     return np.concatenate([entries, b], axis=1).T, names
 
@@ -446,12 +451,89 @@ def controls_figure(solutions: Mapping[str, Solution]) -> Figure:
     return fig
 
 
+def channels_figure(solution: Solution, count: int = 3, layers: Sequence[int] | None = None,
+                    X: np.ndarray | None = None) -> Figure:
+    """The conv model's state carried through the layers: for ``count`` images (one per
+    class where possible, default the test inputs) a row per channel, a column per layer
+    shown; every panel the C×H×W state's channel as a small image, one colour scale per
+    image (symmetric about 0)."""
+    form = solution.problem.formulation
+    geo = form.geometry
+    if geo is None:
+        raise ValueError("channels_figure is for the conv model")
+    data = solution.problem.data
+    if X is None:
+        X, y = (data.X_test, data.y_test) if data.has_test else (data.X_train, data.y_train)
+        picks = [int(np.flatnonzero(y == k)[0]) for k in np.unique(y)[:count]]
+        X = X[picks]
+    X = np.asarray(X)[:count]
+    xs = states(solution, X)  # (L+1, n, d)
+    shown = _default_layers(form.layers) if layers is None else list(layers)
+    C, H, W = geo.channels, geo.height, geo.width
+    rows = len(X) * C
+    fig, axes = plt.subplots(rows, len(shown), figsize=(1.1 * len(shown) + 0.6, 1.0 * rows),
+                             squeeze=False, layout="constrained")
+    for i in range(len(X)):
+        imgs = xs[:, i].reshape(-1, C, H, W)
+        vmax = float(np.max(np.abs(imgs[shown]))) or 1.0
+        for c in range(C):
+            for j, t in enumerate(shown):
+                ax = axes[i * C + c, j]
+                ax.imshow(imgs[t, c], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i * C + c == 0:
+                    ax.set_title(f"t = {t}", fontsize=8)
+                if j == 0:
+                    ax.set_ylabel(f"#{i + 1} ch {c + 1}", fontsize=7)
+    fig.suptitle("Channels of a few images through the layers", fontsize=10)
+    return fig
+
+
+def kernels_figure(solution: Solution) -> Figure:
+    """The conv model's learned kernels: one panel per layer, the (C·k)×(C·k) mosaic of
+    ``K_t[o, c]`` (rows: output channel o, columns: input channel c), one colour scale
+    symmetric about 0 for all layers."""
+    geo = solution.problem.formulation.geometry
+    if geo is None:
+        raise ValueError("kernels_figure is for the conv model")
+    K = np.asarray(solution.params.A, float)  # (L, C, C, k, k)
+    L, C, k = K.shape[0], geo.channels, geo.kernel_size
+    mosaic = K.transpose(0, 1, 3, 2, 4).reshape(L, C * k, C * k)
+    cols = min(L, 5)
+    rows = -(-L // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 0.8, 2.3 * rows),
+                             squeeze=False, layout="constrained")
+    vmax = float(np.max(np.abs(K))) or 1.0
+    for t, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if t >= L:
+            ax.axis("off")
+            continue
+        im = ax.imshow(mosaic[t], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        for e in range(1, C):
+            ax.axhline(e * k - 0.5, color="k", lw=0.4)
+            ax.axvline(e * k - 0.5, color="k", lw=0.4)
+        ax.set_title(f"K_{t}", fontsize=9)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="kernel entry")
+    fig.suptitle(f"Kernels K_t[o, c] ({C} channels, {k}×{k})", fontsize=10)
+    return fig
+
+
 def save_solution_figures(solution: Solution, directory: str | Path,
                           layers: Sequence[int] | None = None) -> list[Path]:
     """Write ``layers.png``, ``decision_regions.png`` and ``deformed_grid.png`` (when the
     input is 1-D or 2-D), ``controls.png`` and ``history.png`` to ``directory``
-    (atomically). Returns the paths."""
+    (atomically); for the conv model ``channels.png`` and ``kernels.png`` instead of the
+    state and plane pictures. Returns the paths."""
     label = solver_label(solution)
+    if solution.problem.formulation.geometry is not None:
+        figures = {"channels.png": channels_figure(solution, layers=layers),
+                   "kernels.png": kernels_figure(solution),
+                   "controls.png": controls_figure({label: solution}),
+                   "history.png": history_figure({label: solution.history})}
+        return _save_figures(figures, directory)
     figures = {
         "layers.png": layers_figure(solution, layers),
         "decision_regions.png": decision_regions_figure(solution),
@@ -459,6 +541,10 @@ def save_solution_figures(solution: Solution, directory: str | Path,
         "controls.png": controls_figure({label: solution}),
         "history.png": history_figure({label: solution.history}),
     }
+    return _save_figures(figures, directory)
+
+
+def _save_figures(figures: dict[str, Figure | None], directory: str | Path) -> list[Path]:
     names = [k for k, f in figures.items() if f is not None]
 
     def write(tmp: Path) -> None:

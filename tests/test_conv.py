@@ -237,3 +237,20 @@ def test_image_file_and_saved_solution_keep_the_shapes(tmp_path):
     back = cdl.load(tmp_path / "sol")
     assert back.problem.channels == 3 and back.problem.readout == "flatten"
     assert np.allclose(back.predict(loaded.X_train), sol.predict(loaded.X_train))
+
+
+def test_conv_pictures_have_a_panel_per_channel_layer_and_kernel(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from controldl import plotting
+
+    problem = cdl.Problem(images(), **BASE)
+    sol = cdl.solve(problem, "adam:lr=0.05", max_iter=2)
+    fig = plotting.channels_figure(sol, count=2)
+    assert len(fig.axes) == 2 * 2 * 3  # 2 images × 2 channels, layers 0, 1, 2
+    kern = plotting.kernels_figure(sol)
+    assert kern.axes[0].images[0].get_array().shape == (6, 6)  # (C·k)², layer 0
+    files = plotting.save_solution_figures(sol, tmp_path / "fig")
+    assert sorted(f.name for f in files) == ["channels.png", "controls.png", "history.png",
+                                             "kernels.png"]
