@@ -14,8 +14,11 @@ The primitives an ``ops`` namespace must provide: ``tanh``, ``exp``, ``log1p``, 
 ``relu`` (``max(u, 0)``), ``sum`` (of all entries), ``logsumexp`` (of a vector), and for
 the convolutional model the layout primitives ``rows(x, C)`` (a flat sample (C·H·W,) as the
 matrix (C, H·W), channel-major), ``flat`` (the inverse), ``column(v)`` (a vector as a
-column), ``zeros(r, c)``, ``ones(r, c)``, ``hcat(M, N)`` and ``columns(M, idx)`` (the
-columns ``idx`` of ``M``). Matrix products use ``@``, which both backends overload.
+column), ``ones(r, c)``, ``pad_image(X, geometry)`` (the image (C, H·W) with its 'same'
+zero padding, in the backend's own layout) and ``window(Xp, geometry, i, j)`` (the
+shifted slice of the padded image at tap ``(i, j)``, as (C, H·W)). JAX pads the
+(C, H, W) array and slices it; CasADi appends one zero column and takes the columns of
+:func:`tap_columns`. Matrix products use ``@``, which both backends overload.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "softplus", "identity")
-MODELS: tuple[str, ...] = ("resnet", "mlp", "inside", "conv")
+DENSE_MODELS: tuple[str, ...] = ("resnet", "mlp", "inside")
+"""The models with dense controls ``A_t`` (d, d), ``b_t`` (d,)."""
+MODELS: tuple[str, ...] = (*DENSE_MODELS, "conv")
 READOUTS: tuple[str, ...] = ("flatten", "pool")
 """The convolutional model's readout features: the whole state, or the channels' means."""
 LOSSES: tuple[str, ...] = ("logistic", "cross_entropy", "sigmoid_mse", "squared")
@@ -48,11 +53,25 @@ def _jax_ops() -> SimpleNamespace:
         rows=lambda x, C: jnp.reshape(x, (C, -1)),
         flat=jnp.ravel,
         column=lambda v: jnp.reshape(v, (-1, 1)),
-        zeros=lambda r, c: jnp.zeros((r, c)),
         ones=lambda r, c: jnp.ones((r, c)),
-        hcat=lambda M, N: jnp.concatenate([M, N.astype(M.dtype)], axis=1),
-        columns=lambda M, idx: M[:, np.asarray(idx)],
+        pad_image=_jax_pad_image,
+        window=_jax_window,
     )
+
+
+def _jax_pad_image(X: Any, geometry: ConvGeometry) -> Any:
+    """(C, H·W) → (C, H + 2p, W + 2p) with zeros around."""
+    import jax.numpy as jnp
+
+    p = (geometry.kernel_size - 1) // 2
+    img = jnp.reshape(X, (geometry.channels, geometry.height, geometry.width))
+    return jnp.pad(img, ((0, 0), (p, p), (p, p)))
+
+
+def _jax_window(Xp: Any, geometry: ConvGeometry, i: int, j: int) -> Any:
+    """The (C, H·W) slice ``Xp[:, i:i+H, j:j+W]`` of the padded image."""
+    H, W = geometry.height, geometry.width
+    return Xp[:, i:i + H, j:j + W].reshape(geometry.channels, H * W)
 
 
 def _casadi_ops() -> SimpleNamespace:
@@ -70,10 +89,10 @@ def _casadi_ops() -> SimpleNamespace:
         rows=lambda x, C: ca.reshape(x, x.shape[0] // C, C).T,
         flat=lambda M: ca.vec(M.T),
         column=lambda v: v,
-        zeros=lambda r, c: ca.DM.zeros(r, c),
         ones=lambda r, c: ca.DM.ones(r, c),
-        hcat=ca.horzcat,
-        columns=lambda M, idx: M[:, [int(i) for i in idx]],
+        pad_image=lambda X, geometry: ca.horzcat(X, ca.DM.zeros(X.shape[0], 1)),
+        window=lambda Xp, geometry, i, j: Xp[:, [int(v) for v in tap_columns(geometry)[
+            i * geometry.kernel_size + j]]],
     )
 
 
@@ -176,7 +195,7 @@ def tap_columns(geometry: ConvGeometry) -> list[np.ndarray]:
     """For each kernel tap ``(i, j)`` (row-major, ``t = i·k + j``) the source column of
     every output pixel ``(r, s)`` in the image extended by one zero column (index ``H·W``):
     ``(r + i − p)·W + (s + j − p)`` when inside the image, ``H·W`` (zero padding) outside.
-    Columns of the matrix (C, H·W + 1); constants (NumPy), the same for both backends."""
+    Columns of the matrix (C, H·W + 1): CasADi's padded image (constants, NumPy)."""
     H, W, k = geometry.height, geometry.width, geometry.kernel_size
     p = (k - 1) // 2
     r, s = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
@@ -194,15 +213,17 @@ def conv(ops: Any, geometry: ConvGeometry, K: Any, b: Any, x: Any) -> Any:
     learning): ``u[o, r, s] = Σ_{c,i,j} K[o, c, i, j]·x[c, r+i−p, s+j−p] + b[o]``, written
     as ``Σ_t K_t @ shifted_t(x)`` over the taps ``t = (i, j)``, ``K_t = K[:, :, i, j]`` the
     t-th (C, C) column block of the kernel matrix ``K`` (C, k·k·C) and ``shifted_t`` the
-    columns :func:`tap_columns` of the image (C, H·W) extended by a zero column.
+    window of the zero-padded image at the tap (``ops.window``).
 
     Shapes: ``x`` (C·H·W,) channel-major, ``b`` (C,) → ``u`` (C·H·W,).
     """
-    C, HW = geometry.channels, geometry.pixels
-    X = ops.hcat(ops.rows(x, C), ops.zeros(C, 1))
+    C, HW, k = geometry.channels, geometry.pixels, geometry.kernel_size
+    Xp = ops.pad_image(ops.rows(x, C), geometry)
     U = ops.column(b) @ ops.ones(1, HW)
-    for t, idx in enumerate(tap_columns(geometry)):
-        U = U + K[:, t * C:(t + 1) * C] @ ops.columns(X, idx)
+    for i in range(k):
+        for j in range(k):
+            t = i * k + j
+            U = U + K[:, t * C:(t + 1) * C] @ ops.window(Xp, geometry, i, j)
     return ops.flat(U)
 
 

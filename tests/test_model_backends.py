@@ -74,7 +74,7 @@ def test_softplus_derivative_at_zero():
     assert abs(d_jax - 0.5) < TOL
 
 
-@pytest.mark.parametrize("mdl", model.MODELS)
+@pytest.mark.parametrize("mdl", model.DENSE_MODELS)
 @pytest.mark.parametrize("act", model.ACTIVATIONS)
 def test_step_values_and_jacobians(mdl, act):
     rng = np.random.default_rng(3)
@@ -91,6 +91,27 @@ def test_step_values_and_jacobians(mdl, act):
         return y, ca.jacobian(y, xs)
 
     val, jac = casadi_eval(fn, ((d, 1), x), ((d, d), A), ((d, 1), b))
+    assert close(val[:, 0], ref)
+    assert close(jac, jref)
+
+
+@pytest.mark.parametrize("act", model.ACTIVATIONS)
+def test_conv_step_values_and_jacobians(act):
+    """``conv``: the one formula of :func:`model.conv` gives the same values and Jacobians
+    on both backends (C = 2 channels of 3 × 4 pixels, 3 × 3 kernels)."""
+    rng = np.random.default_rng(5)
+    geo, h = model.ConvGeometry(2, 3, 4, 3), 0.3
+    d = 2 * 12
+    x, K, b = rng.normal(size=d), rng.normal(size=(2, 18)), rng.normal(size=2)
+    f = lambda xx: model.step(JAX, "conv", act, h, xx, jnp.asarray(K), jnp.asarray(b), geo)  # noqa: E731
+    ref = np.asarray(f(jnp.asarray(x)))
+    jref = np.asarray(jax.jacobian(f)(jnp.asarray(x)))
+
+    def fn(xs, Ks, bs):
+        y = model.step(CA, "conv", act, h, xs, Ks, bs, geo)
+        return y, ca.jacobian(y, xs)
+
+    val, jac = casadi_eval(fn, ((d, 1), x), ((2, 18), K), ((2, 1), b))
     assert close(val[:, 0], ref)
     assert close(jac, jref)
 
