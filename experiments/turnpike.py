@@ -27,8 +27,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
+from controldl.plotting import turnpike as plots
 from controldl.studies import turnpike as tp
-from controldl.studies.turnpike import plots
 
 NAME = "turnpike"
 
