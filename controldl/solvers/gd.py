@@ -206,6 +206,7 @@ class GradientDescent(Solver):
     default_max_iter: ClassVar[int] = 5000
     tolerance_option: ClassVar[str | None] = "grad_tol"
     stop_on_growth: ClassVar[bool] = True
+    resumable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -254,10 +255,17 @@ class GradientDescent(Solver):
             step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
             full_cost = _compiled_full_cost(form, (params, X0, Y, y))
             opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
+        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1))
+        if monitor.resumed is not None:  # the saved state, placed as the fresh one
+            start = parallel.replicate(mesh, jax.tree.map(
+                jnp.asarray, monitor.resumed.restore(start), is_leaf=_is_array))
+            start = start._replace(iteration=int(start.iteration), work=float(start.work),
+                                   best=start.best._replace(cost=float(start.best.cost),
+                                                            iteration=int(start.best.iteration)))
         loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
                      self.grad_tol, None if self.batch_size is None
                      else max(problem.data.n_train // self.batch_size, 1))
-        run = loop.run(params, opt_state, key)
+        run = loop.run(start)
         best, last = run.best, run.last
         # A converged run returns the iterate that met the tolerance (the best one may
         # differ from it in round-off and miss the tolerance).
@@ -277,6 +285,24 @@ class _Iterate(NamedTuple):
     params: Params
     cost: float
     iteration: int
+
+
+class _State(NamedTuple):
+    """The loop's state before iteration ``iteration``: the iterate, the optimizer's state
+    (optax pytree: Adam's moments and count, L-BFGS's memory…), the mini-batch key, the
+    work done and the best recorded iterate so far (cost ``inf`` before any). What a
+    checkpoint of gradient descent holds."""
+
+    iteration: int
+    params: Params
+    opt_state: Any
+    key: Any
+    work: float
+    best: _Iterate
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
 
 
 class _Outcome(NamedTuple):
@@ -304,11 +330,12 @@ class _Loop:
     grad_tol: float
     epoch: int | None
 
-    def run(self, params: Params, opt_state: Any, key: Any) -> _Outcome:
+    def run(self, start: _State) -> _Outcome:
         max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
-        best = last = None
-        done, residual, status, k = 0.0, math.nan, Status.MAX_ITER, 0
-        for k in range(max_iter + 1):
+        params, opt_state, key, done, best = start[1:]
+        last, residual, status, k = None, math.nan, Status.MAX_ITER, start.iteration
+        for k in range(start.iteration, max_iter + 1):
+            monitor.snapshot(k, _State(k, params, opt_state, key, done, best))
             new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
             J, acc, residual, work = (float(v) for v in np.asarray(out))
             stop = None
@@ -322,7 +349,7 @@ class _Loop:
                 stop = monitor.record(k, J, acc if self.classify else None, work=done)
             if monitor.history and monitor.history[-1]["iteration"] == k:
                 last = _Iterate(params, J, k)
-                if best is None or J < best.cost or not math.isfinite(best.cost):
+                if J < best.cost or not math.isfinite(best.cost):
                     best = last
             if stop or k == max_iter:
                 status = stop or status
