@@ -283,7 +283,8 @@ def check_matches(ck: Checkpoint, problem: Problem, solver: Any) -> None:
                          "the checkpoint's solver (checkpoint.solver_of)")
     mine, theirs = S.problem_record(problem), S.problem_record(ck.problem)
     mine.pop("data"), theirs.pop("data")
-    same_data = all(np.array_equal(a, ck_a) for a, ck_a in zip(
-        S.data_arrays(problem).values(), S.data_arrays(ck.problem).values(), strict=False))
+    data, saved = S.data_arrays(problem), S.data_arrays(ck.problem)
+    same_data = data.keys() == saved.keys() and all(
+        np.array_equal(data[k], saved[k]) for k in data)
     if S.jsonable(mine) != S.jsonable(theirs) or not same_data:
         raise ValueError("the problem differs from the checkpoint's (formulation or data)")
