@@ -119,3 +119,24 @@ def test_resume_refuses_another_solver_or_an_earlier_limit(tmp_path, capsys):
     code = main(["train", "--resume", str(tmp_path / "run"), "--lr", "0.1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--resume takes the solver" in err[0]
+
+
+def test_ipopt_resumes_from_its_primal_dual_iterate(tmp_path):
+    """IPOPT is warm-started from the saved primal and dual values: not bit-equal to the
+    uninterrupted run (the barrier parameter and IPOPT's filter restart), but it starts at
+    the saved iterate and converges to the same KKT point."""
+    from controldl.solvers.direct import CasadiDirect
+
+    problem = cdl.Problem(cdl.data.ring(30, seed=1), width=3, layers=3)
+    solver = CasadiDirect()
+    ref = cdl.solve(problem, solver, max_iter=200)
+    cut = cdl.solve(problem, solver, max_iter=200, callback=_signal_at(6))
+    assert cut.status == "interrupted" and cut.iterations == 6
+    cut.save(tmp_path / "cut")
+    resumed = cdl.solve(problem, solver, resume=tmp_path / "cut")
+    assert ref.status == resumed.status == "converged"
+    # the resumed run's first iterate is the interrupted one's iterate 6
+    assert resumed.history[6]["iteration"] == 6
+    assert abs(resumed.history[6]["cost"] - cut.history[6]["cost"]) <= 1e-12
+    assert abs(resumed.cost["total"] - ref.cost["total"]) <= 1e-8
+    assert resumed.iterations > 6
