@@ -412,6 +412,9 @@ def solve(
     solver = as_solver(solver)
     rules = {"max_iter": max_iter, "max_time": max_time, "target_cost": target_cost,
              "tol": tol}
+    if checkpoint_every_s is not None and not solver.resumable:
+        raise ValueError(f"solver {solver.name!r} keeps no checkpoint: drop "
+                         "checkpoint_every_s")
     start = _start(problem, solver, init, seed, init_scheme, rules, resume)
     stopping, init, warm, record, resumed = start
     long_run = C.LongRun(
