@@ -140,3 +140,24 @@ def test_ipopt_resumes_from_its_primal_dual_iterate(tmp_path):
     assert abs(resumed.history[6]["cost"] - cut.history[6]["cost"]) <= 1e-12
     assert abs(resumed.cost["total"] - ref.cost["total"]) <= 1e-8
     assert resumed.iterations > 6
+
+
+def test_a_crash_keeps_the_last_periodic_checkpoint(tmp_path):
+    """A process that dies mid-solve (here: an exception at iteration 7) leaves its last
+    periodic checkpoint whole; resuming from it ends where the uninterrupted run ends."""
+    problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4)
+    adam = GradientDescent("adam", lr=0.05)
+    ref = cdl.solve(problem, adam, max_iter=25)
+
+    def crash(entry):
+        if entry["iteration"] == 7:
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        cdl.solve(problem, adam, max_iter=25, callback=crash, checkpoint_every_s=1e-9,
+                  checkpoint_dir=tmp_path / "run" / "checkpoint")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint"]
+    assert checkpoint.load(tmp_path / "run").iteration == 7
+    resumed = cdl.solve(problem, adam, resume=tmp_path / "run")
+    assert resumed.iterations == 25
+    assert abs(resumed.cost["total"] - ref.cost["total"]) <= 1e-10

@@ -420,7 +420,7 @@ def solve(
     long_run = C.LongRun(
         resumed=resumed, every_s=checkpoint_every_s,
         directory=None if checkpoint_dir is None else Path(checkpoint_dir),
-        context=(problem, record, dataclasses.asdict(stopping), warm))
+        context=C.Context(problem, record, dataclasses.asdict(stopping), warm))
     monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback,
                       stop_on_growth=solver.stop_on_growth, long_run=long_run)
     with long_run.interrupt.installed(tuple(signals)):

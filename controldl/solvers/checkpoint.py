@@ -136,6 +136,17 @@ class Checkpoint(NamedTuple):
         return jax.tree.unflatten(treedef, out)
 
 
+class Context(NamedTuple):
+    """What a checkpoint records besides the solver's state: the problem, the solution's
+    ``solver`` record (name, label, options, seed, init), the stopping rules (the fields
+    of ``Stopping``) and the warm-start record."""
+
+    problem: Problem
+    solver: dict[str, Any]
+    stopping: dict[str, Any]
+    warm_start: S.WarmStart | None
+
+
 @dataclasses.dataclass
 class LongRun:
     """The interruption and checkpointing of one solve (held by its ``Monitor``).
@@ -143,14 +154,13 @@ class LongRun:
     ``interrupt`` is set by a signal; ``resumed`` is the checkpoint the solve continues
     from (``None``: a fresh solve); with ``directory`` and ``every_s`` the latest
     snapshot is written to ``directory`` at most every ``every_s`` seconds of wall clock.
-    ``context`` (the problem, the solver's record, the stopping rules and the warm-start
-    record) is what a checkpoint needs besides the state."""
+    ``context`` is what a checkpoint needs besides the state."""
 
     interrupt: Interrupt = dataclasses.field(default_factory=Interrupt)
     resumed: Checkpoint | None = None
     directory: Path | None = None
     every_s: float | None = None
-    context: tuple | None = None
+    context: Context | None = None
     latest: Snapshot | None = None
     last_write: float = dataclasses.field(default_factory=time.perf_counter)
     written: int = 0
@@ -176,11 +186,11 @@ class LongRun:
         snap = self.latest
         if snap is None or self.context is None:
             return None
-        problem, solver, stopping, warm = self.context
+        c = self.context
         leaves, treedef = jax.tree.flatten(jax.device_get(snap.state))
         return Checkpoint(snap.iteration, tuple(np.asarray(v) for v in leaves), str(treedef),
-                          solver, problem, stopping, list(history[:snap.n_history]),
-                          snap.elapsed_s, snap.compile_time_s, warm)
+                          c.solver, c.problem, c.stopping, list(history[:snap.n_history]),
+                          snap.elapsed_s, snap.compile_time_s, c.warm_start)
 
 
 def write(directory: str | Path, ck: Checkpoint) -> Path:
