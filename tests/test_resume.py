@@ -90,7 +90,9 @@ def _signal_at(iteration):
 def test_library_resume_equals_the_uninterrupted_solve(solver, total, tmp_path):
     problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4)
     ref = cdl.solve(problem, solver, max_iter=total)
-    cut = cdl.solve(problem, solver, max_iter=total, callback=_signal_at(4))
+    with pytest.raises(cdl.SolveInterrupted) as stop:  # a KeyboardInterrupt
+        cdl.solve(problem, solver, max_iter=total, callback=_signal_at(4))
+    cut = stop.value.solution
     assert cut.status == "interrupted" and cut.checkpoint is not None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     cut.save(tmp_path / "cut")  # through the directory format
@@ -130,7 +132,9 @@ def test_ipopt_resumes_from_its_primal_dual_iterate(tmp_path):
     problem = cdl.Problem(cdl.data.ring(30, seed=1), width=3, layers=3)
     solver = CasadiDirect()
     ref = cdl.solve(problem, solver, max_iter=200)
-    cut = cdl.solve(problem, solver, max_iter=200, callback=_signal_at(6))
+    with pytest.raises(cdl.SolveInterrupted) as stop:
+        cdl.solve(problem, solver, max_iter=200, callback=_signal_at(6))
+    cut = stop.value.solution
     assert cut.status == "interrupted" and cut.iterations == 6
     cut.save(tmp_path / "cut")
     resumed = cdl.solve(problem, solver, resume=tmp_path / "cut")

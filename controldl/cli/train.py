@@ -76,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)
     every = args.checkpoint_every_s
-    solution = solve(problem, solver, **kwargs, signals=STOP_SIGNALS, checkpoint_every_s=every,
-                     checkpoint_dir=None if every is None else out_dir / checkpoint.SUBDIRECTORY)
+    try:
+        solution = solve(problem, solver, **kwargs, signals=STOP_SIGNALS,
+                         checkpoint_every_s=every, checkpoint_dir=None if every is None
+                         else out_dir / checkpoint.SUBDIRECTORY)
+    except checkpoint.SolveInterrupted as stop:  # saved below, exit code 130
+        solution = stop.solution
     out = solution.save(out_dir)
     if args.plot:
         from controldl import plotting

@@ -402,10 +402,15 @@ def solve(
             ``checkpoint_dir`` every ``checkpoint_every_s`` seconds of wall clock
             (atomically), and attach the last state to the solution.
         signals: while the solve runs, these signals (default SIGINT, i.e. Ctrl-C) stop it
-            at the next iteration: the solution is returned with status ``interrupted``,
-            its best iterate so far and the checkpoint of its last state
-            (``solution.checkpoint``); a second signal raises ``KeyboardInterrupt``.
-            ``()`` leaves the signal handlers alone.
+            at the next iteration and raise
+            :class:`~controldl.solvers.checkpoint.SolveInterrupted` (a
+            ``KeyboardInterrupt``) whose ``solution`` has status ``interrupted``, the best
+            iterate so far and the checkpoint of its last state (``solution.checkpoint``);
+            a second signal raises ``KeyboardInterrupt`` at once. ``()`` leaves the
+            signal handlers alone.
+
+    Raises:
+        SolveInterrupted: a signal of ``signals`` stopped the solve (see above).
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
@@ -444,7 +449,7 @@ def solve(
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED
     keep = status == Status.INTERRUPTED or checkpoint_dir is not None
-    return Solution(
+    solution = Solution(
         problem=problem, params=final, solver=record,
         status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
         iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
@@ -452,6 +457,9 @@ def solve(
         stationarity=P.stationarity(problem, final) if math.isfinite(terms["total"]) else None,
         warm_start=warm, checkpoint=long_run.checkpoint(monitor.history) if keep else None,
     )
+    if status == Status.INTERRUPTED and long_run.interrupt.requested:
+        raise C.SolveInterrupted(solution)
+    return solution
 
 
 class _Start(NamedTuple):

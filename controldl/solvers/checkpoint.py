@@ -24,8 +24,9 @@ structure.
 **Interruption** is cooperative: :class:`Interrupt` is a signal handler that only sets a
 flag; the :class:`~controldl.solvers.base.Monitor` reports ``interrupted`` at the next
 recorded iteration (between compiled steps, or at IPOPT's next iteration callback), and
-the solve returns its solution with that status and the checkpoint of its last state. A
-second signal while the first is pending raises ``KeyboardInterrupt`` at once.
+the solve raises :class:`SolveInterrupted` with its solution (that status, the best
+iterate, the checkpoint of its last state). A second signal while the first is pending
+raises a plain ``KeyboardInterrupt`` at once.
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ class Interrupt:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+class SolveInterrupted(KeyboardInterrupt):
+    """Raised by ``solve`` when a signal stopped it: a ``KeyboardInterrupt`` (so a loop of
+    solves stops as Ctrl-C should), which carries what the solve did: ``solution`` has
+    status ``interrupted``, the best iterate so far and, for a resumable solver, the
+    checkpoint of its last state (``solution.checkpoint``, ``solve(resume=...)``)."""
+
+    def __init__(self, solution: S.Solution) -> None:
+        super().__init__(f"solve interrupted at iteration {solution.iterations}")
+        self.solution = solution
 
 
 class Snapshot(NamedTuple):
