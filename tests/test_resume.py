@@ -165,3 +165,17 @@ def test_a_crash_keeps_the_last_periodic_checkpoint(tmp_path):
     resumed = cdl.solve(problem, adam, resume=tmp_path / "run")
     assert resumed.iterations == 25
     assert abs(resumed.cost["total"] - ref.cost["total"]) <= 1e-10
+
+
+def test_a_schedule_keeps_its_length_when_a_resume_runs_longer():
+    """A learning-rate schedule spans the first run's max_iter: a resume with a larger
+    limit follows the uninterrupted run's schedule up to that limit, then goes on."""
+    problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4)
+    cosine = GradientDescent("adam", lr=0.05, schedule="cosine")
+    ref = cdl.solve(problem, cosine, max_iter=20)
+    with pytest.raises(cdl.SolveInterrupted) as stop:
+        cdl.solve(problem, cosine, max_iter=20, callback=_signal_at(5))
+    longer = cdl.solve(problem, cosine, resume=stop.value.solution, max_iter=26)
+    assert longer.iterations == 26
+    np.testing.assert_allclose([h["cost"] for h in longer.history[:21]],
+                               [h["cost"] for h in ref.history], rtol=0, atol=1e-10)

@@ -242,6 +242,21 @@ class GradientDescent(Solver):
         extra = {} if self.momentum is None else {"momentum": self.momentum}
         return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
 
+    def _start(self, params: Params, key: Any, steps: int, mesh: Any, monitor: Monitor
+               ) -> _State:
+        """The loop's first state: fresh at ``params``, or the resumed checkpoint's
+        (placed as the fresh one)."""
+        opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
+        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
+        if monitor.resumed is None:
+            return start
+        saved = parallel.replicate(mesh, jax.tree.map(
+            jnp.asarray, monitor.resumed.restore(start), is_leaf=_is_array))
+        best = saved.best._replace(cost=float(saved.best.cost),
+                                   iteration=int(saved.best.iteration))
+        return saved._replace(iteration=int(saved.iteration), work=float(saved.work),
+                              best=best, schedule_steps=int(saved.schedule_steps))
+
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
         dtype = DTYPES[self.dtype]
@@ -249,19 +264,13 @@ class GradientDescent(Solver):
         params = Params(*(jnp.asarray(v, dtype) for v in params))
         key = jax.random.PRNGKey(0)
         params, key = parallel.replicate(mesh, (params, key))
-        max_iter = monitor.stopping.max_iter
-        steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
+        # a schedule spans the first run's max_iter, also after a resume
+        steps = monitor.stopping.max_iter if self.schedule != "constant" else 0
         with monitor.compiling():
+            start = self._start(params, key, steps, mesh, monitor)
+            steps = start.schedule_steps
             step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
             full_cost = _compiled_full_cost(form, (params, X0, Y, y))
-            opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
-        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1))
-        if monitor.resumed is not None:  # the saved state, placed as the fresh one
-            start = parallel.replicate(mesh, jax.tree.map(
-                jnp.asarray, monitor.resumed.restore(start), is_leaf=_is_array))
-            start = start._replace(iteration=int(start.iteration), work=float(start.work),
-                                   best=start.best._replace(cost=float(start.best.cost),
-                                                            iteration=int(start.best.iteration)))
         loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
                      self.grad_tol, None if self.batch_size is None
                      else max(problem.data.n_train // self.batch_size, 1))
@@ -290,8 +299,9 @@ class _Iterate(NamedTuple):
 class _State(NamedTuple):
     """The loop's state before iteration ``iteration``: the iterate, the optimizer's state
     (optax pytree: Adam's moments and count, L-BFGS's memory…), the mini-batch key, the
-    work done and the best recorded iterate so far (cost ``inf`` before any). What a
-    checkpoint of gradient descent holds."""
+    work done, the best recorded iterate so far (cost ``inf`` before any) and the length
+    of the learning-rate schedule (0: constant). What a checkpoint of gradient descent
+    holds."""
 
     iteration: int
     params: Params
@@ -299,6 +309,7 @@ class _State(NamedTuple):
     key: Any
     work: float
     best: _Iterate
+    schedule_steps: int
 
 
 def _is_array(x: Any) -> bool:
@@ -332,10 +343,12 @@ class _Loop:
 
     def run(self, start: _State) -> _Outcome:
         max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
-        params, opt_state, key, done, best = start[1:]
+        params, opt_state, key, done, best = start[1:6]
         last, residual, status, k = None, math.nan, Status.MAX_ITER, start.iteration
         for k in range(start.iteration, max_iter + 1):
-            monitor.snapshot(k, _State(k, params, opt_state, key, done, best))
+            monitor.snapshot(k, start._replace(iteration=k, params=params,
+                                               opt_state=opt_state, key=key, work=done,
+                                               best=best))
             new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
             J, acc, residual, work = (float(v) for v in np.asarray(out))
             stop = None
