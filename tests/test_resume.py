@@ -26,10 +26,17 @@ def _meta(directory):
     return json.loads((directory / "meta.json").read_text())
 
 
-def _interrupted_train(out, sig):
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """A persistent compilation cache shared by this module's subprocesses (the second
+    one compiles less; results do not depend on it)."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def _interrupted_train(out, sig, cache):
     """Start ``controldl train`` (Adam, practically endless), wait until it iterates (its
     first periodic checkpoint exists), send ``sig``; its return code and stderr."""
-    env = dict(os.environ, CONTROLDL_CACHE_DIR="off")
+    env = dict(os.environ, CONTROLDL_CACHE_DIR=str(cache))
     cmd = [sys.executable, "-m", "controldl", "train", *PROBLEM, "--max-iter", "10000000",
            "--checkpoint-every-s", "0.2", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -45,9 +52,10 @@ def _interrupted_train(out, sig):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_saves_an_interrupted_solution_that_resumes_exactly(sig, tmp_path, capsys):
+def test_a_signal_saves_an_interrupted_solution_that_resumes_exactly(sig, tmp_path, capsys,
+                                                                    jax_cache):
     out = tmp_path / "run"
-    rc, err = _interrupted_train(out, sig)
+    rc, err = _interrupted_train(out, sig, jax_cache)
     assert rc == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("controldl: interrupted at iteration"), err
