@@ -46,6 +46,7 @@ import jax
 import numpy as np
 
 from controldl import solution as S
+from controldl.io import atomic_directory, jsonable, write_json
 from controldl.problem import Problem
 
 FORMAT = 1
@@ -209,7 +210,7 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
     """Write ``ck`` to ``directory`` atomically (``state.npz`` + ``state.json``)."""
     arrays = {f"leaf_{i:05d}": v for i, v in enumerate(ck.leaves)}
     arrays.update(S.data_arrays(ck.problem))
-    meta = S.jsonable({
+    meta = jsonable({
         "format": FORMAT, "iteration": ck.iteration, "solver": ck.solver,
         "problem": S.problem_record(ck.problem), "stopping": ck.stopping,
         "history": ck.history, "elapsed_s": ck.elapsed_s,
@@ -221,9 +222,9 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
 
     def fill(tmp: Path) -> None:
         np.savez(tmp / STATE_NPZ, **arrays)
-        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1, allow_nan=False))
+        write_json(tmp / STATE_JSON, meta, indent=1)
 
-    return S.atomic_directory(directory, fill)
+    return atomic_directory(directory, fill)
 
 
 def locate(directory: str | Path) -> Path:
@@ -300,7 +301,7 @@ def check_matches(ck: Checkpoint, problem: Problem, solver: Any) -> None:
     if ck.solver.get("name") != solver.name:
         raise ValueError(f"the checkpoint was written by solver {ck.solver.get('name')!r}, "
                          f"not {solver.name!r}")
-    if S.jsonable(solver.options()) != S.jsonable(ck.solver.get("options", {})):
+    if jsonable(solver.options()) != jsonable(ck.solver.get("options", {})):
         raise ValueError("the solver's options differ from the checkpoint's; resume with "
                          "the checkpoint's solver (checkpoint.solver_of)")
     mine, theirs = S.problem_record(problem), S.problem_record(ck.problem)
@@ -308,5 +309,5 @@ def check_matches(ck: Checkpoint, problem: Problem, solver: Any) -> None:
     data, saved = S.data_arrays(problem), S.data_arrays(ck.problem)
     same_data = data.keys() == saved.keys() and all(
         np.array_equal(data[k], saved[k]) for k in data)
-    if S.jsonable(mine) != S.jsonable(theirs) or not same_data:
+    if jsonable(mine) != jsonable(theirs) or not same_data:
         raise ValueError("the problem differs from the checkpoint's (formulation or data)")
