@@ -98,7 +98,8 @@ _HINTS: dict[Status, dict[str, str]] = {
     },
     Status.CONSTRAINT_VIOLATED: {"": "See stats for the worst violation; tighten the "
                                      "solver's constraint tolerance."},
-    Status.INTERRUPTED: {"": "Resume from this solution (warm start) to continue."},
+    Status.INTERRUPTED: {"": "Resume from its checkpoint (solve(resume=...)) to continue with "
+                                "the optimizer's state, or warm-start from it."},
 }
 
 
