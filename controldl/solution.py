@@ -194,8 +194,11 @@ class Solution:
 
     @property
     def succeeded(self) -> bool:
-        """Converged or at the target cost."""
-        return self.status in ("converged", "target_reached")
+        """Converged or at the target cost (:attr:`Status.succeeded`)."""
+        try:
+            return Status(self.status).succeeded
+        except ValueError:
+            return False
 
     @property
     def completed(self) -> bool:

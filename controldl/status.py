@@ -37,6 +37,11 @@ class Status(enum.StrEnum):
         return self in _COMPLETED
 
     @property
+    def succeeded(self) -> bool:
+        """Converged or at the target cost."""
+        return self in (Status.CONVERGED, Status.TARGET_REACHED)
+
+    @property
     def exit_code(self) -> int:
         """0 when completed, 130 when interrupted, 1 otherwise."""
         if self.completed:

@@ -258,10 +258,11 @@ def solver_fields() -> dict[str, dict[str, Any]]:
 
 
 def _option_help(info: OptionInfo) -> str:
-    """The help text of an option for a terminal, with its range (``> 0``…) appended."""
+    """The help text of an option for a terminal, with its range (``> 0``…) and whether it
+    is traced (a new value reuses the compiled step) appended."""
+    tags = [t for t in (info.describe_range(), "traced" if info.traced else "") if t]
     text = plain_text(info.help)
-    span = info.describe_range()
-    return f"{text} [{span}]" if span else text
+    return f"{text} [{'; '.join(tags)}]" if tags else text
 
 
 def add_solver_option_flags(p: argparse.ArgumentParser) -> None:

@@ -180,7 +180,8 @@ class GradientDescent(Solver):
     optimizer: str = option("adam", "any optax optimizer by name (``adam``, ``sgd``, "
                             "``adamw``, ``lbfgs``…).")
     lr: float | None = option(None, "learning rate (default: 0.1 for sgd, line search for "
-                              "lbfgs, 0.01 otherwise).", low=0, open_low=True, traced=True)
+                              "lbfgs, 0.01 otherwise); traced with the constant schedule, "
+                              "static with the others.", low=0, open_low=True, traced=True)
     schedule: str = option("constant", "``constant``, ``cosine``, ``exponential`` or "
                            "``warmup_cosine`` over ``max_iter`` iterations.", choices=SCHEDULES)
     batch_size: int | None = batch_size_option()
