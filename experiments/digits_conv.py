@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
 from controldl import plotting
 from controldl import problem as P
+from experiments import common
 
 NAME = "digits_conv"
 CLAIM = ("E-MSA trains a convolutional ResNet on digits to an accuracy comparable with "
