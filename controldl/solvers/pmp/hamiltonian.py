@@ -269,3 +269,17 @@ def evaluation_weight(form: P.Formulation, extended: bool) -> tuple[float, float
     factor = 5.0 / 3.0 if extended else 2.0 / 3.0
     readout = 1.0 if form.uses("running") else 1.0 / form.layers
     return factor, factor * readout
+
+
+def stationarity_from_costates(form: P.Formulation, params: P.Params, xs: Array, ps: Array,
+                               Y: Array) -> Array:
+    """:func:`controldl.problem.stationarity_residual` at ``params`` from its states ``xs``
+    and costates ``ps`` (L+1, N, d): the gradient the maximum principle gives
+    (:func:`controldl.problem.gradient_from_costates`, which differentiates the l1 term
+    too: its derivative is taken off to leave ``∇f``), without another forward and
+    backward pass."""
+    grad = P.gradient_from_costates(form, params, xs, ps, Y)
+    if form.uses("l1"):
+        gA, gb = jax.grad(P.l1_cost, argnums=(1, 2))(form, params.A, params.b)
+        grad = grad._replace(A=grad.A - gA, b=grad.b - gb)
+    return P.stationarity_from_gradient(form, params, grad)

@@ -123,18 +123,6 @@ def _accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
     return P.accuracy_from_outputs(form, z, y).astype(z.dtype)
 
 
-def _stationarity(form: P.Formulation, params: Params, xs: Array, ps: Array, Y: Array
-                  ) -> Array:
-    """:func:`controldl.problem.stationarity_residual` at ``θ_k`` from the gradient that
-    the costates give (:func:`controldl.problem.gradient_from_costates`, which
-    differentiates the l1 term too: its derivative is taken off to leave ``∇f``)."""
-    grad = P.gradient_from_costates(form, params, xs, ps, Y)
-    if form.uses("l1"):
-        gA, gb = jax.grad(P.l1_cost, argnums=(1, 2))(form, params.A, params.b)
-        grad = grad._replace(A=grad.A - gA, b=grad.b - gb)
-    return P.stationarity_from_gradient(form, params, grad)
-
-
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
               y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
     """One MSA (``config.extended`` false) or E-MSA iteration from ``params``."""
@@ -145,7 +133,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
     acc = _accuracy(form, xs[-1] @ params.W.T + params.c, y)
-    stationarity = _stationarity(form, params, xs, ps, Y)
+    stationarity = H.stationarity_from_costates(form, params, xs, ps, Y)
     (A, b), lay, gap = _layer_updates(form, config, knobs, params, xs, ps, Y)
     (W, c), rd, readout_gap = _readout_update(form, config, knobs, params, xs, ps, Y)
     new = Params(A, b, W, c)
