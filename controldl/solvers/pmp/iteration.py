@@ -16,10 +16,11 @@ at its result minus at ``θ_k``, the l1 term included; a lower bound of the true
 the inner iterations, the rejected line-search trials and the work in
 gradient-evaluation equivalents.
 
-**Work.** One forward plus one backward pass over all samples and layers is 1. An
-iteration costs 1 (the passes of steps 1–2) + 1 (the stationarity diagnostic, a
-gradient by autodiff) + the inner work: every layer runs in the same vmapped loop, so
-an inner evaluation costs the weight of
+**Work.** One forward plus one backward pass over all samples and layers is 1 (per
+layer, three products of an (N, d) by a (d, d) matrix: the step, the costate and the
+θ-gradient). An iteration costs 1 (the forward pass, the costate pass and, from them,
+the gradient of the stationarity diagnostic) + the inner work: every layer runs in the
+same vmapped loop, so an inner evaluation costs the weight of
 :func:`~controldl.solvers.pmp.hamiltonian.evaluation_weight` times the *largest*
 number of evaluations over the layers, and a Hessian-vector product counts as two
 evaluations. This is a lower bound: inside the vmapped loop a layer whose line search
@@ -88,10 +89,7 @@ def _layer_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: 
     prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
 
     def one(d: H.LayerData) -> tuple[InnerResult, Array]:
-        def objective(theta):
-            return H.layer_smooth_objective(form, config.extended, knobs, d, readout, Y,
-                                            theta)
-
+        objective = H.layer_objective(form, config.extended, knobs, d, readout, Y)
         res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox)
         gap = (res.value - H.layer_l1(form, res.theta)) - (res.value0
                                                             - H.layer_l1(form, d.theta_k))
@@ -135,7 +133,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
     acc = _accuracy(form, xs[-1] @ params.W.T + params.c, y)
-    stationarity = P.stationarity_residual(form, params, X0, Y)
+    stationarity = H.stationarity_from_costates(form, params, xs, ps, Y)
     (A, b), lay, gap = _layer_updates(form, config, knobs, params, xs, ps, Y)
     (W, c), rd, readout_gap = _readout_update(form, config, knobs, params, xs, ps, Y)
     new = Params(A, b, W, c)
@@ -145,7 +143,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
              + w_readout * (rd.evaluations + 2 * rd.hvps))
     info = StepInfo(J, acc, stationarity, gap, readout_gap, lay.steps,
                     jnp.max(lay.evaluations) + rd.evaluations,
-                    jnp.sum(lay.rejected) + rd.rejected, 2.0 + inner, finite)
+                    jnp.sum(lay.rejected) + rd.rejected, 1.0 + inner, finite)
     return new, info
 
 

@@ -259,14 +259,17 @@ class OuterLoop:
 
     def postprocess(self, state: LoopState, info: StepInfo, status: Status) -> RunResult:
         k = max(state.iteration, 1)
+        # the last recorded iterate's rise (advance, which counts the others, is not run)
+        rises = state.cost_increases + int(state.iteration > 0
+                                           and float(info.cost) > state.last_cost)
         stats = {
             **self.notes,
             "stationarity": float(info.stationarity),
             "hamiltonian_gap": np.asarray(info.gap, np.float64).tolist(),
             "readout_gap": float(info.readout_gap),
             "work": state.work,
-            "cost_increases": state.cost_increases,
-            "oscillating": state.cost_increases >= max(2, k // 4),
+            "cost_increases": rises,
+            "oscillating": rises >= max(2, k // 4),
             "best_cost": min(state.best_cost, float(info.cost)),
             "rho": float(state.knobs.rho),
             "mu": float(state.knobs.mu),
