@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from controldl import model
+from controldl.compilation import RUN_ONCE_OPTIONS
 from controldl.data import Dataset
 
 Array = jax.Array
@@ -410,13 +411,15 @@ def mean_loss(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Arra
 
 
 def control_cost(form: Formulation, A: Array, b: Array) -> Array:
-    """The control cost of one layer: ``l2`` plus ``l1`` terms (what ``H_t`` subtracts)."""
-    return model.layer_l2(JAX, form.l2, form.h, A, b) + model.layer_l1(JAX, form.l1, form.h, A, b)
+    """The control cost of one layer: ``l2`` plus ``l1`` terms (what ``H_t`` subtracts); an
+    absent term (weight 0, :meth:`Formulation.uses`) is left out of the program."""
+    l2 = model.layer_l2(JAX, form.l2, form.h, A, b)
+    return l2 + model.layer_l1(JAX, form.l1, form.h, A, b) if form.uses("l1") else l2
 
 
 def smooth_cost(form: Formulation, A: Array, b: Array) -> Array:
     """``(α/(2h)) Σ_{t=0}^{L-2} (‖A_{t+1}-A_t‖² + ‖b_{t+1}-b_t‖²)`` for all layers."""
-    if form.layers < 2:
+    if form.layers < 2 or not form.uses("smooth"):  # absent: left out of the program
         return jnp.zeros((), A.dtype)
     terms = jax.vmap(lambda A0, b0, A1, b1: model.layer_smooth(JAX, form.smooth, form.h,
                                                                 A0, b0, A1, b1))
@@ -638,7 +641,7 @@ def stationarity_from_gradient(form: Formulation, params: Params, grad: Params) 
     return optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, params, new))
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS)
 def _stationarity_jit(form: Formulation, params: Params, X0: Array, Y: Array) -> Array:
     return stationarity_residual(form, params, X0, Y)
 
@@ -669,7 +672,8 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
     return _init_compiled(form, seed, scale, scheme, jnp.dtype(dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("scheme", "dtype"))
+@functools.partial(jax.jit, static_argnames=("scheme", "dtype"),
+                   compiler_options=RUN_ONCE_OPTIONS)
 def _init_compiled(form: Formulation, seed: Array, scale: Array, scheme: str,
                    dtype: Any) -> Params:
     L, d, m = form.layers, form.width, form.n_outputs

@@ -29,6 +29,7 @@ import numpy as np
 
 from controldl import parallel
 from controldl import problem as P
+from controldl.compilation import RUN_ONCE_OPTIONS
 from controldl.problem import Params, Problem
 from controldl.solution import Solution, WarmStart
 from controldl.status import Status
@@ -298,27 +299,47 @@ def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float 
                                                           float | None]:
     """Every cost term, the training accuracy and the test accuracy at ``params``
     (accuracies ``None`` for regression; test accuracy ``None`` without a test split)."""
+    return _evaluation(problem, params, with_stationarity=False)[:3]
+
+
+def _evaluation(problem: Problem, params: Params, with_stationarity: bool
+                ) -> tuple[dict[str, float], float | None, float | None, float | None]:
+    """:func:`evaluate` and, with ``with_stationarity``, :func:`controldl.stationarity` at
+    ``params`` (float64), the training-set figures from one compiled program (``None``
+    when the cost is not finite)."""
     form = problem.formulation
     params = Params(*(jnp.asarray(v, jnp.float64) for v in params))
     X0, Y = problem.initial_states(), problem.targets()
-    terms = {k: float(v) for k, v in _cost_terms_jit(form, params, X0, Y).items()}
-    if form.task != "classification":
-        return terms, None, None
-    train = float(_accuracy_jit(form, params, X0, jnp.asarray(problem.data.y_train)))
+    classify = form.task == "classification"
+    y = jnp.asarray(problem.data.y_train if classify else np.zeros(len(X0), np.int32))
+    terms, train, residual = _evaluate_jit(form, params, X0, Y, y, with_stationarity)
+    terms = {k: float(v) for k, v in terms.items()}
+    residual = float(residual) if with_stationarity and math.isfinite(terms["total"]) else None
+    if not classify:
+        return terms, None, None, residual
     test = None
     if problem.data.has_test:
         test = float(_accuracy_jit(form, params, problem.initial_states(test=True),
                                    jnp.asarray(problem.data.y_test)))
-    return terms, train, test
+    return terms, float(train), test, residual
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _cost_terms_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array
-                    ) -> dict[str, jax.Array]:
-    return P.cost_terms(form, params, X0, Y)
+@functools.partial(jax.jit, static_argnames="with_stationarity",
+                   compiler_options=RUN_ONCE_OPTIONS)
+def _evaluate_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array,
+                  y: jax.Array, with_stationarity: bool) -> tuple[dict[str, jax.Array],
+                                                                   jax.Array, jax.Array]:
+    """``(cost terms, accuracy on labels y (0 for regression), stationarity residual or
+    0)`` at ``params`` for initial states ``X0`` (N, d) and targets ``Y`` (N, m)."""
+    terms = P.cost_terms(form, params, X0, Y)
+    zero = jnp.zeros((), X0.dtype)
+    acc = (P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
+           if form.task == "classification" else zero)
+    residual = P.stationarity_residual(form, params, X0, Y) if with_stationarity else zero
+    return terms, acc, residual
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS)
 def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Array
                   ) -> jax.Array:
     return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
@@ -385,7 +406,7 @@ def solve(
     wall = monitor.elapsed()
     result.stats.setdefault("devices", parallel.describe(None))
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
-    terms, train_acc, test_acc = evaluate(problem, final)
+    terms, train_acc, test_acc, residual = _evaluation(problem, final, with_stationarity=True)
     status = result.status
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED
@@ -396,6 +417,6 @@ def solve(
         status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
         iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
         history=monitor.history, stats=result.stats,
-        stationarity=P.stationarity(problem, final) if math.isfinite(terms["total"]) else None,
+        stationarity=residual,
         warm_start=warm,
     )
