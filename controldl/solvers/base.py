@@ -11,7 +11,6 @@ accuracy on the returned parameters.
 from __future__ import annotations
 
 import abc
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -29,37 +28,15 @@ import numpy as np
 
 from controldl import parallel
 from controldl import problem as P
-from controldl.compilation import RUN_ONCE_OPTIONS
+from controldl.compilation import (  # noqa: F401 - COMPILED and signature: used from here
+    COMPILED,
+    RUN_ONCE_OPTIONS,
+    CompileCache,
+    signature,
+)
 from controldl.problem import Params, Problem
 from controldl.solution import Solution, WarmStart
 from controldl.status import Status
-
-
-class CompileCache:
-    """Compiled executables keyed by what determines them (formulation, solver options,
-    shapes, dtypes, placement), so that a second solve of the same kind does not compile
-    again. Least recently used entries are dropped beyond ``maxsize``."""
-
-    def __init__(self, maxsize: int = 128) -> None:
-        self.maxsize = maxsize
-        self._entries: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-
-    def get(self, key: Any, build: Callable[[], Any]) -> Any:
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        value = build()
-        self._entries[key] = value
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-COMPILED = CompileCache()
-"""The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
 
 COMMON_TOL: float = 1e-4
 """The common stationarity tolerance of ``controldl compare`` and ``train`` (on
@@ -81,13 +58,6 @@ def clear_compile_caches() -> None:
         for value in list(vars(module).values()):
             if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
                 value.cache_clear()
-
-
-def signature(tree: Any) -> tuple:
-    """Shapes, dtypes and placements of the leaves of ``tree``, and its structure."""
-    leaves, structure = jax.tree.flatten(tree)
-    return tuple((tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", None)))
-                 for a in leaves) + (str(structure),)
 
 
 def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,

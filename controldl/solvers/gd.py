@@ -20,7 +20,7 @@ import optax
 
 from controldl import parallel
 from controldl import problem as P
-from controldl.compilation import RUN_ONCE_OPTIONS
+from controldl.compilation import RUN_ONCE_OPTIONS, compile_or_load
 from controldl.problem import Params, Problem
 from controldl.solvers.base import (
     COMPILED,
@@ -103,9 +103,9 @@ def _compiled_init(solver: GradientDescent, steps: int, params: Params) -> Any:
     ``opt.init`` would dispatch and compile one program per operation instead)."""
     numbers = solver.injected_numbers()
     init = _init_function(solver, steps)
-    key = ("init", solver.structure(), steps, signature((params, numbers)))
-    compiled = COMPILED.get(key, lambda: jax.jit(init).lower(params, numbers).compile(
-        RUN_ONCE_OPTIONS))
+    key = ("gd-init", solver.structure(), steps, signature((params, numbers)))
+    compiled = COMPILED.get(key, lambda: compile_or_load(init, (params, numbers), key,
+                                                          RUN_ONCE_OPTIONS))
     return compiled(params, numbers)
 
 
@@ -130,9 +130,14 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
     Cached on what is static: the formulation's numbers (horizon, weights, bounds) and
     the optimizer's injected hyperparameters (learning rate, momentum) are arguments, so a
     learning-rate grid or a sweep of horizons at fixed L compiles once."""
-    key = (form.static_key(), solver.structure(), steps, signature(args))
-    compiled = COMPILED.get(key, lambda: _build_step(form, solver, steps, args))
+    compiled = COMPILED.get(_step_key(form, solver, steps, args),
+                            lambda: _build_step(form, solver, steps, args))
     return functools.partial(compiled, form)
+
+
+def _step_key(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> tuple:
+    """What the compiled step depends on (:func:`_compiled_step`)."""
+    return ("gd-step", form.static_key(), solver.structure(), steps, signature(args))
 
 
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> Any:
@@ -180,7 +185,8 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         opt_state = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
             if hasattr(s, "shape") else s, opt_state)
-    return jax.jit(iteration).lower(form, params, opt_state, X0, Y, y, key).compile()
+    return compile_or_load(iteration, (form, params, opt_state, X0, Y, y, key),
+                           _step_key(form, solver, steps, args))
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
@@ -201,8 +207,8 @@ def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
                else jnp.zeros((), J.dtype))
         return J, acc
 
-    compiled = COMPILED.get((form.static_key(), "full_cost", signature(args)),
-                            lambda: jax.jit(full).lower(form, *args).compile())
+    key = ("gd-full-cost", form.static_key(), signature(args))
+    compiled = COMPILED.get(key, lambda: compile_or_load(full, (form, *args), key))
     return functools.partial(compiled, form)
 
 
