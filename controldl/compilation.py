@@ -116,10 +116,11 @@ EXECUTABLES = "controldl-executables"
 saves itself (:func:`compile_or_load`)."""
 
 
-def compile_or_load(fn: Any, args: tuple, key: Any,
+def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
                     compiler_options: dict[str, Any] | None = None) -> Any:
     """``jax.jit(fn).lower(*args).compile(compiler_options)``, or that executable as saved
-    by an earlier process under ``key``.
+    by an earlier process under ``key``. ``args`` (arrays or ``jax.ShapeDtypeStruct``) may
+    be a function that returns them, called only when the program is compiled.
 
     With JAX's persistent cache on (:func:`enable_compilation_cache`), a new process still
     traces and lowers every program before JAX's cache can find it. controldl's compiled
@@ -132,15 +133,19 @@ def compile_or_load(fn: Any, args: tuple, key: Any,
     """
     import jax
 
+    def build() -> Any:
+        return jax.jit(fn).lower(*(args() if callable(args) else args)).compile(
+            compiler_options)
+
     directory = jax.config.values.get("jax_compilation_cache_dir")
     if not directory or not jax.config.values.get("jax_enable_compilation_cache", True):
-        return jax.jit(fn).lower(*args).compile(compiler_options)
+        return build()
     digest = hashlib.sha256(repr((key, compiler_options, code_fingerprint())).encode())
     path = Path(directory) / EXECUTABLES / f"{digest.hexdigest()}.bin"
     loaded = _load_executable(path)
     if loaded is not None:
         return loaded
-    compiled = jax.jit(fn).lower(*args).compile(compiler_options)
+    compiled = build()
     _save_executable(path, compiled)
     return compiled
 

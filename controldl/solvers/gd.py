@@ -178,15 +178,17 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
                else jnp.zeros((), J.dtype))
         return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), residual, work])
 
-    params, X0, Y, y, key = args
-    opt_state = jax.eval_shape(_init_function(solver, steps), params,
-                               solver.injected_numbers())  # what _compiled_init returns
-    if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
-        opt_state = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
-            if hasattr(s, "shape") else s, opt_state)
-    return compile_or_load(iteration, (form, params, opt_state, X0, Y, y, key),
-                           _step_key(form, solver, steps, args))
+    def lower_args() -> tuple:  # only when compiling: the optimizer's state's shapes
+        params, X0, Y, y, key = args
+        opt_state = jax.eval_shape(_init_function(solver, steps), params,
+                                   solver.injected_numbers())  # what _compiled_init returns
+        if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
+            opt_state = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
+                if hasattr(s, "shape") else s, opt_state)
+        return form, params, opt_state, X0, Y, y, key
+
+    return compile_or_load(iteration, lower_args, _step_key(form, solver, steps, args))
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
