@@ -220,6 +220,14 @@ def test_a_horizon_sweep_at_fixed_layers_compiles_once_per_solver(step_builds):
                       problem_options=dict(width=3, l2=1e-2, readout_l2=1e-2))
     assert len(result.report["horizons"]) == 5
     assert step_builds[0] == 2  # Adam's step and L-BFGS's (the finish), once each
+    # compile and run are reported apart, per horizon and in the summary
+    entries = result.report["horizons"]
+    for e in entries:
+        assert e["run_time_s"] == pytest.approx(e["wall_time_s"] - e["compile_time_s"])
+        assert 0 < e["compile_time_s"] < e["wall_time_s"]
+    assert result.report["time_s"]["compile"] == pytest.approx(
+        sum(e["compile_time_s"] for e in entries))
+    assert result.report["time_s"]["run"] == pytest.approx(sum(e["run_time_s"] for e in entries))
 
 
 @pytest.fixture
