@@ -2,7 +2,8 @@
 
 Prints JSON. All figures are measured in one process, on the default problem (the
 built-in ring, width 3, L = 20, T = 5, l2 = 1e-3, readout_l2 = 1e-3, a quarter held out).
-Each repeat uses a fresh, empty persistent cache directory (JAX's cache is reset to it):
+Each solver of each repeat gets a fresh, empty persistent cache directory (JAX's cache is
+reset to it), so that no row reuses another's programs:
 
 - ``first``: a one-iteration solve's ``compile_time_s``, everything compiled from scratch:
   for gradient descent the shared initialization ``init_params``, the optimizer's initial
@@ -13,7 +14,8 @@ Each repeat uses a fresh, empty persistent cache directory (JAX's cache is reset
   process sees);
 - ``minimal``: ``jit(step).lower(...).compile()`` of a hand-written step for the same
   model (one ``lax.scan`` over the layers, ``value_and_grad``, ``optax.adam`` or
-  ``optax.lbfgs``), measured just before controldl's ``first`` in the same cold state. It
+  ``optax.lbfgs``), measured just before controldl's ``first`` in the same cold state
+  (in-memory caches cleared, the same empty cache directory). It
   compiles the step only: no initialization, no statistics (controldl's step also returns
   the accuracy and the stationarity), so ``first / minimal`` is the stricter ratio;
 - ``minimal_init``: the same for a hand-written initialization (``jax.random`` draws of
@@ -175,26 +177,28 @@ def minimal_init_compile(problem: cdl.Problem) -> float:
 
 
 def measure_once(problem: cdl.Problem) -> dict[str, dict[str, float]]:
+    """One repeat: every solver in its own fresh persistent cache directory, cold (its
+    minimal equivalents first, then its ``first``), then ``cached``."""
     out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as cache:
-        use_cache(cache)
-        clear_compile_caches()
-        for name in SOLVERS:
-            out[name] = {}
+    for name in SOLVERS:
+        out[name] = {}
+        with tempfile.TemporaryDirectory() as cache:
+            use_cache(cache)
+            clear_compile_caches()
             if name in MINIMAL:
                 out[name]["minimal"] = minimal_compile(problem, name)
+                clear_compile_caches()
                 out[name]["minimal_init"] = minimal_init_compile(problem)
                 clear_compile_caches()
             first = controldl_compile(problem, name)
             out[name]["first"] = first.pop("seconds")
             out[name].update({f"first_{k}": v for k, v in first.items()})
-        clear_compile_caches()
-        for name in SOLVERS:
+            clear_compile_caches()
             cached = controldl_compile(problem, name)
             out[name]["cached"] = cached.pop("seconds")
             out[name].update({f"cached_{k}": v for k, v in cached.items()})
-        use_cache(None)
-    clear_compile_caches()
+            use_cache(None)
+        clear_compile_caches()
     return out
 
 
