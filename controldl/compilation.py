@@ -82,13 +82,19 @@ class CompileCache:
 
     def __init__(self, maxsize: int = 128) -> None:
         self.maxsize = maxsize
+        self.builds = 0  # how many values get() has built; never reset (compilations)
         self._entries: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        """The number of entries held now."""
+        return len(self._entries)
 
     def get(self, key: Any, build: Callable[[], Any]) -> Any:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
         value = build()
+        self.builds += 1
         self._entries[key] = value
         if len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)

@@ -5,47 +5,24 @@ import json
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
+from reference import np_cost_terms
 
 from controldl.cli import main
 
 
 def numpy_cost(meta, arrays):
-    """The cost of DESIGN.md recomputed by hand, in NumPy, from the saved arrays."""
-    p = meta["problem"]
+    """The cost of DESIGN.md recomputed from the saved arrays by the NumPy oracle
+    (``tests/reference.py``), the formulation read from ``meta.json``."""
+    form = types.SimpleNamespace(**meta["problem"])
+    assert form.loss == "logistic"
     A, b, W, c = arrays["A"], arrays["b"], arrays["W"], arrays["c"]
-    X, y = arrays["X_train"], arrays["y_train"]
-    L, d = A.shape[0], A.shape[1]
-    h = p["horizon"] / p["layers"]
-    act = {"tanh": np.tanh, "relu": lambda u: np.maximum(u, 0), "identity": lambda u: u,
-           "sigmoid": lambda u: 1 / (1 + np.exp(-u)), "softplus": lambda u: np.logaddexp(0, u)}
-    sig = act[p["activation"]]
-    x = np.zeros((len(X), d))
-    x[:, : X.shape[1]] = X
-
-    def loss(x):
-        z = x @ W.T + c
-        assert p["loss"] == "logistic"
-        return np.mean(np.logaddexp(0, -(2 * y - 1) * z[:, 0]))
-
-    running = 0.0
-    for t in range(L):
-        u = sig(x @ A[t].T + b[t])
-        x = x + h * u if p["model"] == "resnet" else u
-        running += loss(x)
-    terms = {
-        "terminal": loss(x),
-        "l2": p["l2"] / 2 * h * (np.sum(A**2) + np.sum(b**2)),
-        "l1": p["l1"] * h * (np.abs(A).sum() + np.abs(b).sum()),
-        "smooth": p["smooth"] / (2 * h) * (np.sum(np.diff(A, axis=0) ** 2)
-                                           + np.sum(np.diff(b, axis=0) ** 2)),
-        "running": p["running"] * h * running,
-        "readout_l2": p["readout_l2"] / 2 * (np.sum(W**2) + np.sum(c**2)),
-    }
-    terms["total"] = sum(terms.values())
-    return terms
+    X = arrays["X_train"]
+    X0 = np.hstack([X, np.zeros((len(X), A.shape[1] - X.shape[1]))])
+    return np_cost_terms(form, A, b, W, c, X0, arrays["y_train"][:, None].astype(float))
 
 
 def test_train_on_a_ring_file_and_recompute_the_cost(ring_file, tmp_path, capsys):
@@ -161,6 +138,26 @@ def test_help_explains_the_flags(capsys):
     for flag in ("--lipschitz-bound", "--readout-l2", "--optimizer", "--lr", "--target-cost",
                  "--warm-start", "--test-fraction"):
         assert flag in text
+
+
+def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
+    """The formulation flags are generated from the keys' declaration: each key, set to a
+    value that is not its default, arrives in the problem's formulation."""
+    from controldl.cli import build_parser
+    from controldl.cli.common import FLAG_OF_KEY, problem_from_args
+    from controldl.problem import FORMULATION_KEYS
+
+    values = {"model": "mlp", "activation": "relu", "width": 4, "layers": 3, "horizon": 2.0,
+              "loss": "sigmoid_mse", "l2": 0.5, "l1": 0.25, "smooth": 0.125,
+              "running": 0.0625, "readout_l2": 0.03125, "terminal": 2.0,
+              "train_readout": False, "lipschitz_bound": 0.5, "box_bound": 3.0}
+    assert set(values) == set(FORMULATION_KEYS)  # a new key gets a value here
+    argv = ["train", "--n-samples", "20"]
+    for k, v in values.items():
+        flag = FLAG_OF_KEY.get(k, "--" + k.replace("_", "-"))
+        argv += [flag] if isinstance(v, bool) else [flag, str(v)]
+    form = problem_from_args(build_parser().parse_args(argv)).formulation
+    assert {k: getattr(form, k) for k in FORMULATION_KEYS} == values
 
 
 def _data_file(tmp_path, case):

@@ -17,6 +17,7 @@ import numpy as np
 
 from controldl import model
 from controldl.data import Dataset
+from controldl.model import ACTIVATIONS, LOSSES, MODELS
 
 
 class Params(NamedTuple):
@@ -72,33 +73,73 @@ READOUT_L2_ZERO_NOTE = ("readout_l2 = 0: with the {loss} loss on separable data 
 """What a user who sets ``readout_l2`` to 0 with a classification loss is told."""
 
 
+KEY_INFO = "controldl.formulation_key"
+"""The key of a :class:`Formulation` field's metadata that holds its :class:`KeyInfo`."""
+
+KINDS: tuple[str, ...] = ("choice", "count", "positive", "weight", "bound", "switch")
+"""What a formulation key holds: one of its ``choices``; an integer >= 1; a finite number
+> 0; a weight (finite, >= 0); an optional bound (``None`` or a finite number > 0); a
+boolean."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """The declaration of a formulation key beside its name, type and default: its ``kind``
+    (:data:`KINDS`), its ``choices``, a ``help`` text (formula and meaning), and whether a
+    ``None`` value takes a default that depends on the data (``from_data``)."""
+
+    kind: str
+    help: str
+    choices: tuple[str, ...] = ()
+    from_data: bool = False
+
+
+def key(default: Any, kind: str, help: str, *, choices: tuple[str, ...] = (),
+        from_data: bool = False) -> Any:
+    """A formulation key: a :class:`Formulation` field with ``default`` whose metadata is
+    its :class:`KeyInfo` (read by :func:`make_formulation`, the command line, ``meta.json``
+    and :func:`controldl.solution.load`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    info = KeyInfo(kind, help, tuple(choices), from_data)
+    return dataclasses.field(default=default, metadata={KEY_INFO: info})
+
+
 @dataclasses.dataclass(frozen=True)
 class Formulation:
     """Every parameter of the problem except the data; hashable (a static jit argument).
 
     ``n_inputs`` (n) and ``n_outputs`` (m) follow from the data; ``task`` is
-    ``"classification"`` or ``"regression"``.
+    ``"classification"`` or ``"regression"``. The other fields are the formulation keys
+    (:data:`FORMULATION_KEYS`), each declared once here with :func:`key`.
     """
 
     n_inputs: int
     n_outputs: int
     task: str = "classification"
     n_classes: int | None = 2
-    model: str = "resnet"
-    activation: str = "tanh"
-    width: int = 3
-    layers: int = DEFAULTS.layers
-    horizon: float = DEFAULTS.horizon
-    loss: str = "logistic"
-    l2: float = DEFAULTS.l2
-    l1: float = 0.0
-    smooth: float = 0.0
-    running: float = 0.0
-    readout_l2: float = DEFAULTS.readout_l2
-    terminal: float = 1.0
-    train_readout: bool = True
-    lipschitz_bound: float | None = None
-    box_bound: float | None = None
+    model: str = key("resnet", "choice", "resnet: x+h·σ(Ax+b); mlp: σ(Ax+b); inside: "
+                     "x+h·(Aσ(x)+b)", choices=MODELS)
+    activation: str = key("tanh", "choice", "the activation σ", choices=ACTIVATIONS)
+    width: int = key(3, "count", "state dimension d ≥ n; d > n pads the inputs with zeros "
+                     f"(default n+{DEFAULTS.extra_width}: 3 for 2-D data)", from_data=True)
+    layers: int = key(DEFAULTS.layers, "count", "number of layers L")
+    horizon: float = key(DEFAULTS.horizon, "positive", "final time T > 0; the step is h = T/L")
+    loss: str = key("logistic", "choice", "default: logistic (2 classes), cross_entropy "
+                    "(K > 2), squared (regression)", choices=LOSSES, from_data=True)
+    l2: float = key(DEFAULTS.l2, "weight", "weight λ of (λ/2)·h·Σ(‖A_t‖²+‖b_t‖²)")
+    l1: float = key(0.0, "weight", "weight β of β·h·Σ(‖A_t‖₁+‖b_t‖₁)")
+    smooth: float = key(0.0, "weight", "weight α of (α/2h)·Σ‖θ_{t+1}-θ_t‖²")
+    running: float = key(0.0, "weight", "weight γ of γ·h·Σ_{t=1..L} mean ℓ(z(t))")
+    readout_l2: float = key(DEFAULTS.readout_l2, "weight", "weight κ of (κ/2)·(‖W‖²+‖c‖²); "
+                            "κ > 0 gives separable data a minimizer")
+    terminal: float = key(DEFAULTS.terminal, "weight", "weight w of the terminal loss "
+                          "w·(1/N)Σℓ(z(L)); 0 with running > 0 is a purely integral cost")
+    train_readout: bool = key(True, "switch", "whether the readout W, c is trained; off keeps "
+                              "it at its initial value (Esteve et al.'s fixed projection)")
+    lipschitz_bound: float | None = key(None, "bound", "constrain h·‖A_t‖₂ ≤ B; B < 1 makes "
+                                        "every residual layer invertible")
+    box_bound: float | None = key(None, "bound", "constrain |A_t|, |b_t| ≤ M entrywise")
 
     @property
     def h(self) -> float:
@@ -151,10 +192,14 @@ def _unflatten_formulation(aux: tuple, children: tuple) -> Formulation:
 jax.tree_util.register_pytree_node(Formulation, _flatten_formulation, _unflatten_formulation)
 
 
-FORMULATION_KEYS: tuple[str, ...] = (
-    "model", "activation", "width", "layers", "horizon", "loss", "l2", "l1", "smooth",
-    "running", "readout_l2", "train_readout", "lipschitz_bound", "box_bound", "terminal",
-)
+KEYS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Formulation)
+                                      if KEY_INFO in f.metadata}
+"""The formulation keys' fields, in declaration order."""
+
+FORMULATION_KEYS: tuple[str, ...] = tuple(KEYS)
+"""The options of a problem (the fields of :class:`Formulation` declared with :func:`key`):
+what :class:`~controldl.problem.Problem` takes, the command line's formulation flags and
+the ``problem`` of ``meta.json``."""
 
 
 def _default_loss(data: Dataset) -> str:
@@ -181,76 +226,62 @@ def _output_dim(data: Dataset, loss: str) -> int:
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
 
 
-def _nonnegative(name: str, value: Any) -> float:
+def _number(name: str, value: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return v
 
 
-def _weight_option(options: dict[str, Any], key: str) -> Any:
-    """The weight ``key`` given in ``options``, or its default (``None`` means default)."""
-    value = options.get(key)
-    return getattr(DEFAULTS, key, 0.0) if value is None else value
+def check_key(name: str, value: Any) -> Any:
+    """``value`` of the formulation key ``name`` checked against its declared kind
+    (:data:`KINDS`) and converted (a number to ``float``, an integer to ``int``)."""
+    info: KeyInfo = KEYS[name].metadata[KEY_INFO]
+    if info.kind == "choice":
+        if value not in info.choices:
+            raise ValueError(f"unknown {name} {value!r}; expected one of "
+                             f"{', '.join(info.choices)}")
+        return value
+    if info.kind == "count":
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        return int(value)
+    if info.kind == "switch":
+        return bool(value)
+    if value is None and info.kind == "bound":
+        return None
+    v = _number(name, value)
+    if v < 0 or (v == 0 and info.kind != "weight"):
+        raise ValueError(f"{name} must be a finite number {'>=' if info.kind == 'weight' else '>'}"
+                         f" 0, got {value!r}")
+    return v
 
 
 def make_formulation(data: Dataset, **options: Any) -> Formulation:
-    """Validate ``options`` (the keys of :data:`FORMULATION_KEYS`) against ``data``."""
+    """Validate ``options`` (the keys of :data:`FORMULATION_KEYS`; ``None`` or absent: the
+    declared default, or the data's for ``width`` and ``loss``) against ``data``."""
     unknown = set(options) - set(FORMULATION_KEYS)
     if unknown:
         raise ValueError(f"unknown problem option(s): {', '.join(sorted(unknown))}")
     n = data.n_features
-    width = options.get("width")
-    width = DEFAULTS.width(n) if width is None else width
-    if not isinstance(width, int | np.integer) or isinstance(width, bool) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
-    if width < n:
-        raise ValueError(f"width {width} is smaller than the input dimension {n}")
-    layers = options.get("layers")
-    layers = DEFAULTS.layers if layers is None else layers
-    if not isinstance(layers, int | np.integer) or isinstance(layers, bool) or layers < 1:
-        raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
-    horizon = options.get("horizon")
-    horizon = DEFAULTS.horizon if horizon is None else horizon
-    try:
-        horizon = float(horizon)
-    except (TypeError, ValueError):
-        raise ValueError(f"horizon must be a number, got {horizon!r}") from None
-    if not math.isfinite(horizon) or horizon <= 0:
-        raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
-    mdl = options.get("model", "resnet")
-    if mdl not in model.MODELS:
-        raise ValueError(f"unknown model {mdl!r}; expected one of {', '.join(model.MODELS)}")
-    act = options.get("activation", "tanh")
-    if act not in model.ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {act!r}; expected one of {', '.join(model.ACTIVATIONS)}"
-        )
-    loss = options.get("loss") or _default_loss(data)
-    if loss not in model.LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
-    m = _output_dim(data, loss)
-    weights = {k: _nonnegative(k, _weight_option(options, k)) for k in WEIGHT_KEYS}
-    if weights["terminal"] == 0 and weights["running"] == 0:
+    data_defaults = {"width": DEFAULTS.width(n), "loss": _default_loss(data)}
+    values = {}
+    for name, field in KEYS.items():
+        value = options.get(name)
+        if value is None or (name == "loss" and not value):
+            value = data_defaults[name] if name in data_defaults else field.default
+        values[name] = check_key(name, value)
+    if values["width"] < n:
+        raise ValueError(f"width {values['width']} is smaller than the input dimension {n}")
+    if values["terminal"] == 0 and values["running"] == 0:
         raise ValueError("terminal 0 and running 0 leave no loss in the cost; give a "
                          "running weight > 0 for a purely integral cost")
-    bounds = {}
-    for k in ("lipschitz_bound", "box_bound"):
-        v = options.get(k)
-        if v is not None:
-            v = _nonnegative(k, v)
-            if v == 0:
-                raise ValueError(f"{k} must be > 0, got {v}")
-        bounds[k] = v
     return Formulation(
-        n_inputs=n, n_outputs=m, task=data.task,
-        n_classes=data.n_classes if data.task == "classification" else None,
-        model=mdl, activation=act, width=int(width), layers=int(layers), horizon=horizon,
-        loss=loss, train_readout=bool(options.get("train_readout", True)), **weights, **bounds,
-    )
+        n_inputs=n, n_outputs=_output_dim(data, values["loss"]), task=data.task,
+        n_classes=data.n_classes if data.task == "classification" else None, **values)
 
 
 def encode_targets(form: Formulation, y: np.ndarray) -> np.ndarray:

@@ -30,11 +30,18 @@ from controldl.solvers.base import (
     signature,
     training_arrays,
 )
+from controldl.solvers.options import (
+    DTYPES,
+    batch_size_option,
+    check_options,
+    devices_option,
+    dtype_option,
+    option,
+)
 from controldl.status import Status
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
-DTYPES: dict[str, Any] = {"float64": jnp.float64, "float32": jnp.float32}
 
 
 def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
@@ -46,8 +53,10 @@ def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
         return optax.cosine_decay_schedule(lr, steps, alpha=0.01)
     if name == "exponential":
         return optax.exponential_decay(lr, transition_steps=steps, decay_rate=0.01)
-    if name == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(steps // 20, 1), steps, lr * 0.01)
+    if name == "warmup_cosine":  # the decay needs at least one step after the warmup
+        warmup = max(steps // 20, 1)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
+                                                  lr * 0.01)
     raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
 
 
@@ -216,64 +225,47 @@ def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class GradientDescent(Solver):
-    """Backpropagation with an optax optimizer.
+    """Backpropagation with an optax optimizer (options: the fields, declared with
+    :func:`controldl.solvers.options.option`)."""
 
-    Attributes:
-        optimizer: any optax optimizer by name (``adam``, ``sgd``, ``adamw``, ``lbfgs``…).
-        lr: learning rate (default: 0.1 for sgd, line search for lbfgs, 0.01 otherwise).
-        schedule: ``constant``, ``cosine``, ``exponential`` or ``warmup_cosine`` over
-            ``max_iter`` iterations.
-        batch_size: mini-batch size (``None``: full batch). With mini-batches the history
-            records the full cost once per epoch.
-        grad_tol: converged when the stationarity ``‖θ − Π(prox_l1(θ − ∇f))‖₂``
-            (:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` without l1 and
-            constraints) is at most ``grad_tol``; the common tolerance ``tol`` of
-            :func:`controldl.solve` stops it too. Full batch only.
-        return_best: return the iterate of lowest recorded cost (the cost of gradient
-            descent is not monotone), unless the run converged (then the iterate that met
-            the tolerance); ``False``: the last iterate. ``stats["returned"]``
-            says which, with ``best_iteration``/``best_cost`` and ``last_iteration``/
-            ``last_cost``.
-        dtype: ``float64`` (default) or ``float32``.
-        momentum: passed to optimizers that take it (sgd).
-        devices: shard the samples over this many devices (controls replicated); the
-            result equals the single-device one. ``None``: one device.
-        checkpoint_every: rematerialize the forward pass in blocks of this many layers
-            (memory O(N·(L/k + k)·d) instead of O(N·L·d), one extra forward pass).
-    """
-
-    optimizer: str = "adam"
-    lr: float | None = None
-    schedule: str = "constant"
-    batch_size: int | None = None
-    grad_tol: float = 1e-9
-    dtype: str = "float64"
-    momentum: float | None = None
-    devices: int | None = None
-    checkpoint_every: int | None = None
-    return_best: bool = True
+    optimizer: str = option("adam", "any optax optimizer by name (``adam``, ``sgd``, "
+                            "``adamw``, ``lbfgs``…).")
+    lr: float | None = option(None, "learning rate (default: 0.1 for sgd, line search for "
+                              "lbfgs, 0.01 otherwise); traced with the constant schedule, "
+                              "static with the others.", low=0, open_low=True, traced=True)
+    schedule: str = option("constant", "``constant``, ``cosine``, ``exponential`` or "
+                           "``warmup_cosine`` over ``max_iter`` iterations.", choices=SCHEDULES)
+    batch_size: int | None = batch_size_option()
+    grad_tol: float = option(1e-9, "converged when the stationarity "
+                             "``‖θ − Π(prox_l1(θ − ∇f))‖₂`` "
+                             "(:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` "
+                             "without l1 and constraints) is at most ``grad_tol``; the common "
+                             "tolerance ``tol`` of :func:`controldl.solve` stops it too. Full "
+                             "batch only.", low=0)
+    dtype: str = dtype_option()
+    momentum: float | None = option(None, "passed to optimizers that take it (sgd).",
+                                    traced=True)
+    devices: int | None = devices_option()
+    checkpoint_every: int | None = option(None, "rematerialize the forward pass in blocks of "
+                                          "this many layers (memory O(N·(L/k + k)·d) instead "
+                                          "of O(N·L·d), one extra forward pass).", low=1)
+    return_best: bool = option(True, "return the iterate of lowest recorded cost (the cost of "
+                               "gradient descent is not monotone), unless the run converged "
+                               "(then the iterate that met the tolerance); ``False``: the last "
+                               "iterate. ``stats[\"returned\"]`` says which, with "
+                               "``best_iteration``/``best_cost`` and "
+                               "``last_iteration``/``last_cost``.")
 
     name: ClassVar[str] = "gd"
     default_max_iter: ClassVar[int] = 5000
     tolerance_option: ClassVar[str | None] = "grad_tol"
     stop_on_growth: ClassVar[bool] = True
+    resumable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of "
-                             f"{', '.join(SCHEDULES)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_options(self)
         if self.batch_size is not None and self.optimizer == "lbfgs":
             raise ValueError("lbfgs needs the full batch: drop batch_size")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.devices is not None and self.devices < 1:
-            raise ValueError(f"devices must be >= 1, got {self.devices}")
-        if not self.grad_tol >= 0:
-            raise ValueError(f"grad_tol must be >= 0, got {self.grad_tol}")
         self.optimizer_transform(1)  # validate the optimizer name and options now
 
     def label(self) -> str:
@@ -301,6 +293,21 @@ class GradientDescent(Solver):
         extra = {} if self.momentum is None else {"momentum": self.momentum}
         return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
 
+    def _start(self, params: Params, key: Any, steps: int, mesh: Any, monitor: Monitor
+               ) -> _State:
+        """The loop's first state: fresh at ``params``, or the resumed checkpoint's
+        (placed as the fresh one)."""
+        opt_state = parallel.replicate(mesh, _compiled_init(self, steps, params))
+        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
+        if monitor.resumed is None:
+            return start
+        saved = parallel.replicate(mesh, jax.tree.map(
+            jnp.asarray, monitor.resumed.restore(start), is_leaf=_is_array))
+        best = saved.best._replace(cost=float(saved.best.cost),
+                                   iteration=int(saved.best.iteration))
+        return saved._replace(iteration=int(saved.iteration), work=float(saved.work),
+                              best=best, schedule_steps=int(saved.schedule_steps))
+
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
         dtype = DTYPES[self.dtype]
@@ -310,17 +317,18 @@ class GradientDescent(Solver):
         key = (np.zeros(2, np.uint32) if self.batch_size is None
                else jax.random.PRNGKey(0))
         params, key = parallel.replicate(mesh, (params, key))
-        max_iter = monitor.stopping.max_iter
-        steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
+        # a schedule spans the first run's max_iter, also after a resume
+        steps = monitor.stopping.max_iter if self.schedule != "constant" else 0
         with monitor.compiling():
+            start = self._start(params, key, steps, mesh, monitor)
+            steps = start.schedule_steps
             step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
             full_cost = (None if self.batch_size is None  # the step's own J serves
                          else _compiled_full_cost(form, (params, X0, Y, y)))
-            opt_state = parallel.replicate(mesh, _compiled_init(self, steps, params))
         loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
                      self.grad_tol, None if self.batch_size is None
                      else max(problem.data.n_train // self.batch_size, 1))
-        run = loop.run(params, opt_state, key)
+        run = loop.run(start)
         best, last = run.best, run.last
         # A converged run returns the iterate that met the tolerance (the best one may
         # differ from it in round-off and miss the tolerance).
@@ -340,6 +348,26 @@ class _Iterate(NamedTuple):
     params: Params
     cost: float
     iteration: int
+
+
+class _State(NamedTuple):
+    """The loop's state before iteration ``iteration``: the iterate, the optimizer's state
+    (optax pytree: Adam's moments and count, L-BFGS's memory…), the mini-batch key, the
+    work done, the best recorded iterate so far (cost ``inf`` before any) and the length
+    of the learning-rate schedule (0: constant). What a checkpoint of gradient descent
+    holds."""
+
+    iteration: int
+    params: Params
+    opt_state: Any
+    key: Any
+    work: float
+    best: _Iterate
+    schedule_steps: int
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
 
 
 class _Outcome(NamedTuple):
@@ -367,11 +395,14 @@ class _Loop:
     grad_tol: float
     epoch: int | None
 
-    def run(self, params: Params, opt_state: Any, key: Any) -> _Outcome:
+    def run(self, start: _State) -> _Outcome:
         max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
-        best = last = None
-        done, residual, status, k = 0.0, math.nan, Status.MAX_ITER, 0
-        for k in range(max_iter + 1):
+        params, opt_state, key, done, best = start[1:6]
+        last, residual, status, k = None, math.nan, Status.MAX_ITER, start.iteration
+        for k in range(start.iteration, max_iter + 1):
+            monitor.snapshot(k, start._replace(iteration=k, params=params,
+                                               opt_state=opt_state, key=key, work=done,
+                                               best=best))
             new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
             J, acc, residual, work = (float(v) for v in np.asarray(out))
             stop = None
@@ -385,7 +416,7 @@ class _Loop:
                 stop = monitor.record(k, J, acc if self.classify else None, work=done)
             if monitor.history and monitor.history[-1]["iteration"] == k:
                 last = _Iterate(params, J, k)
-                if best is None or J < best.cost or not math.isfinite(best.cost):
+                if J < best.cost or not math.isfinite(best.cost):
                     best = last
             if stop or k == max_iter:
                 status = stop or status

@@ -24,10 +24,29 @@ from controldl.solvers.direct.transcription import (
     Transcription,
     build_transcription,
 )
+from controldl.solvers.options import check_options, option
 from controldl.status import Status
 
 _NLPSOL_OUT = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())]
 F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
+LAM_X_INDEX, LAM_G_INDEX = (_NLPSOL_OUT.index(k) for k in ("lam_x", "lam_g"))
+
+
+class IpoptState(NamedTuple):
+    """IPOPT's iterate as its iteration callback sees it: the NLP's variables ``x`` (n,)
+    and the multipliers of the bounds ``lam_x`` (n,) and of the constraints ``lam_g``
+    (n_g,). What a checkpoint of the direct method holds; a resume warm-starts IPOPT from
+    it (``warm_start_init_point``), which is not bit-equal to an uninterrupted run: the
+    barrier parameter and IPOPT's internal state (filter, quasi-Newton memory) restart."""
+
+    x: np.ndarray
+    lam_x: np.ndarray
+    lam_g: np.ndarray
+
+    @classmethod
+    def of(cls, arg: Any) -> IpoptState:
+        return cls(*(np.array(arg[i], np.float64).ravel()
+                     for i in (X_INDEX, LAM_X_INDEX, LAM_G_INDEX)))
 
 EXPAND_AUTO_MAX_WORK = 100_000
 """``expand="auto"`` expands the MX graph to SX while ``N·L·(d² + d)`` is at most this."""
@@ -48,13 +67,15 @@ class _Recorder:
     """IPOPT's per-iteration hook: records the cost in the monitor (for multiple shooting,
     the cost of the iterate's controls, simulated) and keeps the monitor's stop reason."""
 
-    def __init__(self, tr: Transcription, monitor: Monitor, controls_cost: Any) -> None:
+    def __init__(self, tr: Transcription, monitor: Monitor, controls_cost: Any,
+                 first: int = 0) -> None:
         self.tr, self.monitor, self.controls_cost = tr, monitor, controls_cost
-        self.k = 0
+        self.first, self.k = first, 0  # ``first``: the iteration a resumed run starts at
         self.stop: str | None = None
 
     def __call__(self, arg: Any) -> bool:
-        k, self.k = self.k, self.k + 1
+        k, self.k = self.first + self.k, self.k + 1
+        self.monitor.snapshot(k, IpoptState.of(arg))
         if self.controls_cost is None:  # single shooting: the objective is J(θ, W, c)
             stop = self.monitor.record(k, float(arg[F_INDEX]))
         else:
@@ -117,66 +138,55 @@ class CasadiDirect(Solver):
     ``n_exact_zeros``; IPOPT's evaluation counts and times (``n_call_*``, ``t_wall_*``);
     ``hint`` when the run did not converge.
 
-    Attributes:
-        transcription: ``single`` (states eliminated) or ``multiple`` (states as variables,
-            the dynamics as equality constraints; reports costate_multiplier_gap).
-        hessian: ``auto`` (single shooting: exact when small or constrained, else L-BFGS;
-            multiple shooting: exact), ``exact``, ``gauss-newton`` or ``limited-memory``
-            (IPOPT's L-BFGS).
-        tol: IPOPT's convergence tolerance on the scaled KKT error (max-norm).
-        ipopt_options: extra IPOPT options, applied last: ``(name, value)`` pairs in
-            Python, ``--ipopt-options NAME=VALUE`` (repeatable) on the command line.
-        expand: expand the MX graph to SX before IPOPT (faster evaluations, slower build):
-            ``true``, ``false`` or ``auto`` (when ``N·L·(d²+d) ≤ 1e5``, and never for the
-            single-shooting exact Hessian, which has its own per-sample SX Hessian).
-        codegen: generate C code for the NLP's functions and compile it with the system's
-            C compiler (CasADi's jit) instead of evaluating them in CasADi's virtual
-            machine: a longer build, cheaper evaluations.
-        print_level: IPOPT's output level, 0 (silent) to 12.
-        lipschitz_form: ``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with extra variables)
-            or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, sufficient, conservative).
-        ipopt_warm_start: ``auto`` (a start with nonzero biases is warm), ``yes`` or
-            ``no``: warm starts use a small initial barrier parameter and small bound
-            pushes.
-        threads: evaluate the samples on this many threads (``map(N, "thread", k)``);
-            1 evaluates them serially.
-        linear_solver: IPOPT's linear solver (``mumps``; ``ma27``… when HSL is installed).
+    Options: the fields, declared with :func:`controldl.solvers.options.option`.
     """
 
-    transcription: str = "single"
-    hessian: str = "auto"
-    tol: float = 1e-8
-    ipopt_options: tuple[tuple[str, str], ...] = ()
-    expand: bool | str = "auto"
-    codegen: bool = False
-    print_level: int = 0
-    lipschitz_form: str = "spectral"
-    ipopt_warm_start: str = "auto"
-    threads: int = 1
-    linear_solver: str = "mumps"
+    transcription: str = option("single", "``single`` (states eliminated) or ``multiple`` "
+                                "(states as variables, the dynamics as equality constraints; "
+                                "reports costate_multiplier_gap).", choices=TRANSCRIPTIONS)
+    hessian: str = option("auto", "``auto`` (single shooting: exact when small or constrained, "
+                          "else L-BFGS; multiple shooting: exact), ``exact``, ``gauss-newton`` "
+                          "or ``limited-memory`` (IPOPT's L-BFGS).", choices=opt.HESSIANS)
+    tol: float = option(1e-8, "IPOPT's convergence tolerance on the scaled KKT error "
+                        "(max-norm).", low=0, open_low=True)
+    ipopt_options: tuple[tuple[str, str], ...] = option(
+        (), "extra IPOPT options, applied last: ``(name, value)`` pairs in Python, "
+        "``--ipopt-options NAME=VALUE`` (repeatable) on the command line.")
+    expand: bool | str = option("auto", "expand the MX graph to SX before IPOPT (faster "
+                                "evaluations, slower build): ``true``, ``false`` or ``auto`` "
+                                "(when ``N·L·(d²+d) ≤ 1e5``, and never for the single-shooting "
+                                "exact Hessian, which has its own per-sample SX Hessian).")
+    codegen: bool = option(False, "generate C code for the NLP's functions and compile it with "
+                           "the system's C compiler (CasADi's jit) instead of evaluating them "
+                           "in CasADi's virtual machine: a longer build, cheaper evaluations.")
+    print_level: int = option(0, "IPOPT's output level, 0 (silent) to 12.", low=0, high=12)
+    lipschitz_form: str = option("spectral", "``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with "
+                                 "extra variables) or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, "
+                                 "sufficient, conservative).", choices=LIPSCHITZ_FORMS)
+    ipopt_warm_start: str = option("auto", "``auto`` (a start with nonzero biases is warm), "
+                                   "``yes`` or ``no``: warm starts use a small initial barrier "
+                                   "parameter and small bound pushes.",
+                                   choices=opt.WARM_START_MODES)
+    threads: int = option(1, "evaluate the samples on this many threads "
+                          "(``map(N, \"thread\", k)``); 1 evaluates them serially.", low=1)
+    linear_solver: str = option("mumps", "IPOPT's linear solver (``mumps``; ``ma27``… when HSL "
+                                "is installed).")
 
     name: ClassVar[str] = "casadi"
     default_max_iter: ClassVar[int] = 1000
+    resumable: ClassVar[bool] = True  # a warm start from IpoptState, not bit-equal
 
     def __post_init__(self) -> None:
-        normalized = {
-            "transcription": opt.one_of("transcription", self.transcription, TRANSCRIPTIONS),
+        normalized = {  # the accepted spellings, normalized before the generated checks
             "hessian": opt.hessian(self.hessian),
-            "tol": opt.tolerance(self.tol),
             "ipopt_options": ipopt.normalize_ipopt_options(self.ipopt_options),
             "expand": opt.flag("expand", self.expand, allow_auto=True),
             "codegen": opt.flag("codegen", self.codegen),
-            "print_level": opt.integer("print_level", self.print_level, 0, 12),
-            "lipschitz_form": opt.one_of("lipschitz_form", self.lipschitz_form,
-                                         LIPSCHITZ_FORMS),
             "ipopt_warm_start": opt.warm_start_mode(self.ipopt_warm_start),
-            "threads": opt.integer("threads", self.threads, 1),
         }
-        if not isinstance(self.linear_solver, str) or not self.linear_solver:
-            raise ValueError(f"linear_solver must be a name such as 'mumps', got "
-                             f"{self.linear_solver!r}")
         for key, value in normalized.items():
             object.__setattr__(self, key, value)
+        check_options(self)
 
     def label(self) -> str:
         return f"casadi/{self.transcription}/{self.hessian}"
@@ -259,12 +269,16 @@ class CasadiDirect(Solver):
             else None
         t0 = time.perf_counter()
         tr = self.build(problem, params, hessian)
-        recorder = _Recorder(tr, monitor, controls_cost)
+        first = 0 if monitor.resumed is None else monitor.resumed.iteration
+        recorder = _Recorder(tr, monitor, controls_cost, first)
         remaining = None
         if monitor.stopping.max_time is not None:
             remaining = monitor.stopping.max_time - monitor.elapsed()
+        extra = self.ipopt_options
+        if monitor.resumed is not None:  # IPOPT starts from the saved primal-dual point
+            warm, extra = True, (("warm_start_init_point", "yes"), *extra)
         run = ipopt.IpoptRun(self.tol, self.print_level, self.linear_solver, hessian,
-                             monitor.stopping.max_iter, remaining, warm, self.ipopt_options)
+                             monitor.stopping.max_iter - first, remaining, warm, extra)
         hook = IterationCallback(tr.layout.n, tr.g.shape[0], tr.p.shape[0], recorder)
         try:
             nlpsol = ca.nlpsol("controldl_casadi", "ipopt",
@@ -283,9 +297,14 @@ class CasadiDirect(Solver):
         if monitor.stopping.max_time is not None and monitor.out_of_time():
             return RunResult(params, Status.MAX_TIME, 0, {"build_time_s": s.build_s})
         tr = s.tr
+        start = {"x0": tr.w0}
+        if monitor.resumed is not None:
+            saved = monitor.resumed.restore(IpoptState(
+                tr.w0, np.zeros_like(tr.w0), np.zeros(tr.g.shape[0])))
+            start = {"x0": saved.x, "lam_x0": saved.lam_x, "lam_g0": saved.lam_g}
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            sol = s.nlpsol(x0=tr.w0, p=tr.p0, lbx=tr.lbw, ubx=tr.ubw, lbg=tr.lbg, ubg=tr.ubg)
+            sol = s.nlpsol(**start, p=tr.p0, lbx=tr.lbw, ubx=tr.ubw, lbg=tr.lbg, ubg=tr.ubg)
         except RuntimeError as exc:
             raise ValueError(f"IPOPT failed: {str(exc).splitlines()[-1]}") from None
         timing = {"solve_time_s": time.perf_counter() - t0,
@@ -310,9 +329,9 @@ class CasadiDirect(Solver):
             status = Status.CONSTRAINT_VIOLATED
         elif not raw.violated:
             out = certificates.clean_round_off(form, out)
-        iterations = int(st.get("iter_count", s.recorder.k))
+        iterations = s.recorder.first + int(st.get("iter_count", s.recorder.k))
         work = ipopt.work_of(st, tr.layout.states)
-        _record_work(monitor.history, work.total, iterations)
+        _record_work(monitor.history, work.total, iterations, s.recorder.first)
         stats = {
             "ipopt_status": ret, **_ipopt_stats(st, sol), **timing,
             "build_time_s": s.build_s,
@@ -352,8 +371,14 @@ def _ipopt_stats(st: dict[str, Any], sol: dict[str, Any]) -> dict[str, Any]:
             "nlp_objective": float(sol["f"])}
 
 
-def _record_work(history: list[dict[str, Any]], total: float, iterations: int) -> None:
+def _record_work(history: list[dict[str, Any]], total: float, iterations: int,
+                 first: int = 0) -> None:
     """``work`` of each history entry: IPOPT's counts are known only at the end, so the
-    run's total is spread evenly over its iterations (entry k: ``total·k/K``)."""
+    run's total is spread evenly over its iterations (entry k: ``w₀ + total·(k−k₀)/(K−k₀)``
+    for a run resumed at ``k₀`` whose earlier entries end at work ``w₀``; 0 and 0 for a
+    fresh one)."""
+    before = [e.get("work") or 0.0 for e in history if e["iteration"] < first]
+    base, n = (before[-1] if before else 0.0), max(iterations - first, 1)
     for entry in history:
-        entry["work"] = total * min(entry["iteration"], iterations) / max(iterations, 1)
+        if entry["iteration"] >= first:
+            entry["work"] = base + total * (min(entry["iteration"], iterations) - first) / n

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,8 +37,9 @@ import numpy as np
 
 import controldl
 from controldl.data import Dataset
+from controldl.io import jsonable, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
-from controldl.solution import Solution, jsonable, load
+from controldl.solution import Solution, load
 from controldl.solvers.base import Solver, solve
 from controldl.status import Status
 from controldl.studies.turnpike import fits, grid, starts
@@ -138,8 +138,8 @@ def solve_to_tolerance(problem: Problem, start: Params | None, solver: Solver,
         s = controldl.stationarity(problem, final.params)
         stages.append(_stage(final, s))
     status = Status.CONVERGED if s <= options.tol else Status(final.status)
-    if status is Status.CONVERGED and final.status not in ("converged", "max_iter",
-                                                          "stalled", "target_reached"):
+    if status is Status.CONVERGED and final.status not in (
+            Status.CONVERGED, Status.MAX_ITER, Status.STALLED, Status.TARGET_REACHED):
         status = Status(final.status)
     offset = first.wall_time_s if final is not first else 0.0
     history = first.history + ([{**e, "time_s": e["time_s"] + offset} for e in final.history]
@@ -200,7 +200,7 @@ def _entry(T: float, problem: Problem, solution: Solution, start: dict[str, Any]
         "directory": grid.horizon_dirname(T), "source": source,
         "status": str(solution.status), "solver_status": str(solution.status),
         "stationarity": s, "tolerance": stats.get("tolerance"),
-        "converged": solution.status == "converged", "stages": stats.get("stages"),
+        "converged": solution.status == Status.CONVERGED, "stages": stats.get("stages"),
         "start": start, "iterations": solution.iterations,
         "wall_time_s": solution.wall_time_s, "compile_time_s": solution.compile_time_s,
         "run_time_s": solution.wall_time_s - solution.compile_time_s, "cost": solution.cost,
@@ -437,12 +437,12 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
                 f"{entry['compile_time_s']:.1f} s); sweep "
                 f"{time.perf_counter() - t0:.1f} s")
         if out_dir is not None:
-            _write_json_atomic(out_dir / REPORT_NAME, _report(config, entries, solutions,
+            write_json(out_dir / REPORT_NAME, _report(config, entries, solutions,
                                                               problem, options, t0, len(hz),
                                                               final=False))
     report = _report(config, entries, solutions, problem, options, t0, len(hz), final=True)
     if out_dir is not None:
-        _write_json_atomic(out_dir / REPORT_NAME, report)
+        write_json(out_dir / REPORT_NAME, report, indent=1)
     return TurnpikeResult(jsonable(report), solutions, solved, loaded, out_dir)
 
 
@@ -468,18 +468,6 @@ def _old_entries(out_dir: Path | None) -> dict[str, Any]:
         return {e["directory"]: e for e in old.get("horizons", [])}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(obj), f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _same_problem(saved: Problem, expected: Problem) -> str | None:
