@@ -122,6 +122,10 @@ EXECUTABLES = "controldl-executables"
 saves itself (:func:`compile_or_load`)."""
 
 
+JAX_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+"""The event JAX records when its persistent cache returns a compiled program."""
+
+
 def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
                     compiler_options: dict[str, Any] | None = None) -> Any:
     """``jax.jit(fn).lower(*args).compile(compiler_options)``, or that executable as saved
@@ -135,7 +139,9 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     shapes, dtypes and placements of ``args``) and of :func:`code_fingerprint` (controldl's
     source, the library versions, the devices and JAX's settings), so that a later process
     loads them without tracing. Without the persistent cache this is a plain compile. A
-    file that cannot be read is compiled again and replaced.
+    file that cannot be read is compiled again and replaced. Only an executable that XLA
+    compiled here is saved: one that JAX's cache returned (deserialized) serializes without
+    its compiled functions, and loading that would fail when it runs.
     """
     import jax
 
@@ -151,8 +157,19 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     loaded = _load_executable(path)
     if loaded is not None:
         return loaded
-    compiled = build()
-    _save_executable(path, compiled)
+    hits: list[str] = []
+
+    def listen(event: str, **_: Any) -> None:
+        if event == JAX_CACHE_HIT:
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        compiled = build()
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+    if not hits:  # an executable JAX's cache returned does not serialize whole again
+        _save_executable(path, compiled)
     return compiled
 
 

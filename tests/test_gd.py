@@ -283,3 +283,19 @@ def test_a_saved_program_of_other_code_or_a_corrupt_file_is_not_loaded(persisten
     path.write_bytes(b"not an executable")
     assert compilation._load_executable(path) is None
     np.testing.assert_array_equal(compiled(x), np.sin(np.arange(3.0)) * 2.0)
+
+
+def test_an_executable_from_jax_s_cache_is_not_saved_again(persistent_cache, monkeypatch):
+    """An executable JAX's persistent cache returned re-serializes without its compiled
+    functions (it fails when it runs once loaded), so only a real compile is saved."""
+    from controldl import compilation
+
+    fn = lambda x: jnp.cos(x) + 1.0  # noqa: E731
+    x = jnp.arange(4.0)
+    with monkeypatch.context() as m:  # a process that only fills JAX's cache
+        m.setattr(compilation, "_save_executable", lambda path, compiled: None)
+        compilation.compile_or_load(fn, (x,), ("k2",))
+    base.clear_compile_caches()
+    again = compilation.compile_or_load(fn, (x,), ("k2",))  # from JAX's cache
+    assert not persistent_cache.exists() or not list(persistent_cache.iterdir())
+    np.testing.assert_allclose(again(x), np.cos(np.arange(4.0)) + 1.0)
