@@ -108,9 +108,8 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
 
     def iteration(form, params, opt_state, X0, Y, y, key):
         key, sub = jax.random.split(key)
-        if batch is not None:
-            idx = jax.random.choice(sub, X0.shape[0], (batch,), replace=False)
-            X0, Y, y = X0[idx], Y[idx], y[idx]
+        if batch is not None:  # sharded like the full data (traced under on_mesh)
+            X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
         f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
@@ -137,7 +136,8 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         opt_state = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
             if hasattr(s, "shape") else s, opt_state)
-    return jax.jit(iteration).lower(form, params, opt_state, X0, Y, y, key).compile()
+    with parallel.on_mesh(parallel.mesh_of(X0)):
+        return jax.jit(iteration).lower(form, params, opt_state, X0, Y, y, key).compile()
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params
 from controldl.solvers.base import COMPILED, signature
@@ -128,9 +129,8 @@ def _accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
               y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
     """One MSA (``config.extended`` false) or E-MSA iteration from ``params``."""
-    if config.batch_size is not None:
-        idx = jax.random.choice(key, X0.shape[0], (config.batch_size,), replace=False)
-        X0, Y, y = X0[idx], Y[idx], y[idx]
+    if config.batch_size is not None:  # sharded like the full data (under on_mesh)
+        X0, Y, y = parallel.draw_batch(key, config.batch_size, X0, Y, y)
     xs = P.trajectory(form, params, X0)
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
@@ -154,8 +154,12 @@ def compiled_iteration(form: P.Formulation, config: Config, args: tuple) -> Any:
     cached on the formulation's structure, ``config`` and the shapes, dtypes and
     placements of the arguments (the formulation's numbers and the knobs are traced)."""
     fn = functools.partial(iteration, config=config)
-    return COMPILED.get(("pmp-iteration", form.static_key(), config, signature(args)),
-                        lambda: jax.jit(fn).lower(form, *args).compile())
+
+    def build() -> Any:
+        with parallel.on_mesh(parallel.mesh_of(args[2])):
+            return jax.jit(fn).lower(form, *args).compile()
+
+    return COMPILED.get(("pmp-iteration", form.static_key(), config, signature(args)), build)
 
 
 def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Array
