@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_process()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes
     try:
         return int(args.run(args) or 0)
     except (CLIError, ValueError) as exc:
