@@ -196,3 +196,44 @@ def test_minibatches_on_four_devices_equal_one_device_batch_by_batch():
     assert r["shards"] == [16, 16, 16, 16] and r["plain"] == [64] * 4 and r["same_rows"]
     assert "66 samples per batch cannot be split evenly over 4 devices" in r["error"]
 
+
+
+@pytest.mark.parametrize("name", ["emsa", "msa"])
+def test_bounded_memory_pontryagin_iterates_equal_the_stored_ones(name):
+    """checkpoint_every = 3 at L = 7 (a padded first block), with a running cost (the
+    readout's objective recomputes the states) and smoothness (neighbour coupling): the
+    same iterates, costs and stationarity as the stored iteration, iteration by
+    iteration."""
+    p = cdl.Problem(cdl.data.ring(60, seed=0), width=3, layers=7, horizon=2.0, l2=1e-3,
+                    running=0.2, smooth=0.01)
+    make = cdl.EMSA if name == "emsa" else lambda **kw: cdl.MSA(mu=1.0, **kw)
+    stored = cdl.solve(p, make(inner_steps=4), max_iter=3)
+    bounded = cdl.solve(p, make(inner_steps=4, checkpoint_every=3), max_iter=3)
+    assert bounded.iterations == stored.iterations == 3
+    for a, b in zip(stored.params, bounded.params, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    for key in ("cost", "stationarity", "hamiltonian_gap"):
+        np.testing.assert_allclose([h[key] for h in bounded.history],
+                                   [h[key] for h in stored.history], rtol=1e-10, atol=1e-13)
+    assert stored.history[-1]["cost"] < stored.history[0]["cost"]
+
+
+def test_bounded_memory_iteration_needs_a_fraction_of_the_stored_temporaries():
+    """XLA's own buffer accounting of the compiled E-MSA iteration (N = 2000, L = 64):
+    the checkpointed sweep (k = 8) needs under a tenth of the stored version's temporary
+    memory (which holds all 2·N·(L+1)·d states and costates and more)."""
+    from controldl.solvers.pmp.checkpointed import default_every
+    from controldl.solvers.pmp.iteration import Config, compiled_iteration
+
+    p = cdl.Problem(cdl.data.ring(2000, seed=0), width=3, layers=64, horizon=4.0, l2=1e-3)
+    solver = cdl.EMSA(inner_steps=2)
+    layer, readout = solver.inner_solvers(p)
+    args = (cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
+            p.initial_states(), p.targets(), jax.numpy.asarray(p.data.y_train),
+            jax.numpy.zeros((2,), jax.numpy.uint32))
+    temp = {k: compiled_iteration(p.formulation, Config(True, layer, readout, 2, None, k),
+                                  args).memory_analysis().temp_size_in_bytes
+            for k in (None, default_every(64))}
+    assert default_every(64) == 8 and default_every(65) == 9 and default_every(1) == 1
+    assert temp[None] >= 2 * 2000 * 65 * 3 * 8
+    assert temp[8] < temp[None] / 10, temp

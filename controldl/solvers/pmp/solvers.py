@@ -84,6 +84,10 @@ class PontryaginSolver(Solver):
         dtype: float64 (default) or float32.
         devices: shard the samples over this many devices (controls replicated); the
             result equals the single-device one. None: one device.
+        checkpoint_every: bounded memory: keep the states only every this many layers
+            and maximize each layer inside a backward sweep that recomputes them
+            (controldl.solvers.pmp.checkpointed; O(N·d·(L/k + k)) instead of
+            O(N·d·L), k ≈ √L best; the same iterates). None: store all states.
     """
 
     inner: Any = "auto"
@@ -94,6 +98,7 @@ class PontryaginSolver(Solver):
     batch_seed: int = 0
     dtype: str = "float64"
     devices: int | None = None
+    checkpoint_every: int | None = None
 
     extended: ClassVar[bool] = False
     default_max_iter: ClassVar[int] = 500
@@ -108,6 +113,7 @@ class PontryaginSolver(Solver):
         check_integer(self, "batch_size", 1, allow_none=True)
         check_integer(self, "batch_seed", 0)
         check_integer(self, "devices", 1, allow_none=True)
+        check_integer(self, "checkpoint_every", 1, allow_none=True)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
 
@@ -170,7 +176,7 @@ class OuterLoop:
         knobs = parallel.replicate(mesh, solver.knobs(dtype))
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
-                        solver.batch_size)
+                        solver.batch_size, solver.checkpoint_every)
         key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
         with monitor.compiling():
             step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, key))
