@@ -51,7 +51,8 @@ def measure(name: str, n: int, layers: int, width: int, dtype: str, iters: int,
                           horizon=layers / 4, l2=1e-3)
     sol = cdl.solve(problem, make(name, dtype), max_iter=iters, max_time=max_time)
     times = [e["time_s"] for e in sol.history]
-    steps = sorted(b - a for a, b in zip(times[:-1], times[1:]))[1:] or [math.nan]
+    diffs = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
+    steps = sorted(diffs[1:] or diffs) or [math.nan]
     per_it = steps[len(steps) // 2]
     flops = (6 * width**2 + 8 * width) * n * layers / per_it
     words = 4 * n * layers * width * (8 if dtype == "float64" else 4)
