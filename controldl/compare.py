@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from controldl import solvers
+from controldl.io import atomic_directory, write_json
 from controldl.problem import Problem
-from controldl.solution import Solution, atomic_directory, jsonable
+from controldl.solution import Solution
 from controldl.solvers.base import COMMON_TOL, clear_compile_caches
 from controldl.solvers.options import Spec, parse_spec, solver_name
 
@@ -351,7 +351,7 @@ def write_report(comparison: Comparison, out: str | Path, figures: bool = True) 
                    "rows": [r.asdict() for r in rows],
                    "ranking": {k: comparison.ranking(k)
                                for k in ("time_to_target_s", "time_to_tol_s")}}
-        (tmp / "results.json").write_text(json.dumps(jsonable(results), indent=2))
+        write_json(tmp / "results.json", results)
         table = table_markdown(comparison)
         (tmp / "table.md").write_text(table + "\n")
         figs = _figures(comparison, tmp) if figures else []

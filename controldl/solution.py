@@ -1,7 +1,8 @@
 """The result of a solve, and its directory format (``arrays.npz`` + ``meta.json``).
 
 The format is a public contract (DESIGN.md); other tools read it. Writes are atomic: the
-directory is assembled under a temporary name beside the target and renamed into place.
+directory is assembled under a temporary name beside the target and renamed into place
+(:func:`controldl.io.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 import math
 import os
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from controldl import problem as P
 from controldl.data import Dataset
+from controldl.io import atomic_directory, jsonable, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
 from controldl.status import Status
 
@@ -257,54 +257,9 @@ class Solution:
 
         def write(tmp: Path) -> None:
             np.savez(tmp / "arrays.npz", **arrays)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, allow_nan=False))
+            write_json(tmp / "meta.json", meta)
 
         return atomic_directory(directory, write)
-
-
-def atomic_directory(directory: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp)`` on a fresh temporary directory beside ``directory``, then rename
-    it to ``directory`` (replacing an existing one). On any error nothing is left behind."""
-    target = Path(directory).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            old.rmdir()
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def jsonable(x: Any) -> Any:
-    """Convert NumPy/JAX scalars and arrays to JSON; non-finite floats become ``None``
-    (other objects, paths included, become their ``str``)."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [jsonable(v) for v in x]
-    if isinstance(x, bool | np.bool_):
-        return bool(x)
-    if isinstance(x, int | np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    if hasattr(x, "shape") and hasattr(x, "tolist"):
-        return jsonable(np.asarray(x).tolist())
-    if x is None or isinstance(x, str):
-        return x
-    return str(x)
-
-
-_jsonable = jsonable  # the earlier private name, kept for callers
 
 
 def load(directory: str | os.PathLike) -> Solution:

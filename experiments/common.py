@@ -14,7 +14,6 @@ constants and Jacobians are computed through :mod:`controldl.problem` and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -36,7 +35,7 @@ import numpy as np  # noqa: E402
 import controldl as cdl  # noqa: E402
 from controldl import plotting  # noqa: E402
 from controldl import problem as P  # noqa: E402
-from controldl.solution import jsonable as solution_jsonable  # noqa: E402
+from controldl.io import write_json  # noqa: E402
 
 DEFAULT_JAX_CACHE = Path(os.environ.get("CONTROLDL_JAX_CACHE",
                                         Path.home() / ".cache" / "controldl" / "jax"))
@@ -126,11 +125,7 @@ class Run:
                 "elapsed_s": self.elapsed(), "cpu_time_s": self.cpu_time(),
                 "jax_persistent_cache": self.jax_cache,
                 "versions": cdl.solution.versions(), "figures": self.figures, **results}
-        path = self.path(name)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(jsonable(body), indent=1, allow_nan=False))
-        os.replace(tmp, path)
-        return path
+        return write_json(self.path(name), body, indent=1)
 
     def write_markdown(self, text: str, name: str = "summary.md") -> Path:
         path = self.path(name)
@@ -178,11 +173,6 @@ def main_wrapper(name: str, doc: str | None, body: Callable[[Run], None],
 
 
 # --------------------------------------------------------------------------- JSON, markdown
-
-
-def jsonable(x: Any) -> Any:
-    """NumPy/JAX scalars and arrays → JSON types; NaN and infinities → ``None``."""
-    return solution_jsonable(x)
 
 
 def fmt(v: Any, spec: str = ".4g") -> str:

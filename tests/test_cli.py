@@ -163,6 +163,26 @@ def test_help_explains_the_flags(capsys):
         assert flag in text
 
 
+def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
+    """The formulation flags are generated from the keys' declaration: each key, set to a
+    value that is not its default, arrives in the problem's formulation."""
+    from controldl.cli import build_parser
+    from controldl.cli.common import FLAG_OF_KEY, problem_from_args
+    from controldl.problem import FORMULATION_KEYS
+
+    values = {"model": "mlp", "activation": "relu", "width": 4, "layers": 3, "horizon": 2.0,
+              "loss": "sigmoid_mse", "l2": 0.5, "l1": 0.25, "smooth": 0.125,
+              "running": 0.0625, "readout_l2": 0.03125, "terminal": 2.0,
+              "train_readout": False, "lipschitz_bound": 0.5, "box_bound": 3.0}
+    assert set(values) == set(FORMULATION_KEYS)  # a new key gets a value here
+    argv = ["train", "--n-samples", "20"]
+    for k, v in values.items():
+        flag = FLAG_OF_KEY.get(k, "--" + k.replace("_", "-"))
+        argv += [flag] if isinstance(v, bool) else [flag, str(v)]
+    form = problem_from_args(build_parser().parse_args(argv)).formulation
+    assert {k: getattr(form, k) for k in FORMULATION_KEYS} == values
+
+
 def _data_file(tmp_path, case):
     """A bad data file for ``case``."""
     X = np.random.default_rng(0).normal(size=(20, 2))

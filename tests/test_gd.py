@@ -115,7 +115,7 @@ def test_warm_start_continues_from_a_solution(small_problem, tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(optimizer="nosuchopt"), "unknown optax optimizer"),
-    (dict(lr=-1.0), "learning rate"),
+    (dict(lr=-1.0), "lr must be > 0"),
     (dict(schedule="triangle"), "schedule"),
     (dict(optimizer="lbfgs", batch_size=10), "full batch"),
     (dict(dtype="float16"), "dtype"),

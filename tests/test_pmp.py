@@ -218,7 +218,7 @@ def test_bad_options_raise(options, message):
         EMSA(**options)
 
 
-def test_cli_flags_come_from_the_attributes_sections():
+def test_cli_flags_come_from_the_option_declarations():
     from controldl.cli.common import solver_fields
 
     fields = solver_fields()

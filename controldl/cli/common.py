@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import math
 import re
 import sys
@@ -15,10 +14,11 @@ from typing import Any
 
 from controldl import data as D
 from controldl import solvers
-from controldl.problem import DEFAULTS, READOUT_L2_ZERO_NOTE, Problem
+from controldl.problem import DEFAULTS, FORMULATION_KEYS, READOUT_L2_ZERO_NOTE, Problem
+from controldl.problem.formulation import KEY_INFO, KEYS
 from controldl.solvers.base import COMMON_TOL
+from controldl.solvers.options import OptionInfo, solver_options
 from controldl.solvers.options import parse_bool as options_parse_bool
-from controldl.solvers.options import value_parser
 
 
 class CLIError(ValueError):
@@ -107,39 +107,39 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = DEFAULTS.n
                    help="centre and scale the features with the training split's statistics")
 
     g = p.add_argument_group("formulation (DESIGN.md)")
-    g.add_argument("--model", choices=("resnet", "mlp", "inside"), default="resnet",
-                   help="resnet: x+h·σ(Ax+b); mlp: σ(Ax+b); inside: x+h·(Aσ(x)+b) "
-                        "(default resnet)")
-    g.add_argument("--activation", choices=("tanh", "relu", "sigmoid", "softplus", "identity"),
-                   default="tanh", help="σ (default tanh)")
-    g.add_argument("--width", type=positive_int, default=None,
-                   help="state dimension d ≥ n; d > n pads the inputs with zeros "
-                        f"(default n+{DEFAULTS.extra_width}: 3 for 2-D data)")
-    g.add_argument("--layers", type=positive_int, default=DEFAULTS.layers,
-                   help=f"number of layers L (default {DEFAULTS.layers})")
-    g.add_argument("--horizon", type=finite_float, default=DEFAULTS.horizon,
-                   help=f"final time T > 0; the step is h = T/L (default {DEFAULTS.horizon:g})")
-    g.add_argument("--loss", choices=("logistic", "cross_entropy", "sigmoid_mse", "squared"),
-                   default=None, help="default: logistic (2 classes), cross_entropy (K > 2), "
-                                      "squared (regression)")
-    for flag, sym, what in (("l2", "λ", "(λ/2)·h·Σ(‖A_t‖²+‖b_t‖²)"),
-                            ("l1", "β", "β·h·Σ(‖A_t‖₁+‖b_t‖₁)"),
-                            ("smooth", "α", "(α/2h)·Σ‖θ_{t+1}-θ_t‖²"),
-                            ("running", "γ", "γ·h·Σ_{t=1..L} mean ℓ(z(t))"),
-                            ("readout-l2", "κ", "(κ/2)·(‖W‖²+‖c‖²); κ > 0 gives separable data a "
-                                               "minimizer")):
-        default = getattr(DEFAULTS, flag.replace("-", "_"), 0.0)
-        g.add_argument(f"--{flag}", type=nonneg_float, default=default,
-                       help=f"weight {sym} of {what} (default {default:g})")
-    g.add_argument("--terminal", type=nonneg_float, default=1.0,
-                   help="weight w of the terminal loss w·(1/N)Σℓ(z(L)); 0 with --running > 0 "
-                        "is a purely integral cost (default 1)")
-    g.add_argument("--frozen-readout", action="store_true",
-                   help="keep W, c at their initial values (Esteve et al.'s fixed projection)")
-    g.add_argument("--lipschitz-bound", type=nonneg_float, default=None, metavar="B",
-                   help="constrain h·‖A_t‖₂ ≤ B; B < 1 makes every residual layer invertible")
-    g.add_argument("--box-bound", type=nonneg_float, default=None, metavar="M",
-                   help="constrain |A_t|, |b_t| ≤ M entrywise")
+    for name in FORMULATION_KEYS:
+        _add_key_flag(g, name)
+
+
+FLAG_OF_KEY: dict[str, str] = {"train_readout": "--frozen-readout"}
+"""Formulation keys whose flag is not ``--KEY`` (with dashes): a switch that defaults to
+true is turned off by its flag."""
+
+_KEY_METAVAR: dict[str, str] = {"lipschitz_bound": "B", "box_bound": "M"}
+
+
+def _add_key_flag(g: Any, name: str) -> None:
+    """The flag of the formulation key ``name``, from its declaration (:func:`controldl.
+    problem.formulation.key`): type, choices, default and help."""
+    field = KEYS[name]
+    info = field.metadata[KEY_INFO]
+    flag = FLAG_OF_KEY.get(name, f"--{name.replace('_', '-')}")
+    if info.kind == "switch":
+        g.add_argument(flag, dest=name, action="store_false" if field.default else "store_true",
+                       help=f"{info.help} (this flag turns it {'off' if field.default else 'on'})")
+        return
+    kwargs: dict[str, Any] = {"dest": name, "default": None if info.from_data else field.default}
+    if info.kind == "choice":
+        kwargs["choices"] = info.choices
+    else:
+        kwargs["type"] = {"count": positive_int, "positive": finite_float}.get(info.kind,
+                                                                               nonneg_float)
+    if name in _KEY_METAVAR:
+        kwargs["metavar"] = _KEY_METAVAR[name]
+    default = field.default
+    shown = "" if info.from_data or default is None else (
+        f" (default {default:g})" if isinstance(default, float) else f" (default {default})")
+    g.add_argument(flag, help=(info.help + shown).replace("%", "%%"), **kwargs)
 
 
 def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
@@ -156,12 +156,8 @@ def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
 
 
 def formulation_options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(model=args.model, activation=args.activation, width=args.width,
-                layers=args.layers, horizon=args.horizon, loss=args.loss, l2=args.l2,
-                l1=args.l1, smooth=args.smooth, running=args.running,
-                readout_l2=args.readout_l2, terminal=args.terminal,
-                train_readout=not args.frozen_readout,
-                lipschitz_bound=args.lipschitz_bound, box_bound=args.box_bound)
+    """The formulation keys given by the flags (one flag per key, ``dest`` the key)."""
+    return {name: getattr(args, name) for name in FORMULATION_KEYS}
 
 
 def problem_from_args(args: argparse.Namespace) -> Problem:
@@ -202,33 +198,6 @@ def add_stopping_flags(p: argparse.ArgumentParser, tol: float = COMMON_TOL,
                    help="progress bar on a terminal (default true)")
 
 
-def _field_doc(cls: type) -> dict[str, str]:
-    """``name: text`` lines of the ``Attributes:`` sections of the class and of its base
-    classes (shared options are documented once, on the base that declares them)."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        out.update(_attributes_section(klass.__dict__.get("__doc__") or ""))
-    return out
-
-
-def _attributes_section(doc: str) -> dict[str, str]:
-    doc = inspect.cleandoc(doc)
-    out: dict[str, str] = {}
-    if "Attributes:" not in doc:
-        return out
-    current = None
-    for line in doc.split("Attributes:", 1)[1].splitlines():
-        m = re.match(r"^\s{4}(\w+):\s*(.*)$", line)
-        if m:
-            current = m.group(1)
-            out[current] = m.group(2)
-        elif current and line.startswith("        "):
-            out[current] += " " + line.strip()
-        elif line.strip() and not line.startswith(" "):
-            break
-    return {k: plain_text(v) for k, v in out.items()}
-
-
 def plain_text(doc: str) -> str:
     """Docstring text for a terminal: reST roles (``:func:`x``` → ``x``) and inline
     literals (double backquotes) removed."""
@@ -249,27 +218,29 @@ def _argparse_type(parse: Any) -> Any:
     return typed
 
 
-def _parser_for(tp: Any) -> tuple[Any, bool]:
-    """(argparse type, repeatable) for a solver dataclass field annotation, from the one
-    option parser :func:`controldl.solvers.options.value_parser`."""
-    parse, repeat = value_parser(tp)
-    return _argparse_type(parse), repeat
-
-
 def solver_fields() -> dict[str, dict[str, Any]]:
-    """Every option of every available solver: ``{field: {solvers, parse, repeat, help}}``."""
+    """Every option of every available solver, from the option declarations
+    (:func:`controldl.solvers.options.solver_options`):
+    ``{field: {solvers, parse, repeat, help, defaults}}``. The help ends with the range;
+    an option that means something else for another solver adds that solver's text."""
     fields: dict[str, dict[str, Any]] = {}
     for name in solvers.available():
-        cls = solvers.solver_class(name)
-        hints = typing.get_type_hints(cls)
-        docs = _field_doc(cls)
-        for f in dataclasses.fields(cls):
-            parse, repeat = _parser_for(hints[f.name])
-            entry = fields.setdefault(f.name, {"solvers": [], "parse": parse, "repeat": repeat,
-                                               "help": docs.get(f.name, ""), "defaults": {}})
+        for spec in solver_options(solvers.solver_class(name)).values():
+            entry = fields.setdefault(spec.name, {
+                "solvers": [], "parse": _argparse_type(spec.parse), "repeat": spec.repeat,
+                "help": _option_help(spec.info), "defaults": {}})
+            if entry["solvers"] and _option_help(spec.info) not in entry["help"]:
+                entry["help"] += f" {name}: {_option_help(spec.info)}"
             entry["solvers"].append(name)
-            entry["defaults"][name] = f.default
+            entry["defaults"][name] = spec.default
     return fields
+
+
+def _option_help(info: OptionInfo) -> str:
+    """The help text of an option for a terminal, with its range (``> 0``…) appended."""
+    text = plain_text(info.help)
+    span = info.describe_range()
+    return f"{text} [{span}]" if span else text
 
 
 def add_solver_option_flags(p: argparse.ArgumentParser) -> None:

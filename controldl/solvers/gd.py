@@ -29,11 +29,18 @@ from controldl.solvers.base import (
     signature,
     training_arrays,
 )
+from controldl.solvers.options import (
+    DTYPES,
+    batch_size_option,
+    check_options,
+    devices_option,
+    dtype_option,
+    option,
+)
 from controldl.status import Status
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
-DTYPES: dict[str, Any] = {"float64": jnp.float64, "float32": jnp.float32}
 
 
 def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
@@ -45,8 +52,10 @@ def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
         return optax.cosine_decay_schedule(lr, steps, alpha=0.01)
     if name == "exponential":
         return optax.exponential_decay(lr, transition_steps=steps, decay_rate=0.01)
-    if name == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(steps // 20, 1), steps, lr * 0.01)
+    if name == "warmup_cosine":  # the decay needs at least one step after the warmup
+        warmup = max(steps // 20, 1)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
+                                                  lr * 0.01)
     raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
 
 
@@ -165,42 +174,35 @@ def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class GradientDescent(Solver):
-    """Backpropagation with an optax optimizer.
+    """Backpropagation with an optax optimizer (options: the fields, declared with
+    :func:`controldl.solvers.options.option`)."""
 
-    Attributes:
-        optimizer: any optax optimizer by name (``adam``, ``sgd``, ``adamw``, ``lbfgs``…).
-        lr: learning rate (default: 0.1 for sgd, line search for lbfgs, 0.01 otherwise).
-        schedule: ``constant``, ``cosine``, ``exponential`` or ``warmup_cosine`` over
-            ``max_iter`` iterations.
-        batch_size: mini-batch size (``None``: full batch). With mini-batches the history
-            records the full cost once per epoch.
-        grad_tol: converged when the stationarity ``‖θ − Π(prox_l1(θ − ∇f))‖₂``
-            (:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` without l1 and
-            constraints) is at most ``grad_tol``; the common tolerance ``tol`` of
-            :func:`controldl.solve` stops it too. Full batch only.
-        return_best: return the iterate of lowest recorded cost (the cost of gradient
-            descent is not monotone), unless the run converged (then the iterate that met
-            the tolerance); ``False``: the last iterate. ``stats["returned"]``
-            says which, with ``best_iteration``/``best_cost`` and ``last_iteration``/
-            ``last_cost``.
-        dtype: ``float64`` (default) or ``float32``.
-        momentum: passed to optimizers that take it (sgd).
-        devices: shard the samples over this many devices (controls replicated); the
-            result equals the single-device one. ``None``: one device.
-        checkpoint_every: rematerialize the forward pass in blocks of this many layers
-            (memory O(N·(L/k + k)·d) instead of O(N·L·d), one extra forward pass).
-    """
-
-    optimizer: str = "adam"
-    lr: float | None = None
-    schedule: str = "constant"
-    batch_size: int | None = None
-    grad_tol: float = 1e-9
-    dtype: str = "float64"
-    momentum: float | None = None
-    devices: int | None = None
-    checkpoint_every: int | None = None
-    return_best: bool = True
+    optimizer: str = option("adam", "any optax optimizer by name (``adam``, ``sgd``, "
+                            "``adamw``, ``lbfgs``…).")
+    lr: float | None = option(None, "learning rate (default: 0.1 for sgd, line search for "
+                              "lbfgs, 0.01 otherwise).", low=0, open_low=True, traced=True)
+    schedule: str = option("constant", "``constant``, ``cosine``, ``exponential`` or "
+                           "``warmup_cosine`` over ``max_iter`` iterations.", choices=SCHEDULES)
+    batch_size: int | None = batch_size_option()
+    grad_tol: float = option(1e-9, "converged when the stationarity "
+                             "``‖θ − Π(prox_l1(θ − ∇f))‖₂`` "
+                             "(:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` "
+                             "without l1 and constraints) is at most ``grad_tol``; the common "
+                             "tolerance ``tol`` of :func:`controldl.solve` stops it too. Full "
+                             "batch only.", low=0)
+    dtype: str = dtype_option()
+    momentum: float | None = option(None, "passed to optimizers that take it (sgd).",
+                                    traced=True)
+    devices: int | None = devices_option()
+    checkpoint_every: int | None = option(None, "rematerialize the forward pass in blocks of "
+                                          "this many layers (memory O(N·(L/k + k)·d) instead "
+                                          "of O(N·L·d), one extra forward pass).", low=1)
+    return_best: bool = option(True, "return the iterate of lowest recorded cost (the cost of "
+                               "gradient descent is not monotone), unless the run converged "
+                               "(then the iterate that met the tolerance); ``False``: the last "
+                               "iterate. ``stats[\"returned\"]`` says which, with "
+                               "``best_iteration``/``best_cost`` and "
+                               "``last_iteration``/``last_cost``.")
 
     name: ClassVar[str] = "gd"
     default_max_iter: ClassVar[int] = 5000
@@ -208,21 +210,9 @@ class GradientDescent(Solver):
     stop_on_growth: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of "
-                             f"{', '.join(SCHEDULES)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_options(self)
         if self.batch_size is not None and self.optimizer == "lbfgs":
             raise ValueError("lbfgs needs the full batch: drop batch_size")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.devices is not None and self.devices < 1:
-            raise ValueError(f"devices must be >= 1, got {self.devices}")
-        if not self.grad_tol >= 0:
-            raise ValueError(f"grad_tol must be >= 0, got {self.grad_tol}")
         self.optimizer_transform(1)  # validate the optimizer name and options now
 
     def label(self) -> str:

@@ -1,7 +1,16 @@
-"""Solver specs: the one parser of ``name[:key=value[:key=value…]]``.
+"""Solver options, declared once, and the one parser of solver specs.
 
-``compare``, :func:`controldl.solve`, :func:`controldl.make_solver` and the command line read
-solver options through this module, from the solver dataclasses' own field annotations:
+**Declaration.** Every option of a solver is a dataclass field declared with
+:func:`option`: its default, its help text, its range (``low``/``high``, open or closed),
+its choices, and whether it is *traced* (a number the compiled step takes as an argument,
+so changing it does not compile again) or *static* (part of the compiled program). The
+command line's flags and help (:mod:`controldl.cli.common`), ``compare``'s specs, the
+validation in the solvers' ``__post_init__`` (:func:`check_options`) and the ``solver``
+section of ``meta.json`` (:meth:`~controldl.solvers.base.Solver.options`) are generated
+from these fields (:func:`solver_options`).
+
+**Specs** ``name[:key=value[:key=value…]]``: ``compare``, :func:`controldl.solve`,
+:func:`controldl.make_solver` and the command line read them here:
 
 - ``gd:optimizer=adam:lr=0.03``, ``msa``, ``emsa:rho=1``, ``casadi:transcription=multiple``;
 - any optax optimizer name is short for gradient descent with it: ``adam``, ``sgd``,
@@ -22,7 +31,153 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from controldl import solvers as registry  # the registry (_REGISTRY, solver_class)
+
+OPTION_KEY = "controldl.option"
+"""The key of a solver field's metadata that holds its :class:`OptionInfo`."""
+
+DTYPES: dict[str, Any] = {"float64": np.float64, "float32": np.float32}
+"""The floating-point precisions of the JAX solvers' ``dtype`` option."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionInfo:
+    """What is declared about one solver option beside its name, type and default: the help
+    text, the range (``low``/``high``; ``open_low``/``open_high`` exclude the bound), the
+    allowed strings ``choices``, and ``traced`` (see the module docstring)."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    traced: bool = False
+
+    def describe_range(self) -> str:
+        """``> 0``, ``>= 1``, ``in [0, 1)``, ``in 0..12``… (empty without a range)."""
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.open_high else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.open_high else '<='} {self.high:g}"
+        return ""
+
+    def in_range(self, v: float) -> bool:
+        """Whether ``v`` lies in the declared range."""
+        low_ok = self.low is None or v > self.low or (not self.open_low and v == self.low)
+        high_ok = self.high is None or v < self.high or (not self.open_high and v == self.high)
+        return low_ok and high_ok
+
+
+def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+           open_low: bool = False, open_high: bool = False, choices: tuple[str, ...] = (),
+           traced: bool = False) -> Any:
+    """A solver option: a dataclass field with ``default`` whose metadata is its
+    :class:`OptionInfo` (the one declaration the CLI, ``compare``, the validation and
+    ``meta.json`` read)."""
+    info = OptionInfo(help, low, high, open_low, open_high, tuple(choices), traced)
+    return dataclasses.field(default=default, metadata={OPTION_KEY: info})
+
+
+def dtype_option() -> Any:
+    """The ``dtype`` option the JAX solvers share."""
+    return option("float64", "float64 (default) or float32.", choices=tuple(DTYPES))
+
+
+def devices_option() -> Any:
+    """The ``devices`` option the JAX solvers share."""
+    return option(None, "shard the samples over this many devices (controls replicated); the "
+                  "result equals the single-device one. None: one device.", low=1)
+
+
+def batch_size_option(note: str = "With mini-batches the history records the full cost "
+                      "once per epoch.") -> Any:
+    """The ``batch_size`` option of the solvers that take mini-batches."""
+    return option(None, f"mini-batch size (None: full batch). {note}", low=1)
+
+
+def batch_seed_option() -> Any:
+    """The ``batch_seed`` option of the solvers that draw mini-batches."""
+    return option(0, "seed of the mini-batch draws.", low=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One option of one solver class: its ``name``, ``default``, type ``annotation``,
+    declaration ``info``, and how text is read into it (``parse``; ``repeat``: a tuple of
+    ``KEY=VALUE`` items)."""
+
+    name: str
+    default: Any
+    annotation: Any
+    info: OptionInfo
+    parse: Callable[[str], Any]
+    repeat: bool
+
+
+def solver_options(cls: type) -> dict[str, OptionSpec]:
+    """Every option of the solver class ``cls``, in declaration order (a field declared
+    without :func:`option` has an empty help text and no range)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        info = f.metadata.get(OPTION_KEY) or OptionInfo("")
+        parse, repeat = value_parser(hints[f.name])
+        out[f.name] = OptionSpec(f.name, f.default, hints[f.name], info, parse, repeat)
+    return out
+
+
+def _kinds(annotation: Any) -> tuple[set[Any], bool]:
+    """The non-``None`` types of an annotation and whether ``None`` is allowed."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = set(typing.get_args(annotation))
+        return args - {type(None)}, type(None) in args
+    return {annotation}, False
+
+
+def check_value(name: str, value: Any, annotation: Any, info: OptionInfo) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` has the declared type
+    (``int``, ``float``, ``bool``, ``str``; ``None`` where allowed) and lies in the declared
+    range or choices. Other types (``Any``, tuples, ``bool | str``) are the solver's to check."""
+    kinds, nullable = _kinds(annotation)
+    if value is None:
+        if nullable:
+            return
+        raise ValueError(f"{name} must be given, got None")
+    span = info.describe_range()
+    if kinds == {int}:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or (
+                span and not info.in_range(value)):
+            raise ValueError(f"{name} must be an integer{' ' + span if span else ''}, "
+                             f"got {value!r}")
+    elif kinds == {float}:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer
+                                                     | np.floating):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if not info.in_range(value):
+            raise ValueError(f"{name} must be {span}, got {value!r}")
+    elif kinds == {bool}:
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    elif kinds == {str} and (info.choices and value not in info.choices
+                             or not isinstance(value, str) or not value):
+        expected = f"one of {', '.join(info.choices)}" if info.choices else "a non-empty name"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_options(solver: Any) -> None:
+    """The generated validation of a solver instance: :func:`check_value` on every option
+    (called by each solver's ``__post_init__`` before its own cross-option checks)."""
+    for spec in solver_options(type(solver)).values():
+        check_value(spec.name, getattr(solver, spec.name), spec.annotation, spec.info)
+
 
 COMPARE_KEYS: tuple[str, ...] = ("from", "max_iter", "label", "until")
 """Spec keys that belong to a comparison's row rather than to the solver."""
@@ -97,11 +252,11 @@ def value_parser(annotation: Any) -> tuple[Callable[[str], Any], bool]:
 def convert_option(cls: type, key: str, text: str) -> Any:
     """The value of option ``key`` of solver class ``cls`` read from ``text`` (``none``
     means ``None``; a repeatable option takes ``;``-separated items)."""
-    hints = typing.get_type_hints(cls)
-    if key not in hints or key not in {f.name for f in dataclasses.fields(cls)}:
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ValueError(f"solver {cls.name!r} has no option {key!r} (options: {names})")
-    parse, repeat = value_parser(hints[key])
+    specs = solver_options(cls)
+    if key not in specs:
+        raise ValueError(f"solver {cls.name!r} has no option {key!r} "
+                         f"(options: {', '.join(specs)})")
+    parse, repeat = specs[key].parse, specs[key].repeat
     if text.lower() == "none":
         return None
     try:

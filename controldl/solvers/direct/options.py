@@ -1,9 +1,10 @@
-"""Validation of :class:`~controldl.solvers.direct.solver.CasadiDirect`'s options (each
-returns the normalized value or raises a ``ValueError`` that names the option)."""
+"""The accepted spellings of :class:`~controldl.solvers.direct.solver.CasadiDirect`'s
+options (each returns the normalized value or raises a ``ValueError`` that names the
+option); the types and ranges are checked from the option declarations
+(:func:`controldl.solvers.options.check_options`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,6 @@ _HESSIAN_ALIASES = {"gn": "gauss-newton", "gaussnewton": "gauss-newton",
                     "lbfgs": "limited-memory", "l-bfgs": "limited-memory"}
 
 
-def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-    return value
-
-
 def hessian(value: Any) -> str:
     """A Hessian option, aliases (``gn``, ``lbfgs``, underscores) resolved."""
     hess = value.replace("_", "-") if isinstance(value, str) else value
@@ -27,27 +22,6 @@ def hessian(value: Any) -> str:
     if hess not in HESSIANS:
         raise ValueError(f"unknown hessian {value!r}; expected one of {', '.join(HESSIANS)}")
     return hess
-
-
-def tolerance(value: Any) -> float:
-    try:
-        tol = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"tol must be a number, got {value!r}") from None
-    if not math.isfinite(tol) or tol <= 0:
-        raise ValueError(f"tol must be a finite number > 0, got {value!r}")
-    return tol
-
-
-def integer(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """An integer in ``low..high`` (digit strings accepted)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        span = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an integer {span}, got {value!r}")
-    return int(value)
 
 
 def flag(name: str, value: Any, allow_auto: bool = False) -> bool | str:

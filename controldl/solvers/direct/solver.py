@@ -24,6 +24,7 @@ from controldl.solvers.direct.transcription import (
     Transcription,
     build_transcription,
 )
+from controldl.solvers.options import check_options, option
 from controldl.status import Status
 
 _NLPSOL_OUT = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())]
@@ -117,66 +118,54 @@ class CasadiDirect(Solver):
     ``n_exact_zeros``; IPOPT's evaluation counts and times (``n_call_*``, ``t_wall_*``);
     ``hint`` when the run did not converge.
 
-    Attributes:
-        transcription: ``single`` (states eliminated) or ``multiple`` (states as variables,
-            the dynamics as equality constraints; reports costate_multiplier_gap).
-        hessian: ``auto`` (single shooting: exact when small or constrained, else L-BFGS;
-            multiple shooting: exact), ``exact``, ``gauss-newton`` or ``limited-memory``
-            (IPOPT's L-BFGS).
-        tol: IPOPT's convergence tolerance on the scaled KKT error (max-norm).
-        ipopt_options: extra IPOPT options, applied last: ``(name, value)`` pairs in
-            Python, ``--ipopt-options NAME=VALUE`` (repeatable) on the command line.
-        expand: expand the MX graph to SX before IPOPT (faster evaluations, slower build):
-            ``true``, ``false`` or ``auto`` (when ``N·L·(d²+d) ≤ 1e5``, and never for the
-            single-shooting exact Hessian, which has its own per-sample SX Hessian).
-        codegen: generate C code for the NLP's functions and compile it with the system's
-            C compiler (CasADi's jit) instead of evaluating them in CasADi's virtual
-            machine: a longer build, cheaper evaluations.
-        print_level: IPOPT's output level, 0 (silent) to 12.
-        lipschitz_form: ``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with extra variables)
-            or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, sufficient, conservative).
-        ipopt_warm_start: ``auto`` (a start with nonzero biases is warm), ``yes`` or
-            ``no``: warm starts use a small initial barrier parameter and small bound
-            pushes.
-        threads: evaluate the samples on this many threads (``map(N, "thread", k)``);
-            1 evaluates them serially.
-        linear_solver: IPOPT's linear solver (``mumps``; ``ma27``… when HSL is installed).
+    Options: the fields, declared with :func:`controldl.solvers.options.option`.
     """
 
-    transcription: str = "single"
-    hessian: str = "auto"
-    tol: float = 1e-8
-    ipopt_options: tuple[tuple[str, str], ...] = ()
-    expand: bool | str = "auto"
-    codegen: bool = False
-    print_level: int = 0
-    lipschitz_form: str = "spectral"
-    ipopt_warm_start: str = "auto"
-    threads: int = 1
-    linear_solver: str = "mumps"
+    transcription: str = option("single", "``single`` (states eliminated) or ``multiple`` "
+                                "(states as variables, the dynamics as equality constraints; "
+                                "reports costate_multiplier_gap).", choices=TRANSCRIPTIONS)
+    hessian: str = option("auto", "``auto`` (single shooting: exact when small or constrained, "
+                          "else L-BFGS; multiple shooting: exact), ``exact``, ``gauss-newton`` "
+                          "or ``limited-memory`` (IPOPT's L-BFGS).", choices=opt.HESSIANS)
+    tol: float = option(1e-8, "IPOPT's convergence tolerance on the scaled KKT error "
+                        "(max-norm).", low=0, open_low=True)
+    ipopt_options: tuple[tuple[str, str], ...] = option(
+        (), "extra IPOPT options, applied last: ``(name, value)`` pairs in Python, "
+        "``--ipopt-options NAME=VALUE`` (repeatable) on the command line.")
+    expand: bool | str = option("auto", "expand the MX graph to SX before IPOPT (faster "
+                                "evaluations, slower build): ``true``, ``false`` or ``auto`` "
+                                "(when ``N·L·(d²+d) ≤ 1e5``, and never for the single-shooting "
+                                "exact Hessian, which has its own per-sample SX Hessian).")
+    codegen: bool = option(False, "generate C code for the NLP's functions and compile it with "
+                           "the system's C compiler (CasADi's jit) instead of evaluating them "
+                           "in CasADi's virtual machine: a longer build, cheaper evaluations.")
+    print_level: int = option(0, "IPOPT's output level, 0 (silent) to 12.", low=0, high=12)
+    lipschitz_form: str = option("spectral", "``spectral`` (exact, ``I - (h/B)²AᵀA = RᵀR`` with "
+                                 "extra variables) or ``frobenius`` (``h‖A_t‖_F ≤ B``: smooth, "
+                                 "sufficient, conservative).", choices=LIPSCHITZ_FORMS)
+    ipopt_warm_start: str = option("auto", "``auto`` (a start with nonzero biases is warm), "
+                                   "``yes`` or ``no``: warm starts use a small initial barrier "
+                                   "parameter and small bound pushes.",
+                                   choices=opt.WARM_START_MODES)
+    threads: int = option(1, "evaluate the samples on this many threads "
+                          "(``map(N, \"thread\", k)``); 1 evaluates them serially.", low=1)
+    linear_solver: str = option("mumps", "IPOPT's linear solver (``mumps``; ``ma27``… when HSL "
+                                "is installed).")
 
     name: ClassVar[str] = "casadi"
     default_max_iter: ClassVar[int] = 1000
 
     def __post_init__(self) -> None:
-        normalized = {
-            "transcription": opt.one_of("transcription", self.transcription, TRANSCRIPTIONS),
+        normalized = {  # the accepted spellings, normalized before the generated checks
             "hessian": opt.hessian(self.hessian),
-            "tol": opt.tolerance(self.tol),
             "ipopt_options": ipopt.normalize_ipopt_options(self.ipopt_options),
             "expand": opt.flag("expand", self.expand, allow_auto=True),
             "codegen": opt.flag("codegen", self.codegen),
-            "print_level": opt.integer("print_level", self.print_level, 0, 12),
-            "lipschitz_form": opt.one_of("lipschitz_form", self.lipschitz_form,
-                                         LIPSCHITZ_FORMS),
             "ipopt_warm_start": opt.warm_start_mode(self.ipopt_warm_start),
-            "threads": opt.integer("threads", self.threads, 1),
         }
-        if not isinstance(self.linear_solver, str) or not self.linear_solver:
-            raise ValueError(f"linear_solver must be a name such as 'mumps', got "
-                             f"{self.linear_solver!r}")
         for key, value in normalized.items():
             object.__setattr__(self, key, value)
+        check_options(self)
 
     def label(self) -> str:
         return f"casadi/{self.transcription}/{self.hessian}"

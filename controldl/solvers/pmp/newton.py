@@ -62,12 +62,19 @@ from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.options import (
+    DTYPES,
+    batch_seed_option,
+    batch_size_option,
+    check_options,
+    devices_option,
+    dtype_option,
+    option,
+)
 from controldl.solvers.pmp import newton_step as NS
 from controldl.solvers.pmp import newton_work as NW
-from controldl.solvers.pmp.checks import check_integer, check_number
 from controldl.status import Status
 
-DTYPES: dict[str, Any] = {"float64": np.float64, "float32": np.float32}
 CURVATURES: tuple[str, ...] = ("exact", "gauss_newton")
 FAILED_MESSAGE = ("the Newton model or step of iteration {k} was not finite (a "
                   "factorization failed, or the data or controls give non-finite "
@@ -118,89 +125,62 @@ class PMPNewton(Solver):
     of J to the model's, predicted for the step taken (momentum included). Not Li et
     al.'s E-MSA (``emsa``): see :mod:`controldl.solvers.pmp.newton`.
 
-    Attributes:
-        rho: initial trust-region penalty ρ (dimensionless; the step does not depend on
-            N, on L at a fixed horizon, nor on the scale of the loss).
-        rho_min: lower bound of the adaptive ρ.
-        rho_max: upper bound of ρ; when no trial is accepted below it the solve stalls.
-        rho_increase: factor on ρ after a rejected trial (> 1).
-        rho_decrease: divisor of ρ after a step whose actual/predicted decrease exceeds
-            1/2 (ρ doubles below 1/4). The default 2 was chosen on ring, spiral and
-            moons runs (see the pmp-newton section of docs/solvers.md).
-        sufficient_decrease: η in [0, 1): keep a trial only if J decreases by at least η
-            times the model's predicted decrease for the step taken.
-        max_retries: trials per iteration before the solve stalls.
-        inner_steps: Newton steps on each layer's augmented Hamiltonian per trial (1:
-            one step from the current controls, where the penalty residuals vanish).
-        curvature: exact (saddle-free |∇²_θ H_t|) or gauss_newton (only the control
-            cost's Hessian; the penalties give the rest).
-        prox_iters: proximal-gradient (FISTA) iterations per trial for l1 and
-            constraints.
-        costate_weight: weight w of the costate penalty (0 drops it).
-        momentum: β in [0, 1): the first trial of an iteration adds β times the previous
-            step (heavy ball); it is dropped if that trial fails (not used with l1 or
-            constraints).
-        tol: converged when the stationarity residual (the proximal-gradient norm of
-            J) is at most tol.
-        rtol: stalled when an accepted step changes J by at most rtol·|J|.
-        batch_size: mini-batch size (None: full batch; the acceptance test then uses the
-            batch cost).
-        batch_seed: seed of the mini-batch draws.
-        dtype: float64 (default) or float32.
-        devices: shard the samples over this many devices (controls replicated); the
-            result equals the single-device one. None: one device.
-        layer_block: build the layers' models this many layers at a time (memory for
-            long horizons; used with inner_steps=1). None: all layers at once.
+    Options: the fields, declared with :func:`controldl.solvers.options.option`.
     """
 
-    rho: float = 1.0
-    rho_min: float = 1e-6
-    rho_max: float = 1e10
-    rho_increase: float = 4.0
-    rho_decrease: float = 2.0
-    sufficient_decrease: float = 1e-3
-    max_retries: int = 30
-    inner_steps: int = 1
-    curvature: str = "exact"
-    prox_iters: int = 50
-    costate_weight: float = 0.1
-    momentum: float = 0.9
-    tol: float = 1e-9
-    rtol: float = 1e-13
-    batch_size: int | None = None
-    batch_seed: int = 0
-    dtype: str = "float64"
-    devices: int | None = None
-    layer_block: int | None = None
+    rho: float = option(1.0, "initial trust-region penalty ρ (dimensionless; the step does not "
+                        "depend on N, on L at a fixed horizon, nor on the scale of the loss).",
+                        low=0, open_low=True, traced=True)
+    rho_min: float = option(1e-6, "lower bound of the adaptive ρ.", low=0, open_low=True,
+                            traced=True)
+    rho_max: float = option(1e10, "upper bound of ρ; when no trial is accepted below it the "
+                            "solve stalls.", low=0, open_low=True, traced=True)
+    rho_increase: float = option(4.0, "factor on ρ after a rejected trial.", low=1,
+                                 open_low=True, traced=True)
+    rho_decrease: float = option(2.0, "divisor of ρ after a step whose actual/predicted "
+                                 "decrease exceeds 1/2 (ρ doubles below 1/4). The default 2 "
+                                 "was chosen on ring, spiral and moons runs (see the "
+                                 "pmp-newton section of docs/solvers.md).", low=1, traced=True)
+    sufficient_decrease: float = option(1e-3, "η: keep a trial only if J decreases by at least "
+                                        "η times the model's predicted decrease for the step "
+                                        "taken.", low=0, high=1, open_high=True, traced=True)
+    max_retries: int = option(30, "trials per iteration before the solve stalls.", low=1,
+                              traced=True)
+    inner_steps: int = option(1, "Newton steps on each layer's augmented Hamiltonian per trial "
+                              "(1: one step from the current controls, where the penalty "
+                              "residuals vanish).", low=1)
+    curvature: str = option("exact", "exact (saddle-free |∇²_θ H_t|) or gauss_newton (only the "
+                            "control cost's Hessian; the penalties give the rest).",
+                            choices=CURVATURES)
+    prox_iters: int = option(50, "proximal-gradient (FISTA) iterations per trial for l1 and "
+                             "constraints.", low=1)
+    costate_weight: float = option(0.1, "weight w of the costate penalty (0 drops it).", low=0,
+                                   traced=True)
+    momentum: float = option(0.9, "β: the first trial of an iteration adds β times the "
+                             "previous step (heavy ball); it is dropped if that trial fails "
+                             "(not used with l1 or constraints).", low=0, high=1,
+                             open_high=True, traced=True)
+    tol: float = option(1e-9, "converged when the stationarity residual (the proximal-gradient "
+                        "norm of J) is at most tol.", low=0)
+    rtol: float = option(1e-13, "stalled when an accepted step changes J by at most rtol·|J|.",
+                         low=0)
+    batch_size: int | None = batch_size_option("The acceptance test then uses the batch cost.")
+    batch_seed: int = batch_seed_option()
+    dtype: str = dtype_option()
+    devices: int | None = devices_option()
+    layer_block: int | None = option(None, "build the layers' models this many layers at a time "
+                                     "(memory for long horizons; used with inner_steps=1). "
+                                     "None: all layers at once.", low=1)
 
     name: ClassVar[str] = "pmp-newton"
     default_max_iter: ClassVar[int] = 500
     tolerance_option: ClassVar[str | None] = "tol"  # compare's common tolerance
 
     def __post_init__(self) -> None:
-        for name in ("rho", "rho_min", "rho_max"):
-            check_number(self, name, 0.0, strict=True)
+        check_options(self)
         if not self.rho_min <= self.rho <= self.rho_max:
             raise ValueError(f"need rho_min <= rho <= rho_max, got {self.rho_min}, "
                              f"{self.rho}, {self.rho_max}")
-        check_number(self, "rho_increase", 1.0, strict=True)
-        check_number(self, "rho_decrease", 1.0, strict=False)
-        for name in ("sufficient_decrease", "momentum"):
-            check_number(self, name, 0.0, strict=False)
-            if getattr(self, name) >= 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        for name in ("costate_weight", "tol", "rtol"):
-            check_number(self, name, 0.0, strict=False)
-        for name in ("max_retries", "inner_steps", "prox_iters"):
-            check_integer(self, name, 1)
-        check_integer(self, "batch_seed", 0)
-        for name in ("batch_size", "devices", "layer_block"):
-            check_integer(self, name, 1, allow_none=True)
-        if self.curvature not in CURVATURES:
-            raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}, got "
-                             f"{self.curvature!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
 
     def structure(self) -> NS.Structure:
         """The structural options (static in the compiled step)."""

@@ -30,9 +30,17 @@ import numpy as np
 from controldl import parallel
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.options import (
+    DTYPES,
+    batch_seed_option,
+    batch_size_option,
+    check_options,
+    devices_option,
+    dtype_option,
+    option,
+)
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import inner as I
-from controldl.solvers.pmp.checks import check_integer, check_number
 from controldl.solvers.pmp.iteration import (
     Config,
     StepInfo,
@@ -41,7 +49,6 @@ from controldl.solvers.pmp.iteration import (
 )
 from controldl.status import Status
 
-DTYPES: dict[str, Any] = {"float64": jnp.float64, "float32": jnp.float32}
 DIVERGE_FACTOR = 1e3
 """A cost above this many times its starting value counts as ``diverged``."""
 
@@ -66,56 +73,38 @@ class LoopState(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class PontryaginSolver(Solver):
     """What MSA and E-MSA share: the inner maximizer, the stopping rules, mini-batches,
-    precision and devices.
+    precision and devices (options: the fields, declared with
+    :func:`controldl.solvers.options.option`)."""
 
-    Attributes:
-        inner: the inner maximizer of every layer's Hamiltonian: auto (L-BFGS, or
-            proximal gradient where the layers have l1 or constraints), lbfgs,
-            newton-cg, dense-newton (tiny widths only) or proximal-gradient; or an
-            instance of controldl.solvers.pmp.inner's strategies.
-        inner_steps: iterations of the inner maximizer per layer and outer iteration
-            (the paper's 10).
-        tol: converged when the stationarity residual is at most tol (full batch).
-        patience: stalled when the best cost has not improved for this many
-            iterations (None: never).
-        batch_size: mini-batch size (None: full batch). With mini-batches the history
-            records the full cost once per epoch.
-        batch_seed: seed of the mini-batch draws.
-        dtype: float64 (default) or float32.
-        devices: shard the samples over this many devices (controls replicated); the
-            result equals the single-device one. None: one device.
-        checkpoint_every: bounded memory: keep the states only every this many layers
-            and maximize each layer inside a backward sweep that recomputes them
-            (controldl.solvers.pmp.checkpointed; O(N·d·(L/k + k)) instead of
-            O(N·d·L), k ≈ √L best; the same iterates). None: store all states.
-    """
-
-    inner: Any = "auto"
-    inner_steps: int = 10
-    tol: float = 1e-8
-    patience: int | None = 100
-    batch_size: int | None = None
-    batch_seed: int = 0
-    dtype: str = "float64"
-    devices: int | None = None
-    checkpoint_every: int | None = None
+    inner: Any = option("auto", "the inner maximizer of every layer's Hamiltonian: auto "
+                        "(L-BFGS, or proximal gradient where the layers have l1 or "
+                        "constraints), lbfgs, newton-cg, dense-newton (tiny widths only) or "
+                        "proximal-gradient; or an instance of controldl.solvers.pmp.inner's "
+                        "strategies.")
+    inner_steps: int = option(10, "iterations of the inner maximizer per layer and outer "
+                              "iteration (the paper's 10).", low=1)
+    tol: float = option(1e-8, "converged when the stationarity residual is at most tol (full "
+                        "batch).", low=0)
+    patience: int | None = option(100, "stalled when the best cost has not improved for this "
+                                  "many iterations (None: never).", low=1)
+    batch_size: int | None = batch_size_option()
+    batch_seed: int = batch_seed_option()
+    dtype: str = dtype_option()
+    devices: int | None = devices_option()
+    checkpoint_every: int | None = option(
+        None, "bounded memory: keep the states only every this many layers and maximize "
+        "each layer inside a backward sweep that recomputes them "
+        "(controldl.solvers.pmp.checkpointed; O(N·d·(L/k + k)) instead of O(N·d·L), "
+        "k ≈ √L best; the same iterates). None: store all states.", low=1)
 
     extended: ClassVar[bool] = False
     default_max_iter: ClassVar[int] = 500
     tolerance_option: ClassVar[str | None] = "tol"  # compare's common tolerance
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.inner != "auto":
             I.make_inner(self.inner)
-        check_integer(self, "inner_steps", 1)
-        check_number(self, "tol", 0.0, strict=False)
-        check_integer(self, "patience", 1, allow_none=True)
-        check_integer(self, "batch_size", 1, allow_none=True)
-        check_integer(self, "batch_seed", 0)
-        check_integer(self, "devices", 1, allow_none=True)
-        check_integer(self, "checkpoint_every", 1, allow_none=True)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be float64 or float32, got {self.dtype!r}")
 
     def label(self) -> str:
         return self.name
@@ -284,20 +273,13 @@ class MSA(PontryaginSolver):
     then every layer sets ``θ_t ← argmax_θ H_t(x(t), p(t+1), θ)`` (and the readout
     maximizes the terminal objective), all layers at once by the inner maximizer. It
     may oscillate or diverge; that is reported as what it is.
-
-    Attributes:
-        mu: Sakawa–Shindo damping: each layer maximizes H_t − (μ/2)‖θ − θ_k‖² (0: off,
-            the published basic MSA).
     """
 
-    mu: float = 0.0
+    mu: float = option(0.0, "Sakawa–Shindo damping: each layer maximizes H_t − (μ/2)‖θ − θ_k‖² "
+                       "(0: off, the published basic MSA).", low=0, traced=True)
 
     name: ClassVar[str] = "msa"
     extended: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_number(self, "mu", 0.0, strict=False)
 
     def knobs(self, dtype: Any) -> H.Knobs:
         return H.Knobs(jnp.asarray(0.0, dtype), jnp.asarray(self.mu, dtype))
@@ -309,28 +291,16 @@ class EMSA(PontryaginSolver):
     ``H̃_t = H_t − (ρ/2)Σ_i‖x_i(t+1) − f(x_i(t), θ)‖² − (ρ/2)Σ_i‖p_i(t) − ∇_x H_t‖²``
     (see :mod:`controldl.solvers.pmp.hamiltonian` for the normalization), all layers
     at once by the inner maximizer, with ρ fixed.
-
-    Attributes:
-        rho: the penalty ρ of the state and costate residuals (fixed; the paper's toy
-            problem uses 1).
-        adaptive_rho: an option outside the paper: multiply ρ by rho_factor after an
-            iteration whose cost rose (off by default).
-        rho_factor: the factor of adaptive_rho (> 1).
     """
 
-    rho: float = 1.0
-    adaptive_rho: bool = False
-    rho_factor: float = 2.0
+    rho: float = option(1.0, "the penalty ρ of the state and costate residuals (fixed; the "
+                        "paper's toy problem uses 1).", low=0, open_low=True, traced=True)
+    adaptive_rho: bool = option(False, "an option outside the paper: multiply ρ by rho_factor "
+                                "after an iteration whose cost rose (off by default).")
+    rho_factor: float = option(2.0, "the factor of adaptive_rho.", low=1, open_low=True)
 
     name: ClassVar[str] = "emsa"
     extended: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_number(self, "rho", 0.0, strict=True)
-        check_number(self, "rho_factor", 1.0, strict=True)
-        if not isinstance(self.adaptive_rho, bool):
-            raise ValueError(f"adaptive_rho must be True or False, got {self.adaptive_rho!r}")
 
     def knobs(self, dtype: Any) -> H.Knobs:
         return H.Knobs(jnp.asarray(self.rho, dtype), jnp.asarray(0.0, dtype))

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,8 +37,9 @@ import numpy as np
 
 import controldl
 from controldl.data import Dataset
+from controldl.io import jsonable, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
-from controldl.solution import Solution, jsonable, load
+from controldl.solution import Solution, load
 from controldl.solvers.base import Solver, solve
 from controldl.status import Status
 from controldl.studies.turnpike import fits, grid, starts
@@ -433,12 +433,12 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
                 f"{(start or {}).get('chosen')}, {entry['wall_time_s']:.1f} s; sweep "
                 f"{time.perf_counter() - t0:.1f} s")
         if out_dir is not None:
-            _write_json_atomic(out_dir / REPORT_NAME, _report(config, entries, solutions,
+            write_json(out_dir / REPORT_NAME, _report(config, entries, solutions,
                                                               problem, options, t0, len(hz),
                                                               final=False))
     report = _report(config, entries, solutions, problem, options, t0, len(hz), final=True)
     if out_dir is not None:
-        _write_json_atomic(out_dir / REPORT_NAME, report)
+        write_json(out_dir / REPORT_NAME, report, indent=1)
     return TurnpikeResult(jsonable(report), solutions, solved, loaded, out_dir)
 
 
@@ -462,18 +462,6 @@ def _old_entries(out_dir: Path | None) -> dict[str, Any]:
         return {e["directory"]: e for e in old.get("horizons", [])}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(obj), f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _same_problem(saved: Problem, expected: Problem) -> str | None:

@@ -1,0 +1,109 @@
+"""The forward pass: the embedding, one layer, the trajectory through the layers, the
+outputs and the mean loss of a set of states.
+
+The per-sample formulas come from :mod:`controldl.model`; this module assembles them over
+samples (``vmap``) and layers (``lax.scan``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from controldl import model
+from controldl.problem.formulation import Formulation, Params
+
+Array = jax.Array
+JAX = model.ops_for("jax")
+
+
+def embed(form: Formulation, X: Array) -> Array:
+    """``x(0) = (X, 0, …, 0)``: pad the inputs (N, n) with zeros to width d → (N, d)."""
+    return jnp.pad(X, ((0, 0), (0, form.width - X.shape[1])))
+
+
+def step(form: Formulation, x: Array, A: Array, b: Array) -> Array:
+    """One layer for one sample: ``f(x, θ)`` with ``x`` (d,), ``A`` (d, d), ``b`` (d,)."""
+    return model.step(JAX, form.model, form.activation, form.h, x, A, b)
+
+
+def step_batch(form: Formulation, X: Array, A: Array, b: Array) -> Array:
+    """One layer for all samples: (N, d) → (N, d)."""
+    return jax.vmap(step, in_axes=(None, 0, None, None))(form, X, A, b)
+
+
+def trajectory(form: Formulation, params: Params, X0: Array) -> Array:
+    """All states ``x(0..L)``, shape (L+1, N, d)."""
+
+    def body(x, theta):
+        x_next = step_batch(form, x, *theta)
+        return x_next, x_next
+
+    _, xs = jax.lax.scan(body, X0, (params.A, params.b))
+    return jnp.concatenate([X0[None], xs], axis=0)
+
+
+def final_state(form: Formulation, params: Params, X0: Array) -> Array:
+    """``x(L)`` (N, d) without storing the intermediate states."""
+    x, _ = jax.lax.scan(lambda x, th: (step_batch(form, x, *th), None), X0, (params.A, params.b))
+    return x
+
+
+def predict(form: Formulation, params: Params, X0: Array) -> Array:
+    """Outputs ``z = W x(L) + c`` (N, m)."""
+    return final_state(form, params, X0) @ params.W.T + params.c
+
+
+def mean_loss(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Array:
+    """``(1/N) Σ_i ℓ(W x_i + c, y_i)`` for states ``X`` (N, d) and targets ``Y`` (N, m)."""
+    per_sample = jax.vmap(lambda x, y: model.loss(JAX, form.loss, model.readout(W, c, x), y))
+    return jnp.mean(per_sample(X, Y))
+
+
+def forward(form: Formulation, params: Params, X0: Array, Y: Array,
+            checkpoint_every: int | None = None) -> tuple[Array, Array]:
+    """``x(L)`` (N, d) and the running sum ``Σ_{t=1}^{L} (1/N) Σ_i ℓ(z_i(t), y_i)`` in one
+    pass that keeps no intermediate state (0 when ``running`` is 0).
+
+    ``checkpoint_every = k`` rematerializes: under reverse-mode autodiff only every k-th
+    state is stored and the layers in between are recomputed (``jax.checkpoint`` on
+    blocks of k layers), so memory for the states drops from O(N·L·d) to O(N·(L/k + k)·d).
+    """
+    W, c = params.W, params.c
+    with_running = form.uses("running")
+
+    def layer(carry, theta):
+        x, run = carry
+        x = step_batch(form, x, *theta)
+        if with_running:
+            run = run + mean_loss(form, W, c, x, Y)
+        return (x, run), None
+
+    def block(carry, thetas):
+        return jax.lax.scan(layer, carry, thetas)[0]
+
+    carry = (X0, jnp.zeros((), X0.dtype))
+    thetas = (params.A, params.b)
+    L = form.layers
+    if checkpoint_every is None or checkpoint_every >= L:
+        carry = block(carry, thetas)
+    else:
+        k = int(checkpoint_every)
+        if k < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {k}")
+        nb = L // k
+        saved = jax.checkpoint(block)
+        head = jax.tree.map(lambda a: a[: nb * k].reshape(nb, k, *a.shape[1:]), thetas)
+        carry = jax.lax.scan(lambda cr, th: (saved(cr, th), None), carry, head)[0]
+        if nb * k < L:
+            carry = saved(carry, jax.tree.map(lambda a: a[nb * k:], thetas))
+    return carry
+
+
+def accuracy_from_outputs(form: Formulation, z: Array, y: Array) -> Array:
+    """Fraction of correct labels: ``z > 0`` for one output, ``argmax z`` for K outputs."""
+    if form.n_outputs == 1:
+        pred = (z[:, 0] > 0).astype(jnp.int32)
+    else:
+        pred = jnp.argmax(z, axis=1)
+    return jnp.mean((pred == y).astype(z.dtype))

@@ -1,0 +1,298 @@
+"""The formulation of the canonical problem: every key declared once, its defaults and its
+validation against the data.
+
+:class:`Formulation` holds every parameter of the problem except the data (hashable, and a
+JAX pytree whose leaves are the numeric values, :data:`TRACED_KEYS`); :class:`Params` the
+optimization variables ``θ = (A, b)`` and the readout ``(W, c)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from controldl import model
+from controldl.data import Dataset
+from controldl.model import ACTIVATIONS, LOSSES, MODELS
+
+
+class Params(NamedTuple):
+    """All optimization variables: controls ``A`` (L, d, d), ``b`` (L, d) and readout
+    ``W`` (m, d), ``c`` (m,). A JAX pytree."""
+
+    A: Any
+    b: Any
+    W: Any
+    c: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemDefaults:
+    """The one set of defaults of a problem built without options: the library's
+    :class:`Problem`, ``controldl train``, ``compare`` and ``turnpike`` all read it.
+
+    Every default problem has a minimizer: with the logistic or cross-entropy loss on
+    separable data and an unpenalized readout, ``J`` has its infimum at ``‖W‖ → ∞``, so
+    ``readout_l2`` is positive. The width is ``n + extra_width`` (one augmented dimension:
+    a width-2 ResNet of invertible layers cannot truly separate the ring, width 3 can),
+    ``h = T / L = 0.25`` is a small, stable step, and a quarter of a built-in dataset is
+    held out so that a separation is checked on fresh points.
+    """
+
+    extra_width: int = 1
+    layers: int = 20
+    horizon: float = 5.0
+    l2: float = 1e-3
+    readout_l2: float = 1e-3
+    terminal: float = 1.0
+    dataset: str = "ring"
+    n_samples: int = 600
+    test_fraction: float = 0.25
+
+    def width(self, n_inputs: int) -> int:
+        """The default width for ``n_inputs`` input features."""
+        return int(n_inputs) + self.extra_width
+
+    def describe(self) -> str:
+        """One line for ``--help``."""
+        return (f"the {self.dataset} ({self.n_samples} points, {self.test_fraction:g} held "
+                f"out), width n+{self.extra_width}, L = {self.layers}, T = {self.horizon:g} "
+                f"(h = {self.horizon / self.layers:g}), l2 {self.l2:g}, "
+                f"readout_l2 {self.readout_l2:g}")
+
+
+DEFAULTS = ProblemDefaults()
+"""The defaults of every problem built without options (see :class:`ProblemDefaults`)."""
+
+READOUT_L2_ZERO_NOTE = ("readout_l2 = 0: with the {loss} loss on separable data J has no "
+                        "minimizer (its infimum is at ‖W‖ → ∞), so no solver can converge")
+"""What a user who sets ``readout_l2`` to 0 with a classification loss is told."""
+
+
+KEY_INFO = "controldl.formulation_key"
+"""The key of a :class:`Formulation` field's metadata that holds its :class:`KeyInfo`."""
+
+KINDS: tuple[str, ...] = ("choice", "count", "positive", "weight", "bound", "switch")
+"""What a formulation key holds: one of its ``choices``; an integer >= 1; a finite number
+> 0; a weight (finite, >= 0); an optional bound (``None`` or a finite number > 0); a
+boolean."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """The declaration of a formulation key beside its name, type and default: its ``kind``
+    (:data:`KINDS`), its ``choices``, a ``help`` text (formula and meaning), and whether a
+    ``None`` value takes a default that depends on the data (``from_data``)."""
+
+    kind: str
+    help: str
+    choices: tuple[str, ...] = ()
+    from_data: bool = False
+
+
+def key(default: Any, kind: str, help: str, *, choices: tuple[str, ...] = (),
+        from_data: bool = False) -> Any:
+    """A formulation key: a :class:`Formulation` field with ``default`` whose metadata is
+    its :class:`KeyInfo` (read by :func:`make_formulation`, the command line, ``meta.json``
+    and :func:`controldl.solution.load`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    info = KeyInfo(kind, help, tuple(choices), from_data)
+    return dataclasses.field(default=default, metadata={KEY_INFO: info})
+
+
+@dataclasses.dataclass(frozen=True)
+class Formulation:
+    """Every parameter of the problem except the data; hashable (a static jit argument).
+
+    ``n_inputs`` (n) and ``n_outputs`` (m) follow from the data; ``task`` is
+    ``"classification"`` or ``"regression"``. The other fields are the formulation keys
+    (:data:`FORMULATION_KEYS`), each declared once here with :func:`key`.
+    """
+
+    n_inputs: int
+    n_outputs: int
+    task: str = "classification"
+    n_classes: int | None = 2
+    model: str = key("resnet", "choice", "resnet: x+h·σ(Ax+b); mlp: σ(Ax+b); inside: "
+                     "x+h·(Aσ(x)+b)", choices=MODELS)
+    activation: str = key("tanh", "choice", "the activation σ", choices=ACTIVATIONS)
+    width: int = key(3, "count", "state dimension d ≥ n; d > n pads the inputs with zeros "
+                     f"(default n+{DEFAULTS.extra_width}: 3 for 2-D data)", from_data=True)
+    layers: int = key(DEFAULTS.layers, "count", "number of layers L")
+    horizon: float = key(DEFAULTS.horizon, "positive", "final time T > 0; the step is h = T/L")
+    loss: str = key("logistic", "choice", "default: logistic (2 classes), cross_entropy "
+                    "(K > 2), squared (regression)", choices=LOSSES, from_data=True)
+    l2: float = key(DEFAULTS.l2, "weight", "weight λ of (λ/2)·h·Σ(‖A_t‖²+‖b_t‖²)")
+    l1: float = key(0.0, "weight", "weight β of β·h·Σ(‖A_t‖₁+‖b_t‖₁)")
+    smooth: float = key(0.0, "weight", "weight α of (α/2h)·Σ‖θ_{t+1}-θ_t‖²")
+    running: float = key(0.0, "weight", "weight γ of γ·h·Σ_{t=1..L} mean ℓ(z(t))")
+    readout_l2: float = key(DEFAULTS.readout_l2, "weight", "weight κ of (κ/2)·(‖W‖²+‖c‖²); "
+                            "κ > 0 gives separable data a minimizer")
+    terminal: float = key(DEFAULTS.terminal, "weight", "weight w of the terminal loss "
+                          "w·(1/N)Σℓ(z(L)); 0 with running > 0 is a purely integral cost")
+    train_readout: bool = key(True, "switch", "whether the readout W, c is trained; off keeps "
+                              "it at its initial value (Esteve et al.'s fixed projection)")
+    lipschitz_bound: float | None = key(None, "bound", "constrain h·‖A_t‖₂ ≤ B; B < 1 makes "
+                                        "every residual layer invertible")
+    box_bound: float | None = key(None, "bound", "constrain |A_t|, |b_t| ≤ M entrywise")
+
+    @property
+    def h(self) -> float:
+        """The step ``h = T / L`` (a traced scalar when the formulation is a jit argument)."""
+        return self.horizon / self.layers
+
+    def uses(self, term: str) -> bool:
+        """Whether the cost term ``term`` (a key of :data:`WEIGHT_KEYS`) is present, i.e. its
+        weight is non-zero. Static: it stays known when the weights are traced."""
+        active = self.__dict__.get("_active")
+        if active is not None:
+            return term in active
+        return getattr(self, term) != 0.0
+
+    def static_key(self) -> tuple:
+        """What a compiled program depends on: every structural field, which terms are
+        present and which constraints exist, but not the numeric values (horizon, weights,
+        bounds), which are traced when the formulation is passed to ``jax.jit``."""
+        return jax.tree_util.tree_structure(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The formulation as recorded in ``meta.json`` (``problem``)."""
+        return dataclasses.asdict(self)
+
+
+WEIGHT_KEYS: tuple[str, ...] = ("l2", "l1", "smooth", "running", "readout_l2", "terminal")
+"""The cost weights; with ``horizon`` and the bounds they are the traced numbers."""
+
+TRACED_KEYS: tuple[str, ...] = ("horizon", *WEIGHT_KEYS, "lipschitz_bound", "box_bound")
+"""Fields of :class:`Formulation` that are leaves when it is a JAX pytree (a bound that is
+``None`` has no leaf, so whether a constraint exists is part of the structure)."""
+
+
+def _flatten_formulation(form: Formulation) -> tuple[tuple, tuple]:
+    static = tuple((f.name, getattr(form, f.name)) for f in dataclasses.fields(form)
+                   if f.name not in TRACED_KEYS)
+    active = tuple(k for k in WEIGHT_KEYS if form.uses(k))
+    return tuple(getattr(form, k) for k in TRACED_KEYS), (static, active)
+
+
+def _unflatten_formulation(aux: tuple, children: tuple) -> Formulation:
+    static, active = aux
+    form = object.__new__(Formulation)
+    for k, v in (*static, *zip(TRACED_KEYS, children, strict=True)):
+        object.__setattr__(form, k, v)
+    object.__setattr__(form, "_active", frozenset(active))
+    return form
+
+
+jax.tree_util.register_pytree_node(Formulation, _flatten_formulation, _unflatten_formulation)
+
+
+KEYS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Formulation)
+                                      if KEY_INFO in f.metadata}
+"""The formulation keys' fields, in declaration order."""
+
+FORMULATION_KEYS: tuple[str, ...] = tuple(KEYS)
+"""The options of a problem (the fields of :class:`Formulation` declared with :func:`key`):
+what :class:`~controldl.problem.Problem` takes, the command line's formulation flags and
+the ``problem`` of ``meta.json``."""
+
+
+def _default_loss(data: Dataset) -> str:
+    if data.task == "regression":
+        return "squared"
+    return "logistic" if data.n_classes == 2 else "cross_entropy"
+
+
+def _output_dim(data: Dataset, loss: str) -> int:
+    if data.task == "regression":
+        if loss != "squared":
+            raise ValueError(f"loss {loss!r} is for classification; regression uses 'squared'")
+        return data.n_targets
+    K = int(data.n_classes or 2)
+    if loss in ("logistic", "sigmoid_mse"):
+        if K != 2:
+            raise ValueError(f"loss {loss!r} is binary but the data has {K} classes; "
+                             "use 'cross_entropy'")
+        return 1
+    if loss == "cross_entropy":
+        return K
+    if loss == "squared":
+        return 1 if K == 2 else K  # targets ±1 (binary) or one-hot (K classes)
+    raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(model.LOSSES)}")
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
+def check_key(name: str, value: Any) -> Any:
+    """``value`` of the formulation key ``name`` checked against its declared kind
+    (:data:`KINDS`) and converted (a number to ``float``, an integer to ``int``)."""
+    info: KeyInfo = KEYS[name].metadata[KEY_INFO]
+    if info.kind == "choice":
+        if value not in info.choices:
+            raise ValueError(f"unknown {name} {value!r}; expected one of "
+                             f"{', '.join(info.choices)}")
+        return value
+    if info.kind == "count":
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        return int(value)
+    if info.kind == "switch":
+        return bool(value)
+    if value is None and info.kind == "bound":
+        return None
+    v = _number(name, value)
+    if v < 0 or (v == 0 and info.kind != "weight"):
+        raise ValueError(f"{name} must be a finite number {'>=' if info.kind == 'weight' else '>'}"
+                         f" 0, got {value!r}")
+    return v
+
+
+def make_formulation(data: Dataset, **options: Any) -> Formulation:
+    """Validate ``options`` (the keys of :data:`FORMULATION_KEYS`; ``None`` or absent: the
+    declared default, or the data's for ``width`` and ``loss``) against ``data``."""
+    unknown = set(options) - set(FORMULATION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown problem option(s): {', '.join(sorted(unknown))}")
+    n = data.n_features
+    data_defaults = {"width": DEFAULTS.width(n), "loss": _default_loss(data)}
+    values = {}
+    for name, field in KEYS.items():
+        value = options.get(name)
+        if value is None or (name == "loss" and not value):
+            value = data_defaults[name] if name in data_defaults else field.default
+        values[name] = check_key(name, value)
+    if values["width"] < n:
+        raise ValueError(f"width {values['width']} is smaller than the input dimension {n}")
+    if values["terminal"] == 0 and values["running"] == 0:
+        raise ValueError("terminal 0 and running 0 leave no loss in the cost; give a "
+                         "running weight > 0 for a purely integral cost")
+    return Formulation(
+        n_inputs=n, n_outputs=_output_dim(data, values["loss"]), task=data.task,
+        n_classes=data.n_classes if data.task == "classification" else None, **values)
+
+
+def encode_targets(form: Formulation, y: np.ndarray) -> np.ndarray:
+    """Labels → numeric targets ``(N, m)``: ``y`` itself for binary losses (m = 1), one-hot
+    for ``cross_entropy``, the values for regression; for the ``squared`` loss on class
+    labels ``2y − 1 ∈ {−1, +1}`` (binary, m = 1) or one-hot (K classes)."""
+    if form.task == "regression":
+        return np.asarray(y, np.float64).reshape(len(y), -1)
+    y = np.asarray(y).astype(np.int64)
+    if form.loss == "squared" and form.n_outputs == 1:
+        return (2.0 * y - 1.0)[:, None]
+    if form.loss in ("cross_entropy", "squared"):
+        return np.eye(form.n_outputs)[y]
+    return y[:, None].astype(np.float64)

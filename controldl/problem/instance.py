@@ -1,0 +1,127 @@
+"""The problem instance: a :class:`~controldl.problem.formulation.Formulation` with its
+:class:`~controldl.data.Dataset`, and the initialization every solver shares."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from controldl.data import Dataset
+from controldl.problem.constraints import project
+from controldl.problem.dynamics import embed
+from controldl.problem.formulation import (
+    FORMULATION_KEYS,
+    WEIGHT_KEYS,
+    Formulation,
+    Params,
+    encode_targets,
+    make_formulation,
+)
+
+Array = jax.Array
+
+
+class Problem:
+    """The canonical problem: a :class:`Formulation` and a :class:`~controldl.data.Dataset`.
+
+    Example::
+
+        problem = Problem(controldl.data.ring(600, seed=0), width=3, layers=20,
+                          horizon=5.0, l2=1e-3)
+
+    Formulation fields (``problem.width``, ``problem.h``, …) read through.
+    """
+
+    def __init__(self, data: Any = None, y: Any = None, *, X: Any = None,
+                 **options: Any) -> None:
+        """``data`` is a :class:`~controldl.data.Dataset`, a pair ``(X, y)`` or the inputs
+        ``X`` with ``y`` beside them (also as ``X=``, ``y=``); see
+        :func:`controldl.data.as_dataset`. ``options`` are the formulation's keys
+        (:data:`FORMULATION_KEYS`), defaults :data:`DEFAULTS`."""
+        from controldl.data import as_dataset
+
+        self.data = as_dataset(data, y, X)
+        self.formulation = make_formulation(self.data, **options)
+
+    @classmethod
+    def from_formulation(cls, data: Dataset, formulation: Formulation) -> Problem:
+        keys = {k: getattr(formulation, k) for k in FORMULATION_KEYS}
+        return cls(data, **keys)
+
+    def replace(self, data: Dataset | None = None, **options: Any) -> Problem:
+        """A copy with some options (or the data) changed."""
+        keys = {k: getattr(self.formulation, k) for k in FORMULATION_KEYS}
+        keys.update(options)
+        return Problem(self.data if data is None else data, **keys)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("formulation", "data"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.formulation, name)
+        except AttributeError:
+            raise AttributeError(f"'Problem' object has no attribute {name!r}") from None
+
+    def describe(self) -> str:
+        """One line: the model, width, L, T, h, every weight, the constraints and the data
+        with its split (what ``controldl train`` prints before it starts)."""
+        f, data = self.formulation, self.data
+        weights = ", ".join(f"{k} {getattr(f, k):g}" for k in WEIGHT_KEYS)
+        bounds = "".join(f", {k} {getattr(f, k):g}" for k in ("lipschitz_bound", "box_bound")
+                         if getattr(f, k) is not None)
+        split = (f"{data.n_train} training and {len(data.X_test)} test points"
+                 if data.has_test else f"{data.n_train} training points, no test split")
+        return (f"{f.model} with σ = {f.activation}, width {f.width}, L = {f.layers}, "
+                f"T = {f.horizon:g} (h = {f.h:g}), loss {f.loss}; {weights}{bounds}"
+                f"{'' if f.train_readout else ', frozen readout'}; data "
+                f"{data.source.get('name', 'arrays')}: {split}")
+
+    def __repr__(self) -> str:
+        f = self.formulation
+        return (f"Problem({f.model}, σ={f.activation}, d={f.width}, L={f.layers}, "
+                f"T={f.horizon:g}, loss={f.loss}, N={self.data.n_train})")
+
+    # Arrays in the form the JAX functions take.
+    def initial_states(self, dtype: Any = jnp.float64, test: bool = False) -> Array:
+        """``x(0)`` (N, d) of the training (or test) inputs."""
+        X = self.data.X_test if test else self.data.X_train
+        return embed(self.formulation, jnp.asarray(X, dtype=dtype))
+
+    def targets(self, dtype: Any = jnp.float64, test: bool = False) -> Array:
+        """Numeric targets (N, m) of the training (or test) labels."""
+        y = self.data.y_test if test else self.data.y_train
+        return jnp.asarray(encode_targets(self.formulation, np.asarray(y)), dtype=dtype)
+
+
+def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale: float = 1.0,
+                dtype: Any = jnp.float64) -> Params:
+    """The initialization every solver shares, deterministic in ``seed``.
+
+    ``normal``: ``A_t``, ``W`` entries ``N(0, scale²/d)``, ``b_t = 0``, ``c = 0``;
+    ``zeros``: every control and the readout zero (Li et al.'s flat start).
+    Constraints are enforced by :func:`project`. One compiled program (a cached second
+    call costs one lookup, not one per operation).
+    """
+    if scheme not in ("normal", "zeros"):
+        raise ValueError(f"unknown initialization {scheme!r}; expected 'normal' or 'zeros'")
+    return _init_compiled(form, seed, scale, scheme, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("scheme", "dtype"))
+def _init_compiled(form: Formulation, seed: Array, scale: Array, scheme: str,
+                   dtype: Any) -> Params:
+    L, d, m = form.layers, form.width, form.n_outputs
+    zeros = Params(jnp.zeros((L, d, d), dtype), jnp.zeros((L, d), dtype),
+                   jnp.zeros((m, d), dtype), jnp.zeros((m,), dtype))
+    if scheme == "zeros":
+        return project(form, zeros)
+    kA, kW = jax.random.split(jax.random.PRNGKey(seed))
+    s = (scale / math.sqrt(d)).astype(dtype) if hasattr(scale, "astype") else scale / math.sqrt(d)
+    params = zeros._replace(A=s * jax.random.normal(kA, (L, d, d), dtype),
+                            W=s * jax.random.normal(kW, (m, d), dtype))
+    return project(form, params)
