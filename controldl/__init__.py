@@ -23,6 +23,7 @@ from controldl.problem import Formulation, Params, Problem, init_params, station
 from controldl.solution import Solution, load
 from controldl.solvers import (
     GradientDescent,
+    SolveInterrupted,
     Solver,
     available,
     make_solver,
@@ -54,6 +55,7 @@ __all__ = [
     "Params",
     "Problem",
     "Solution",
+    "SolveInterrupted",
     "Solver",
     "Status",
     "available",

@@ -424,7 +424,7 @@ def _report(comparison: Comparison, rows: list[Row], table: str, figs: list[str]
     if missed:
         lines.append(f"- Did not reach the target: {', '.join(missed)}.")
     for label, sol in comparison.solutions.items():
-        if sol.status not in ("converged", "target_reached"):
+        if not sol.succeeded:
             lines.append(f"- {label}: {sol.status} — {sol.message}")
     lines.append("")
     for f in figs:

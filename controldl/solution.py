@@ -101,6 +101,9 @@ class Solution:
             shared by every solver.
         warm_start: the predecessor of a warm-started solve (:class:`WarmStart`), else
             ``None``.
+        checkpoint: the solver's state to continue from
+            (:class:`controldl.solvers.checkpoint.Checkpoint`): set on an interrupted solve
+            and on a solve with checkpointing; :meth:`save` writes it to ``checkpoint/``.
     """
 
     problem: Problem
@@ -118,6 +121,7 @@ class Solution:
     versions: dict[str, str] = dataclasses.field(default_factory=versions)
     stationarity: float | None = None
     warm_start: WarmStart | None = None
+    checkpoint: Any = None
 
     @property
     def work(self) -> float | None:
@@ -190,8 +194,11 @@ class Solution:
 
     @property
     def succeeded(self) -> bool:
-        """Converged or at the target cost."""
-        return self.status in ("converged", "target_reached")
+        """Converged or at the target cost (:attr:`Status.succeeded`)."""
+        try:
+            return Status(self.status).succeeded
+        except ValueError:
+            return False
 
     @property
     def completed(self) -> bool:
@@ -217,12 +224,8 @@ class Solution:
 
     def meta(self) -> dict[str, Any]:
         """The contents of ``meta.json``."""
-        form = self.problem.formulation
-        problem = {k: getattr(form, k) for k in FORMULATION_KEYS}
-        problem.update(task=form.task, n_classes=form.n_classes, n_inputs=form.n_inputs,
-                       n_outputs=form.n_outputs, step=form.h, data=self.problem.data.source)
         return jsonable({
-            "problem": problem,
+            "problem": problem_record(self.problem),
             "solver": self.solver,
             "status": self.status,
             "message": self.message,
@@ -243,11 +246,8 @@ class Solution:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The contents of ``arrays.npz``."""
-        data = self.problem.data
         out = {k: np.asarray(v) for k, v in self.params._asdict().items()}
-        out.update(X_train=data.X_train, y_train=data.y_train)
-        if data.has_test:
-            out.update(X_test=data.X_test, y_test=data.y_test)
+        out.update(data_arrays(self.problem))
         return out
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -258,8 +258,48 @@ class Solution:
         def write(tmp: Path) -> None:
             np.savez(tmp / "arrays.npz", **arrays)
             write_json(tmp / "meta.json", meta)
+            if self.checkpoint is not None:
+                from controldl.solvers import checkpoint
+
+                checkpoint.write(tmp / checkpoint.SUBDIRECTORY, self.checkpoint)
 
         return atomic_directory(directory, write)
+
+
+def problem_record(problem: Problem) -> dict[str, Any]:
+    """The ``problem`` entry of ``meta.json``: every formulation key, the task, the sizes,
+    the step and the data source."""
+    form = problem.formulation
+    record = {k: getattr(form, k) for k in FORMULATION_KEYS}
+    record.update(task=form.task, n_classes=form.n_classes, n_inputs=form.n_inputs,
+                  n_outputs=form.n_outputs, step=form.h, data=problem.data.source)
+    return record
+
+
+def data_arrays(problem: Problem) -> dict[str, np.ndarray]:
+    """The data arrays of ``arrays.npz``: ``X_train``, ``y_train`` (and the test split)."""
+    data = problem.data
+    out = {"X_train": data.X_train, "y_train": data.y_train}
+    if data.has_test:
+        out.update(X_test=data.X_test, y_test=data.y_test)
+    return out
+
+
+def problem_from_record(record: dict[str, Any], arrays: dict[str, np.ndarray],
+                        where: Any) -> Problem:
+    """The problem of a :func:`problem_record` and its :func:`data_arrays` (read from
+    ``where``, named in errors)."""
+    missing = [k for k in ("X_train", "y_train") if k not in arrays]
+    if missing:
+        raise ValueError(f"{where}: missing array(s) {', '.join(missing)}")
+    task = record.get("task", "classification")
+    data = Dataset(
+        X_train=arrays["X_train"], y_train=arrays["y_train"],
+        X_test=arrays.get("X_test"), y_test=arrays.get("y_test"),
+        task=task, n_classes=record.get("n_classes") if task == "classification" else None,
+        source=record.get("data", {}),
+    )
+    return Problem(data, **{k: record[k] for k in FORMULATION_KEYS if k in record})
 
 
 def load(directory: str | os.PathLike) -> Solution:
@@ -278,18 +318,10 @@ def load(directory: str | os.PathLike) -> Solution:
             arrays = {k: f[k] for k in f.files}
     except Exception as exc:
         raise ValueError(f"{directory}: unreadable solution ({exc})") from None
-    missing = [k for k in ("A", "b", "W", "c", "X_train", "y_train") if k not in arrays]
+    missing = [k for k in ("A", "b", "W", "c") if k not in arrays]
     if missing:
         raise ValueError(f"{arrays_path}: missing array(s) {', '.join(missing)}")
-    pm = meta.get("problem", {})
-    task = pm.get("task", "classification")
-    data = Dataset(
-        X_train=arrays["X_train"], y_train=arrays["y_train"],
-        X_test=arrays.get("X_test"), y_test=arrays.get("y_test"),
-        task=task, n_classes=pm.get("n_classes") if task == "classification" else None,
-        source=pm.get("data", {}),
-    )
-    problem = Problem(data, **{k: pm[k] for k in FORMULATION_KEYS if k in pm})
+    problem = problem_from_record(meta.get("problem", {}), arrays, arrays_path)
     params = Params(*(arrays[k] for k in ("A", "b", "W", "c")))
     L, d, m = problem.layers, problem.width, problem.n_outputs
     expected = {"A": (L, d, d), "b": (L, d), "W": (m, d), "c": (m,)}

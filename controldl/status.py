@@ -37,6 +37,11 @@ class Status(enum.StrEnum):
         return self in _COMPLETED
 
     @property
+    def succeeded(self) -> bool:
+        """Converged or at the target cost."""
+        return self in (Status.CONVERGED, Status.TARGET_REACHED)
+
+    @property
     def exit_code(self) -> int:
         """0 when completed, 130 when interrupted, 1 otherwise."""
         if self.completed:
@@ -98,7 +103,8 @@ _HINTS: dict[Status, dict[str, str]] = {
     },
     Status.CONSTRAINT_VIOLATED: {"": "See stats for the worst violation; tighten the "
                                      "solver's constraint tolerance."},
-    Status.INTERRUPTED: {"": "Resume from this solution (warm start) to continue."},
+    Status.INTERRUPTED: {"": "Resume from its checkpoint (solve(resume=...)) to continue with "
+                                "the optimizer's state, or warm-start from it."},
 }
 
 

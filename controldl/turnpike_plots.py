@@ -1,3 +1,3 @@
-"""The turnpike figures, moved to :mod:`controldl.studies.turnpike.plots`; re-exported here."""
+"""The turnpike figures, :mod:`controldl.plotting.turnpike`; re-exported under this name."""
 
-from controldl.studies.turnpike.plots import *  # noqa: F403
+from controldl.plotting.turnpike import *  # noqa: F403

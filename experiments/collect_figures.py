@@ -1,9 +1,9 @@
 """Copy the key figures of a full run into ``experiments/figures/`` (for the README),
 reduced to a 256-colour palette so that each stays small.
 
-    python experiments/collect_figures.py --run runs/full [--to experiments/figures]
+    python -m experiments.collect_figures --run runs/full [--to experiments/figures]
 
-Not an experiment: it only copies what ``run_all.py`` wrote. A missing figure is an error.
+Not an experiment: it only copies what ``experiments.run_all`` wrote. A missing figure is an error.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ KEY_FIGURES = (  # (experiment, file) → experiments/figures/<experiment>_<file
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
-    p.add_argument("--run", required=True, type=Path, help="the --out of run_all.py")
+    p.add_argument("--run", required=True, type=Path, help="the --out of experiments.run_all")
     p.add_argument("--to", type=Path, default=Path(__file__).resolve().parent / "figures")
     args = p.parse_args(argv)
     missing = [f"{e}/{f}" for e, f in KEY_FIGURES if not (args.run / e / f).is_file()]

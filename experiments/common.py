@@ -1,14 +1,16 @@
 """What every experiment shares: the command line, the output directory, JSON and markdown
 writers, seeds, and a few measurements built on the library's public functions.
 
-An experiment is a script ``experiments/<name>.py`` with a ``main(argv) -> int``; it is run
-as ``python experiments/<name>.py --out DIR [--quick] [--seeds 0,1,2]`` and writes
-``DIR/results.json``, ``DIR/summary.md`` and ``DIR/*.png``. Bad arguments end with
-argparse's one-line error and exit code 2.
+An experiment is a module ``experiments/<name>.py`` with a ``main(argv) -> int``; it is run
+from the repository's root as ``python -m experiments.<name> --out DIR [--quick]
+[--seeds 0,1,2]`` and writes ``DIR/results.json``, ``DIR/summary.md`` and ``DIR/*.png``.
+Bad arguments end with argparse's one-line error and exit code 2. Importing a module
+changes no global setting: :func:`main_wrapper`, the program's start, chooses float64 and
+matplotlib's file backend.
 
-Nothing here restates a formula of the problem: predictions, accuracies, Lipschitz
-constants and Jacobians are computed through :mod:`controldl.problem` and
-:mod:`controldl.plotting`.
+Nothing here restates a formula of the problem: predictions and accuracies come from
+:class:`controldl.Solution` (``predict``, ``accuracy``, ``outputs``, ``states``), Lipschitz
+constants and Jacobians from :mod:`controldl.problem`.
 """
 
 from __future__ import annotations
@@ -26,16 +28,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")  # the experiments write files only
-jax.config.update("jax_enable_x64", True)  # the experiments run in float64
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import controldl as cdl  # noqa: E402
-from controldl import plotting  # noqa: E402
-from controldl import problem as P  # noqa: E402
-from controldl.io import write_json  # noqa: E402
+import controldl as cdl
+from controldl import plotting
+from controldl import problem as P
+from controldl.io import write_json
 
 DEFAULT_JAX_CACHE = Path(os.environ.get("CONTROLDL_JAX_CACHE",
                                         Path.home() / ".cache" / "controldl" / "jax"))
@@ -144,6 +143,13 @@ def configure_jax_cache(where: str) -> str | None:
     return str(path)
 
 
+def configure_process() -> None:
+    """The experiments' process settings: float64 and matplotlib's file backend (they
+    write files only). Called once at the start of a run, never on import."""
+    jax.config.update("jax_enable_x64", True)
+    matplotlib.use("Agg")
+
+
 def main_wrapper(name: str, doc: str | None, body: Callable[[Run], None],
                  argv: Sequence[str] | None = None, configure: Callable | None = None,
                  default_seeds: Sequence[int] = (0, 1, 2),
@@ -154,6 +160,7 @@ def main_wrapper(name: str, doc: str | None, body: Callable[[Run], None],
     if configure is not None:
         configure(p)
     args = p.parse_args(argv)
+    configure_process()
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {str(args.out)!r} exists and is not a directory")
     try:
@@ -242,10 +249,8 @@ def solution_record(sol: cdl.Solution) -> dict[str, Any]:
 
 def accuracy_on(sol: cdl.Solution, data: cdl.Dataset) -> float:
     """Accuracy of ``sol`` on the (training) points of another data set, e.g. fresh
-    samples of the same distribution; the decision rule is the library's."""
-    form = sol.problem.formulation
-    z = plotting.outputs(sol, data.X_train)
-    return float(P.accuracy_from_outputs(form, jnp.asarray(z), jnp.asarray(data.y_train)))
+    samples of the same distribution (:meth:`controldl.Solution.accuracy`)."""
+    return sol.accuracy(data.X_train, data.y_train)
 
 
 def max_lipschitz(sol: cdl.Solution) -> float:
@@ -290,7 +295,7 @@ def decision_panel(ax: Any, sol: cdl.Solution, lo: float = -1.25, hi: float = 1.
     by label, and ``wrong`` points (misclassified) as red crosses."""
     g = np.linspace(lo, hi, resolution)
     g0, g1 = np.meshgrid(g, g)
-    z = plotting.outputs(sol, np.stack([g0.ravel(), g1.ravel()], axis=1))[:, 0]
+    z = sol.outputs(np.stack([g0.ravel(), g1.ravel()], axis=1))[:, 0]
     ax.contourf(g0, g1, (z > 0).reshape(g0.shape).astype(float), levels=[-0.5, 0.5, 1.5],
                 colors=["#cfe2f3", "#fde0c5"])
     ax.contour(g0, g1, z.reshape(g0.shape), levels=[0.0], colors="k", linewidths=0.8)
@@ -310,14 +315,9 @@ def decision_panel(ax: Any, sol: cdl.Solution, lo: float = -1.25, hi: float = 1.
 
 
 def correct(sol: cdl.Solution, data: cdl.Dataset) -> np.ndarray:
-    """Per point of ``data`` (training split): is ``sol``'s label right? (the library's
-    decision rule, :func:`controldl.problem.accuracy_from_outputs`, applied point by
-    point)."""
-    form = sol.problem.formulation
-    z = jnp.asarray(plotting.outputs(sol, data.X_train))
-    y = jnp.asarray(data.y_train)
-    one = jax.vmap(lambda zi, yi: P.accuracy_from_outputs(form, zi[None], yi[None]))
-    return np.asarray(one(z, y)) > 0.5
+    """Per point of ``data`` (training split): is ``sol``'s label right?
+    (:meth:`controldl.Solution.predict`, the library's decision rule)."""
+    return sol.predict(data.X_train) == np.asarray(data.y_train)
 
 
 def misclassified(sol: cdl.Solution, data: cdl.Dataset) -> np.ndarray:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import sys
 
-import common
 import numpy as np
 
 import controldl as cdl
 from controldl import plotting
 from controldl.compare import compare
+from experiments import common
 
 NAME = "flat_start"
 FRACTIONS = (0.5, 0.3, 0.2)

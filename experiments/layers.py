@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
 from controldl import plotting
+from experiments import common
 
 NAME = "layers"
 DATASETS = {"ring": cdl.data.ring, "spiral": cdl.data.spiral}
@@ -52,7 +52,7 @@ def train(run: common.Run, data: cdl.Dataset, model: str, width: int, layers: in
 
 
 def record(sol: cdl.Solution, fresh: cdl.Dataset) -> dict:
-    xs = plotting.states(sol)
+    xs = sol.states(sol.problem.data.X_train)
     sv = common.singular_values_centred(xs[-1])
     rec = common.solution_record(sol)
     rec.update(fresh_accuracy=common.accuracy_on(sol, fresh),
@@ -69,7 +69,7 @@ def record(sol: cdl.Solution, fresh: cdl.Dataset) -> dict:
 def two_inits_figure(sols: list[cdl.Solution], seeds: list[int], panels: list[int]):
     fig = plt.figure(figsize=(3.0 * len(panels), 3.0 * len(sols)))
     for r, (sol, seed) in enumerate(zip(sols, seeds, strict=True)):
-        xs = plotting.states(sol)
+        xs = sol.states(sol.problem.data.X_train)
         colors = [plotting.CLASS_COLORS[int(k)] for k in sol.problem.data.y_train]
         for c, t in enumerate(panels):
             ax = fig.add_subplot(len(sols), len(panels), r * len(panels) + c + 1,
@@ -134,7 +134,7 @@ def body(run: common.Run) -> None:
     # Two initializations: how different are the two solutions?
     a, b = pair
     theta = lambda s: np.concatenate([np.ravel(s.params.A), np.ravel(s.params.b)])  # noqa: E731
-    xa, xb = plotting.states(a), plotting.states(b)
+    xa, xb = a.states(a.problem.data.X_train), b.states(b.problem.data.X_train)
     mid = S["layers"] // 2
     two = {
         "seeds": [seed, seed_b],

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import sys
 
-import common
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
 from controldl import problem as P
+from experiments import common
 
 NAME = "li_sin"
 CLAIM = ("E-MSA with 10 inner L-BFGS iterations decreases the loss faster per iteration "

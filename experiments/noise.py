@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
 from controldl import plotting
+from experiments import common
 
 NAME = "noise"
 
@@ -51,7 +51,7 @@ def dynamics(sol: cdl.Solution) -> dict:
     A, b = np.asarray(sol.params.A), np.asarray(sol.params.b)
     theta = np.concatenate([A.reshape(len(A), -1), b], axis=1)
     h = sol.problem.h
-    xs = plotting.states(sol)
+    xs = sol.states(sol.problem.data.X_train)
     steps = np.linalg.norm(np.diff(xs, axis=0), axis=-1)  # (L, N)
     return {
         "control_energy": float(h * np.sum(theta ** 2)),
@@ -123,7 +123,7 @@ def body(run: common.Run) -> None:
     panels = [0, L // 3, 2 * L // 3, L]
     fig = plt.figure(figsize=(2.6 * len(panels), 2.5 * n))
     for r, (key, sol) in enumerate(keep.items()):
-        xs = plotting.states(sol)
+        xs = sol.states(sol.problem.data.X_train)
         colors = [plotting.CLASS_COLORS[int(k)] for k in sol.problem.data.y_train]
         for c, t in enumerate(panels):
             ax = fig.add_subplot(n, len(panels), r * len(panels) + c + 1, projection="3d")

@@ -1,4 +1,5 @@
-"""Run every experiment: ``python experiments/run_all.py --out DIR [--quick] [--jobs 2]``.
+"""Run every experiment: ``python -m experiments.run_all --out DIR [--quick] [--jobs 2]``
+(from the repository's root).
 
 Each experiment writes into ``DIR/<name>/`` (``results.json``, ``summary.md``, PNGs);
 ``DIR/index.md`` links them with their wall and CPU times. With ``--jobs 1`` (default)
@@ -19,6 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository's root: the children run ``python -m experiments.NAME`` from it."""
 
 EXPERIMENTS = ("layers", "topology", "solvers", "scaling", "turnpike", "flat_start", "noise",
                "li_sin")
@@ -50,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"choose from {', '.join(EXPERIMENTS)}")
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {str(args.out)!r} exists and is not a directory")
-    here = Path(__file__).resolve().parent
-    sys.path.insert(0, str(here))
     start = time.perf_counter()
 
     def arguments(name: str) -> list[str]:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs == 1:
         status = {name: run_here(name, arguments(name)) for name in names}
     else:
-        status = run_children(names, arguments, args.jobs, here, args.out)
+        status = run_children(names, arguments, args.jobs, args.out)
     total = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# Experiments", "", f"Mode: {'quick' if args.quick else 'full'}; total "
@@ -92,7 +94,7 @@ def run_here(name: str, argv: list[str]) -> dict:
     """Run experiment ``name`` in this process."""
     t0, c0 = time.perf_counter(), time.process_time()
     print(f"=== {name} ===", file=sys.stderr, flush=True)
-    module = importlib.import_module(name)
+    module = importlib.import_module(f"experiments.{name}")
     try:
         rc = module.main(argv)
     except SystemExit as exc:  # argparse inside the experiment
@@ -104,7 +106,7 @@ def run_here(name: str, argv: list[str]) -> dict:
     return out
 
 
-def run_children(names: list[str], arguments, jobs: int, here: Path, out: Path) -> dict:
+def run_children(names: list[str], arguments, jobs: int, out: Path) -> dict:
     """Run the experiments as child processes, ``jobs`` at a time; CPU time per child from
     ``wait4``'s resource usage."""
     out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +118,9 @@ def run_children(names: list[str], arguments, jobs: int, here: Path, out: Path) 
             while pending and len(running) < jobs:
                 name = pending.pop(0)
                 log = open(out / f"{name}.log", "w")  # closed when the child ends
-                proc = subprocess.Popen([sys.executable, str(here / f"{name}.py"),
+                proc = subprocess.Popen([sys.executable, "-m", f"experiments.{name}",
                                          *arguments(name)], stdout=log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, cwd=ROOT)
                 running[proc.pid] = (name, proc, time.perf_counter(), log)
                 print(f"=== {name}: started (log {out / f'{name}.log'}) ===",
                       file=sys.stderr, flush=True)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats as sstats
 
 import controldl as cdl
+from experiments import common
 
 NAME = "scaling"
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
 from controldl import plotting
 from controldl.compare import compare
+from experiments import common
 
 NAME = "solvers"
 

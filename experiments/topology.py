@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
 from controldl import plotting
+from experiments import common
 
 NAME = "topology"
 TARGET_W2 = 0.995

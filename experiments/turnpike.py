@@ -22,13 +22,13 @@ from __future__ import annotations
 import shutil
 import sys
 
-import common
 import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
+from controldl.plotting import turnpike as plots
 from controldl.studies import turnpike as tp
-from controldl.studies.turnpike import plots
+from experiments import common
 
 NAME = "turnpike"
 

@@ -39,8 +39,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import controldl as cdl  # noqa: E402
+from controldl.plotting import turnpike as plots  # noqa: E402
 from controldl.studies import turnpike  # noqa: E402
-from controldl.studies.turnpike import plots  # noqa: E402
 
 QUICK = os.environ.get("CONTROLDL_NOTEBOOK_QUICK", "0") == "1"
 OUT = Path(os.environ.get("CONTROLDL_NOTEBOOK_OUT", "runs/notebooks")) / "03_turnpike_sweep"

@@ -5,47 +5,24 @@ import json
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
+from reference import np_cost_terms
 
 from controldl.cli import main
 
 
 def numpy_cost(meta, arrays):
-    """The cost of DESIGN.md recomputed by hand, in NumPy, from the saved arrays."""
-    p = meta["problem"]
+    """The cost of DESIGN.md recomputed from the saved arrays by the NumPy oracle
+    (``tests/reference.py``), the formulation read from ``meta.json``."""
+    form = types.SimpleNamespace(**meta["problem"])
+    assert form.loss == "logistic"
     A, b, W, c = arrays["A"], arrays["b"], arrays["W"], arrays["c"]
-    X, y = arrays["X_train"], arrays["y_train"]
-    L, d = A.shape[0], A.shape[1]
-    h = p["horizon"] / p["layers"]
-    act = {"tanh": np.tanh, "relu": lambda u: np.maximum(u, 0), "identity": lambda u: u,
-           "sigmoid": lambda u: 1 / (1 + np.exp(-u)), "softplus": lambda u: np.logaddexp(0, u)}
-    sig = act[p["activation"]]
-    x = np.zeros((len(X), d))
-    x[:, : X.shape[1]] = X
-
-    def loss(x):
-        z = x @ W.T + c
-        assert p["loss"] == "logistic"
-        return np.mean(np.logaddexp(0, -(2 * y - 1) * z[:, 0]))
-
-    running = 0.0
-    for t in range(L):
-        u = sig(x @ A[t].T + b[t])
-        x = x + h * u if p["model"] == "resnet" else u
-        running += loss(x)
-    terms = {
-        "terminal": loss(x),
-        "l2": p["l2"] / 2 * h * (np.sum(A**2) + np.sum(b**2)),
-        "l1": p["l1"] * h * (np.abs(A).sum() + np.abs(b).sum()),
-        "smooth": p["smooth"] / (2 * h) * (np.sum(np.diff(A, axis=0) ** 2)
-                                           + np.sum(np.diff(b, axis=0) ** 2)),
-        "running": p["running"] * h * running,
-        "readout_l2": p["readout_l2"] / 2 * (np.sum(W**2) + np.sum(c**2)),
-    }
-    terms["total"] = sum(terms.values())
-    return terms
+    X = arrays["X_train"]
+    X0 = np.hstack([X, np.zeros((len(X), A.shape[1] - X.shape[1]))])
+    return np_cost_terms(form, A, b, W, c, X0, arrays["y_train"][:, None].astype(float))
 
 
 def test_train_on_a_ring_file_and_recompute_the_cost(ring_file, tmp_path, capsys):

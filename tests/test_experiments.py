@@ -1,4 +1,4 @@
-"""The experiments' quick mode as a test: ``experiments/run_all.py --quick`` writes, for
+"""The experiments' quick mode as a test: ``python -m experiments.run_all --quick`` writes, for
 every experiment, a ``results.json`` holding real (finite) numbers, a ``summary.md`` and
 at least one PNG; bad arguments end with exit code 2."""
 
@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ROOT / "experiments"
 NAMES = ("layers", "topology", "solvers", "scaling", "turnpike", "flat_start", "noise",
          "li_sin")
 
@@ -28,8 +27,8 @@ def _numbers(x):
         yield x
 
 
-# The ``quick_run`` fixture (tests/conftest.py) runs ``run_all.py --quick`` in the
-# background from the end of collection on.
+# The ``quick_run`` fixture (tests/conftest.py) runs ``experiments.run_all --quick`` in
+# the background from the start of the tests on.
 
 
 @pytest.mark.slow
@@ -85,7 +84,7 @@ def test_quick_results_hold_the_measurements(quick_run):
                                   ["--out", "x", "--seeds", "-1"], ["--bogus"]])
 def test_bad_arguments_exit_2(tmp_path, argv):
     argv = [a if a != "x" else str(tmp_path / "x") for a in argv]
-    proc = subprocess.run([sys.executable, str(EXPERIMENTS / "topology.py"), *argv],
+    proc = subprocess.run([sys.executable, "-m", "experiments.topology", *argv],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() and "Traceback" not in proc.stderr
@@ -93,7 +92,7 @@ def test_bad_arguments_exit_2(tmp_path, argv):
 
 
 def test_run_all_rejects_unknown_experiment(tmp_path):
-    proc = subprocess.run([sys.executable, str(EXPERIMENTS / "run_all.py"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "experiments.run_all", "--out",
                            str(tmp_path / "o"), "--only", "nope"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "nope" in proc.stderr

@@ -36,14 +36,14 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
         four = cdl.solve(p, solver, max_iter=40)
         # The executable the solve ran (from the cache: placing the arguments as the solver
         # does gives the same key): its sample inputs are split in four.
-        from controldl.solvers.base import COMPILED
+        from controldl.solvers.base import compile_count
         from controldl.solvers.gd import _compiled_step
         mesh = parallel.data_mesh(4)
         X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
                                           jax.numpy.asarray(p.data.y_train))
         params, key = parallel.replicate(mesh, (cdl.init_params(p.formulation, seed=0),
                                                 jax.random.PRNGKey(0)))
-        entries = len(COMPILED._entries)
+        builds = compile_count()
         step = _compiled_step(p.formulation, solver, 0, (params, X0, Y, y, key))
         shardings = jax.tree.leaves(step.func.input_shardings[0])
         x0_sharding = shardings[-4]  # (form, params, opt_state, X0, Y, y, key): X0
@@ -53,7 +53,7 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
                           "X0": [x0_sharding.shard_shape((200, 3)),
                                  len(x0_sharding.device_set)],
                           "A": shardings[0].is_fully_replicated,
-                          "cached": len(COMPILED._entries) == entries,
+                          "cached": compile_count() == builds,
                           "devices": four.stats["devices"]["count"]}))
     """)
     r = json.loads(out.strip().splitlines()[-1])
@@ -102,7 +102,7 @@ def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_pa
         import jax
         import controldl as cdl
         from controldl import parallel
-        from controldl.solvers.base import COMPILED
+        from controldl.solvers.base import compile_count
         from controldl.solvers.pmp.iteration import Config, compiled_iteration
         p = cdl.Problem(cdl.data.load_file("{tmp_path}/r.npz"), width=3, layers=5,
                         l2=1e-3, running=0.2, smooth=0.01)
@@ -115,7 +115,7 @@ def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_pa
             jax.numpy.zeros((2,), jax.numpy.uint32)))
         layer, readout = solver.inner_solvers(p)
         config = Config(True, layer, readout, solver.inner_steps, None)
-        entries = len(COMPILED._entries)
+        builds = compile_count()
         step = compiled_iteration(p.formulation, config, (params, knobs, X0, Y, y, key))
         flat = jax.tree.leaves(step.input_shardings[0])
         n_form = len(jax.tree.leaves(p.formulation))
@@ -123,7 +123,7 @@ def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_pa
         print(json.dumps({{"X0": [X0_sharding.shard_shape((120, 3)),
                                  len(X0_sharding.device_set)],
                           "A": A_sharding.is_fully_replicated,
-                          "cached": len(COMPILED._entries) == entries}}))
+                          "cached": compile_count() == builds}}))
     """)
     assert one["cost"]["running"] > 0 and one["cost"]["smooth"] > 0
     np.testing.assert_allclose(four["stats"]["stationarity"], one["stats"]["stationarity"],

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from reference import np_mean_loss, np_states
 
 import controldl as cdl
 from controldl import problem as P
@@ -160,8 +161,9 @@ def test_profiles_follow_their_definitions(data):
     problem = _tracking(data, T=1.0, L=4)
     params = starts.cold_start(problem, seed=2, scheme="normal", projector="coordinate")
     prof = tp.profiles(problem, params)
-    xs = np.asarray(P.trajectory(problem.formulation, P.Params(*params),
-                                 problem.initial_states()))
+    form, (A, b, W, c) = problem.formulation, (np.asarray(v) for v in params)
+    X0 = np.asarray(problem.initial_states())
+    xs = np.stack(np_states(form.model, form.activation, form.h, A, b, X0))
     y = 2.0 * data.y_train - 1.0
     # dist(x, {x : x_1 = y}) = |x_1 − y| for the coordinate projector.
     steady = np.sqrt(np.mean((xs[..., 0] - y) ** 2, axis=1))
@@ -169,7 +171,8 @@ def test_profiles_follow_their_definitions(data):
     norms = np.sqrt(np.sum(params.A ** 2, axis=(1, 2)) + np.sum(params.b ** 2, axis=1))
     np.testing.assert_allclose(prof.turnpike_distances, norms + steady[:-1], rtol=1e-12)
     np.testing.assert_allclose(prof.mean_margins, np.mean(y * xs[..., 0], axis=1), rtol=1e-12)
-    np.testing.assert_allclose(prof.running_errors, 0.5 * np.mean((xs[..., 0] - y) ** 2, 1))
+    errors = [np_mean_loss(form.loss, x @ W.T + c, y[:, None]) for x in xs]
+    np.testing.assert_allclose(prof.running_errors, errors, rtol=1e-12)
     np.testing.assert_allclose(prof.state_norms, np.sqrt(np.mean(np.sum(xs ** 2, 2), 1)))
     assert prof.terminal_error == pytest.approx(prof.running_errors[-1])
     logistic = cdl.Problem(data, model="inside", width=3, layers=4, horizon=1.0)

@@ -6,7 +6,9 @@ Every bad input ends in one line on stderr and exit code 2; nothing is written t
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 from controldl.cli.common import CLIError, Parser
 
@@ -50,11 +52,19 @@ def build_parser() -> Parser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM outside a solve: the same path as Ctrl-C (inside one, the solve's own
+    handler stops it at the next iteration and saves what it has)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes
+    previous = signal.signal(signal.SIGTERM, _terminated) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.run(args) or 0)
     except (CLIError, ValueError) as exc:
@@ -64,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("controldl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,6 +62,13 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def positive_float(text: str) -> float:
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return v
+
+
 def parse_bool(text: str) -> bool:
     """``true/false`` for a flag (:func:`controldl.solvers.options.parse_bool`)."""
     return _argparse_type(options_parse_bool)(text)
@@ -198,6 +205,20 @@ def add_stopping_flags(p: argparse.ArgumentParser, tol: float = COMMON_TOL,
                    help="progress bar on a terminal (default true)")
 
 
+def add_long_run_flags(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint-every-s`` and ``--resume`` (:mod:`controldl.solvers.checkpoint`)."""
+    g = p.add_argument_group("long runs (Ctrl-C or SIGTERM saves the best iterate with "
+                             "status interrupted and a checkpoint, exit 130)")
+    g.add_argument("--checkpoint-every-s", type=positive_float, default=None, metavar="S",
+                   help="write the solver's state to OUT/checkpoint every S seconds of wall "
+                        "clock (atomically), and keep the last one in the solution")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue from the checkpoint in DIR (an interrupted solution, or "
+                        "its checkpoint/) with the optimizer's state: the problem, the "
+                        "solver and its options are the checkpoint's; --max-iter counts "
+                        "all iterations (default: the checkpoint's); --out defaults to DIR")
+
+
 def plain_text(doc: str) -> str:
     """Docstring text for a terminal: reST roles (``:func:`x``` → ``x``) and inline
     literals (double backquotes) removed."""
@@ -237,10 +258,11 @@ def solver_fields() -> dict[str, dict[str, Any]]:
 
 
 def _option_help(info: OptionInfo) -> str:
-    """The help text of an option for a terminal, with its range (``> 0``…) appended."""
+    """The help text of an option for a terminal, with its range (``> 0``…) and whether it
+    is traced (a new value reuses the compiled step) appended."""
+    tags = [t for t in (info.describe_range(), "traced" if info.traced else "") if t]
     text = plain_text(info.help)
-    span = info.describe_range()
-    return f"{text} [{span}]" if span else text
+    return f"{text} [{'; '.join(tags)}]" if tags else text
 
 
 def add_solver_option_flags(p: argparse.ArgumentParser) -> None:

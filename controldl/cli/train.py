@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from controldl import distributed, solvers
 from controldl.cli import common
 from controldl.problem import DEFAULTS
-from controldl.solvers import solve
+from controldl.solvers import checkpoint, solve
+from controldl.status import Status
 
 HELP = "solve one problem with one solver and save the solution directory"
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+"""The signals that stop a solve of ``train`` at its next iteration (status interrupted,
+the best iterate and a checkpoint saved, exit code 130)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Pontryagin algorithms), pmp-newton (layer-wise trust-region Newton "
                         "on the augmented Hamiltonian), casadi (IPOPT) (default gd)")
     common.add_stopping_flags(p)
+    common.add_long_run_flags(p)
     common.add_solver_option_flags(p)
-    p.add_argument("--out", default="runs/train", help="solution directory (default runs/train)")
+    p.add_argument("--out", default=None,
+                   help="solution directory (default runs/train; with --resume, DIR)")
     p.add_argument("--plot", action="store_true", help="also write the figures to OUT/figures")
     p.add_argument("--processes", type=common.positive_int, default=1,
                    help="run the solve as this many jax.distributed processes on this "
@@ -40,31 +48,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _resumed(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], Path]:
+    """``(problem, solver, solve kwargs, default out)`` of ``--resume DIR``: the problem,
+    the solver and the tolerance are the checkpoint's; the limits given override its."""
+    given = [flag for field, flag in args.solver_flags.items()
+             if getattr(args, f"opt_{field}", None) is not None]
+    if given:
+        raise common.CLIError(f"--resume takes the solver and its options from the "
+                              f"checkpoint: drop {', '.join(given)}")
+    where = checkpoint.locate(args.resume)
+    ck = checkpoint.load(where)
+    kwargs = common.solve_kwargs(args)
+    kwargs.update(init=None, tol=None, resume=ck)
+    out = where.parent if where.name == checkpoint.SUBDIRECTORY else where
+    return ck.problem, checkpoint.solver_of(ck), kwargs, out
+
+
 def run(args: argparse.Namespace) -> int:
     in_group = distributed.initialize_from_env()  # before any JAX computation
-    problem = common.problem_from_args(args)
-    solver = common.solver_from_args(args)
+    if args.resume is not None:
+        problem, solver, kwargs, out_dir = _resumed(args)
+        out_dir = Path(args.out) if args.out is not None else out_dir
+        print(f"resuming {solver.label()} at iteration {kwargs['resume'].iteration} "
+              f"from {args.resume}", flush=True)
+    else:
+        problem, solver = common.problem_from_args(args), common.solver_from_args(args)
+        kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
     if args.processes > 1 and not in_group:  # the checks above ran once, here: launch
         return distributed.launch(args.argv, args.processes)
     import jax
 
-    writer = jax.process_index() == 0
-    kwargs = common.solve_kwargs(args)
+    writer = jax.process_index() == 0  # one process writes OUT and the checkpoints
     print(f"problem: {problem.describe()}", flush=True)
-    common_tol = bool(args.tol) and type(solver).tolerance_option is not None
+    tol = kwargs["resume"].stopping["tol"] if args.resume is not None else args.tol
+    common_tol = bool(tol) and type(solver).tolerance_option is not None
     print(f"solver: {solver.label()}, "
-          + (f"stationarity tolerance {args.tol:g}" if common_tol
+          + (f"stationarity tolerance {tol:g}" if common_tol
              else "its own convergence test"), flush=True)
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)
-    solution = solve(problem, solver, **kwargs)
-    if writer:
-        out = solution.save(Path(args.out))
-        if args.plot:
-            from controldl import plotting
+    every = args.checkpoint_every_s if writer else None
+    try:
+        solution = solve(problem, solver, **kwargs, signals=STOP_SIGNALS,
+                         checkpoint_every_s=every, checkpoint_dir=None if every is None
+                         else out_dir / checkpoint.SUBDIRECTORY)
+    except checkpoint.SolveInterrupted as stop:  # saved below, exit code 130
+        solution = stop.solution
+    if not writer:  # process 0 writes
+        print(solution.summary())
+        return solution.exit_code
+    out = solution.save(out_dir)
+    if args.plot:
+        from controldl import plotting
 
-            plotting.save_solution_figures(solution, out / "figures")
+        plotting.save_solution_figures(solution, out / "figures")
     print(solution.summary())
-    if writer:
-        print(f"saved to {out}")
+    print(f"saved to {out}")
+    if solution.status == Status.INTERRUPTED:
+        kept = (f"resume with `controldl train --resume {out}`" if solution.checkpoint
+                else "this solver keeps no checkpoint: warm-start from it")
+        print(f"controldl: interrupted at iteration {solution.iterations}; the best iterate "
+              f"is saved in {out}: {kept}", file=sys.stderr, flush=True)
     return solution.exit_code

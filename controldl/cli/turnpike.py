@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                             resume=args.resume, log=turnpike.stderr_log, **kwargs)
     swept = time.perf_counter() - t0
     if not args.no_plots:
-        from controldl.studies.turnpike import plots
+        from controldl.plotting import turnpike as plots
 
         plots.save_figures(result, out / "figures")
     return _summary(result.report, len(result.solved), len(result.loaded), swept, out)

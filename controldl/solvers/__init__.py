@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from controldl.solvers.base import Monitor, RunResult, Solver, Stopping, evaluate, solve
+from controldl.solvers.checkpoint import SolveInterrupted
 from controldl.solvers.gd import GradientDescent
 
 _REGISTRY: dict[str, str] = {
@@ -53,5 +54,6 @@ def make_solver(name: str, **options: Any) -> Solver:
     return solver_from_spec(name, **options)
 
 
-__all__ = ["GradientDescent", "Monitor", "RunResult", "Solver", "Stopping", "available",
+__all__ = ["GradientDescent", "Monitor", "RunResult", "SolveInterrupted", "Solver",
+           "Stopping", "available",
            "evaluate", "make_solver", "solve", "solver_class"]

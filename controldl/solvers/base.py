@@ -17,11 +17,12 @@ import dataclasses
 import functools
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params, Problem
 from controldl.solution import Solution, WarmStart
+from controldl.solvers import checkpoint as C
 from controldl.status import Status
 
 
@@ -41,13 +43,19 @@ class CompileCache:
 
     def __init__(self, maxsize: int = 128) -> None:
         self.maxsize = maxsize
+        self.builds = 0  # how many values get() has built; never reset (compilations)
         self._entries: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        """The number of entries held now."""
+        return len(self._entries)
 
     def get(self, key: Any, build: Callable[[], Any]) -> Any:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
         value = build()
+        self.builds += 1
         self._entries[key] = value
         if len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
@@ -59,6 +67,12 @@ class CompileCache:
 
 COMPILED = CompileCache()
 """The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
+
+def compile_count() -> int:
+    """How many programs :data:`COMPILED` has built in this process: a solve that reuses a
+    compiled step leaves it unchanged."""
+    return COMPILED.builds
+
 
 COMMON_TOL: float = 1e-4
 """The common stationarity tolerance of ``controldl compare`` and ``train`` (on
@@ -169,16 +183,23 @@ class Monitor:
     ``stop_on_growth`` (:attr:`Solver.stop_on_growth`). Time spent compiling or building
     is wrapped in
     ``with monitor.compiling():``.
+
+    Long runs (:mod:`controldl.solvers.checkpoint`): a resumable solver offers its state
+    before every iteration to :meth:`snapshot` and, when :attr:`resumed` is a checkpoint,
+    continues from it (the clock, the compile time and the history continue from the
+    checkpoint's); :meth:`record` returns ``interrupted`` once a signal was received.
     """
 
     def __init__(self, stopping: Stopping, progress: bool = False, label: str = "",
                  callback: Callable[[dict[str, Any]], Any] | None = None,
-                 stop_on_growth: bool = True) -> None:
+                 stop_on_growth: bool = True, long_run: C.LongRun | None = None) -> None:
         self.stopping = stopping
         self.stop_on_growth = stop_on_growth
-        self.start = time.perf_counter()
-        self.compile_time_s = 0.0
-        self.history: list[dict[str, Any]] = []
+        self.long_run = long_run or C.LongRun()
+        resumed = self.long_run.resumed
+        self.start = time.perf_counter() - (resumed.elapsed_s if resumed else 0.0)
+        self.compile_time_s = resumed.compile_time_s if resumed else 0.0
+        self.history: list[dict[str, Any]] = list(resumed.history) if resumed else []
         self.callback = callback
         self._bar = None
         if progress:
@@ -198,6 +219,17 @@ class Monitor:
             yield
         finally:
             self.compile_time_s += time.perf_counter() - t0
+
+    @property
+    def resumed(self) -> C.Checkpoint | None:
+        """The checkpoint this solve continues from (``None``: a fresh solve)."""
+        return self.long_run.resumed
+
+    def snapshot(self, iteration: int, state: Any) -> None:
+        """The solver's state before ``iteration`` (a pytree that its resume restores);
+        written to the checkpoint directory when one is due."""
+        self.long_run.offer(C.Snapshot(int(iteration), state, len(self.history),
+                                       self.elapsed(), self.compile_time_s), self.history)
 
     def out_of_time(self) -> bool:
         return self.stopping.max_time is not None and self.elapsed() >= self.stopping.max_time
@@ -227,6 +259,8 @@ class Monitor:
             return Status.TARGET_REACHED
         if stop.tol is not None and stationarity is not None and stationarity <= stop.tol:
             return Status.CONVERGED
+        if self.long_run.interrupt.requested:
+            return Status.INTERRUPTED
         if self.out_of_time():
             return Status.MAX_TIME
         return None
@@ -246,6 +280,9 @@ class Solver(abc.ABC):
     """Whether a cost far above the start (:meth:`Stopping.divergence_threshold`) means
     divergence: true for solvers whose iterates should descend (gradient descent); an
     interior-point method's iterates may rise for a while."""
+    resumable: ClassVar[bool] = False
+    """Whether the solver offers its state to :meth:`Monitor.snapshot` and continues from
+    :attr:`Monitor.resumed` (``solve(resume=...)``)."""
     tolerance_option: ClassVar[str | None] = None
     """The option that holds the solver's own stationarity tolerance, which ``compare``
     sets to the common one (``None``: the solver records ``stationarity`` and the
@@ -354,6 +391,10 @@ def solve(
     tol: float | None = None,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], Any] | None = None,
+    resume: Any = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every_s: float | None = None,
+    signals: tuple[int, ...] = (signal.SIGINT,),
 ) -> Solution:
     """Solve ``problem`` with ``solver`` and return a :class:`~controldl.Solution`.
 
@@ -366,41 +407,117 @@ def solve(
             ``seed`` and ``init_scheme`` (``"normal"`` or ``"zeros"``).
         max_iter, max_time, target_cost, tol: stopping rules (:class:`Stopping`;
             ``max_iter`` defaults to the solver's own default, ``tol`` is the common
-            stationarity tolerance).
+            stationarity tolerance). ``max_iter`` and ``max_time`` count the whole run,
+            the part before a resumed checkpoint included.
         progress: show a progress bar (only on a terminal).
         callback: called with every history entry.
+        resume: continue from a checkpoint (a :class:`~controldl.solvers.checkpoint.
+            Checkpoint`, a solution that carries one, or a checkpoint or solution
+            directory) with the solver's state; ``problem`` and ``solver`` must be the
+            checkpoint's, and each stopping rule left ``None`` is the checkpoint's.
+        checkpoint_dir, checkpoint_every_s: write the solver's state to
+            ``checkpoint_dir`` every ``checkpoint_every_s`` seconds of wall clock
+            (atomically), and attach the last state to the solution.
+        signals: while the solve runs, these signals (default SIGINT, i.e. Ctrl-C) stop it
+            at the next iteration and raise
+            :class:`~controldl.solvers.checkpoint.SolveInterrupted` (a
+            ``KeyboardInterrupt``) whose ``solution`` has status ``interrupted``, the best
+            iterate so far and the checkpoint of its last state (``solution.checkpoint``);
+            a second signal raises ``KeyboardInterrupt`` at once. ``()`` leaves the
+            signal handlers alone.
+
+    Raises:
+        SolveInterrupted: a signal of ``signals`` stopped the solve (see above).
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
     solver = as_solver(solver)
-    stopping = Stopping(solver.default_max_iter if max_iter is None else max_iter,
-                        max_time, target_cost, tol)
-    init, warm = warm_start_record(init)
+    rules = {"max_iter": max_iter, "max_time": max_time, "target_cost": target_cost,
+             "tol": tol}
+    if checkpoint_every_s is not None and not solver.resumable:
+        raise ValueError(f"solver {solver.name!r} keeps no checkpoint: drop "
+                         "checkpoint_every_s")
+    start = _start(problem, solver, init, seed, init_scheme, rules, resume)
+    stopping, init, warm, record, resumed = start
+    long_run = C.LongRun(
+        resumed=resumed, every_s=checkpoint_every_s,
+        directory=None if checkpoint_dir is None else Path(checkpoint_dir),
+        context=C.Context(problem, record, dataclasses.asdict(stopping), warm))
     monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback,
-                      stop_on_growth=solver.stop_on_growth)
-    with monitor.compiling():  # one-time setup (small compiles) before the first iteration
-        if init is None:
-            params = P.init_params(problem.formulation, seed=seed, scheme=init_scheme)
-        else:
-            params = as_params(problem, init)
-    try:
-        result = solver.run(problem, params, monitor)
-    finally:
-        monitor.close()
+                      stop_on_growth=solver.stop_on_growth, long_run=long_run)
+    with long_run.interrupt.installed(tuple(signals)):
+        with monitor.compiling():  # one-time setup (small compiles) before the first iteration
+            if init is None:
+                params = P.init_params(problem.formulation, seed=record["seed"],
+                                       scheme=init_scheme)
+            else:
+                params = as_params(problem, init)
+        try:
+            result = solver.run(problem, params, monitor)
+        finally:
+            monitor.close()
     wall = monitor.elapsed()
     result.stats.setdefault("devices", parallel.describe(None))
+    if resumed is not None:
+        result.stats["resumed_from_iteration"] = resumed.iteration
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
     terms, train_acc, test_acc = evaluate(problem, final)
     status = result.status
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED
-    return Solution(
-        problem=problem, params=final,
-        solver={"name": solver.name, "label": solver.label(), "options": solver.options(),
-                "seed": seed, "init": "warm_start" if init is not None else init_scheme},
+    keep = status == Status.INTERRUPTED or checkpoint_dir is not None
+    solution = Solution(
+        problem=problem, params=final, solver=record,
         status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
         iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
         history=monitor.history, stats=result.stats,
         stationarity=P.stationarity(problem, final) if math.isfinite(terms["total"]) else None,
-        warm_start=warm,
+        warm_start=warm, checkpoint=long_run.checkpoint(monitor.history) if keep else None,
     )
+    if status == Status.INTERRUPTED and long_run.interrupt.requested:
+        raise C.SolveInterrupted(solution)
+    return solution
+
+
+class _Start(NamedTuple):
+    """How a solve starts: its stopping rules, the warm start (loaded) and its record,
+    the solution's ``solver`` record and the checkpoint it resumes (or ``None``)."""
+
+    stopping: Stopping
+    init: Any
+    warm: WarmStart | None
+    record: dict[str, Any]
+    resumed: C.Checkpoint | None
+
+
+def _start(problem: Problem, solver: Solver, init: Any, seed: int, init_scheme: str,
+           rules: dict[str, Any], resume: Any) -> _Start:
+    """The start of a fresh, warm-started or resumed solve (a resumed one takes each
+    stopping rule not given, the seed and the warm-start record from its checkpoint)."""
+    if resume is None:
+        stopping = Stopping(solver.default_max_iter if rules["max_iter"] is None
+                            else rules["max_iter"], rules["max_time"], rules["target_cost"],
+                            rules["tol"])
+        init, warm = warm_start_record(init)
+        record = {"name": solver.name, "label": solver.label(), "options": solver.options(),
+                  "seed": seed, "init": "warm_start" if init is not None else init_scheme}
+        return _Start(stopping, init, warm, record, None)
+    resumed = _resumable(problem, solver, resume)
+    stopping = Stopping(**{**resumed.stopping,
+                           **{k: v for k, v in rules.items() if v is not None}})
+    if stopping.max_iter < resumed.iteration:
+        raise ValueError(f"max_iter {stopping.max_iter} is below the checkpoint's "
+                         f"iteration {resumed.iteration}")
+    record = {**resumed.solver, "options": solver.options()}
+    record.setdefault("seed", seed)
+    return _Start(stopping, None, resumed.warm_start, record, resumed)
+
+
+def _resumable(problem: Problem, solver: Solver, resume: Any) -> C.Checkpoint:
+    """The checkpoint of ``resume``, checked against ``problem`` and ``solver``."""
+    if not solver.resumable:
+        raise ValueError(f"solver {solver.name!r} cannot resume from a checkpoint: "
+                         "warm-start from the saved solution instead")
+    resumed = C.as_checkpoint(resume)
+    C.check_matches(resumed, problem, solver)
+    return resumed

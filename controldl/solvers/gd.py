@@ -180,7 +180,8 @@ class GradientDescent(Solver):
     optimizer: str = option("adam", "any optax optimizer by name (``adam``, ``sgd``, "
                             "``adamw``, ``lbfgs``…).")
     lr: float | None = option(None, "learning rate (default: 0.1 for sgd, line search for "
-                              "lbfgs, 0.01 otherwise).", low=0, open_low=True, traced=True)
+                              "lbfgs, 0.01 otherwise); traced with the constant schedule, "
+                              "static with the others.", low=0, open_low=True, traced=True)
     schedule: str = option("constant", "``constant``, ``cosine``, ``exponential`` or "
                            "``warmup_cosine`` over ``max_iter`` iterations.", choices=SCHEDULES)
     batch_size: int | None = batch_size_option()
@@ -208,6 +209,7 @@ class GradientDescent(Solver):
     default_max_iter: ClassVar[int] = 5000
     tolerance_option: ClassVar[str | None] = "grad_tol"
     stop_on_growth: ClassVar[bool] = True
+    resumable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -231,6 +233,21 @@ class GradientDescent(Solver):
         extra = {} if self.momentum is None else {"momentum": self.momentum}
         return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
 
+    def _start(self, params: Params, key: Any, steps: int, mesh: Any, monitor: Monitor
+               ) -> _State:
+        """The loop's first state: fresh at ``params``, or the resumed checkpoint's
+        (placed as the fresh one)."""
+        opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
+        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
+        if monitor.resumed is None:
+            return start
+        saved = parallel.replicate(mesh, jax.tree.map(
+            jnp.asarray, monitor.resumed.restore(start), is_leaf=_is_array))
+        best = saved.best._replace(cost=float(saved.best.cost),
+                                   iteration=int(saved.best.iteration))
+        return saved._replace(iteration=int(saved.iteration), work=float(saved.work),
+                              best=best, schedule_steps=int(saved.schedule_steps))
+
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
         dtype = DTYPES[self.dtype]
@@ -238,16 +255,17 @@ class GradientDescent(Solver):
         params = Params(*(jnp.asarray(v, dtype) for v in params))
         key = jax.random.PRNGKey(0)
         params, key = parallel.replicate(mesh, (params, key))
-        max_iter = monitor.stopping.max_iter
-        steps = max_iter if self.schedule != "constant" else 0  # a schedule's length
+        # a schedule spans the first run's max_iter, also after a resume
+        steps = monitor.stopping.max_iter if self.schedule != "constant" else 0
         with monitor.compiling():
+            start = self._start(params, key, steps, mesh, monitor)
+            steps = start.schedule_steps
             step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
             full_cost = _compiled_full_cost(form, (params, X0, Y, y))
-            opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
         loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
                      self.grad_tol, None if self.batch_size is None
                      else max(problem.data.n_train // self.batch_size, 1))
-        run = loop.run(params, opt_state, key)
+        run = loop.run(start)
         best, last = run.best, run.last
         # A converged run returns the iterate that met the tolerance (the best one may
         # differ from it in round-off and miss the tolerance).
@@ -267,6 +285,26 @@ class _Iterate(NamedTuple):
     params: Params
     cost: float
     iteration: int
+
+
+class _State(NamedTuple):
+    """The loop's state before iteration ``iteration``: the iterate, the optimizer's state
+    (optax pytree: Adam's moments and count, L-BFGS's memory…), the mini-batch key, the
+    work done, the best recorded iterate so far (cost ``inf`` before any) and the length
+    of the learning-rate schedule (0: constant). What a checkpoint of gradient descent
+    holds."""
+
+    iteration: int
+    params: Params
+    opt_state: Any
+    key: Any
+    work: float
+    best: _Iterate
+    schedule_steps: int
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
 
 
 class _Outcome(NamedTuple):
@@ -294,11 +332,14 @@ class _Loop:
     grad_tol: float
     epoch: int | None
 
-    def run(self, params: Params, opt_state: Any, key: Any) -> _Outcome:
+    def run(self, start: _State) -> _Outcome:
         max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
-        best = last = None
-        done, residual, status, k = 0.0, math.nan, Status.MAX_ITER, 0
-        for k in range(max_iter + 1):
+        params, opt_state, key, done, best = start[1:6]
+        last, residual, status, k = None, math.nan, Status.MAX_ITER, start.iteration
+        for k in range(start.iteration, max_iter + 1):
+            monitor.snapshot(k, start._replace(iteration=k, params=params,
+                                               opt_state=opt_state, key=key, work=done,
+                                               best=best))
             new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
             J, acc, residual, work = (float(v) for v in np.asarray(out))
             stop = None
@@ -312,7 +353,7 @@ class _Loop:
                 stop = monitor.record(k, J, acc if self.classify else None, work=done)
             if monitor.history and monitor.history[-1]["iteration"] == k:
                 last = _Iterate(params, J, k)
-                if best is None or J < best.cost or not math.isfinite(best.cost):
+                if J < best.cost or not math.isfinite(best.cost):
                     best = last
             if stop or k == max_iter:
                 status = stop or status

@@ -29,6 +29,24 @@ from controldl.status import Status
 
 _NLPSOL_OUT = [ca.nlpsol_out(i) for i in range(ca.nlpsol_n_out())]
 F_INDEX, X_INDEX, G_INDEX = (_NLPSOL_OUT.index(k) for k in ("f", "x", "g"))
+LAM_X_INDEX, LAM_G_INDEX = (_NLPSOL_OUT.index(k) for k in ("lam_x", "lam_g"))
+
+
+class IpoptState(NamedTuple):
+    """IPOPT's iterate as its iteration callback sees it: the NLP's variables ``x`` (n,)
+    and the multipliers of the bounds ``lam_x`` (n,) and of the constraints ``lam_g``
+    (n_g,). What a checkpoint of the direct method holds; a resume warm-starts IPOPT from
+    it (``warm_start_init_point``), which is not bit-equal to an uninterrupted run: the
+    barrier parameter and IPOPT's internal state (filter, quasi-Newton memory) restart."""
+
+    x: np.ndarray
+    lam_x: np.ndarray
+    lam_g: np.ndarray
+
+    @classmethod
+    def of(cls, arg: Any) -> IpoptState:
+        return cls(*(np.array(arg[i], np.float64).ravel()
+                     for i in (X_INDEX, LAM_X_INDEX, LAM_G_INDEX)))
 
 EXPAND_AUTO_MAX_WORK = 100_000
 """``expand="auto"`` expands the MX graph to SX while ``N·L·(d² + d)`` is at most this."""
@@ -49,13 +67,15 @@ class _Recorder:
     """IPOPT's per-iteration hook: records the cost in the monitor (for multiple shooting,
     the cost of the iterate's controls, simulated) and keeps the monitor's stop reason."""
 
-    def __init__(self, tr: Transcription, monitor: Monitor, controls_cost: Any) -> None:
+    def __init__(self, tr: Transcription, monitor: Monitor, controls_cost: Any,
+                 first: int = 0) -> None:
         self.tr, self.monitor, self.controls_cost = tr, monitor, controls_cost
-        self.k = 0
+        self.first, self.k = first, 0  # ``first``: the iteration a resumed run starts at
         self.stop: str | None = None
 
     def __call__(self, arg: Any) -> bool:
-        k, self.k = self.k, self.k + 1
+        k, self.k = self.first + self.k, self.k + 1
+        self.monitor.snapshot(k, IpoptState.of(arg))
         if self.controls_cost is None:  # single shooting: the objective is J(θ, W, c)
             stop = self.monitor.record(k, float(arg[F_INDEX]))
         else:
@@ -154,6 +174,7 @@ class CasadiDirect(Solver):
 
     name: ClassVar[str] = "casadi"
     default_max_iter: ClassVar[int] = 1000
+    resumable: ClassVar[bool] = True  # a warm start from IpoptState, not bit-equal
 
     def __post_init__(self) -> None:
         normalized = {  # the accepted spellings, normalized before the generated checks
@@ -248,12 +269,16 @@ class CasadiDirect(Solver):
             else None
         t0 = time.perf_counter()
         tr = self.build(problem, params, hessian)
-        recorder = _Recorder(tr, monitor, controls_cost)
+        first = 0 if monitor.resumed is None else monitor.resumed.iteration
+        recorder = _Recorder(tr, monitor, controls_cost, first)
         remaining = None
         if monitor.stopping.max_time is not None:
             remaining = monitor.stopping.max_time - monitor.elapsed()
+        extra = self.ipopt_options
+        if monitor.resumed is not None:  # IPOPT starts from the saved primal-dual point
+            warm, extra = True, (("warm_start_init_point", "yes"), *extra)
         run = ipopt.IpoptRun(self.tol, self.print_level, self.linear_solver, hessian,
-                             monitor.stopping.max_iter, remaining, warm, self.ipopt_options)
+                             monitor.stopping.max_iter - first, remaining, warm, extra)
         hook = IterationCallback(tr.layout.n, tr.g.shape[0], tr.p.shape[0], recorder)
         try:
             nlpsol = ca.nlpsol("controldl_casadi", "ipopt",
@@ -272,9 +297,14 @@ class CasadiDirect(Solver):
         if monitor.stopping.max_time is not None and monitor.out_of_time():
             return RunResult(params, Status.MAX_TIME, 0, {"build_time_s": s.build_s})
         tr = s.tr
+        start = {"x0": tr.w0}
+        if monitor.resumed is not None:
+            saved = monitor.resumed.restore(IpoptState(
+                tr.w0, np.zeros_like(tr.w0), np.zeros(tr.g.shape[0])))
+            start = {"x0": saved.x, "lam_x0": saved.lam_x, "lam_g0": saved.lam_g}
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            sol = s.nlpsol(x0=tr.w0, p=tr.p0, lbx=tr.lbw, ubx=tr.ubw, lbg=tr.lbg, ubg=tr.ubg)
+            sol = s.nlpsol(**start, p=tr.p0, lbx=tr.lbw, ubx=tr.ubw, lbg=tr.lbg, ubg=tr.ubg)
         except RuntimeError as exc:
             raise ValueError(f"IPOPT failed: {str(exc).splitlines()[-1]}") from None
         timing = {"solve_time_s": time.perf_counter() - t0,
@@ -299,9 +329,9 @@ class CasadiDirect(Solver):
             status = Status.CONSTRAINT_VIOLATED
         elif not raw.violated:
             out = certificates.clean_round_off(form, out)
-        iterations = int(st.get("iter_count", s.recorder.k))
+        iterations = s.recorder.first + int(st.get("iter_count", s.recorder.k))
         work = ipopt.work_of(st, tr.layout.states)
-        _record_work(monitor.history, work.total, iterations)
+        _record_work(monitor.history, work.total, iterations, s.recorder.first)
         stats = {
             "ipopt_status": ret, **_ipopt_stats(st, sol), **timing,
             "build_time_s": s.build_s,
@@ -341,8 +371,14 @@ def _ipopt_stats(st: dict[str, Any], sol: dict[str, Any]) -> dict[str, Any]:
             "nlp_objective": float(sol["f"])}
 
 
-def _record_work(history: list[dict[str, Any]], total: float, iterations: int) -> None:
+def _record_work(history: list[dict[str, Any]], total: float, iterations: int,
+                 first: int = 0) -> None:
     """``work`` of each history entry: IPOPT's counts are known only at the end, so the
-    run's total is spread evenly over its iterations (entry k: ``total·k/K``)."""
+    run's total is spread evenly over its iterations (entry k: ``w₀ + total·(k−k₀)/(K−k₀)``
+    for a run resumed at ``k₀`` whose earlier entries end at work ``w₀``; 0 and 0 for a
+    fresh one)."""
+    before = [e.get("work") or 0.0 for e in history if e["iteration"] < first]
+    base, n = (before[-1] if before else 0.0), max(iterations - first, 1)
     for entry in history:
-        entry["work"] = total * min(entry["iteration"], iterations) / max(iterations, 1)
+        if entry["iteration"] >= first:
+            entry["work"] = base + total * (min(entry["iteration"], iterations) - first) / n

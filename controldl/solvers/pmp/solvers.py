@@ -100,6 +100,7 @@ class PontryaginSolver(Solver):
     extended: ClassVar[bool] = False
     default_max_iter: ClassVar[int] = 500
     tolerance_option: ClassVar[str | None] = "tol"  # compare's common tolerance
+    resumable: ClassVar[bool] = True  # the LoopState is the checkpoint
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -133,8 +134,11 @@ class PontryaginSolver(Solver):
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         loop = OuterLoop.build(self, problem, params, monitor)
         state = loop.init(params)
+        if monitor.resumed is not None:
+            state = loop.restore(monitor.resumed.restore(state))
         info, status = None, None
         while status is None:
+            monitor.snapshot(state.iteration, state)
             new, info = loop.step(state)
             status = loop.terminate(state, info)
             if status is None:
@@ -181,6 +185,15 @@ class OuterLoop:
                                                         for v in params)))
         knobs = parallel.replicate(self.mesh, self.solver.knobs(dtype))
         return LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
+
+    def restore(self, saved: LoopState) -> LoopState:
+        """A saved state (NumPy leaves) with its iterate and knobs placed as :meth:`init`
+        places them (the mini-batch draws follow from ``batch_seed`` and the iteration)."""
+        dtype = DTYPES[self.solver.dtype]
+        params = Params(*(jnp.asarray(v, dtype) for v in saved.params))
+        knobs = H.Knobs(*(jnp.asarray(v, dtype) for v in saved.knobs))
+        return saved._replace(params=parallel.replicate(self.mesh, params),
+                              knobs=parallel.replicate(self.mesh, knobs))
 
     def step(self, state: LoopState) -> tuple[Params, StepInfo]:
         """One compiled iteration from ``state.params``; its report on the host."""

@@ -2,7 +2,7 @@
 asymptotics in deep learning"): horizon grids (:mod:`.grid`), priced starts and the
 padding certificate (:mod:`.starts`), profiles and the steady set (:mod:`.profiles`),
 fits (:mod:`.fits`), the sweep (:mod:`.sweep`), the λ ↔ T correspondence
-(:mod:`.tradeoff`) and figures (:mod:`.plots`, imported on demand: it needs matplotlib).
+(:mod:`.tradeoff`); the figures are :mod:`controldl.plotting.turnpike`.
 """
 
 from controldl.studies.turnpike.fits import (

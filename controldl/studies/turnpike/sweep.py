@@ -138,8 +138,8 @@ def solve_to_tolerance(problem: Problem, start: Params | None, solver: Solver,
         s = controldl.stationarity(problem, final.params)
         stages.append(_stage(final, s))
     status = Status.CONVERGED if s <= options.tol else Status(final.status)
-    if status is Status.CONVERGED and final.status not in ("converged", "max_iter",
-                                                          "stalled", "target_reached"):
+    if status is Status.CONVERGED and final.status not in (
+            Status.CONVERGED, Status.MAX_ITER, Status.STALLED, Status.TARGET_REACHED):
         status = Status(final.status)
     offset = first.wall_time_s if final is not first else 0.0
     history = first.history + ([{**e, "time_s": e["time_s"] + offset} for e in final.history]
@@ -200,7 +200,7 @@ def _entry(T: float, problem: Problem, solution: Solution, start: dict[str, Any]
         "directory": grid.horizon_dirname(T), "source": source,
         "status": str(solution.status), "solver_status": str(solution.status),
         "stationarity": s, "tolerance": stats.get("tolerance"),
-        "converged": solution.status == "converged", "stages": stats.get("stages"),
+        "converged": solution.status == Status.CONVERGED, "stages": stats.get("stages"),
         "start": start, "iterations": solution.iterations,
         "wall_time_s": solution.wall_time_s, "cost": solution.cost,
         "train_accuracy": solution.train_accuracy, "test_accuracy": solution.test_accuracy,

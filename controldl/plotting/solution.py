@@ -18,34 +18,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import ScalarFormatter
 
-from controldl import problem as P  # noqa: E402
-from controldl.solution import Solution, atomic_directory  # noqa: E402
+from controldl.io import atomic_directory
+from controldl.solution import Solution
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def states(solution: Solution, X: np.ndarray | None = None) -> np.ndarray:
-    """``x(0..L)`` (L+1, N, d) of the inputs ``X`` (default: the training inputs)."""
-    form = solution.problem.formulation
-    X = solution.problem.data.X_train if X is None else X
-    params = P.Params(*(jnp.asarray(v) for v in solution.params))
-    X0 = P.embed(form, jnp.asarray(X, jnp.float64))
-    return np.asarray(P.trajectory(form, params, X0))
+    """``x(0..L)`` (L+1, N, d) of the inputs ``X`` (default: the training inputs):
+    :meth:`Solution.states <controldl.solution.Solution.states>`."""
+    return solution.states(solution.problem.data.X_train if X is None else X)
 
 
 def outputs(solution: Solution, X: np.ndarray) -> np.ndarray:
-    """``z = W x(L) + c`` (N, m) of the inputs ``X``."""
-    form = solution.problem.formulation
-    params = P.Params(*(jnp.asarray(v) for v in solution.params))
-    return np.asarray(P.predict(form, params, P.embed(form, jnp.asarray(X, jnp.float64))))
+    """``z = W x(L) + c`` (N, m) of the inputs ``X``: :meth:`Solution.outputs
+    <controldl.solution.Solution.outputs>`."""
+    return solution.outputs(X)
 
 
 def _colors(solution: Solution, y: np.ndarray) -> Any:

@@ -22,7 +22,8 @@ import numpy as np
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 
-from controldl.solution import Solution, atomic_directory
+from controldl.io import atomic_directory
+from controldl.solution import Solution
 
 
 def _colors(n: int) -> list[Any]:
