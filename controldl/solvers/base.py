@@ -438,45 +438,58 @@ def solve(
         raise ValueError(f"solver {solver.name!r} keeps no checkpoint: drop "
                          "checkpoint_every_s")
     start = _start(problem, solver, init, seed, init_scheme, rules, resume)
-    stopping, init, warm, record, resumed = start
     long_run = C.LongRun(
-        resumed=resumed, every_s=checkpoint_every_s,
+        resumed=start.resumed, every_s=checkpoint_every_s,
         directory=None if checkpoint_dir is None else Path(checkpoint_dir),
-        context=C.Context(problem, record, dataclasses.asdict(stopping), warm))
-    monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback,
+        context=C.Context(problem, start.record, dataclasses.asdict(start.stopping), start.warm))
+    monitor = Monitor(start.stopping, progress=progress, label=solver.label(), callback=callback,
                       stop_on_growth=solver.stop_on_growth, long_run=long_run)
     with long_run.interrupt.installed(tuple(signals)):
         with monitor.compiling():  # one-time setup (small compiles) before the first iteration
-            if init is None:
-                params = P.init_params(problem.formulation, seed=record["seed"],
-                                       scheme=init_scheme)
-            else:
-                params = as_params(problem, init)
+            params = _initial_params(problem, start, init_scheme)
         try:
             result = solver.run(problem, params, monitor)
         finally:
             monitor.close()
+    solution = _solution(problem, result, monitor, start, long_run,
+                         keep_checkpoint=checkpoint_dir is not None)
+    if solution.status == Status.INTERRUPTED and long_run.interrupt.requested:
+        raise C.SolveInterrupted(solution)
+    return solution
+
+
+def _initial_params(problem: Problem, start: _Start, init_scheme: str) -> Params:
+    """The shared initialization (seed of the solver record, ``init_scheme``) or the warm
+    start, checked against the problem."""
+    if start.init is None:
+        return P.init_params(problem.formulation, seed=start.record["seed"], scheme=init_scheme)
+    return as_params(problem, start.init)
+
+
+def _solution(problem: Problem, result: RunResult, monitor: Monitor, start: _Start,
+              long_run: C.LongRun, keep_checkpoint: bool) -> Solution:
+    """The :class:`~controldl.Solution` of a finished run: every cost term, the accuracies
+    and the stationarity at the returned parameters (status ``diverged`` when the cost is
+    not finite), and the checkpoint of the last state when interrupted or
+    ``keep_checkpoint``."""
     wall = monitor.elapsed()
     result.stats.setdefault("devices", parallel.describe(None))
-    if resumed is not None:
-        result.stats["resumed_from_iteration"] = resumed.iteration
+    if start.resumed is not None:
+        result.stats["resumed_from_iteration"] = start.resumed.iteration
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
     terms, train_acc, test_acc = evaluate(problem, final)
     status = result.status
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED
-    keep = status == Status.INTERRUPTED or checkpoint_dir is not None
-    solution = Solution(
-        problem=problem, params=final, solver=record,
+    keep = status == Status.INTERRUPTED or keep_checkpoint
+    return Solution(
+        problem=problem, params=final, solver=start.record,
         status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
         iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
         history=monitor.history, stats=result.stats,
         stationarity=P.stationarity(problem, final) if math.isfinite(terms["total"]) else None,
-        warm_start=warm, checkpoint=long_run.checkpoint(monitor.history) if keep else None,
+        warm_start=start.warm, checkpoint=long_run.checkpoint(monitor.history) if keep else None,
     )
-    if status == Status.INTERRUPTED and long_run.interrupt.requested:
-        raise C.SolveInterrupted(solution)
-    return solution
 
 
 class _Start(NamedTuple):
