@@ -74,18 +74,23 @@ def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
     """``(X0, Y, y, mesh)`` for the JAX solvers: the embedded training inputs ``X0``
     (N, d) and targets ``Y`` (N, m) in ``dtype``, the labels ``y`` (N,) (zeros for
     regression), placed on ``devices`` devices when given (samples sharded, see
-    :mod:`controldl.parallel`; ``mesh`` is ``None`` otherwise). Checks that a mini-batch
-    fits the data and that mini-batches and devices are not combined."""
+    :mod:`controldl.parallel`; ``mesh`` is ``None`` otherwise). With several processes
+    each process embeds only the rows its own devices hold and the arrays are global.
+    Checks that a mini-batch fits the data and splits evenly over the devices."""
     N = problem.data.n_train
     if batch_size is not None and batch_size > N:
         raise ValueError(f"batch_size {batch_size} exceeds the {N} training samples")
     mesh = parallel.data_mesh(devices)
-    if mesh is not None and batch_size is not None:
-        raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
-    X0, Y = problem.initial_states(dtype), problem.targets(dtype)
-    y = jnp.asarray(problem.data.y_train if problem.formulation.task == "classification"
-                    else np.zeros(N, np.int32))
-    return (*parallel.shard_samples(mesh, X0, Y, y), mesh)
+    parallel.check_divisible(mesh, N)
+    if batch_size is not None:
+        parallel.check_divisible(mesh, batch_size, "samples per batch")
+    rows = parallel.local_rows(mesh, N)
+    form, data = problem.formulation, problem.data
+    X0 = P.embed(form, jnp.asarray(data.X_train[rows], dtype=dtype))
+    Y = jnp.asarray(P.encode_targets(form, np.asarray(data.y_train[rows])), dtype=dtype)
+    y = jnp.asarray(data.y_train[rows] if form.task == "classification"
+                    else np.zeros(rows.stop - rows.start, np.int32))
+    return (*parallel.shard_samples(mesh, X0, Y, y, n=N), mesh)
 
 
 @dataclasses.dataclass(frozen=True)

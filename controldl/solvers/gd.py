@@ -164,9 +164,8 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
 
     def iteration(form, params, opt_state, X0, Y, y, key):
         if batch is not None:  # the full batch draws nothing: its key passes through
-            key, sub = jax.random.split(key)
-            idx = jax.random.choice(sub, X0.shape[0], (batch,), replace=False)
-            X0, Y, y = X0[idx], Y[idx], y[idx]
+            key, sub = jax.random.split(key)  # the batch is sharded like the data
+            X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
         f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
@@ -197,7 +196,8 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
                 if hasattr(s, "shape") else s, opt_state)
         return form, params, opt_state, X0, Y, y, key
 
-    return compile_or_load(iteration, lower_args, _step_key(form, solver, steps, args))
+    with parallel.on_mesh(parallel.mesh_of(args[1])):  # traced under the data's mesh
+        return compile_or_load(iteration, lower_args, _step_key(form, solver, steps, args))
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:

@@ -434,8 +434,7 @@ def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: ja
     if st.batch_size is None:
         Xb, Yb = X0, Y
     else:
-        idx = jax.random.choice(key, X0.shape[0], (st.batch_size,), replace=False)
-        Xb, Yb = X0[idx], Y[idx]
+        Xb, Yb = parallel.draw_batch(key, st.batch_size, X0, Y)  # sharded (on_mesh)
     ex, s, kept = iteration(form, st, params, prev, rho, knobs, Xb, Yb)
     ok = s.last.ok
 
@@ -503,5 +502,6 @@ def _build(form: Formulation, st: Structure, signature: tuple, devices: int | No
     def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first):
         return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first)
 
-    return jax.jit(fn).lower(form_spec, params, params, scalar(), knobs, X0, Y, y, key,
-                             scalar(jnp.bool_), scalar(jnp.bool_)).compile()
+    with parallel.on_mesh(mesh):
+        return jax.jit(fn).lower(form_spec, params, params, scalar(), knobs, X0, Y, y, key,
+                                 scalar(jnp.bool_), scalar(jnp.bool_)).compile()

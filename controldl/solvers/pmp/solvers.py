@@ -91,6 +91,11 @@ class PontryaginSolver(Solver):
     batch_seed: int = batch_seed_option()
     dtype: str = dtype_option()
     devices: int | None = devices_option()
+    checkpoint_every: int | None = option(
+        None, "bounded memory: keep the states only every this many layers and maximize "
+        "each layer inside a backward sweep that recomputes them "
+        "(controldl.solvers.pmp.checkpointed; O(N·d·(L/k + k)) instead of O(N·d·L), "
+        "k ≈ √L best; the same iterates). None: store all states.", low=1)
 
     extended: ClassVar[bool] = False
     default_max_iter: ClassVar[int] = 500
@@ -164,7 +169,7 @@ class OuterLoop:
         knobs = parallel.replicate(mesh, solver.knobs(dtype))
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
-                        solver.batch_size)
+                        solver.batch_size, solver.checkpoint_every)
         key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
         with monitor.compiling():
             step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, key))
