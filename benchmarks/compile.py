@@ -1,17 +1,31 @@
 """Compile times of controldl's solvers against minimal hand-written equivalents.
 
 Prints JSON. All figures are measured in one process, on the default problem (the
-built-in ring, width 3, L = 20, T = 5, l2 = 1e-3, readout_l2 = 1e-3, a quarter held out):
+built-in ring, width 3, L = 20, T = 5, l2 = 1e-3, readout_l2 = 1e-3, a quarter held out).
+Each solver of each repeat gets a fresh, empty persistent cache directory (JAX's cache is
+reset to it), so that no row reuses another's programs:
 
-- ``first``: the first solve's ``compile_time_s`` with an empty persistent cache;
-- ``cached``: the same solve after clearing every in-memory cache, so the programs come
-  from JAX's persistent compilation cache (a second process sees the same);
-- ``minimal``: ``jit(...).lower(...).compile()`` of a hand-written step for the same model
-  (one ``lax.scan`` over the layers, ``optax.adam`` or ``optax.lbfgs``,
-  ``value_and_grad``).
+- ``first``: a one-iteration solve's ``compile_time_s``, everything compiled from scratch:
+  for gradient descent the shared initialization ``init_params``, the optimizer's initial
+  state and the step (``programs`` counts the XLA compilations, ``trace_s``, ``lower_s``
+  and ``backend_s`` split the time by phase);
+- ``cached``: the same solve after clearing every in-memory cache, so that the programs
+  are traced and lowered again but come compiled from the persistent cache (what a second
+  process sees);
+- ``minimal``: ``jit(step).lower(...).compile()`` of a hand-written step for the same
+  model (one ``lax.scan`` over the layers, ``value_and_grad``, ``optax.adam`` or
+  ``optax.lbfgs``), measured just before controldl's ``first`` in the same cold state
+  (in-memory caches cleared, the same empty cache directory). It
+  compiles the step only: no initialization, no statistics (controldl's step also returns
+  the accuracy and the stationarity), so ``first / minimal`` is the stricter ratio;
+- ``minimal_init``: the same for a hand-written initialization (``jax.random`` draws of
+  the same shapes, what a script compiles before its first step);
+  ``*_vs_minimal_with_init`` divides ``first`` by their sum.
 
 The process is warmed up first (one unrelated compile) so that no row pays JAX's one-time
-start-up. CasADi compiles nothing: its row is the NLP build time.
+start-up. CasADi compiles nothing: its row is the NLP build time. The ratios are the
+medians of the per-repeat ratios (the two sides are measured seconds apart, so a shared
+machine's load mostly cancels).
 
     python benchmarks/compile.py [--repeats 3]
 """
@@ -20,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -28,7 +43,9 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.experimental.compilation_cache.compilation_cache import reset_cache
 
 import controldl as cdl
 from controldl import compilation
@@ -38,6 +55,7 @@ from controldl.solvers.base import clear_compile_caches
 jax.config.update("jax_enable_x64", True)
 
 SOLVERS = ("adam", "lbfgs", "emsa", "casadi")
+MINIMAL = ("adam", "lbfgs")
 
 
 def default_problem() -> cdl.Problem:
@@ -51,17 +69,45 @@ def make(name: str) -> cdl.Solver:
     return cdl.make_solver(name)
 
 
-def controldl_compile(problem: cdl.Problem, name: str) -> float:
+class Phases:
+    """Counts XLA compilations and sums the tracing, lowering and backend-compile time
+    that JAX reports (``jax.monitoring``) while it is active."""
+
+    EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+              "/jax/core/compile/backend_compile_duration": "backend_s"}
+
+    def __enter__(self) -> Phases:
+        self.totals = dict.fromkeys(self.EVENTS.values(), 0.0)
+        self.programs = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event: str, duration: float, **_: object) -> None:
+        if event in self.EVENTS:
+            self.totals[self.EVENTS[event]] += duration
+            self.programs += event.endswith("backend_compile_duration")
+
+    def __exit__(self, *exc: object) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+    def summary(self) -> dict[str, float]:
+        return {"programs": self.programs, **self.totals}
+
+
+def controldl_compile(problem: cdl.Problem, name: str) -> dict[str, float]:
     """``compile_time_s`` of a one-iteration solve (for CasADi: the NLP build, when the
-    solver reports it, else its setup time)."""
-    sol = cdl.solve(problem, make(name), max_iter=1)
-    return float(sol.stats.get("build_time_s", sol.compile_time_s))
+    solver reports it, else its setup time) and the phases JAX reports during it."""
+    with Phases() as phases:
+        sol = cdl.solve(problem, make(name), max_iter=1)
+    seconds = float(sol.stats.get("build_time_s", sol.compile_time_s))
+    return {"seconds": seconds, **phases.summary()}
 
 
-def minimal_cost(h: float, X0: jax.Array, Y: jax.Array, l2: float, kappa: float):
-    """J for the default problem written out by hand (resnet, tanh, logistic)."""
+def minimal_cost(h: float, l2: float, kappa: float):
+    """J(p, X0, Y) for the default problem written out by hand (resnet, tanh, logistic)."""
 
-    def cost(p):
+    def cost(p, X0, Y):
         def layer(x, th):
             A, b = th
             return x + h * jnp.tanh(x @ A.T + b), None
@@ -79,42 +125,85 @@ def minimal_compile(problem: cdl.Problem, kind: str) -> float:
     """Seconds to lower and compile a hand-written Adam or L-BFGS step."""
     form = problem.formulation
     X0, Y = problem.initial_states(), problem.targets()
-    params = P.init_params(form, seed=0)
-    cost = minimal_cost(form.h, X0, Y, form.l2, form.readout_l2)
+    rng = np.random.default_rng(0)  # not init_params: its program must stay uncompiled
+    L, d, m = form.layers, form.width, form.n_outputs
+    params = P.Params(rng.normal(size=(L, d, d)) / d ** 0.5, np.zeros((L, d)),
+                      rng.normal(size=(m, d)) / d ** 0.5, np.zeros(m))
+    cost = minimal_cost(form.h, form.l2, form.readout_l2)
     if kind == "adam":
         opt = optax.adam(0.01)
 
-        def step(p, s):
-            J, g = jax.value_and_grad(cost)(p)
+        def step(p, s, X0, Y):
+            J, g = jax.value_and_grad(cost)(p, X0, Y)
             u, s = opt.update(g, s, p)
             return optax.apply_updates(p, u), s, J
     else:
         opt = optax.lbfgs()
         value_and_grad = optax.value_and_grad_from_state(cost)
 
-        def step(p, s):
-            J, g = value_and_grad(p, state=s)
-            u, s = opt.update(g, s, p, value=J, grad=g, value_fn=cost)
+        def step(p, s, X0, Y):
+            J, g = value_and_grad(p, X0, Y, state=s)
+            u, s = opt.update(g, s, p, value=J, grad=g, value_fn=lambda q: cost(q, X0, Y))
             return optax.apply_updates(p, u), s, J
 
+    state = opt.init(params)  # eager, outside the timing
     t0 = time.perf_counter()
-    jax.jit(step).lower(params, opt.init(params)).compile()
+    jax.jit(step).lower(params, state, X0, Y).compile()
+    return time.perf_counter() - t0
+
+
+def use_cache(directory: str | None) -> None:
+    """Point JAX's persistent cache at ``directory`` (``None``: off), effective now."""
+    if directory is None:
+        jax.config.update("jax_compilation_cache_dir", None)
+    else:
+        compilation.enable_compilation_cache(directory)
+    reset_cache()
+
+
+def minimal_init_compile(problem: cdl.Problem) -> float:
+    """Seconds to lower and compile a hand-written initialization of the same shapes
+    (``jax.random.split`` and two ``jax.random.normal`` draws, float64, default options)."""
+    L, d, m = problem.layers, problem.width, problem.n_outputs
+
+    def init(seed):
+        kA, kW = jax.random.split(jax.random.PRNGKey(seed))
+        return (jax.random.normal(kA, (L, d, d), jnp.float64),
+                jax.random.normal(kW, (m, d), jnp.float64))
+
+    t0 = time.perf_counter()
+    jax.jit(init).lower(0).compile()
     return time.perf_counter() - t0
 
 
 def measure_once(problem: cdl.Problem) -> dict[str, dict[str, float]]:
-    with tempfile.TemporaryDirectory() as cache:
-        compilation.enable_compilation_cache(cache)
+    """One repeat: every solver in its own fresh persistent cache directory, cold (its
+    minimal equivalents first, then its ``first``), then ``cached``."""
+    out: dict[str, dict[str, float]] = {}
+    for name in SOLVERS:
+        out[name] = {}
+        with tempfile.TemporaryDirectory() as cache:
+            use_cache(cache)
+            clear_compile_caches()
+            if name in MINIMAL:
+                out[name]["minimal"] = minimal_compile(problem, name)
+                clear_compile_caches()
+                out[name]["minimal_init"] = minimal_init_compile(problem)
+                clear_compile_caches()
+            first = controldl_compile(problem, name)
+            out[name]["first"] = first.pop("seconds")
+            out[name].update({f"first_{k}": v for k, v in first.items()})
+            clear_compile_caches()
+            cached = controldl_compile(problem, name)
+            out[name]["cached"] = cached.pop("seconds")
+            out[name].update({f"cached_{k}": v for k, v in cached.items()})
+            use_cache(None)
         clear_compile_caches()
-        out = {name: {"first": controldl_compile(problem, name)} for name in SOLVERS}
-        clear_compile_caches()
-        for name in SOLVERS:
-            out[name]["cached"] = controldl_compile(problem, name)
-        jax.config.update("jax_compilation_cache_dir", None)
-    clear_compile_caches()
-    for kind in ("adam", "lbfgs"):
-        out[kind]["minimal"] = minimal_compile(problem, kind)
     return out
+
+
+def median_ratio(runs: list[dict], a: tuple[str, str], b: tuple[str, str]) -> float:
+    return statistics.median(r[a[0]][a[1]] / r[b[0]][b[1]] for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: {k: statistics.median(r[name][k] for r in runs) for k in runs[0][name]}
               for name in SOLVERS}
     ratios = {
-        "adam_vs_minimal": median["adam"]["first"] / median["adam"]["minimal"],
-        "lbfgs_vs_minimal": median["lbfgs"]["first"] / median["lbfgs"]["minimal"],
-        "emsa_vs_adam": median["emsa"]["first"] / median["adam"]["first"],
+        "adam_vs_minimal": median_ratio(runs, ("adam", "first"), ("adam", "minimal")),
+        "lbfgs_vs_minimal": median_ratio(runs, ("lbfgs", "first"), ("lbfgs", "minimal")),
+        "emsa_vs_adam": median_ratio(runs, ("emsa", "first"), ("adam", "first")),
     }
+    for kind in MINIMAL:  # against a hand-written script's step and initialization
+        ratios[f"{kind}_vs_minimal_with_init"] = statistics.median(
+            r[kind]["first"] / (r[kind]["minimal"] + r[kind]["minimal_init"]) for r in runs)
     json.dump({"problem": repr(problem), "machine": platform.machine(),
                "python": platform.python_version(), "jax": jax.__version__,
+               "load_average": os.getloadavg(), "cpus": os.cpu_count(),
                "median_s": median, "ratios": ratios, "runs": runs}, sys.stdout, indent=2)
     print()
     return 0

@@ -8,13 +8,26 @@ disables it.
 
 from __future__ import annotations
 
+import collections
+import functools
+import hashlib
 import os
+import pickle
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "CONTROLDL_CACHE_DIR"
 """The environment variable that moves (a path) or disables (``off``) the cache."""
 
 _OFF = ("off", "none", "0", "false", "")
+
+RUN_ONCE_OPTIONS: dict[str, int] = {"xla_backend_optimization_level": 0}
+"""XLA compiler options for programs that run once per solve (the initialization, the
+optimizer's initial state, the final evaluation): the backend's (LLVM's) optimization
+passes are skipped, which compiles such a program several times faster. The results agree
+with the optimized program's to round-off (fused multiply-adds differ), not bit for bit."""
 
 
 def default_cache_dir() -> Path:
@@ -52,7 +65,164 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     except OSError as exc:
         raise ValueError(f"cannot create the compilation cache directory {path}: "
                          f"{exc.strerror}") from None
-    jax.config.update("jax_compilation_cache_dir", str(path))
+    if jax.config.values.get("jax_compilation_cache_dir") != str(path):
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        compilation_cache.reset_cache()  # JAX reads the directory once: point it here now
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+class CompileCache:
+    """Compiled executables keyed by what determines them (formulation, solver options,
+    shapes, dtypes, placement), so that a second solve of the same kind does not compile
+    again. Least recently used entries are dropped beyond ``maxsize``."""
+
+    def __init__(self, maxsize: int = 128) -> None:
+        self.maxsize = maxsize
+        self.builds = 0  # how many values get() has built; never reset (compilations)
+        self._entries: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        """The number of entries held now."""
+        return len(self._entries)
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = build()
+        self.builds += 1
+        self._entries[key] = value
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+COMPILED = CompileCache()
+"""The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
+
+
+def signature(tree: Any) -> tuple:
+    """Shapes, dtypes and placements of the leaves of ``tree``, and its structure."""
+    import jax
+
+    leaves, structure = jax.tree.flatten(tree)
+    return tuple((tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", None)))
+                 for a in leaves) + (str(structure),)
+
+
+EXECUTABLES = "controldl-executables"
+"""The folder, inside JAX's persistent cache directory, of the compiled steps controldl
+saves itself (:func:`compile_or_load`)."""
+
+
+JAX_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+"""The event JAX records when its persistent cache returns a compiled program."""
+
+
+def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
+                    compiler_options: dict[str, Any] | None = None) -> Any:
+    """``jax.jit(fn).lower(*args).compile(compiler_options)``, or that executable as saved
+    by an earlier process under ``key``. ``args`` (arrays or ``jax.ShapeDtypeStruct``) may
+    be a function that returns them, called only when the program is compiled.
+
+    With JAX's persistent cache on (:func:`enable_compilation_cache`), a new process still
+    traces and lowers every program before JAX's cache can find it. controldl's compiled
+    steps are also saved, serialized, in the cache directory's :data:`EXECUTABLES` folder
+    under a digest of ``key`` (what the caller's in-memory cache uses: the structure,
+    shapes, dtypes and placements of ``args``) and of :func:`code_fingerprint` (controldl's
+    source, the library versions, the devices and JAX's settings), so that a later process
+    loads them without tracing. Without the persistent cache this is a plain compile. A
+    file that cannot be read is compiled again and replaced. Only an executable that XLA
+    compiled here is saved: one that JAX's cache returned (deserialized) serializes without
+    its compiled functions, and loading that would fail when it runs.
+    """
+    import jax
+
+    def build() -> Any:
+        return jax.jit(fn).lower(*(args() if callable(args) else args)).compile(
+            compiler_options)
+
+    directory = jax.config.values.get("jax_compilation_cache_dir")
+    if not directory or not jax.config.values.get("jax_enable_compilation_cache", True):
+        return build()
+    digest = hashlib.sha256(repr((key, compiler_options, code_fingerprint())).encode())
+    path = Path(directory) / EXECUTABLES / f"{digest.hexdigest()}.bin"
+    loaded = _load_executable(path)
+    if loaded is not None:
+        return loaded
+    hits: list[str] = []
+
+    def listen(event: str, **_: Any) -> None:
+        if event == JAX_CACHE_HIT:
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        compiled = build()
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+    if not hits:  # an executable JAX's cache returned does not serialize whole again
+        _save_executable(path, compiled)
+    return compiled
+
+
+def _load_executable(path: Path) -> Any:
+    """The executable saved at ``path``, or ``None`` (absent or unreadable)."""
+    from jax.experimental import serialize_executable
+
+    try:
+        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - a stale or corrupt entry: compile again
+        return None
+
+
+def _save_executable(path: Path, compiled: Any) -> None:
+    """Serialize ``compiled`` to ``path`` atomically (a temporary name, then a rename);
+    an executable that cannot be serialized or a cache that cannot be written is skipped."""
+    from jax.experimental import serialize_executable
+
+    try:
+        data = pickle.dumps(serialize_executable.serialize(compiled))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+    except Exception:  # noqa: BLE001 - the cache is an optimization only
+        return
+
+
+def code_fingerprint() -> str:
+    """A digest of what a compiled program depends on besides its inputs: every source
+    file of controldl, the versions of jax, jaxlib, optax and numpy, the devices, JAX's
+    settings (as they are now) and ``XLA_FLAGS``."""
+    import jax
+    import jaxlib
+    import numpy
+    import optax
+
+    devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
+    settings = sorted((k, repr(v)) for k, v in jax.config.values.items())
+    return hashlib.sha256(repr((
+        _source_digest(), jax.__version__, jaxlib.__version__, optax.__version__,
+        numpy.__version__, devices, settings, os.environ.get("XLA_FLAGS"))).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """A digest of every source file of the controldl package (read once per process)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for source in sorted(root.rglob("*.py")):
+        h.update(str(source.relative_to(root)).encode())
+        h.update(source.read_bytes())
+    return h.hexdigest()

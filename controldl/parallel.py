@@ -7,14 +7,19 @@ computation (states, costates, losses) across the devices and inserts the reduct
 (the means over samples) itself. Nothing else changes, so the result equals the
 single-device one up to the order of floating-point sums.
 
-Several hosts: start every process with ``jax.distributed.initialize()`` (coordinator
-address, number of processes, process id — or nothing on a managed cluster), then
-``jax.devices()`` lists the devices of all hosts and ``devices=jax.device_count()``
-shards over all of them. See ``docs/scale.md``.
+Mini-batches: :func:`draw_batch` draws the batch inside the compiled step; traced under
+:func:`on_mesh` the batch is sharded over the devices like the full data.
+
+Several processes (:mod:`controldl.distributed`): the mesh spans the devices of every
+process, each process builds only the rows that live on its own devices
+(:func:`local_rows`, ``jax.make_array_from_process_local_data``) and the replicated
+leaves are assembled from the same host value in every process. See ``docs/scale.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -25,10 +30,18 @@ SAMPLES = "samples"
 
 
 def data_mesh(devices: int | None) -> Mesh | None:
-    """A one-axis mesh over the first ``devices`` devices (``None``: no sharding)."""
+    """A one-axis mesh over the first ``devices`` devices (``None``: no sharding). In a
+    run of several processes the mesh spans every device of every process: ``None``
+    means all of them and any other count is an error."""
+    available = jax.devices()
+    if jax.process_count() > 1:
+        if devices is not None and devices != len(available):
+            raise ValueError(f"with {jax.process_count()} processes the samples are sharded "
+                             f"over all {len(available)} devices; drop --devices or give "
+                             f"{len(available)}, not {devices}")
+        devices = len(available)
     if devices is None:
         return None
-    available = jax.devices()
     if not isinstance(devices, int | np.integer) or devices < 1:
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
     if devices > len(available):
@@ -39,24 +52,93 @@ def data_mesh(devices: int | None) -> Mesh | None:
     return Mesh(np.array(available[:devices]), (SAMPLES,))
 
 
-def shard_samples(mesh: Mesh | None, *arrays: Any) -> tuple[Any, ...]:
-    """Split the leading (sample) axis of each array over the mesh."""
+def check_divisible(mesh: Mesh | None, n: int, what: str = "samples") -> None:
+    """A ValueError unless ``n`` rows split evenly over the mesh's devices."""
+    if mesh is None:
+        return
+    k = mesh.devices.size
+    if n % k:
+        raise ValueError(f"{n} {what} cannot be split evenly over {k} devices; use a number "
+                         f"of {what} divisible by {k}")
+
+
+def local_rows(mesh: Mesh | None, n: int) -> slice:
+    """The rows ``lo:hi`` of an ``n``-row sample array that live on this process's devices
+    (all rows without a mesh or with one process)."""
+    if mesh is None or jax.process_count() == 1:
+        return slice(0, n)
+    sharding = NamedSharding(mesh, PartitionSpec(SAMPLES))
+    spans = sorted({(i[0].start or 0, n if i[0].stop is None else i[0].stop)
+                    for i in sharding.addressable_devices_indices_map((n,)).values()})
+    for (_, hi), (lo, _) in zip(spans, spans[1:], strict=False):
+        if hi != lo:
+            raise ValueError("this process's devices do not hold one contiguous block of "
+                             "samples; order jax.devices() by process")
+    return slice(spans[0][0], spans[-1][1])
+
+
+def shard_samples(mesh: Mesh | None, *arrays: Any, n: int | None = None) -> tuple[Any, ...]:
+    """Split the leading (sample) axis of each array over the mesh. With several
+    processes each array holds this process's rows only (:func:`local_rows` of the
+    global count ``n``) and the result is the global array of ``n`` rows."""
     if mesh is None:
         return arrays
-    k = mesh.devices.size
-    n = arrays[0].shape[0]
-    if n % k:
-        raise ValueError(f"{n} samples cannot be split evenly over {k} devices; use a number "
-                         f"of samples divisible by {k}")
+    n = arrays[0].shape[0] if n is None else n
+    check_divisible(mesh, n)
     sharding = NamedSharding(mesh, PartitionSpec(SAMPLES))
-    return tuple(jax.device_put(a, sharding) for a in arrays)
+    if jax.process_count() == 1:
+        return tuple(jax.device_put(a, sharding) for a in arrays)
+    return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a),
+                                                        (n, *a.shape[1:]))
+                 for a in arrays)
 
 
 def replicate(mesh: Mesh | None, tree: Any) -> Any:
-    """Put a copy of every leaf on every device of the mesh."""
+    """Put a copy of every leaf on every device of the mesh (with several processes,
+    from the same host value in every process)."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def whole(leaf: Any) -> jax.Array:
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(whole, tree)
+
+
+def mesh_of(array: Any) -> Mesh | None:
+    """The samples mesh an array is placed on (``None`` when it is not on one)."""
+    sharding = getattr(array, "sharding", None)
+    if isinstance(sharding, NamedSharding) and SAMPLES in sharding.mesh.axis_names:
+        return sharding.mesh
+    return None
+
+
+@contextlib.contextmanager
+def on_mesh(mesh: Mesh | None) -> Iterator[None]:
+    """Trace (lower) inside ``jax.set_mesh(mesh)``, so that :func:`draw_batch` shards the
+    batches it draws; nothing without a mesh."""
+    if mesh is None:
+        yield
+        return
+    with jax.set_mesh(mesh):
+        yield
+
+
+def draw_batch(key: Any, batch: int, *arrays: Any) -> tuple[Any, ...]:
+    """``batch`` rows drawn without replacement (``jax.random.choice``) from the arrays'
+    common leading axis, the same rows of each. Traceable; traced under :func:`on_mesh`
+    the rows are placed split over the ``samples`` axis (a gather alone would leave
+    them replicated), so a batch is sharded as the full data is."""
+    idx = jax.random.choice(key, arrays[0].shape[0], (batch,), replace=False)
+    rows = tuple(a[idx] for a in arrays)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or SAMPLES not in mesh.axis_names:
+        return rows
+    return tuple(jax.lax.with_sharding_constraint(r, PartitionSpec(SAMPLES)) for r in rows)
 
 
 def shardings(mesh: Mesh | None) -> tuple[Any, Any]:

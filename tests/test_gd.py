@@ -1,6 +1,7 @@
 """Gradient descent: compiled once, stopping rules, constraints, options."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -50,7 +51,9 @@ def test_stopping_on_target_time_and_gradient(small_problem):
                     target_cost=target)
     assert sol.status == "target_reached" and sol.cost["total"] <= target
     assert sol.history[-1]["cost"] <= target < sol.history[-2]["cost"]
-    sol = cdl.solve(small_problem, cdl.GradientDescent("adam"), max_iter=10**7, max_time=1.0)
+    # grad_tol far below round-off: only the clock can stop it
+    sol = cdl.solve(small_problem, cdl.GradientDescent("adam", grad_tol=1e-300), max_iter=10**7,
+                    max_time=1.0)
     assert sol.status == "max_time" and sol.wall_time_s < 3.0
     sol = cdl.solve(small_problem, cdl.GradientDescent("adam", grad_tol=1e2), max_iter=50)
     assert sol.status == "converged" and sol.iterations == 0
@@ -219,3 +222,82 @@ def test_a_horizon_sweep_at_fixed_layers_compiles_once_per_solver(step_builds):
                       problem_options=dict(width=3, l2=1e-2, readout_l2=1e-2))
     assert len(result.report["horizons"]) == 5
     assert step_builds[0] == 2  # Adam's step and L-BFGS's (the finish), once each
+    # compile and run are reported apart, per horizon and in the summary
+    entries = result.report["horizons"]
+    for e in entries:
+        assert e["run_time_s"] == pytest.approx(e["wall_time_s"] - e["compile_time_s"])
+        assert 0 < e["compile_time_s"] < e["wall_time_s"]
+    assert result.report["time_s"]["compile"] == pytest.approx(
+        sum(e["compile_time_s"] for e in entries))
+    assert result.report["time_s"]["run"] == pytest.approx(sum(e["run_time_s"] for e in entries))
+
+
+@pytest.fixture
+def persistent_cache(tmp_path):
+    """JAX's persistent cache (and controldl's saved executables) in ``tmp_path``, and every
+    in-memory cache empty; the previous setting is restored afterwards."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from controldl import compilation
+
+    previous = jax.config.values["jax_compilation_cache_dir"]
+    compilation.enable_compilation_cache(tmp_path)
+    base.clear_compile_caches()
+    yield tmp_path / compilation.EXECUTABLES
+    jax.config.update("jax_compilation_cache_dir", previous)
+    compilation_cache.reset_cache()
+
+
+def test_a_new_process_loads_the_saved_programs_without_tracing(persistent_cache):
+    """With the persistent cache on, a solve after every in-memory cache is gone (what a
+    new process sees) loads gradient descent's step, its init and init_params as saved
+    executables: none of them is traced again, and the run is the same."""
+    problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4, horizon=2.0, l2=1e-3)
+    first = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=6)
+    saved = sorted(persistent_cache.iterdir())
+    base.clear_compile_caches()
+    traced = []
+    listener = lambda event, duration, **kw: traced.append(kw.get("fun_name"))  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=6)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(saved) == 3  # the step, the optimizer's init, init_params
+    assert "_evaluate_jit" in traced  # the listener saw the solve (its final evaluation)
+    assert not {"iteration", "init", "_init_program"} & set(traced)
+    assert [h["cost"] for h in second.history] == [h["cost"] for h in first.history]
+    np.testing.assert_array_equal(second.params.A, first.params.A)
+
+
+def test_a_saved_program_of_other_code_or_a_corrupt_file_is_not_loaded(persistent_cache,
+                                                                        monkeypatch):
+    from controldl import compilation
+
+    fn = lambda x: jnp.sin(x) * 2.0  # noqa: E731
+    x = jnp.arange(3.0)
+    compiled = compilation.compile_or_load(fn, (x,), ("k",))
+    (path,) = persistent_cache.iterdir()
+    assert compilation._load_executable(path) is not None
+    monkeypatch.setattr(compilation, "_source_digest", lambda: "other source")
+    compilation.compile_or_load(fn, (x,), ("k",))
+    assert len(list(persistent_cache.iterdir())) == 2  # a new entry for the other code
+    path.write_bytes(b"not an executable")
+    assert compilation._load_executable(path) is None
+    np.testing.assert_array_equal(compiled(x), np.sin(np.arange(3.0)) * 2.0)
+
+
+def test_an_executable_from_jax_s_cache_is_not_saved_again(persistent_cache, monkeypatch):
+    """An executable JAX's persistent cache returned re-serializes without its compiled
+    functions (it fails when it runs once loaded), so only a real compile is saved."""
+    from controldl import compilation
+
+    fn = lambda x: jnp.cos(x) + 1.0  # noqa: E731
+    x = jnp.arange(4.0)
+    with monkeypatch.context() as m:  # a process that only fills JAX's cache
+        m.setattr(compilation, "_save_executable", lambda path, compiled: None)
+        compilation.compile_or_load(fn, (x,), ("k2",))
+    base.clear_compile_caches()
+    again = compilation.compile_or_load(fn, (x,), ("k2",))  # from JAX's cache
+    assert not persistent_cache.exists() or not list(persistent_cache.iterdir())
+    np.testing.assert_allclose(again(x), np.cos(np.arange(4.0)) + 1.0)

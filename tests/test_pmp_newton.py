@@ -253,7 +253,12 @@ def test_history_records_stationarity_trials_and_work(ring_solution):
     steps = np.diff([e["work"] for e in sol.history])
     expected = [NW.iteration_work(shape, e["trials"], True) for e in entries]
     np.testing.assert_allclose(steps, expected, rtol=1e-12)
-    assert sol.history[0]["work"] == 1.0  # the stationarity at the start
+    # the stationarity at the start comes from the first step's costates (1/3 of a
+    # gradient) and is the one autodiff gives at the initial controls
+    assert sol.history[0]["work"] == NW.start_work(shape) == 1.0 / 3.0
+    init = cdl.init_params(problem.formulation, seed=0)
+    np.testing.assert_allclose(sol.history[0]["stationarity"],
+                               cdl.stationarity(problem, init), rtol=1e-9)
 
 
 def test_new_numbers_do_not_recompile(ring_solution):

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_process()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes
     previous = signal.signal(signal.SIGTERM, _terminated) \
         if threading.current_thread() is threading.main_thread() else None
     try:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controldl import solvers
+from controldl import distributed, solvers
 from controldl.cli import common
 from controldl.problem import DEFAULTS
 from controldl.solvers import checkpoint, solve
@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="solution directory (default runs/train; with --resume, DIR)")
     p.add_argument("--plot", action="store_true", help="also write the figures to OUT/figures")
+    p.add_argument("--processes", type=common.positive_int, default=1,
+                   help="run the solve as this many jax.distributed processes on this "
+                        "machine (the samples sharded over the devices of all of them; "
+                        "process 0 writes OUT); on a cluster start one command per host "
+                        f"with {distributed.COORDINATOR}, {distributed.NUM_PROCESSES} and "
+                        f"{distributed.PROCESS_ID} instead (docs/scale.md) (default 1)")
     p.set_defaults(run=run)
 
 
@@ -59,6 +65,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    in_group = distributed.initialize_from_env()  # before any JAX computation
     if args.resume is not None:
         problem, solver, kwargs, out_dir = _resumed(args)
         out_dir = Path(args.out) if args.out is not None else out_dir
@@ -67,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         problem, solver = common.problem_from_args(args), common.solver_from_args(args)
         kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
+    if args.processes > 1 and not in_group:  # the checks above ran once, here: launch
+        return distributed.launch(args.argv, args.processes)
+    import jax
+
+    writer = jax.process_index() == 0  # one process writes OUT and the checkpoints
     print(f"problem: {problem.describe()}", flush=True)
     tol = kwargs["resume"].stopping["tol"] if args.resume is not None else args.tol
     common_tol = bool(tol) and type(solver).tolerance_option is not None
@@ -75,13 +87,16 @@ def run(args: argparse.Namespace) -> int:
              else "its own convergence test"), flush=True)
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)
-    every = args.checkpoint_every_s
+    every = args.checkpoint_every_s if writer else None
     try:
         solution = solve(problem, solver, **kwargs, signals=STOP_SIGNALS,
                          checkpoint_every_s=every, checkpoint_dir=None if every is None
                          else out_dir / checkpoint.SUBDIRECTORY)
     except checkpoint.SolveInterrupted as stop:  # saved below, exit code 130
         solution = stop.solution
+    if not writer:  # process 0 writes
+        print(solution.summary())
+        return solution.exit_code
     out = solution.save(out_dir)
     if args.plot:
         from controldl import plotting

@@ -115,13 +115,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(rep: dict, solved: int, loaded: int, swept: float, out: Path) -> int:
-    print(f"{solved} horizon(s) solved, {loaded} loaded, in {swept:.1f} s "
+    print(f"{solved} horizon(s) solved, {loaded} loaded, in {swept:.1f} s: the solves "
+          f"compiled {rep['time_s']['compile']:.1f} s and ran {rep['time_s']['run']:.1f} s "
           f"(tolerance {rep['config']['tolerance']:g})")
     for e in rep["horizons"]:
         print(f"  T={e['horizon']:g}  L={e['layers']}  {e['status']:<10} stationarity "
               f"{e['stationarity']:.2e}  J {e['cost']['total']:.8g}  E(T) "
               f"{e['terminal_error']:.4g}  T·E {e['T_times_E']:.4g}  start "
-              f"{(e['start'] or {}).get('chosen')}")
+              f"{(e['start'] or {}).get('chosen')}  compile {e['compile_time_s']:.2f} s  run "
+              f"{e['run_time_s']:.2f} s")
     cert = rep["certificate"]
     if cert["applicable"]:
         print(f"padding certificate: {'holds' if cert['holds'] else 'VIOLATED'} (worst "

@@ -46,13 +46,15 @@ def running_cost_at(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -
 
 
 def control_cost(form: Formulation, A: Array, b: Array) -> Array:
-    """The control cost of one layer: ``l2`` plus ``l1`` terms (what ``H_t`` subtracts)."""
-    return model.layer_l2(JAX, form.l2, form.h, A, b) + model.layer_l1(JAX, form.l1, form.h, A, b)
+    """The control cost of one layer: ``l2`` plus ``l1`` terms (what ``H_t`` subtracts); an
+    absent term (weight 0, :meth:`Formulation.uses`) is left out of the program."""
+    l2 = model.layer_l2(JAX, form.l2, form.h, A, b)
+    return l2 + model.layer_l1(JAX, form.l1, form.h, A, b) if form.uses("l1") else l2
 
 
 def smooth_cost(form: Formulation, A: Array, b: Array) -> Array:
     """``(α/(2h)) Σ_{t=0}^{L-2} (‖A_{t+1}-A_t‖² + ‖b_{t+1}-b_t‖²)`` for all layers."""
-    if form.layers < 2:
+    if form.layers < 2 or not form.uses("smooth"):  # absent: left out of the program
         return jnp.zeros((), A.dtype)
     terms = jax.vmap(lambda A0, b0, A1, b1: model.layer_smooth(JAX, form.smooth, form.h,
                                                                 A0, b0, A1, b1))

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from controldl.compilation import COMPILED, RUN_ONCE_OPTIONS, compile_or_load, signature
 from controldl.conv import init_kernels
 from controldl.data import Dataset
 from controldl.problem.constraints import project
@@ -112,12 +113,16 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
     """
     if scheme not in ("normal", "zeros"):
         raise ValueError(f"unknown initialization {scheme!r}; expected 'normal' or 'zeros'")
-    return _init_compiled(form, seed, scale, scheme, jnp.dtype(dtype))
+    dtype = jnp.dtype(dtype)
+    args = (form, jnp.asarray(seed), jnp.asarray(scale, jnp.float64))
+    program = functools.partial(_init_program, scheme=scheme, dtype=dtype)
+    key = ("init-params", form.static_key(), scheme, str(dtype), signature(args[1:]))
+    compiled = COMPILED.get(key, lambda: compile_or_load(program, args, key, RUN_ONCE_OPTIONS))
+    return compiled(*args)
 
 
-@functools.partial(jax.jit, static_argnames=("scheme", "dtype"))
-def _init_compiled(form: Formulation, seed: Array, scale: Array, scheme: str,
-                   dtype: Any) -> Params:
+def _init_program(form: Formulation, seed: Array, scale: Array, scheme: str,
+                  dtype: Any) -> Params:
     shapes = form.param_shapes()
     zeros = Params(*(jnp.zeros(shapes[k], dtype) for k in Params._fields))
     if scheme == "zeros":

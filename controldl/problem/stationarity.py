@@ -3,12 +3,14 @@ projected/proximal gradient step, the same measure for every solver."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from controldl.compilation import RUN_ONCE_OPTIONS
 from controldl.problem.constraints import project
 from controldl.problem.cost import cost, l1_cost
 from controldl.problem.formulation import Formulation, Params
@@ -57,7 +59,7 @@ def stationarity_from_gradient(form: Formulation, params: Params, grad: Params) 
     return optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, params, new))
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS)
 def _stationarity_jit(form: Formulation, params: Params, X0: Array, Y: Array) -> Array:
     return stationarity_residual(form, params, X0, Y)
 

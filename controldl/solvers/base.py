@@ -11,7 +11,6 @@ accuracy on the returned parameters.
 from __future__ import annotations
 
 import abc
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -30,43 +29,17 @@ import numpy as np
 
 from controldl import parallel
 from controldl import problem as P
+from controldl.compilation import (  # noqa: F401 - COMPILED and signature: used from here
+    COMPILED,
+    RUN_ONCE_OPTIONS,
+    CompileCache,
+    signature,
+)
 from controldl.problem import Params, Problem
 from controldl.solution import Solution, WarmStart
 from controldl.solvers import checkpoint as C
 from controldl.status import Status
 
-
-class CompileCache:
-    """Compiled executables keyed by what determines them (formulation, solver options,
-    shapes, dtypes, placement), so that a second solve of the same kind does not compile
-    again. Least recently used entries are dropped beyond ``maxsize``."""
-
-    def __init__(self, maxsize: int = 128) -> None:
-        self.maxsize = maxsize
-        self.builds = 0  # how many values get() has built; never reset (compilations)
-        self._entries: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        """The number of entries held now."""
-        return len(self._entries)
-
-    def get(self, key: Any, build: Callable[[], Any]) -> Any:
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        value = build()
-        self.builds += 1
-        self._entries[key] = value
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-COMPILED = CompileCache()
-"""The process-wide cache of compiled solver steps (like ``jax.jit``'s own cache)."""
 
 def compile_count() -> int:
     """How many programs :data:`COMPILED` has built in this process: a solve that reuses a
@@ -96,30 +69,28 @@ def clear_compile_caches() -> None:
                 value.cache_clear()
 
 
-def signature(tree: Any) -> tuple:
-    """Shapes, dtypes and placements of the leaves of ``tree``, and its structure."""
-    leaves, structure = jax.tree.flatten(tree)
-    return tuple((tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", None)))
-                 for a in leaves) + (str(structure),)
-
-
 def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
                     devices: int | None) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
     """``(X0, Y, y, mesh)`` for the JAX solvers: the embedded training inputs ``X0``
     (N, d) and targets ``Y`` (N, m) in ``dtype``, the labels ``y`` (N,) (zeros for
     regression), placed on ``devices`` devices when given (samples sharded, see
-    :mod:`controldl.parallel`; ``mesh`` is ``None`` otherwise). Checks that a mini-batch
-    fits the data and that mini-batches and devices are not combined."""
+    :mod:`controldl.parallel`; ``mesh`` is ``None`` otherwise). With several processes
+    each process embeds only the rows its own devices hold and the arrays are global.
+    Checks that a mini-batch fits the data and splits evenly over the devices."""
     N = problem.data.n_train
     if batch_size is not None and batch_size > N:
         raise ValueError(f"batch_size {batch_size} exceeds the {N} training samples")
     mesh = parallel.data_mesh(devices)
-    if mesh is not None and batch_size is not None:
-        raise ValueError("mini-batches and --devices do not mix yet: use the full batch")
-    X0, Y = problem.initial_states(dtype), problem.targets(dtype)
-    y = jnp.asarray(problem.data.y_train if problem.formulation.task == "classification"
-                    else np.zeros(N, np.int32))
-    return (*parallel.shard_samples(mesh, X0, Y, y), mesh)
+    parallel.check_divisible(mesh, N)
+    if batch_size is not None:
+        parallel.check_divisible(mesh, batch_size, "samples per batch")
+    rows = parallel.local_rows(mesh, N)
+    form, data = problem.formulation, problem.data
+    X0 = P.embed(form, jnp.asarray(data.X_train[rows], dtype=dtype))
+    Y = jnp.asarray(P.encode_targets(form, np.asarray(data.y_train[rows])), dtype=dtype)
+    y = jnp.asarray(data.y_train[rows] if form.task == "classification"
+                    else np.zeros(rows.stop - rows.start, np.int32))
+    return (*parallel.shard_samples(mesh, X0, Y, y, n=N), mesh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,27 +305,47 @@ def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float 
                                                           float | None]:
     """Every cost term, the training accuracy and the test accuracy at ``params``
     (accuracies ``None`` for regression; test accuracy ``None`` without a test split)."""
+    return _evaluation(problem, params, with_stationarity=False)[:3]
+
+
+def _evaluation(problem: Problem, params: Params, with_stationarity: bool
+                ) -> tuple[dict[str, float], float | None, float | None, float | None]:
+    """:func:`evaluate` and, with ``with_stationarity``, :func:`controldl.stationarity` at
+    ``params`` (float64), the training-set figures from one compiled program (``None``
+    when the cost is not finite)."""
     form = problem.formulation
     params = Params(*(jnp.asarray(v, jnp.float64) for v in params))
     X0, Y = problem.initial_states(), problem.targets()
-    terms = {k: float(v) for k, v in _cost_terms_jit(form, params, X0, Y).items()}
-    if form.task != "classification":
-        return terms, None, None
-    train = float(_accuracy_jit(form, params, X0, jnp.asarray(problem.data.y_train)))
+    classify = form.task == "classification"
+    y = jnp.asarray(problem.data.y_train if classify else np.zeros(len(X0), np.int32))
+    terms, train, residual = _evaluate_jit(form, params, X0, Y, y, with_stationarity)
+    terms = {k: float(v) for k, v in terms.items()}
+    residual = float(residual) if with_stationarity and math.isfinite(terms["total"]) else None
+    if not classify:
+        return terms, None, None, residual
     test = None
     if problem.data.has_test:
         test = float(_accuracy_jit(form, params, problem.initial_states(test=True),
                                    jnp.asarray(problem.data.y_test)))
-    return terms, train, test
+    return terms, float(train), test, residual
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _cost_terms_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array
-                    ) -> dict[str, jax.Array]:
-    return P.cost_terms(form, params, X0, Y)
+@functools.partial(jax.jit, static_argnames="with_stationarity",
+                   compiler_options=RUN_ONCE_OPTIONS)
+def _evaluate_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array,
+                  y: jax.Array, with_stationarity: bool) -> tuple[dict[str, jax.Array],
+                                                                   jax.Array, jax.Array]:
+    """``(cost terms, accuracy on labels y (0 for regression), stationarity residual or
+    0)`` at ``params`` for initial states ``X0`` (N, d) and targets ``Y`` (N, m)."""
+    terms = P.cost_terms(form, params, X0, Y)
+    zero = jnp.zeros((), X0.dtype)
+    acc = (P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
+           if form.task == "classification" else zero)
+    residual = P.stationarity_residual(form, params, X0, Y) if with_stationarity else zero
+    return terms, acc, residual
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS)
 def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Array
                   ) -> jax.Array:
     return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
@@ -432,45 +423,58 @@ def solve(
         raise ValueError(f"solver {solver.name!r} keeps no checkpoint: drop "
                          "checkpoint_every_s")
     start = _start(problem, solver, init, seed, init_scheme, rules, resume)
-    stopping, init, warm, record, resumed = start
     long_run = C.LongRun(
-        resumed=resumed, every_s=checkpoint_every_s,
+        resumed=start.resumed, every_s=checkpoint_every_s,
         directory=None if checkpoint_dir is None else Path(checkpoint_dir),
-        context=C.Context(problem, record, dataclasses.asdict(stopping), warm))
-    monitor = Monitor(stopping, progress=progress, label=solver.label(), callback=callback,
+        context=C.Context(problem, start.record, dataclasses.asdict(start.stopping), start.warm))
+    monitor = Monitor(start.stopping, progress=progress, label=solver.label(), callback=callback,
                       stop_on_growth=solver.stop_on_growth, long_run=long_run)
     with long_run.interrupt.installed(tuple(signals)):
         with monitor.compiling():  # one-time setup (small compiles) before the first iteration
-            if init is None:
-                params = P.init_params(problem.formulation, seed=record["seed"],
-                                       scheme=init_scheme)
-            else:
-                params = as_params(problem, init)
+            params = _initial_params(problem, start, init_scheme)
         try:
             result = solver.run(problem, params, monitor)
         finally:
             monitor.close()
+    solution = _solution(problem, result, monitor, start, long_run,
+                         keep_checkpoint=checkpoint_dir is not None)
+    if solution.status == Status.INTERRUPTED and long_run.interrupt.requested:
+        raise C.SolveInterrupted(solution)
+    return solution
+
+
+def _initial_params(problem: Problem, start: _Start, init_scheme: str) -> Params:
+    """The shared initialization (seed of the solver record, ``init_scheme``) or the warm
+    start, checked against the problem."""
+    if start.init is None:
+        return P.init_params(problem.formulation, seed=start.record["seed"], scheme=init_scheme)
+    return as_params(problem, start.init)
+
+
+def _solution(problem: Problem, result: RunResult, monitor: Monitor, start: _Start,
+              long_run: C.LongRun, keep_checkpoint: bool) -> Solution:
+    """The :class:`~controldl.Solution` of a finished run: every cost term, the accuracies
+    and the stationarity at the returned parameters (status ``diverged`` when the cost is
+    not finite), and the checkpoint of the last state when interrupted or
+    ``keep_checkpoint``."""
     wall = monitor.elapsed()
     result.stats.setdefault("devices", parallel.describe(None))
-    if resumed is not None:
-        result.stats["resumed_from_iteration"] = resumed.iteration
+    if start.resumed is not None:
+        result.stats["resumed_from_iteration"] = start.resumed.iteration
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
-    terms, train_acc, test_acc = evaluate(problem, final)
+    terms, train_acc, test_acc, residual = _evaluation(problem, final, with_stationarity=True)
     status = result.status
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED
-    keep = status == Status.INTERRUPTED or checkpoint_dir is not None
-    solution = Solution(
-        problem=problem, params=final, solver=record,
+    keep = status == Status.INTERRUPTED or keep_checkpoint
+    return Solution(
+        problem=problem, params=final, solver=start.record,
         status=status, cost=terms, train_accuracy=train_acc, test_accuracy=test_acc,
         iterations=result.iterations, wall_time_s=wall, compile_time_s=monitor.compile_time_s,
         history=monitor.history, stats=result.stats,
-        stationarity=P.stationarity(problem, final) if math.isfinite(terms["total"]) else None,
-        warm_start=warm, checkpoint=long_run.checkpoint(monitor.history) if keep else None,
+        stationarity=residual,
+        warm_start=start.warm, checkpoint=long_run.checkpoint(monitor.history) if keep else None,
     )
-    if status == Status.INTERRUPTED and long_run.interrupt.requested:
-        raise C.SolveInterrupted(solution)
-    return solution
 
 
 class _Start(NamedTuple):

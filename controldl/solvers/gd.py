@@ -20,6 +20,7 @@ import optax
 
 from controldl import parallel
 from controldl import problem as P
+from controldl.compilation import RUN_ONCE_OPTIONS, compile_or_load
 from controldl.problem import Params, Problem
 from controldl.solvers.base import (
     COMPILED,
@@ -59,6 +60,12 @@ def make_schedule(name: str, lr: float, steps: int) -> optax.Schedule | float:
     raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
 
 
+def resolved_lr(name: str, lr: float | None) -> float | None:
+    """The learning rate ``lr`` of optimizer ``name``, or its default (:data:`DEFAULT_LR`,
+    else 0.01; ``None`` for L-BFGS: its line search)."""
+    return DEFAULT_LR.get(name, 0.01) if lr is None else lr
+
+
 def make_optimizer(name: str, lr: float | None, schedule: str = "constant", steps: int = 1000,
                    **options: Any) -> optax.GradientTransformation:
     """Any optax optimizer by name (``sgd``, ``adam``, ``adamw``, ``lbfgs``, ``rmsprop``…).
@@ -70,24 +77,59 @@ def make_optimizer(name: str, lr: float | None, schedule: str = "constant", step
     if not callable(factory) or name.startswith("_"):
         raise ValueError(f"unknown optax optimizer {name!r}; try sgd, adam, adamw, lbfgs, "
                          "rmsprop, adagrad, lion, …")
-    if lr is None:
-        lr = DEFAULT_LR.get(name, 0.01)
+    lr = resolved_lr(name, lr)
     if lr is not None and (not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"learning rate must be > 0, got {lr}")
     rate = None if lr is None else make_schedule(schedule, lr, steps)
-    numeric = {k: v for k, v in options.items() if isinstance(v, int | float)
-               and not isinstance(v, bool)}
     try:
-        if rate is None:
-            opt = factory(learning_rate=rate, **options)
-        else:  # the learning rate and numeric options live in the state: traced, not static
-            opt = optax.inject_hyperparams(factory, static_args=tuple(
-                k for k in options if k not in numeric))(learning_rate=rate, **options)
+        opt = _inject(factory, rate, options)
     except TypeError as exc:
         raise ValueError(f"optax.{name} does not take these options: {exc}") from None
     if not isinstance(opt, optax.GradientTransformation):
         raise ValueError(f"optax.{name} is not an optimizer")
     return opt
+
+
+def _inject(factory: Any, rate: Any, options: dict[str, Any]) -> Any:
+    """``factory(learning_rate=rate, **options)``, its learning rate and numeric options
+    injected (state, not constants) unless ``rate`` is ``None`` (a line search). The
+    numbers may be tracers (see :func:`_compiled_init`)."""
+    if rate is None:
+        return factory(learning_rate=rate, **options)
+    static = tuple(k for k, v in options.items() if not _is_number(v))
+    return optax.inject_hyperparams(factory, static_args=static)(learning_rate=rate, **options)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float | jax.Array | np.ndarray)
+            and not isinstance(value, bool))
+
+
+def _compiled_init(solver: GradientDescent, steps: int, params: Params) -> Any:
+    """The optimizer's initial state at ``params`` from one small compiled program, whose
+    arguments are the injected numbers (a constant learning rate, the momentum): cached on
+    the structure like the step, so a learning-rate grid builds it once (an eager
+    ``opt.init`` would dispatch and compile one program per operation instead)."""
+    numbers = solver.injected_numbers()
+    init = _init_function(solver, steps)
+    key = ("gd-init", solver.structure(), steps, signature((params, numbers)))
+    compiled = COMPILED.get(key, lambda: compile_or_load(init, (params, numbers), key,
+                                                          RUN_ONCE_OPTIONS))
+    return compiled(params, numbers)
+
+
+def _init_function(solver: GradientDescent, steps: int) -> Any:
+    """``init(params, numbers)``: the optimizer's state, with the injected ``numbers``
+    (:meth:`GradientDescent.injected_numbers`) as arguments (traceable)."""
+
+    def init(params: Params, numbers: dict[str, Any]) -> Any:
+        numbers = dict(numbers)
+        lr = resolved_lr(solver.optimizer, solver.lr)
+        static_rate = None if lr is None else make_schedule(solver.schedule, lr, steps)
+        rate = numbers.pop("learning_rate", static_rate)
+        return _inject(getattr(optax, solver.optimizer), rate, numbers).init(params)
+
+    return init
 
 
 def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
@@ -97,9 +139,14 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
     Cached on what is static: the formulation's numbers (horizon, weights, bounds) and
     the optimizer's injected hyperparameters (learning rate, momentum) are arguments, so a
     learning-rate grid or a sweep of horizons at fixed L compiles once."""
-    key = (form.static_key(), solver.structure(), steps, signature(args))
-    compiled = COMPILED.get(key, lambda: _build_step(form, solver, steps, args))
+    compiled = COMPILED.get(_step_key(form, solver, steps, args),
+                            lambda: _build_step(form, solver, steps, args))
     return functools.partial(compiled, form)
+
+
+def _step_key(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> tuple:
+    """What the compiled step depends on (:func:`_compiled_step`)."""
+    return ("gd-step", form.static_key(), solver.structure(), steps, signature(args))
 
 
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> Any:
@@ -116,10 +163,9 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     N = args[1].shape[0]
 
     def iteration(form, params, opt_state, X0, Y, y, key):
-        key, sub = jax.random.split(key)
-        if batch is not None:
-            idx = jax.random.choice(sub, X0.shape[0], (batch,), replace=False)
-            X0, Y, y = X0[idx], Y[idx], y[idx]
+        if batch is not None:  # the full batch draws nothing: its key passes through
+            key, sub = jax.random.split(key)  # the batch is sharded like the data
+            X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
         f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
@@ -140,13 +186,18 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
                else jnp.zeros((), J.dtype))
         return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), residual, work])
 
-    params, X0, Y, y, key = args
-    opt_state = jax.eval_shape(opt.init, params)
-    if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
-        opt_state = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
-            if hasattr(s, "shape") else s, opt_state)
-    return jax.jit(iteration).lower(form, params, opt_state, X0, Y, y, key).compile()
+    def lower_args() -> tuple:  # only when compiling: the optimizer's state's shapes
+        params, X0, Y, y, key = args
+        opt_state = jax.eval_shape(_init_function(solver, steps), params,
+                                   solver.injected_numbers())  # what _compiled_init returns
+        if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
+            opt_state = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
+                if hasattr(s, "shape") else s, opt_state)
+        return form, params, opt_state, X0, Y, y, key
+
+    with parallel.on_mesh(parallel.mesh_of(args[1])):  # traced under the data's mesh
+        return compile_or_load(iteration, lower_args, _step_key(form, solver, steps, args))
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
@@ -167,8 +218,8 @@ def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
                else jnp.zeros((), J.dtype))
         return J, acc
 
-    compiled = COMPILED.get((form.static_key(), "full_cost", signature(args)),
-                            lambda: jax.jit(full).lower(form, *args).compile())
+    key = ("gd-full-cost", form.static_key(), signature(args))
+    compiled = COMPILED.get(key, lambda: compile_or_load(full, (form, *args), key))
     return functools.partial(compiled, form)
 
 
@@ -229,6 +280,15 @@ class GradientDescent(Solver):
         return (self.optimizer, self.schedule, lr, self.momentum is None, self.batch_size,
                 self.dtype, self.devices, self.checkpoint_every)
 
+    def injected_numbers(self) -> dict[str, np.ndarray]:
+        """The numbers injected into the optimizer's state that :meth:`structure` leaves
+        out: a constant learning rate and the momentum (0-d float64 arrays)."""
+        numbers = {} if self.momentum is None else {"momentum": self.momentum}
+        lr = resolved_lr(self.optimizer, self.lr)
+        if lr is not None and self.schedule == "constant":
+            numbers["learning_rate"] = lr
+        return {k: np.asarray(v, np.float64) for k, v in numbers.items()}
+
     def optimizer_transform(self, steps: int) -> optax.GradientTransformation:
         extra = {} if self.momentum is None else {"momentum": self.momentum}
         return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
@@ -237,7 +297,7 @@ class GradientDescent(Solver):
                ) -> _State:
         """The loop's first state: fresh at ``params``, or the resumed checkpoint's
         (placed as the fresh one)."""
-        opt_state = parallel.replicate(mesh, self.optimizer_transform(steps).init(params))
+        opt_state = parallel.replicate(mesh, _compiled_init(self, steps, params))
         start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
         if monitor.resumed is None:
             return start
@@ -253,7 +313,9 @@ class GradientDescent(Solver):
         dtype = DTYPES[self.dtype]
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(jnp.asarray(v, dtype) for v in params))
-        key = jax.random.PRNGKey(0)
+        # The mini-batches' key (the full batch draws nothing: a constant placeholder).
+        key = (np.zeros(2, np.uint32) if self.batch_size is None
+               else jax.random.PRNGKey(0))
         params, key = parallel.replicate(mesh, (params, key))
         # a schedule spans the first run's max_iter, also after a resume
         steps = monitor.stopping.max_iter if self.schedule != "constant" else 0
@@ -261,7 +323,8 @@ class GradientDescent(Solver):
             start = self._start(params, key, steps, mesh, monitor)
             steps = start.schedule_steps
             step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
-            full_cost = _compiled_full_cost(form, (params, X0, Y, y))
+            full_cost = (None if self.batch_size is None  # the step's own J serves
+                         else _compiled_full_cost(form, (params, X0, Y, y)))
         loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
                      self.grad_tol, None if self.batch_size is None
                      else max(problem.data.n_train // self.batch_size, 1))

@@ -49,6 +49,7 @@ minus ``(ρ/2) Σ_i ‖p_i(L) − p^L_i(φ)‖²``, the residual of the terminal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -131,27 +132,85 @@ def _squared_distance(a: Theta, b: Theta) -> Array:
     return sum(jnp.sum((u - v) ** 2) for u, v in zip(a, b, strict=True))
 
 
-def extended_penalty(form: P.Formulation, data: LayerData, readout: Theta, Y: Array,
-                     theta: Theta) -> Array:
+class RunningPart(NamedTuple):
+    """The part of ``H_t`` that depends on ``x`` alone, ``H_t − H⁰_t`` with ``H⁰_t`` the
+    Hamiltonian without the running cost: its ``value`` (scalar) and its ``grad_x``
+    (N, d). Both are ``0`` when the problem has no running cost or ``t = 0``."""
+
+    value: Array
+    grad_x: Array
+
+
+def running_part(form: P.Formulation, data: LayerData, readout: Theta, Y: Array
+                 ) -> RunningPart:
+    """:class:`RunningPart` from :func:`controldl.problem.hamiltonian` at ``θ_k`` with and
+    without the running cost (``with_running`` false). The running cost
+    ``γh(1/N)Σ_i ℓ(z_i(t), y_i)`` does not depend on ``θ``, so one evaluation per layer
+    and iteration serves every inner evaluation."""
+    if not form.uses("running"):
+        return RunningPart(jnp.zeros((), data.X.dtype), jnp.zeros_like(data.X))
+    args = (form, data.X, data.P_next, *data.theta_k, *_readout_args(readout, Y))
+    value_grad = jax.value_and_grad(P.hamiltonian, argnums=1)
+    with_run, without = value_grad(*args, data.with_running), value_grad(*args, False)
+    return RunningPart(with_run[0] - without[0], with_run[1] - without[1])
+
+
+def _flow_hamiltonian(form: P.Formulation, data: LayerData, readout: Theta, Y: Array,
+                      theta: Theta) -> Array:
+    """``H⁰_t(θ) = Σ_i p_i(t+1)·f(x_i(t), θ) − h(λ/2‖θ‖² + β‖θ‖₁)``: the Hamiltonian of
+    :func:`controldl.problem.hamiltonian` without its running cost."""
+    return P.hamiltonian(form, data.X, data.P_next, *theta, *_readout_args(readout, Y),
+                         False)
+
+
+def _flow_value_and_grad_x(form: P.Formulation, data: LayerData, readout: Theta,
+                           Y: Array, theta: Theta) -> tuple[Array, Array]:
+    """``H⁰_t(θ)`` and ``∇_x H⁰_t(x(t), p(t+1), θ) = J_x f(x(t), θ)ᵀ p(t+1)`` (N, d)."""
+    return jax.value_and_grad(P.hamiltonian, argnums=1)(
+        form, data.X, data.P_next, *theta, *_readout_args(readout, Y), False)
+
+
+def extended_penalty(form: P.Formulation, data: LayerData, running: RunningPart,
+                     theta: Theta, grad_x: Array) -> Array:
     """``½Σ_i ‖x_i(t+1) − f(x_i(t), θ)‖² + ½Σ_i ‖p_i(t) − ∇_x H_t(x_i(t), p_i(t+1), θ)‖²``
-    (to be multiplied by ρ): the residuals of the state and costate equations."""
+    (to be multiplied by ρ): the residuals of the state and costate equations, with
+    ``∇_x H_t = grad_x + running.grad_x`` and ``grad_x = ∇_x H⁰_t(θ)`` (N, d)."""
     rx = data.X_next - P.step_batch(form, data.X, *theta)
-    grad_x = jax.grad(P.hamiltonian, argnums=1)
-    rp = data.P - grad_x(form, data.X, data.P_next, *theta, *_readout_args(readout, Y),
-                         data.with_running)
+    rp = data.P - (grad_x + running.grad_x)
     return 0.5 * (jnp.sum(rx * rx) + jnp.sum(rp * rp))
+
+
+def layer_objective(form: P.Formulation, extended: bool, knobs: Knobs, data: LayerData,
+                    readout: Theta, Y: Array) -> Callable[[Theta], Array]:
+    """The differentiable part of layer ``t``'s objective as a function of ``θ``: ``H_t``
+    without its l1 term, minus the Jacobi smoothness terms, minus
+    ``ρ·``:func:`extended_penalty` (E-MSA) and minus ``(μ/2)‖θ − θ_k‖²`` (MSA's damping;
+    ``μ = 0`` turns it off).
+
+    The θ-free running part (:func:`running_part`) is evaluated here, once; each call
+    then evaluates ``H⁰_t`` and, for E-MSA, its ``x``-gradient
+    (``J_x f(x(t), θ)ᵀ p(t+1)``) in one ``jax.value_and_grad`` pass: a forward and a
+    backward pass of one layer, so that the value and ``θ``-gradient of ``H̃_t`` cost a
+    small multiple of one layer's share of a gradient evaluation."""
+    running = running_part(form, data, readout, Y)
+
+    def objective(theta: Theta) -> Array:
+        if extended:
+            h0, grad_x = _flow_value_and_grad_x(form, data, readout, Y, theta)
+        else:
+            h0 = _flow_hamiltonian(form, data, readout, Y, theta)
+        value = h0 + running.value + layer_l1(form, theta) - jacobi_smooth(form, data, theta)
+        if extended:
+            value = value - knobs.rho * extended_penalty(form, data, running, theta, grad_x)
+        return value - 0.5 * knobs.mu * _squared_distance(theta, data.theta_k)
+
+    return objective
 
 
 def layer_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
                            data: LayerData, readout: Theta, Y: Array, theta: Theta) -> Array:
-    """The differentiable part of layer ``t``'s objective: ``H_t`` without its l1 term,
-    minus the Jacobi smoothness terms, minus ``ρ·``:func:`extended_penalty` (E-MSA) and
-    minus ``(μ/2)‖θ − θ_k‖²`` (MSA's damping; ``μ = 0`` turns it off)."""
-    value = layer_hamiltonian(form, data, readout, Y, theta) + layer_l1(form, theta)
-    value = value - jacobi_smooth(form, data, theta)
-    if extended:
-        value = value - knobs.rho * extended_penalty(form, data, readout, Y, theta)
-    return value - 0.5 * knobs.mu * _squared_distance(theta, data.theta_k)
+    """:func:`layer_objective` at ``θ``."""
+    return layer_objective(form, extended, knobs, data, readout, Y)(theta)
 
 
 def layer_prox(form: P.Formulation, theta: Theta, step: Array) -> Theta:
@@ -199,12 +258,28 @@ def readout_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
 
 def evaluation_weight(form: P.Formulation, extended: bool) -> tuple[float, float]:
     """Work of one value-and-gradient evaluation, in gradient-evaluation equivalents
-    (one forward plus one backward pass over all samples and layers = 1): ``(layers,
-    readout)``. All layers at once cost one pass for ``H_t`` (1). For ``H̃_t`` the value
-    already needs a forward and a backward pass (the costate residual contains
-    ``∇_x H_t``) and its gradient differentiates that backward pass, up to three times
-    the value's cost by the cheap-gradient principle: counted 4. The readout is one
-    layer's worth (``1/L``), a whole pass with a running cost; times the same factor."""
-    factor = 4.0 if extended else 1.0
+    (one forward plus one backward pass over all samples and layers = 1, three products
+    of an (N, d) by a (d, d) matrix per layer): ``(layers, readout)``, counted in those
+    products. All layers' ``H_t`` take two (the step and the θ-gradient): 2/3. ``H̃_t``
+    (:func:`layer_objective`) takes five: the step and ``J_x fᵀ p(t+1)`` for the value,
+    and for the θ-gradient the products of the costate residual with ``σ'(u)⊙p(t+1)``
+    and with ``Aᵀ``, and one with the states for the summed cotangent of ``u = A x + b``:
+    5/3. The readout is one layer's worth (``1/L``; a whole pass with a running cost)
+    times the same factor."""
+    factor = 5.0 / 3.0 if extended else 2.0 / 3.0
     readout = 1.0 if form.uses("running") else 1.0 / form.layers
     return factor, factor * readout
+
+
+def stationarity_from_costates(form: P.Formulation, params: P.Params, xs: Array, ps: Array,
+                               Y: Array) -> Array:
+    """:func:`controldl.problem.stationarity_residual` at ``params`` from its states ``xs``
+    and costates ``ps`` (L+1, N, d): the gradient the maximum principle gives
+    (:func:`controldl.problem.gradient_from_costates`, which differentiates the l1 term
+    too: its derivative is taken off to leave ``∇f``), without another forward and
+    backward pass."""
+    grad = P.gradient_from_costates(form, params, xs, ps, Y)
+    if form.uses("l1"):
+        gA, gb = jax.grad(P.l1_cost, argnums=(1, 2))(form, params.A, params.b)
+        grad = grad._replace(A=grad.A - gA, b=grad.b - gb)
+    return P.stationarity_from_gradient(form, params, grad)

@@ -35,6 +35,8 @@ Objective = Callable[[Any], Array]
 Prox = Callable[[Any, Array], Any]
 ARMIJO = 1e-4
 """Sufficient-decrease constant of the backtracking line searches."""
+BACKTRACK_MIN = 1e-3
+"""The smallest factor by which one backtracking trial shrinks the step."""
 
 
 class InnerResult(NamedTuple):
@@ -58,21 +60,64 @@ def _zero_int() -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class LBFGS:
-    """optax's L-BFGS (``optax.lbfgs``: ``memory`` pairs, the zoom line search with
-    strong Wolfe conditions, at most ``max_linesearch_steps`` trials) on ``−objective``.
+    """L-BFGS on ``F = −objective``: the direction from optax's two-loop recursion
+    (``optax.scale_by_lbfgs``: ``memory`` pairs, the first step scaled by
+    ``min(1, 1/‖∇F‖)``, later ones by ``sᵀy/yᵀy``), then a line search:
+
+    - ``"backtracking"`` (default): Armijo backtracking from the unit step, halving, at
+      most ``max_linesearch_steps`` trials, the point kept when none passes. Without
+      the Wolfe curvature condition a pair with ``sᵀy ≤ 0`` can make the L-BFGS matrix
+      indefinite: a direction that does not descend is replaced by the scaled
+      steepest-descent step and the memory is cleared;
+    - ``"zoom"``: ``optax.lbfgs`` with optax's zoom line search (strong Wolfe
+      conditions, initial step one).
+
     Smooth objectives only."""
 
     memory: int = 10
     max_linesearch_steps: int = 20
     gtol: float = 0.0
+    linesearch: str = "backtracking"
 
     name: ClassVar[str] = "lbfgs"
+    LINESEARCHES: ClassVar[tuple[str, ...]] = ("backtracking", "zoom")
+
+    def __post_init__(self) -> None:
+        if self.linesearch not in self.LINESEARCHES:
+            raise ValueError(f"unknown L-BFGS line search {self.linesearch!r}; expected one "
+                             f"of {', '.join(self.LINESEARCHES)}")
 
     def maximize(self, objective: Objective, theta0: Any, steps: int,
                  prox: Prox | None = None) -> InnerResult:
         if prox is not None:
             raise ValueError("L-BFGS maximizes smooth unconstrained objectives: use the "
                              "proximal-gradient inner solver for l1 or constraints")
+        if self.linesearch == "zoom":
+            return self._zoom(objective, theta0, steps)
+        F, v0, unravel = _flat(objective, theta0)
+        tx = optax.scale_by_lbfgs(memory_size=self.memory)
+        value0, g0 = F(v0)
+
+        def cond(c):
+            _, value, g, _, i, _, _ = c
+            return (i < steps) & (jnp.sqrt(jnp.vdot(g, g)) > self.gtol) & jnp.isfinite(value)
+
+        def body(c):
+            v, value, g, state, i, ev, rej = c
+            p, state = tx.update(g, state, v)
+            descent = jnp.vdot(g, p) > 0
+            fallback = g * jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.vdot(g, g)))
+            state = jax.tree.map(lambda a, b: jnp.where(descent, a, b), state, tx.init(v))
+            d = -jnp.where(descent, p, fallback)
+            v, value, g, trials = _backtrack(F, v, value, g, d, self.max_linesearch_steps)
+            return (v, value, g, state, i + 1, ev + trials, rej + jnp.maximum(trials - 1, 0))
+
+        init = (v0, value0, g0, tx.init(v0), _zero_int(), jnp.ones((), jnp.int32),
+                _zero_int())
+        v, value, _, _, i, ev, rej = jax.lax.while_loop(cond, body, init)
+        return InnerResult(unravel(v), -value0, -value, i, ev, _zero_int(), rej)
+
+    def _zoom(self, objective: Objective, theta0: Any, steps: int) -> InnerResult:
         F = lambda th: -objective(th)  # noqa: E731
         search = optax.scale_by_zoom_linesearch(self.max_linesearch_steps,
                                                 initial_guess_strategy="one")
@@ -100,9 +145,12 @@ class LBFGS:
 
 def _backtrack(F: Callable[[Array], tuple[Array, Array]], v: Array, value: Array,
                g: Array, d: Array, max_trials: int) -> tuple[Array, Array, Array, Array]:
-    """Armijo backtracking along ``d`` from ``v`` (halving from a unit step): the new
-    point, its value and gradient, and the number of trials. When no trial passes within
-    ``max_trials``, the point stays ``v``."""
+    """Armijo backtracking along ``d`` from ``v``, from the unit step: after a trial
+    ``t`` that fails, the next is the minimizer of the quadratic through ``F(v)``, the
+    slope ``gᵀd`` and ``F(v + t d)``, ``t² |gᵀd| / (2(F(v+td) − F(v) − t gᵀd))``, kept
+    in ``[BACKTRACK_MIN t, ½ t]`` (halving when the trial is not finite; Nocedal &
+    Wright, 2006, §3.5). Returns the new point, its value and gradient, and the number
+    of trials; when no trial passes within ``max_trials``, the point stays ``v``."""
     slope = jnp.vdot(g, d)
 
     def cond(c):
@@ -113,7 +161,11 @@ def _backtrack(F: Callable[[Array], tuple[Array, Array]], v: Array, value: Array
         t, _, _, k, _ = c
         value_t, g_t = F(v + t * d)
         ok = jnp.isfinite(value_t) & (value_t <= value + ARMIJO * t * slope)
-        return (jnp.where(ok, t, 0.5 * t), value_t, g_t, k + 1, ok)
+        excess = value_t - value - t * slope
+        quad = -slope * t * t / (2.0 * jnp.where(excess > 0, excess, 1.0))
+        shrunk = jnp.where(jnp.isfinite(value_t) & (excess > 0),
+                           jnp.clip(quad, BACKTRACK_MIN * t, 0.5 * t), 0.5 * t)
+        return (jnp.where(ok, t, shrunk), value_t, g_t, k + 1, ok)
 
     t, value_t, g_t, k, ok = jax.lax.while_loop(
         cond, body, (jnp.ones((), v.dtype), value, g, _zero_int(), jnp.zeros((), bool)))

@@ -16,10 +16,11 @@ at its result minus at ``θ_k``, the l1 term included; a lower bound of the true
 the inner iterations, the rejected line-search trials and the work in
 gradient-evaluation equivalents.
 
-**Work.** One forward plus one backward pass over all samples and layers is 1. An
-iteration costs 1 (the passes of steps 1–2) + 1 (the stationarity diagnostic, a
-gradient by autodiff) + the inner work: every layer runs in the same vmapped loop, so
-an inner evaluation costs the weight of
+**Work.** One forward plus one backward pass over all samples and layers is 1 (per
+layer, three products of an (N, d) by a (d, d) matrix: the step, the costate and the
+θ-gradient). An iteration costs 1 (the forward pass, the costate pass and, from them,
+the gradient of the stationarity diagnostic) + the inner work: every layer runs in the
+same vmapped loop, so an inner evaluation costs the weight of
 :func:`~controldl.solvers.pmp.hamiltonian.evaluation_weight` times the *largest*
 number of evaluations over the layers, and a Hessian-vector product counts as two
 evaluations. This is a lower bound: inside the vmapped loop a layer whose line search
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from controldl import parallel
 from controldl import problem as P
 from controldl.problem import Params
 from controldl.solvers.base import COMPILED, signature
@@ -56,6 +58,7 @@ class Config(NamedTuple):
     readout_inner: Any
     inner_steps: int
     batch_size: int | None
+    checkpoint_every: int | None = None
 
 
 class StepInfo(NamedTuple):
@@ -78,6 +81,19 @@ class StepInfo(NamedTuple):
     finite: Array
 
 
+def layer_update(form: P.Formulation, config: Config, knobs: H.Knobs, readout: H.Theta,
+                 Y: Array, d: H.LayerData) -> tuple[InnerResult, Array]:
+    """One layer's maximization from ``d.theta_k``: the inner result and the gap
+    (objective at the result minus at ``θ_k``, the l1 term included)."""
+    prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
+
+    objective = H.layer_objective(form, config.extended, knobs, d, readout, Y)
+    res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox)
+    gap = (res.value - H.layer_l1(form, res.theta)) - (res.value0
+                                                        - H.layer_l1(form, d.theta_k))
+    return res, gap
+
+
 def _layer_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
                    xs: Array, ps: Array, Y: Array) -> tuple[tuple[Array, Array],
                                                             InnerResult, Array]:
@@ -85,41 +101,32 @@ def _layer_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: 
     and the per-layer gaps."""
     data = H.layer_data(form, params, xs, ps)
     readout = (params.W, params.c)
-    prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
-
-    def one(d: H.LayerData) -> tuple[InnerResult, Array]:
-        def objective(theta):
-            return H.layer_smooth_objective(form, config.extended, knobs, d, readout, Y,
-                                            theta)
-
-        res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox)
-        gap = (res.value - H.layer_l1(form, res.theta)) - (res.value0
-                                                            - H.layer_l1(form, d.theta_k))
-        return res, gap
-
-    res, gap = jax.vmap(one)(data)
+    res, gap = jax.vmap(lambda d: layer_update(form, config, knobs, readout, Y, d))(data)
     return res.theta, res, gap
 
 
-def _readout_update(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
-                    xs: Array, ps: Array, Y: Array) -> tuple[tuple[Array, Array],
-                                                             InnerResult, Array]:
-    """The terminal control's maximization (the readout unchanged when frozen)."""
-    phi = (params.W, params.c)
+def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
+                   data: H.ReadoutData, extra: Any = None
+                   ) -> tuple[tuple[Array, Array], InnerResult, Array]:
+    """The terminal control's maximization (the readout unchanged when frozen) of
+    :func:`~controldl.solvers.pmp.hamiltonian.readout_smooth_objective` minus
+    ``extra(φ)`` when given."""
+    phi = data.phi_k
     if not form.train_readout:
         zero = jnp.zeros((), jnp.int32)
-        value = jnp.zeros((), xs.dtype)
+        value = jnp.zeros((), data.Y.dtype)
         return phi, InnerResult(phi, value, value, zero, zero, zero, zero), value
-    data = H.ReadoutData(xs, Y, ps[-1], phi)
 
     def objective(f):
-        return H.readout_smooth_objective(form, config.extended, knobs, data, f)
+        value = H.readout_smooth_objective(form, config.extended, knobs, data, f)
+        return value if extra is None else value - extra(f)
 
     res = config.readout_inner.maximize(objective, phi, config.inner_steps, None)
     return res.theta, res, res.value - res.value0
 
 
-def _accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
+def accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
+    """The classification accuracy of outputs ``z`` (0 for regression)."""
     if form.task != "classification":
         return jnp.zeros((), z.dtype)
     return P.accuracy_from_outputs(form, z, y).astype(z.dtype)
@@ -127,17 +134,36 @@ def _accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
 
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
               y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
-    """One MSA (``config.extended`` false) or E-MSA iteration from ``params``."""
-    if config.batch_size is not None:
-        idx = jax.random.choice(key, X0.shape[0], (config.batch_size,), replace=False)
-        X0, Y, y = X0[idx], Y[idx], y[idx]
+    """One MSA (``config.extended`` false) or E-MSA iteration from ``params``; with
+    ``config.checkpoint_every`` the bounded-memory sweep of
+    :mod:`controldl.solvers.pmp.checkpointed` (the same iterate)."""
+    if config.batch_size is not None:  # sharded like the full data (under on_mesh)
+        X0, Y, y = parallel.draw_batch(key, config.batch_size, X0, Y, y)
+    if config.checkpoint_every is not None:
+        from controldl.solvers.pmp import checkpointed
+
+        return checkpointed.iteration(form, params, knobs, X0, Y, y, config)
     xs = P.trajectory(form, params, X0)
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
-    acc = _accuracy(form, P.outputs(form, params.W, params.c, xs[-1]), y)
-    stationarity = P.stationarity_residual(form, params, X0, Y)
-    (A, b), lay, gap = _layer_updates(form, config, knobs, params, xs, ps, Y)
-    (W, c), rd, readout_gap = _readout_update(form, config, knobs, params, xs, ps, Y)
+    acc = accuracy(form, P.outputs(form, params.W, params.c, xs[-1]), y)
+    stationarity = H.stationarity_from_costates(form, params, xs, ps, Y)
+    layers = _layer_updates(form, config, knobs, params, xs, ps, Y)
+    readout = readout_update(form, config, knobs,
+                             H.ReadoutData(xs, Y, ps[-1], (params.W, params.c)))
+    return assemble(form, config, (J, acc, stationarity), layers, readout, 0.0)
+
+
+def assemble(form: P.Formulation, config: Config, at_k: tuple[Array, Array, Array],
+             layers: tuple, readout: tuple, extra_work: float
+             ) -> tuple[Params, StepInfo]:
+    """The new iterate and the :class:`StepInfo` from ``(J, accuracy, stationarity)`` at
+    ``θ_k``, the layers' ``((A, b), stacked inner results, gaps)``, the readout's
+    ``((W, c), inner result, gap)`` and the work beyond the two passes and the inner
+    evaluations."""
+    J, acc, stationarity = at_k
+    (A, b), lay, gap = layers
+    (W, c), rd, readout_gap = readout
     new = Params(A, b, W, c)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in new]))
     w_layer, w_readout = H.evaluation_weight(form, config.extended)
@@ -145,7 +171,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
              + w_readout * (rd.evaluations + 2 * rd.hvps))
     info = StepInfo(J, acc, stationarity, gap, readout_gap, lay.steps,
                     jnp.max(lay.evaluations) + rd.evaluations,
-                    jnp.sum(lay.rejected) + rd.rejected, 2.0 + inner, finite)
+                    jnp.sum(lay.rejected) + rd.rejected, 1.0 + extra_work + inner, finite)
     return new, info
 
 
@@ -154,8 +180,12 @@ def compiled_iteration(form: P.Formulation, config: Config, args: tuple) -> Any:
     cached on the formulation's structure, ``config`` and the shapes, dtypes and
     placements of the arguments (the formulation's numbers and the knobs are traced)."""
     fn = functools.partial(iteration, config=config)
-    return COMPILED.get(("pmp-iteration", form.static_key(), config, signature(args)),
-                        lambda: jax.jit(fn).lower(form, *args).compile())
+
+    def build() -> Any:
+        with parallel.on_mesh(parallel.mesh_of(args[2])):
+            return jax.jit(fn).lower(form, *args).compile()
+
+    return COMPILED.get(("pmp-iteration", form.static_key(), config, signature(args)), build)
 
 
 def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Array
@@ -163,7 +193,7 @@ def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Arra
     """``(J, accuracy, stationarity)`` on the given samples (the full training set for
     mini-batch runs)."""
     J, z = P.cost_and_outputs(form, params, X0, Y)
-    return J, _accuracy(form, z, y), P.stationarity_residual(form, params, X0, Y)
+    return J, accuracy(form, z, y), P.stationarity_residual(form, params, X0, Y)
 
 
 def compiled_evaluation(form: P.Formulation, args: tuple) -> Any:

@@ -59,7 +59,6 @@ import jax
 import numpy as np
 
 from controldl import parallel
-from controldl import problem as P
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 from controldl.solvers.options import (
@@ -97,6 +96,7 @@ class _Info(NamedTuple):
     full_J: float
     full_accuracy: float
     stationarity: float
+    stationarity_start: float
 
     @classmethod
     def of(cls, out: NS.StepOut) -> _Info:
@@ -221,9 +221,8 @@ class PMPNewton(Solver):
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in (*params, X0, Y, y))
         with monitor.compiling():
             step = NS.compiled_step(form, self.structure(), signature, self.devices)
-            start = P.stationarity(problem, params)
         loop = _Loop(self, problem, step, (NS.traced_form(form, dtype), X0, Y, y), monitor)
-        params, status, k, message = loop.iterate(params, start)
+        params, status, k, message = loop.iterate(params)
         t = loop.tally
         stats = {"stationarity": loop.stationarity, "rho": t.rhos, "accepted": t.accepted,
                  "rejected": t.rejected, "trials": t.trials, "work": t.work,
@@ -283,25 +282,27 @@ class _Loop:
             return Status.MAX_ITER
         return None
 
-    def iterate(self, params: Params, start: float) -> tuple[Params, Status, int, str | None]:
-        """Iterations from ``params`` (stationarity ``start``) until a stopping rule:
-        ``(params, status, iterations, failure message or None)``."""
+    def iterate(self, params: Params) -> tuple[Params, Status, int, str | None]:
+        """Iterations from ``params`` until a stopping rule: ``(params, status,
+        iterations, failure message or None)``. The first call also returns the
+        stationarity at ``params``."""
         s, (tform, X0, Y, y) = self.solver, self.data
         max_iter = self.monitor.stopping.max_iter
         rho = DTYPES[s.dtype](s.rho)
         prev = Params(*(np.zeros_like(v) for v in params))
-        self.tally.work, self.stationarity = 1.0, start  # the stationarity at the start
+        self.tally.work = NW.start_work(self.shape)  # the stationarity at the start
         k = 0
         while True:
             recorded = not self.batched or (k + 1) % self.epoch == 0 or k + 1 == max_iter
             key = np.asarray([s.batch_seed, k], np.uint32)
             out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
-                            np.bool_(k == 0 or recorded))
+                            np.bool_(k == 0 or recorded), np.bool_(k == 0))
             info = _Info.of(out)
             if k == 0:
+                self.stationarity = info.stationarity_start
                 stop = self.record(0, info.full_J_start, info.full_accuracy_start,
                                    rho=float(rho), accepted=None, trials=0, rejected=0,
-                                   inner_iterations=0, stationarity=start)
+                                   inner_iterations=0, stationarity=info.stationarity_start)
                 if not info.failed and (stop is not None or max_iter == 0):
                     return params, stop or Status.MAX_ITER, 0, None
             self.count(info, recorded)

@@ -28,6 +28,7 @@ from controldl import model, parallel
 from controldl import problem as P
 from controldl.problem import Formulation, Params
 from controldl.solvers.base import COMPILED
+from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import newton_algebra as LA
 from controldl.solvers.pmp import newton_models as NM
 
@@ -122,6 +123,7 @@ class StepOut(NamedTuple):
     full_J: jax.Array
     full_accuracy: jax.Array
     stationarity: jax.Array
+    stationarity_start: jax.Array
 
 
 # --------------------------------------------------------------------------- at θ_k
@@ -421,16 +423,18 @@ def iteration(form: Formulation, st: Structure, params: Params, prev: Params,
 
 def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: jax.Array,
          knobs: Knobs, X0: jax.Array, Y: jax.Array, y: jax.Array, key: jax.Array,
-         record: jax.Array) -> StepOut:
+         record: jax.Array, first: jax.Array) -> StepOut:
     """One iteration on the full batch, or on a mini-batch drawn with ``key``. With
     mini-batches, ``record`` asks for the full cost and accuracy before and after and
     the stationarity (:func:`controldl.problem.stationarity_residual`) on all the samples
-    at the returned point (NaN otherwise); on the full batch they are always computed."""
+    at the returned point (NaN otherwise); on the full batch they are always computed.
+    With ``first``, also the stationarity at ``params`` (on the full batch from the
+    expansion's costates, :func:`.hamiltonian.stationarity_from_costates`; NaN
+    otherwise), so that the solve compiles no other program."""
     if st.batch_size is None:
         Xb, Yb = X0, Y
     else:
-        idx = jax.random.choice(key, X0.shape[0], (st.batch_size,), replace=False)
-        Xb, Yb = X0[idx], Y[idx]
+        Xb, Yb = parallel.draw_batch(key, st.batch_size, X0, Y)  # sharded (on_mesh)
     ex, s, kept = iteration(form, st, params, prev, rho, knobs, Xb, Yb)
     ok = s.last.ok
 
@@ -447,10 +451,16 @@ def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: ja
     else:
         nan = jnp.full((), jnp.nan, X0.dtype)
         recorded = jax.lax.cond(record, full, lambda: (nan,) * 5)
+    if st.batch_size is None:
+        start = lambda: H.stationarity_from_costates(form, params, ex.xs, ex.ps, Y)  # noqa: E731
+    else:
+        start = lambda: P.stationarity_residual(form, params, X0, Y)  # noqa: E731
+    nan = jnp.full((), jnp.nan, X0.dtype)
+    stationarity_start = jax.lax.cond(first, start, lambda: nan)
     displacement = jax.tree.map(lambda a, b_: jnp.where(ok, a - b_, 0.0), kept, params)
     return StepOut(kept, displacement, ex.J, jnp.where(ok, s.last.J, ex.J), ok, s.failed,
                    s.tries, s.tries - ok.astype(s.tries.dtype), s.r, next_rho(knobs, s),
-                   s.last.ratio, s.last.pred, *recorded)
+                   s.last.ratio, s.last.pred, *recorded, stationarity_start)
 
 
 def compiled_step(form: Formulation, st: Structure, signature: tuple, devices: int | None
@@ -489,8 +499,9 @@ def _build(form: Formulation, st: Structure, signature: tuple, devices: int | No
     knobs = Knobs(*(scalar() for _ in Knobs._fields))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
 
-    def fn(f, params, prev, rho, knobs, X0, Y, y, key, record):
-        return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record)
+    def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first):
+        return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first)
 
-    return jax.jit(fn).lower(form_spec, params, params, scalar(), knobs, X0, Y, y, key,
-                             scalar(jnp.bool_)).compile()
+    with parallel.on_mesh(mesh):
+        return jax.jit(fn).lower(form_spec, params, params, scalar(), knobs, X0, Y, y, key,
+                                 scalar(jnp.bool_), scalar(jnp.bool_)).compile()

@@ -81,3 +81,10 @@ def iteration_work(s: WorkShape, trials: int, recorded: bool) -> float:
     stationarity = 1.0 if (recorded or full_batch) else 0.0
     full_costs = 2.0 / 3.0 if (recorded and not full_batch) else 0.0
     return expansion + trials * (per_trial + inner) + stationarity + full_costs
+
+
+def start_work(s: WorkShape) -> float:
+    """The stationarity at the starting point: from the first expansion's costates on
+    the full batch (the θ-gradient products, 1/3); a gradient on all samples with
+    mini-batches (1)."""
+    return 1.0 / 3.0 if s.batch >= s.N else 1.0

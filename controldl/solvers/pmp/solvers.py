@@ -91,6 +91,11 @@ class PontryaginSolver(Solver):
     batch_seed: int = batch_seed_option()
     dtype: str = dtype_option()
     devices: int | None = devices_option()
+    checkpoint_every: int | None = option(
+        None, "bounded memory: keep the states only every this many layers and maximize "
+        "each layer inside a backward sweep that recomputes them "
+        "(controldl.solvers.pmp.checkpointed; O(N·d·(L/k + k)) instead of O(N·d·L), "
+        "k ≈ √L best; the same iterates). None: store all states.", low=1)
 
     extended: ClassVar[bool] = False
     default_max_iter: ClassVar[int] = 500
@@ -164,7 +169,7 @@ class OuterLoop:
         knobs = parallel.replicate(mesh, solver.knobs(dtype))
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
-                        solver.batch_size)
+                        solver.batch_size, solver.checkpoint_every)
         key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
         with monitor.compiling():
             step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, key))
@@ -259,14 +264,17 @@ class OuterLoop:
 
     def postprocess(self, state: LoopState, info: StepInfo, status: Status) -> RunResult:
         k = max(state.iteration, 1)
+        # the last recorded iterate's rise (advance, which counts the others, is not run)
+        rises = state.cost_increases + int(state.iteration > 0
+                                           and float(info.cost) > state.last_cost)
         stats = {
             **self.notes,
             "stationarity": float(info.stationarity),
             "hamiltonian_gap": np.asarray(info.gap, np.float64).tolist(),
             "readout_gap": float(info.readout_gap),
             "work": state.work,
-            "cost_increases": state.cost_increases,
-            "oscillating": state.cost_increases >= max(2, k // 4),
+            "cost_increases": rises,
+            "oscillating": rises >= max(2, k // 4),
             "best_cost": min(state.best_cost, float(info.cost)),
             "rho": float(state.knobs.rho),
             "mu": float(state.knobs.mu),
