@@ -151,13 +151,20 @@ def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
               "loss": "sigmoid_mse", "l2": 0.5, "l1": 0.25, "smooth": 0.125,
               "running": 0.0625, "readout_l2": 0.03125, "terminal": 2.0,
               "train_readout": False, "lipschitz_bound": 0.5, "box_bound": 3.0}
-    assert set(values) == set(FORMULATION_KEYS)  # a new key gets a value here
-    argv = ["train", "--n-samples", "20"]
-    for k, v in values.items():
-        flag = FLAG_OF_KEY.get(k, "--" + k.replace("_", "-"))
-        argv += [flag] if isinstance(v, bool) else [flag, str(v)]
-    form = problem_from_args(build_parser().parse_args(argv)).formulation
-    assert {k: getattr(form, k) for k in FORMULATION_KEYS} == values
+    conv = {"model": "conv", "width": 3 * 64, "channels": 3, "kernel_size": 5,
+            "readout": "pool", "loss": "cross_entropy"}  # the image model's own keys
+    assert set(values) | set(conv) == set(FORMULATION_KEYS)  # a new key gets a value here
+
+    def parsed(values: dict, *data: str) -> dict:
+        argv = ["train", "--n-samples", "20", *data]
+        for k, v in values.items():
+            flag = FLAG_OF_KEY.get(k, "--" + k.replace("_", "-"))
+            argv += [flag] if isinstance(v, bool) else [flag, str(v)]
+        form = problem_from_args(build_parser().parse_args(argv)).formulation
+        return {k: getattr(form, k) for k in values}
+
+    assert parsed(values) == values
+    assert parsed(conv, "--dataset", "digits", "--n-samples", "100") == conv
 
 
 def _data_file(tmp_path, case):
