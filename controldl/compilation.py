@@ -186,11 +186,26 @@ def _load_executable(path: Path) -> Any:
         return None
 
 
+def calls_external_kernels(compiled: Any) -> bool:
+    """Whether the compiled program calls kernels outside XLA (custom calls: LAPACK's
+    SVD, eigendecompositions and Cholesky, FFTs). jaxlib binds those kernels while it
+    lowers a program, so an executable that holds them cannot run in a process that
+    loads it without lowering (it crashes); such programs are never saved."""
+    try:
+        text = compiled.as_text()
+    except Exception:  # noqa: BLE001 - unknown contents: treat as unsafe
+        return True
+    return "custom_call_target" in text or "custom-call" in text
+
+
 def _save_executable(path: Path, compiled: Any) -> None:
     """Serialize ``compiled`` to ``path`` atomically (a temporary name, then a rename);
-    an executable that cannot be serialized or a cache that cannot be written is skipped."""
+    an executable that calls external kernels (:func:`calls_external_kernels`), cannot be
+    serialized or a cache that cannot be written is skipped."""
     from jax.experimental import serialize_executable
 
+    if calls_external_kernels(compiled):
+        return
     try:
         data = pickle.dumps(serialize_executable.serialize(compiled))
         path.parent.mkdir(parents=True, exist_ok=True)

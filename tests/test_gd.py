@@ -301,3 +301,33 @@ def test_an_executable_from_jax_s_cache_is_not_saved_again(persistent_cache, mon
     again = compilation.compile_or_load(fn, (x,), ("k2",))  # from JAX's cache
     assert not persistent_cache.exists() or not list(persistent_cache.iterdir())
     np.testing.assert_allclose(again(x), np.cos(np.arange(4.0)) + 1.0)
+
+
+def test_a_program_with_external_kernels_is_not_saved(persistent_cache):
+    """An SVD (LAPACK, a custom call that jaxlib binds while lowering) would crash a new
+    process that loads the program without lowering it: it is compiled, not saved."""
+    from controldl import compilation
+
+    fn = lambda a: jnp.linalg.svd(a, compute_uv=False)  # noqa: E731
+    a = jnp.eye(3) * 2.0
+    np.testing.assert_allclose(compilation.compile_or_load(fn, (a,), ("svd",))(a), 2.0)
+    assert not persistent_cache.exists() or not list(persistent_cache.iterdir())
+
+
+def test_a_second_process_with_a_lipschitz_bound_runs_from_the_cache(tmp_path):
+    """Gradient descent's step with the Lipschitz projection (an SVD) in two processes that
+    share a compilation cache: the second runs (it crashed when the step was saved) and
+    gives the same cost."""
+    import subprocess
+    import sys
+
+    code = ("import jax; jax.config.update('jax_enable_x64', True); import controldl as cdl; "
+            f"cdl.enable_compilation_cache({str(tmp_path)!r}); "
+            "p = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4, horizon=2.0, "
+            "l2=1e-3, lipschitz_bound=0.5); "
+            "print(repr(cdl.solve(p, cdl.GradientDescent('adam', lr=0.05), max_iter=4)"
+            ".cost['total']))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
+    assert runs[0].stdout == runs[1].stdout
