@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from controldl import parallel
 from controldl import problem as P
+from controldl.compilation import compile_or_load
 from controldl.problem import Params
 from controldl.solvers.base import COMPILED, signature
 from controldl.solvers.pmp import hamiltonian as H
@@ -181,11 +182,13 @@ def compiled_iteration(form: P.Formulation, config: Config, args: tuple) -> Any:
     placements of the arguments (the formulation's numbers and the knobs are traced)."""
     fn = functools.partial(iteration, config=config)
 
-    def build() -> Any:
-        with parallel.on_mesh(parallel.mesh_of(args[2])):
-            return jax.jit(fn).lower(form, *args).compile()
+    key = ("pmp-iteration", form.static_key(), config, signature(args))
 
-    return COMPILED.get(("pmp-iteration", form.static_key(), config, signature(args)), build)
+    def build() -> Any:  # a later process loads the saved executable
+        with parallel.on_mesh(parallel.mesh_of(args[2])):
+            return compile_or_load(fn, (form, *args), key)
+
+    return COMPILED.get(key, build)
 
 
 def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Array

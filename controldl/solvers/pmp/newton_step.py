@@ -26,6 +26,7 @@ import numpy as np
 
 from controldl import model, parallel
 from controldl import problem as P
+from controldl.compilation import compile_or_load
 from controldl.problem import Formulation, Params
 from controldl.solvers.base import COMPILED
 from controldl.solvers.pmp import hamiltonian as H
@@ -473,7 +474,7 @@ def compiled_step(form: Formulation, st: Structure, signature: tuple, devices: i
     formulation's numbers (horizon, weights, bounds) and the knobs are traced arguments:
     call it with :func:`traced_form` of the formulation."""
     key = ("pmp-newton", form.static_key(), st, signature, devices)
-    return COMPILED.get(key, lambda: _build(form, st, signature, devices))
+    return COMPILED.get(key, lambda: _build(form, st, signature, devices, key))
 
 
 def traced_form(form: Formulation, dtype: Any) -> Formulation:
@@ -482,7 +483,8 @@ def traced_form(form: Formulation, dtype: Any) -> Formulation:
     return jax.tree.map(lambda v: np.asarray(v, np.dtype(dtype)), form)
 
 
-def _build(form: Formulation, st: Structure, signature: tuple, devices: int | None) -> Any:
+def _build(form: Formulation, st: Structure, signature: tuple, devices: int | None,
+           cache_key: tuple) -> Any:
     mesh = parallel.data_mesh(devices)
     sample, whole = parallel.shardings(mesh)
     args = [jax.ShapeDtypeStruct(shape, jnp.dtype(dt), sharding=whole)
@@ -502,6 +504,7 @@ def _build(form: Formulation, st: Structure, signature: tuple, devices: int | No
     def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first):
         return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first)
 
-    with parallel.on_mesh(mesh):
-        return jax.jit(fn).lower(form_spec, params, params, scalar(), knobs, X0, Y, y, key,
-                                 scalar(jnp.bool_), scalar(jnp.bool_)).compile()
+    args = (form_spec, params, params, scalar(), knobs, X0, Y, y, key, scalar(jnp.bool_),
+            scalar(jnp.bool_))
+    with parallel.on_mesh(mesh):  # a later process loads the saved executable
+        return compile_or_load(fn, args, cache_key)
