@@ -32,12 +32,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import controldl as cdl
-from controldl import plotting
+from controldl import compilation, plotting
 from controldl import problem as P
 from controldl.io import write_json
 
-DEFAULT_JAX_CACHE = Path(os.environ.get("CONTROLDL_JAX_CACHE",
-                                        Path.home() / ".cache" / "controldl" / "jax"))
 FIGURE_DPI = 80
 
 
@@ -69,10 +67,11 @@ def parser(doc: str | None, default_seeds: Sequence[int] = (0, 1, 2),
     p.add_argument("--seeds", nargs="+", type=_seed_list, default=None, metavar="S",
                    help=f"seeds, e.g. 0,1,2 or 0 1 2 (default {','.join(map(str, default_seeds))};"
                         f" with --quick {','.join(map(str, quick_seeds))})")
-    p.add_argument("--jax-cache", default=str(DEFAULT_JAX_CACHE), metavar="DIR|off",
-                   help="JAX's persistent compilation cache (default %(default)s, or "
-                        "$CONTROLDL_JAX_CACHE); 'off' compiles everything afresh. It only "
-                        "shortens compilation; results do not depend on it.")
+    p.add_argument("--jax-cache", default=None, metavar="DIR|off",
+                   help="JAX's persistent compilation cache (default: $CONTROLDL_CACHE_DIR, "
+                        "else the user cache directory, as for the command line); 'off' "
+                        "compiles everything afresh. It only shortens compilation; results "
+                        "do not depend on it.")
     p.set_defaults(_default_seeds=list(default_seeds), _quick_seeds=list(quick_seeds))
     return p
 
@@ -132,15 +131,12 @@ class Run:
         return path
 
 
-def configure_jax_cache(where: str) -> str | None:
-    """Turn on JAX's persistent compilation cache in ``where`` (``off``: leave it off)."""
-    if where is None or str(where).lower() in ("off", "none", ""):
-        return None
-    path = Path(where).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return str(path)
+def configure_jax_cache(where: str | None) -> str | None:
+    """Turn on the persistent compilation cache as the command line does
+    (:func:`controldl.enable_compilation_cache`: ``where`` a directory or ``off``, ``None``
+    for ``$CONTROLDL_CACHE_DIR`` or the user cache directory)."""
+    path = compilation.enable_compilation_cache(where)
+    return None if path is None else str(path)
 
 
 def configure_process() -> None:
