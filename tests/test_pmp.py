@@ -125,8 +125,8 @@ def test_objective_gradient_at_the_iterate_is_minus_the_cost_gradient():
     ps = P.costates(form, params, xs, Y)
     knobs = H.Knobs(jnp.asarray(3.0), jnp.asarray(0.7))
     data = H.layer_data(form, params, xs, ps)
-    grad = jax.jit(jax.vmap(lambda d: jax.grad(functools.partial(
-        H.layer_smooth_objective, form, True, knobs, d, (params.W, params.c), Y))(d.theta_k)))
+    grad = jax.jit(jax.vmap(lambda d: jax.grad(
+        H.layer_objective(form, True, knobs, d, (params.W, params.c), Y))(d.theta_k)))
     gA, gb = grad(data)
     auto = jax.grad(lambda q: P.cost(form, q, X0, Y))(params)
     np.testing.assert_allclose(gA, -auto.A, rtol=1e-9, atol=1e-12)

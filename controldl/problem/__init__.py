@@ -44,6 +44,7 @@ from controldl.problem.dynamics import (
     JAX,
     Array,
     accuracy_from_outputs,
+    accuracy_or_zero,
     embed,
     features,
     final_state,
@@ -86,7 +87,8 @@ from controldl.problem.stationarity import (
 __all__ = [
     "COST_TERMS", "DEFAULTS", "FORMULATION_KEYS", "JAX", "READOUT_L2_ZERO_NOTE",
     "READOUT_TERMS", "TRACED_KEYS", "WEIGHT_KEYS", "Array", "Formulation", "Params",
-    "Problem", "ProblemDefaults", "accuracy_from_outputs", "assemble", "clip_spectral_norm",
+    "Problem", "ProblemDefaults", "accuracy_from_outputs", "accuracy_or_zero", "assemble",
+    "clip_spectral_norm",
     "control_cost", "cost", "cost_and_outputs", "cost_terms", "cost_terms_from_states",
     "costate_gradient", "costates", "embed", "encode_targets", "features", "final_state",
     "forward", "outputs",

@@ -127,3 +127,11 @@ def accuracy_from_outputs(form: Formulation, z: Array, y: Array) -> Array:
     else:
         pred = jnp.argmax(z, axis=1)
     return jnp.mean((pred == y).astype(z.dtype))
+
+
+def accuracy_or_zero(form: Formulation, z: Array, y: Array) -> Array:
+    """:func:`accuracy_from_outputs` of outputs ``z`` (N, m) for labels ``y`` (N,) in
+    ``z``'s dtype; 0 for regression (no labels to count)."""
+    if form.task != "classification":
+        return jnp.zeros((), z.dtype)
+    return accuracy_from_outputs(form, z, y).astype(z.dtype)

@@ -89,15 +89,18 @@ class Problem:
                 f"T={f.horizon:g}, loss={f.loss}, N={self.data.n_train})")
 
     # Arrays in the form the JAX functions take.
-    def initial_states(self, dtype: Any = jnp.float64, test: bool = False) -> Array:
-        """``x(0)`` (N, d) of the training (or test) inputs."""
+    def initial_states(self, dtype: Any = jnp.float64, test: bool = False,
+                       rows: slice = slice(None)) -> Array:
+        """``x(0)`` (N, d) of the training (or test) inputs, of ``rows`` only if given."""
         X = self.data.X_test if test else self.data.X_train
-        return embed(self.formulation, jnp.asarray(X, dtype=dtype))
+        return embed(self.formulation, jnp.asarray(X[rows], dtype=dtype))
 
-    def targets(self, dtype: Any = jnp.float64, test: bool = False) -> Array:
-        """Numeric targets (N, m) of the training (or test) labels."""
+    def targets(self, dtype: Any = jnp.float64, test: bool = False,
+                rows: slice = slice(None)) -> Array:
+        """Numeric targets (N, m) of the training (or test) labels, of ``rows`` only if
+        given."""
         y = self.data.y_test if test else self.data.y_train
-        return jnp.asarray(encode_targets(self.formulation, np.asarray(y)), dtype=dtype)
+        return jnp.asarray(encode_targets(self.formulation, np.asarray(y[rows])), dtype=dtype)
 
 
 def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale: float = 1.0,

@@ -85,10 +85,9 @@ def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
     if batch_size is not None:
         parallel.check_divisible(mesh, batch_size, "samples per batch")
     rows = parallel.local_rows(mesh, N)
-    form, data = problem.formulation, problem.data
-    X0 = P.embed(form, jnp.asarray(data.X_train[rows], dtype=dtype))
-    Y = jnp.asarray(P.encode_targets(form, np.asarray(data.y_train[rows])), dtype=dtype)
-    y = jnp.asarray(data.y_train[rows] if form.task == "classification"
+    X0 = problem.initial_states(dtype, rows=rows)
+    Y = problem.targets(dtype, rows=rows)
+    y = jnp.asarray(problem.data.y_train[rows] if problem.formulation.task == "classification"
                     else np.zeros(rows.stop - rows.start, np.int32))
     return (*parallel.shard_samples(mesh, X0, Y, y, n=N), mesh)
 
@@ -339,8 +338,7 @@ def _evaluate_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Arr
     0)`` at ``params`` for initial states ``X0`` (N, d) and targets ``Y`` (N, m)."""
     terms = P.cost_terms(form, params, X0, Y)
     zero = jnp.zeros((), X0.dtype)
-    acc = (P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
-           if form.task == "classification" else zero)
+    acc = P.accuracy_or_zero(form, P.predict(form, params, X0), y)
     residual = P.stationarity_residual(form, params, X0, Y) if with_stationarity else zero
     return terms, acc, residual
 

@@ -182,9 +182,8 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         if not form.train_readout:
             new = new._replace(W=params.W, c=params.c)
         residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
-        acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
-               else jnp.zeros((), J.dtype))
-        return new, opt_state, key, jnp.stack([J, acc.astype(J.dtype), residual, work])
+        acc = P.accuracy_or_zero(form, z, y)
+        return new, opt_state, key, jnp.stack([J, acc, residual, work])
 
     def lower_args() -> tuple:  # only when compiling: the optimizer's state's shapes
         params, X0, Y, y, key = args
@@ -214,9 +213,7 @@ def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
 
     def full(form, params, X0, Y, y):
         J, z = P.cost_and_outputs(form, params, X0, Y)
-        acc = (P.accuracy_from_outputs(form, z, y) if form.task == "classification"
-               else jnp.zeros((), J.dtype))
-        return J, acc
+        return J, P.accuracy_or_zero(form, z, y)
 
     key = ("gd-full-cost", form.static_key(), signature(args))
     compiled = COMPILED.get(key, lambda: compile_or_load(full, (form, *args), key))

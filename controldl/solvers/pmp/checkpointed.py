@@ -155,7 +155,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     (lay, gap), _ = sweep(form, config, knobs, params, Y, starts, blocks, p_L)
     J, z = P.cost_and_outputs(form, params, X0, Y, k)
     grad = _smooth_gradient(form, params, X0, Y, k)
-    at_k = (J, IT.accuracy(form, z, y), P.stationarity_from_gradient(form, params, grad))
+    at_k = (J, P.accuracy_or_zero(form, z, y), P.stationarity_from_gradient(form, params, grad))
     extra = None
     if form.uses("running"):
         def extra(phi):  # the running terms readout_objective would take from all states

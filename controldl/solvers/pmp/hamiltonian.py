@@ -207,12 +207,6 @@ def layer_objective(form: P.Formulation, extended: bool, knobs: Knobs, data: Lay
     return objective
 
 
-def layer_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
-                           data: LayerData, readout: Theta, Y: Array, theta: Theta) -> Array:
-    """:func:`layer_objective` at ``θ``."""
-    return layer_objective(form, extended, knobs, data, readout, Y)(theta)
-
-
 def layer_prox(form: P.Formulation, theta: Theta, step: Array) -> Theta:
     """The proximal map of the layer's non-smooth terms for a step ``step``:
     soft-thresholding at ``βh·step`` (the prox of the l1 term), then

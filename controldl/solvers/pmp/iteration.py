@@ -126,13 +126,6 @@ def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
     return res.theta, res, res.value - res.value0
 
 
-def accuracy(form: P.Formulation, z: Array, y: Array) -> Array:
-    """The classification accuracy of outputs ``z`` (0 for regression)."""
-    if form.task != "classification":
-        return jnp.zeros((), z.dtype)
-    return P.accuracy_from_outputs(form, z, y).astype(z.dtype)
-
-
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
               y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
     """One MSA (``config.extended`` false) or E-MSA iteration from ``params``; with
@@ -147,7 +140,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     xs = P.trajectory(form, params, X0)
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
-    acc = accuracy(form, P.outputs(form, params.W, params.c, xs[-1]), y)
+    acc = P.accuracy_or_zero(form, P.outputs(form, params.W, params.c, xs[-1]), y)
     stationarity = H.stationarity_from_costates(form, params, xs, ps, Y)
     layers = _layer_updates(form, config, knobs, params, xs, ps, Y)
     readout = readout_update(form, config, knobs,
@@ -196,7 +189,7 @@ def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Arra
     """``(J, accuracy, stationarity)`` on the given samples (the full training set for
     mini-batch runs)."""
     J, z = P.cost_and_outputs(form, params, X0, Y)
-    return J, accuracy(form, z, y), P.stationarity_residual(form, params, X0, Y)
+    return J, P.accuracy_or_zero(form, z, y), P.stationarity_residual(form, params, X0, Y)
 
 
 def compiled_evaluation(form: P.Formulation, args: tuple) -> Any:

@@ -403,12 +403,6 @@ def next_rho(knobs: Knobs, s: _Search) -> jax.Array:
 # --------------------------------------------------------------------------- the iteration
 
 
-def _accuracy(form: Formulation, z: jax.Array, y: jax.Array) -> jax.Array:
-    if form.task != "classification":
-        return jnp.zeros((), z.dtype)
-    return P.accuracy_from_outputs(form, z, y).astype(z.dtype)
-
-
 def iteration(form: Formulation, st: Structure, params: Params, prev: Params,
               rho: jax.Array, knobs: Knobs, X0: jax.Array, Y: jax.Array
               ) -> tuple[Expansion, _Search, Params]:
@@ -442,13 +436,13 @@ def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: ja
     def full():
         J0, z0 = P.cost_and_outputs(form, params, X0, Y)
         J1, z1 = P.cost_and_outputs(form, kept, X0, Y)
-        return (J0, _accuracy(form, z0, y), J1, _accuracy(form, z1, y),
+        return (J0, P.accuracy_or_zero(form, z0, y), J1, P.accuracy_or_zero(form, z1, y),
                 P.stationarity_residual(form, kept, X0, Y))
 
     if st.batch_size is None:
         z1 = jnp.where(ok, s.last.z, ex.z)
-        recorded = (ex.J, _accuracy(form, ex.z, y), jnp.where(ok, s.last.J, ex.J),
-                    _accuracy(form, z1, y), P.stationarity_residual(form, kept, X0, Y))
+        recorded = (ex.J, P.accuracy_or_zero(form, ex.z, y), jnp.where(ok, s.last.J, ex.J),
+                    P.accuracy_or_zero(form, z1, y), P.stationarity_residual(form, kept, X0, Y))
     else:
         nan = jnp.full((), jnp.nan, X0.dtype)
         recorded = jax.lax.cond(record, full, lambda: (nan,) * 5)
