@@ -76,11 +76,12 @@ def same_norm(geometry: model.ConvGeometry, K: np.ndarray) -> np.ndarray:
     return np.array([np.linalg.norm(operator_matrix(geometry, Kt), 2) for Kt in np.asarray(K)])
 
 
-def init_kernels(key: Array, shape: tuple[int, ...], scale: Any, dtype: Any) -> Array:
+def init_kernels(rng: np.random.Generator, shape: tuple[int, ...], scale: float
+                 ) -> np.ndarray:
     """Kernels ``N(0, scale² / (C·k·k))`` (the fan-in of one output pixel), shape
-    (L, C, C, k, k)."""
+    (L, C, C, k, k), float64, drawn from ``rng``."""
     fan_in = shape[2] * shape[3] * shape[4]
-    return scale / math.sqrt(fan_in) * jax.random.normal(key, shape, dtype)
+    return scale / math.sqrt(fan_in) * rng.standard_normal(shape)
 
 
 def frobenius_factor(kernel_size: int) -> int:

@@ -250,8 +250,8 @@ def persistent_cache(tmp_path):
 
 def test_a_new_process_loads_the_saved_programs_without_tracing(persistent_cache):
     """With the persistent cache on, a solve after every in-memory cache is gone (what a
-    new process sees) loads gradient descent's step, its init and init_params as saved
-    executables: none of them is traced again, and the run is the same."""
+    new process sees) loads gradient descent's step and its init as saved executables:
+    neither is traced again (init_params compiles nothing), and the run is the same."""
     problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4, horizon=2.0, l2=1e-3)
     first = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=6)
     saved = sorted(persistent_cache.iterdir())
@@ -263,9 +263,9 @@ def test_a_new_process_loads_the_saved_programs_without_tracing(persistent_cache
         second = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=6)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    assert len(saved) == 3  # the step, the optimizer's init, init_params
+    assert len(saved) == 2  # the step and the optimizer's init
     assert "_evaluate_jit" in traced  # the listener saw the solve (its final evaluation)
-    assert not {"iteration", "init", "_init_program"} & set(traced)
+    assert not {"iteration", "init", "_project_program"} & set(traced)
     assert [h["cost"] for h in second.history] == [h["cost"] for h in first.history]
     np.testing.assert_array_equal(second.params.A, first.params.A)
 

@@ -129,6 +129,31 @@ def test_projection_enforces_both_constraints():
     assert np.max(np.abs(np.asarray(params.A))) <= 0.3 + 1e-3
 
 
+def test_normal_initialization_is_numpys_draw_and_compiles_nothing():
+    """``init_params`` is ``default_rng(seed)``'s draws (A, then W) scaled by the fan-in,
+    the same for every dtype up to the cast; unconstrained, no XLA program is compiled."""
+    problem = cdl.Problem(cdl.data.ring(10, seed=0), width=3, layers=4, horizon=4.0)
+    form = problem.formulation
+    compiled = []
+    listen = lambda event, duration, **kw: compiled.append(event)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        params = P.init_params(form, seed=7, scale=0.5)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert "/jax/core/compile/backend_compile_duration" not in compiled
+    rng = np.random.default_rng(7)
+    np.testing.assert_array_equal(params.A, 0.5 / np.sqrt(3) * rng.standard_normal((4, 3, 3)))
+    np.testing.assert_array_equal(params.W, 0.5 / np.sqrt(3) * rng.standard_normal((1, 3)))
+    assert not np.any(params.b) and not np.any(params.c)
+    single = P.init_params(form, seed=7, scale=0.5, dtype=jnp.float32)
+    assert single.A.dtype == jnp.float32
+    np.testing.assert_array_equal(single.A, np.asarray(params.A, np.float32))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            P.init_params(form, seed=bad)
+
+
 def test_zero_initialization_is_flat():
     problem = cdl.Problem(cdl.data.sine(20, seed=0), width=2, layers=5)
     params = P.init_params(problem.formulation, scheme="zeros")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -111,30 +110,38 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
     ``conv`` the kernels ``N(0, scale²/(C·k·k))``, :func:`controldl.conv.init_kernels`,
     and ``W`` with its own fan-in);
     ``zeros``: every control and the readout zero (Li et al.'s flat start).
-    Constraints are enforced by :func:`project`. One compiled program (a cached second
-    call costs one lookup, not one per operation).
+
+    The draws are NumPy's (``numpy.random.default_rng(seed)``: ``A`` first, then ``W``, in
+    float64, then cast to ``dtype``): the same numbers on every backend and in every
+    process, and nothing to compile. Constraints are enforced by :func:`project`, one
+    compiled program per formulation (only when the formulation has constraints).
+
+    Raises:
+        ValueError: unknown ``scheme``, ``seed`` not a non-negative integer, or ``scale``
+            not a finite number.
     """
     if scheme not in ("normal", "zeros"):
         raise ValueError(f"unknown initialization {scheme!r}; expected 'normal' or 'zeros'")
-    dtype = jnp.dtype(dtype)
-    args = (form, jnp.asarray(seed), jnp.asarray(scale, jnp.float64))
-    program = functools.partial(_init_program, scheme=scheme, dtype=dtype)
-    key = ("init-params", form.static_key(), scheme, str(dtype), signature(args[1:]))
-    compiled = COMPILED.get(key, lambda: compile_or_load(program, args, key, RUN_ONCE_OPTIONS))
-    return compiled(*args)
-
-
-def _init_program(form: Formulation, seed: Array, scale: Array, scheme: str,
-                  dtype: Any) -> Params:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"initialization scale must be finite, got {scale!r}")
     shapes = form.param_shapes()
-    zeros = Params(*(jnp.zeros(shapes[k], dtype) for k in Params._fields))
-    if scheme == "zeros":
-        return project(form, zeros)
-    kA, kW = jax.random.split(jax.random.PRNGKey(seed))
-    scale = scale.astype(dtype) if hasattr(scale, "astype") else scale
-    if form.geometry is not None:
-        A = init_kernels(kA, shapes["A"], scale, dtype)
-    else:
-        A = scale / math.sqrt(form.width) * jax.random.normal(kA, shapes["A"], dtype)
-    W = scale / math.sqrt(form.feature_dim) * jax.random.normal(kW, shapes["W"], dtype)
-    return project(form, zeros._replace(A=A, W=W))
+    drawn = {k: np.zeros(shapes[k]) for k in Params._fields}
+    if scheme == "normal":
+        rng = np.random.default_rng(int(seed))
+        drawn["A"] = (init_kernels(rng, shapes["A"], scale) if form.geometry is not None
+                      else scale / math.sqrt(form.width) * rng.standard_normal(shapes["A"]))
+        drawn["W"] = scale / math.sqrt(form.feature_dim) * rng.standard_normal(shapes["W"])
+    dtype = jnp.dtype(dtype)
+    params = Params(*(jnp.asarray(np.asarray(drawn[k], dtype)) for k in Params._fields))
+    if scheme == "zeros" or (form.box_bound is None and form.lipschitz_bound is None):
+        return params  # project() is the identity here
+    key = ("init-project", form.static_key(), signature(params))
+    compiled = COMPILED.get(key, lambda: compile_or_load(_project_program, (form, params), key,
+                                                          RUN_ONCE_OPTIONS))
+    return compiled(form, params)
+
+
+def _project_program(form: Formulation, params: Params) -> Params:
+    return project(form, params)
