@@ -181,18 +181,21 @@ def extended_penalty(form: P.Formulation, data: LayerData, running: RunningPart,
 
 
 def layer_objective(form: P.Formulation, extended: bool, knobs: Knobs, data: LayerData,
-                    readout: Theta, Y: Array) -> Callable[[Theta], Array]:
+                    readout: Theta, Y: Array, running: RunningPart | None = None
+                    ) -> Callable[[Theta], Array]:
     """The differentiable part of layer ``t``'s objective as a function of ``θ``: ``H_t``
     without its l1 term, minus the Jacobi smoothness terms, minus
     ``ρ·``:func:`extended_penalty` (E-MSA) and minus ``(μ/2)‖θ − θ_k‖²`` (MSA's damping;
     ``μ = 0`` turns it off).
 
-    The θ-free running part (:func:`running_part`) is evaluated here, once; each call
+    The θ-free running part (:func:`running_part`, unless given) is evaluated here, once;
+    each call
     then evaluates ``H⁰_t`` and, for E-MSA, its ``x``-gradient
     (``J_x f(x(t), θ)ᵀ p(t+1)``) in one ``jax.value_and_grad`` pass: a forward and a
     backward pass of one layer, so that the value and ``θ``-gradient of ``H̃_t`` cost a
     small multiple of one layer's share of a gradient evaluation."""
-    running = running_part(form, data, readout, Y)
+    if running is None:
+        running = running_part(form, data, readout, Y)
 
     def objective(theta: Theta) -> Array:
         if extended:

@@ -58,6 +58,29 @@ def _zero_int() -> Array:
     return jnp.zeros((), jnp.int32)
 
 
+class LBFGSState(NamedTuple):
+    """The backtracking L-BFGS between two evaluations of ``F = −objective`` on the flat
+    vector ``θ`` (n,): the accepted point ``v``, ``F`` there (``value``) and its gradient
+    ``g``, ``F`` at the start (``value0``), optax's L-BFGS ``memory``, the search direction
+    ``d``, its slope ``gᵀd`` and the next trial step ``t``, the trials of the current
+    search, the searches done (``steps``), the ``evaluations``, the ``rejected`` trials and
+    whether the first evaluation has been made (``started``)."""
+
+    v: Array
+    value: Array
+    g: Array
+    value0: Array
+    memory: Any
+    d: Array
+    slope: Array
+    t: Array
+    trials: Array
+    steps: Array
+    evaluations: Array
+    rejected: Array
+    started: Array
+
+
 @dataclasses.dataclass(frozen=True)
 class LBFGS:
     """L-BFGS on ``F = −objective``: the direction from optax's two-loop recursion
@@ -94,28 +117,66 @@ class LBFGS:
                              "proximal-gradient inner solver for l1 or constraints")
         if self.linesearch == "zoom":
             return self._zoom(objective, theta0, steps)
-        F, v0, unravel = _flat(objective, theta0)
+        state = jax.lax.while_loop(lambda s: ~self.finished(s, steps),
+                                   lambda s: self.advance(objective, s, theta0),
+                                   self.start(theta0))
+        return self.outcome(state, theta0)
+
+    # The backtracking variant one evaluation at a time (init / step / terminate): the
+    # outer iteration runs every layer's and the readout's maximization in one loop.
+    def start(self, theta0: Any) -> LBFGSState:
+        """The state before the first evaluation (at ``theta0``)."""
+        if self.linesearch != "backtracking":
+            raise ValueError("only the backtracking L-BFGS runs one evaluation at a time")
+        v0, _ = ravel_pytree(theta0)
+        zero, scalar = _zero_int(), jnp.zeros((), v0.dtype)
+        return LBFGSState(v0, scalar, v0, scalar, optax.scale_by_lbfgs(self.memory).init(v0),
+                          jnp.zeros_like(v0), scalar, jnp.ones((), v0.dtype), zero, zero,
+                          zero, zero, jnp.zeros((), bool))
+
+    def advance(self, objective: Objective, state: LBFGSState, theta0: Any) -> LBFGSState:
+        """One evaluation of ``F = −objective``: the first at the start, then the trials of
+        the line searches. Each search starts at the unit step along the L-BFGS direction
+        (the scaled steepest-descent step when that does not descend, the memory then
+        cleared), backtracks by :func:`_shrink` and ends at the first trial that meets
+        Armijo's condition (taken) or after ``max_linesearch_steps`` trials (the point
+        stays); then the next direction is computed."""
+        F, _, _ = _flat(objective, theta0)
+        s, started = state, state.started
+        value_t, g_t = F(jnp.where(started, s.v + s.t * s.d, s.v))
+        ok = started & jnp.isfinite(value_t) & (value_t <= s.value + ARMIJO * s.t * s.slope)
+        trials = s.trials + started.astype(jnp.int32)
+        ended = started & (ok | (trials >= self.max_linesearch_steps))
+        take = ok | ~started
+        v = jnp.where(ok, s.v + s.t * s.d, s.v)
+        value, g = jnp.where(take, value_t, s.value), jnp.where(take, g_t, s.g)
         tx = optax.scale_by_lbfgs(memory_size=self.memory)
-        value0, g0 = F(v0)
+        p, memory = tx.update(g, s.memory, v)
+        descent = jnp.vdot(g, p) > 0
+        memory = jax.tree.map(lambda a, b: jnp.where(descent, a, b), memory, tx.init(v))
+        d = -jnp.where(descent, p, g * jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.vdot(g, g))))
+        new = ended | ~started  # a search begins: its direction, the unit step
+        keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(new, x, y), a, b)  # noqa: E731
+        return LBFGSState(
+            v, value, g, jnp.where(started, s.value0, value_t), keep(memory, s.memory),
+            keep(d, s.d), keep(jnp.vdot(g, d), s.slope),
+            jnp.where(new, 1.0, _shrink(s.t, s.value, s.slope, value_t)),
+            jnp.where(new, 0, trials), s.steps + ended.astype(jnp.int32),
+            s.evaluations + 1, s.rejected + jnp.where(ended, jnp.maximum(trials - 1, 0), 0),
+            jnp.ones((), bool))
 
-        def cond(c):
-            _, value, g, _, i, _, _ = c
-            return (i < steps) & (jnp.sqrt(jnp.vdot(g, g)) > self.gtol) & jnp.isfinite(value)
+    def finished(self, state: LBFGSState, steps: int) -> Array:
+        """Whether the maximization is over: ``steps`` searches done, the gradient norm at
+        most ``gtol`` or the objective not finite (never before the first evaluation)."""
+        small = jnp.sqrt(jnp.vdot(state.g, state.g)) <= self.gtol
+        return state.started & ((state.steps >= steps) | small
+                                | ~jnp.isfinite(state.value))
 
-        def body(c):
-            v, value, g, state, i, ev, rej = c
-            p, state = tx.update(g, state, v)
-            descent = jnp.vdot(g, p) > 0
-            fallback = g * jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.vdot(g, g)))
-            state = jax.tree.map(lambda a, b: jnp.where(descent, a, b), state, tx.init(v))
-            d = -jnp.where(descent, p, fallback)
-            v, value, g, trials = _backtrack(F, v, value, g, d, self.max_linesearch_steps)
-            return (v, value, g, state, i + 1, ev + trials, rej + jnp.maximum(trials - 1, 0))
-
-        init = (v0, value0, g0, tx.init(v0), _zero_int(), jnp.ones((), jnp.int32),
-                _zero_int())
-        v, value, _, _, i, ev, rej = jax.lax.while_loop(cond, body, init)
-        return InnerResult(unravel(v), -value0, -value, i, ev, _zero_int(), rej)
+    def outcome(self, state: LBFGSState, theta0: Any) -> InnerResult:
+        """The :class:`InnerResult` of a finished state (objective signs restored)."""
+        _, unravel = ravel_pytree(theta0)
+        return InnerResult(unravel(state.v), -state.value0, -state.value, state.steps,
+                           state.evaluations, _zero_int(), state.rejected)
 
     def _zoom(self, objective: Objective, theta0: Any, steps: int) -> InnerResult:
         F = lambda th: -objective(th)  # noqa: E731
@@ -143,13 +204,21 @@ class LBFGS:
         return InnerResult(theta, -v0, -value, i, ev, _zero_int(), rej)
 
 
+def _shrink(t: Array, value: Array, slope: Array, value_t: Array) -> Array:
+    """The next backtracking step after the trial ``t`` failed: the minimizer of the
+    quadratic through ``F(v) = value``, the slope ``gᵀd`` and ``F(v + t d) = value_t``,
+    ``t² |gᵀd| / (2(F(v+td) − F(v) − t gᵀd))``, kept in ``[BACKTRACK_MIN t, ½ t]``
+    (halving when the trial is not finite; Nocedal & Wright, 2006, §3.5)."""
+    excess = value_t - value - t * slope
+    quad = -slope * t * t / (2.0 * jnp.where(excess > 0, excess, 1.0))
+    return jnp.where(jnp.isfinite(value_t) & (excess > 0),
+                     jnp.clip(quad, BACKTRACK_MIN * t, 0.5 * t), 0.5 * t)
+
+
 def _backtrack(F: Callable[[Array], tuple[Array, Array]], v: Array, value: Array,
                g: Array, d: Array, max_trials: int) -> tuple[Array, Array, Array, Array]:
-    """Armijo backtracking along ``d`` from ``v``, from the unit step: after a trial
-    ``t`` that fails, the next is the minimizer of the quadratic through ``F(v)``, the
-    slope ``gᵀd`` and ``F(v + t d)``, ``t² |gᵀd| / (2(F(v+td) − F(v) − t gᵀd))``, kept
-    in ``[BACKTRACK_MIN t, ½ t]`` (halving when the trial is not finite; Nocedal &
-    Wright, 2006, §3.5). Returns the new point, its value and gradient, and the number
+    """Armijo backtracking along ``d`` from ``v``, from the unit step, a failed trial
+    followed by :func:`_shrink`'s. Returns the new point, its value and gradient, and the number
     of trials; when no trial passes within ``max_trials``, the point stays ``v``."""
     slope = jnp.vdot(g, d)
 
@@ -161,11 +230,7 @@ def _backtrack(F: Callable[[Array], tuple[Array, Array]], v: Array, value: Array
         t, _, _, k, _ = c
         value_t, g_t = F(v + t * d)
         ok = jnp.isfinite(value_t) & (value_t <= value + ARMIJO * t * slope)
-        excess = value_t - value - t * slope
-        quad = -slope * t * t / (2.0 * jnp.where(excess > 0, excess, 1.0))
-        shrunk = jnp.where(jnp.isfinite(value_t) & (excess > 0),
-                           jnp.clip(quad, BACKTRACK_MIN * t, 0.5 * t), 0.5 * t)
-        return (jnp.where(ok, t, shrunk), value_t, g_t, k + 1, ok)
+        return (jnp.where(ok, t, _shrink(t, value, slope, value_t)), value_t, g_t, k + 1, ok)
 
     t, value_t, g_t, k, ok = jax.lax.while_loop(
         cond, body, (jnp.ones((), v.dtype), value, g, _zero_int(), jnp.zeros((), bool)))

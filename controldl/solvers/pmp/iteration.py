@@ -142,27 +142,92 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
     acc = P.accuracy_or_zero(form, P.outputs(form, params.W, params.c, xs[-1]), y)
     stationarity = H.stationarity_from_costates(form, params, xs, ps, Y)
+    if stepwise(config):
+        layers, readout = _lockstep_updates(form, config, knobs, params, xs, ps, Y)
+        return assemble(form, config, (J, acc, stationarity), layers, readout, 0.0, True)
     layers = _layer_updates(form, config, knobs, params, xs, ps, Y)
     readout = readout_update(form, config, knobs,
                              H.ReadoutData(xs, Y, ps[-1], (params.W, params.c)))
     return assemble(form, config, (J, acc, stationarity), layers, readout, 0.0)
 
 
+def stepwise(config: Config) -> bool:
+    """Whether the layers' and the readout's maximizers run one evaluation at a time
+    (``start`` / ``advance`` / ``finished`` / ``outcome``, the backtracking L-BFGS): then
+    :func:`_lockstep_updates` runs them all in one loop."""
+    return all(callable(getattr(inner, "advance", None))
+               and getattr(inner, "linesearch", "backtracking") == "backtracking"
+               for inner in (config.layer_inner, config.readout_inner))
+
+
+def _lockstep_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
+                      xs: Array, ps: Array, Y: Array) -> tuple[tuple, tuple]:
+    """Every layer's maximization and the readout's in one ``while_loop``, each pass one
+    evaluation of every objective (the layers ``vmap``-ped), a finished maximization held
+    where it is, until all are finished. The iterates are those of running each
+    maximization alone; each objective appears once in the compiled program (the nested
+    loops of :meth:`~controldl.solvers.pmp.inner.LBFGS.maximize` hold it twice per
+    maximizer and a loop per line search). Returns :func:`_layer_updates`' and
+    :func:`readout_update`'s results."""
+    data = H.layer_data(form, params, xs, ps)
+    phi, steps = (params.W, params.c), config.inner_steps
+    lay, rd = config.layer_inner, config.readout_inner
+    running = jax.vmap(lambda d: H.running_part(form, d, phi, Y))(data)
+    rdata = H.ReadoutData(xs, Y, ps[-1], phi)
+    train = form.train_readout
+
+    def layer(d: H.LayerData, run: H.RunningPart, s: Any) -> Any:
+        objective = H.layer_objective(form, config.extended, knobs, d, phi, Y, run)
+        return _hold(lay.finished(s, steps), s, lay.advance(objective, s, d.theta_k))
+
+    def readout(s: Any) -> Any:
+        objective = lambda f: H.readout_smooth_objective(  # noqa: E731
+            form, config.extended, knobs, rdata, f)
+        return _hold(rd.finished(s, steps), s, rd.advance(objective, s, phi)) if train else s
+
+    def pending(c: tuple) -> Array:
+        layers = jnp.any(~jax.vmap(lambda s: lay.finished(s, steps))(c[0]))
+        return layers | (~rd.finished(c[1], steps) if train else False)
+
+    start = (jax.vmap(lay.start)(data.theta_k), rd.start(phi) if train else None)
+    end = jax.lax.while_loop(pending, lambda c: (jax.vmap(layer)(data, running, c[0]),
+                                                  readout(c[1])), start)
+    res = jax.vmap(lay.outcome)(end[0], data.theta_k)
+    gap = res.value - res.value0  # the backtracking L-BFGS runs without l1 terms
+    readout_result = (readout_update(form, config, knobs, rdata) if not train else
+                      _readout_result(rd.outcome(end[1], phi)))
+    return (res.theta, res, gap), readout_result
+
+
+def _readout_result(res: InnerResult) -> tuple[tuple[Array, Array], InnerResult, Array]:
+    return res.theta, res, res.value - res.value0
+
+
+def _hold(done: Array, old: Any, new: Any) -> Any:
+    """``old`` where ``done``, else ``new`` (leafwise)."""
+    return jax.tree.map(lambda a, b: jnp.where(done, a, b), old, new)
+
+
 def assemble(form: P.Formulation, config: Config, at_k: tuple[Array, Array, Array],
-             layers: tuple, readout: tuple, extra_work: float
+             layers: tuple, readout: tuple, extra_work: float, lockstep: bool = False
              ) -> tuple[Params, StepInfo]:
     """The new iterate and the :class:`StepInfo` from ``(J, accuracy, stationarity)`` at
     ``θ_k``, the layers' ``((A, b), stacked inner results, gaps)``, the readout's
     ``((W, c), inner result, gap)`` and the work beyond the two passes and the inner
-    evaluations."""
+    evaluations. ``lockstep`` (:func:`_lockstep_updates`): every pass of the loop
+    evaluated every layer and the readout, so the inner work is the passes (the most
+    evaluations of any maximizer) times both weights."""
     J, acc, stationarity = at_k
     (A, b), lay, gap = layers
     (W, c), rd, readout_gap = readout
     new = Params(A, b, W, c)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in new]))
     w_layer, w_readout = H.evaluation_weight(form, config.extended)
-    inner = (w_layer * (jnp.max(lay.evaluations) + 2 * jnp.max(lay.hvps))
-             + w_readout * (rd.evaluations + 2 * rd.hvps))
+    if lockstep:
+        inner = (w_layer + w_readout) * jnp.maximum(jnp.max(lay.evaluations), rd.evaluations)
+    else:
+        inner = (w_layer * (jnp.max(lay.evaluations) + 2 * jnp.max(lay.hvps))
+                 + w_readout * (rd.evaluations + 2 * rd.hvps))
     info = StepInfo(J, acc, stationarity, gap, readout_gap, lay.steps,
                     jnp.max(lay.evaluations) + rd.evaluations,
                     jnp.sum(lay.rejected) + rd.rejected, 1.0 + extra_work + inner, finite)
