@@ -6,9 +6,10 @@ Each solver of each repeat gets a fresh, empty persistent cache directory (JAX's
 reset to it), so that no row reuses another's programs:
 
 - ``first``: a one-iteration solve's ``compile_time_s``, everything compiled from scratch:
-  for gradient descent the shared initialization ``init_params``, the optimizer's initial
-  state and the step (``programs`` counts the XLA compilations, ``trace_s``, ``lower_s``
-  and ``backend_s`` split the time by phase);
+  for gradient descent the optimizer's initial state and the step (``init_params``
+  draws on the host and compiles nothing unless the problem has constraints);
+  ``programs`` counts the XLA compilations, ``trace_s``, ``lower_s`` and ``backend_s``
+  split the time by phase;
 - ``cached``: the same solve after clearing every in-memory cache, so that the programs
   are traced and lowered again but come compiled from the persistent cache (what a second
   process sees);
@@ -21,6 +22,9 @@ reset to it), so that no row reuses another's programs:
 - ``minimal_init``: the same for a hand-written initialization (``jax.random`` draws of
   the same shapes, what a script compiles before its first step);
   ``*_vs_minimal_with_init`` divides ``first`` by their sum.
+
+``emsa_parts`` (:func:`emsa_parts`) splits E-MSA's iteration into programs of its own
+and compiles each alone, to show where its first compile goes.
 
 The process is warmed up first (one unrelated compile) so that no row pays JAX's one-time
 start-up. CasADi compiles nothing: its row is the NLP build time. The ratios are the
@@ -176,6 +180,58 @@ def minimal_init_compile(problem: cdl.Problem) -> float:
     return time.perf_counter() - t0
 
 
+def emsa_parts(problem: cdl.Problem) -> dict[str, float]:
+    """Seconds to trace, lower and compile each part of E-MSA's iteration as a program of
+    its own (cold, in-memory caches cleared before each): ``passes`` (the forward pass,
+    the costates, J, the accuracy and the stationarity), ``layers`` (every layer's inner
+    L-BFGS, vmapped) and ``readout`` (the readout's inner L-BFGS); ``layer_objective`` and
+    ``readout_objective``: one value and gradient of each extended objective alone."""
+    from controldl.solvers.pmp import hamiltonian as H
+    from controldl.solvers.pmp import inner as I
+    from controldl.solvers.pmp import iteration as IT
+
+    form = problem.formulation
+    params = P.init_params(form, seed=0)
+    X0, Y, y = problem.initial_states(), problem.targets(), jnp.asarray(problem.data.y_train)
+    knobs = H.Knobs(jnp.asarray(1.0), jnp.asarray(0.0))
+    states = jax.ShapeDtypeStruct((form.layers + 1, *X0.shape), X0.dtype)
+    config = IT.Config(True, I.LBFGS(), I.LBFGS(), 10, None)
+    t = 3  # one layer's objective
+    readout_data = lambda xs, ps: H.ReadoutData(xs, Y, ps[-1], (params.W, params.c))  # noqa: E731
+
+    def passes(params, X0):
+        xs = P.trajectory(form, params, X0)
+        ps = P.costates(form, params, xs, Y)
+        return (xs, ps, P.cost_terms_from_states(form, params, xs, Y)["total"],
+                P.accuracy_or_zero(form, P.outputs(form, params.W, params.c, xs[-1]), y),
+                H.stationarity_from_costates(form, params, xs, ps, Y))
+
+    def layer_objective(xs, ps):
+        d = jax.tree.map(lambda a: a[t], H.layer_data(form, params, xs, ps))
+        objective = H.layer_objective(form, True, knobs, d, (params.W, params.c), Y)
+        return jax.value_and_grad(objective)(d.theta_k)
+
+    def readout_objective(xs, ps):
+        return jax.value_and_grad(lambda f: H.readout_smooth_objective(
+            form, True, knobs, readout_data(xs, ps), f))((params.W, params.c))
+
+    parts = {"passes": (passes, (params, X0)),
+             "layers": (lambda xs, ps: IT._layer_updates(form, config, knobs, params, xs, ps,
+                                                         Y), (states, states)),
+             "readout": (lambda xs, ps: IT.readout_update(form, config, knobs,
+                                                          readout_data(xs, ps)),
+                         (states, states)),
+             "layer_objective": (layer_objective, (states, states)),
+             "readout_objective": (readout_objective, (states, states))}
+    out = {}
+    for name, (fn, args) in parts.items():
+        clear_compile_caches()
+        t0 = time.perf_counter()
+        jax.jit(fn).lower(*args).compile()
+        out[name] = time.perf_counter() - t0
+    return out
+
+
 def measure_once(problem: cdl.Problem) -> dict[str, dict[str, float]]:
     """One repeat: every solver in its own fresh persistent cache directory, cold (its
     minimal equivalents first, then its ``first``), then ``cached``."""
@@ -199,6 +255,8 @@ def measure_once(problem: cdl.Problem) -> dict[str, dict[str, float]]:
             out[name].update({f"cached_{k}": v for k, v in cached.items()})
             use_cache(None)
         clear_compile_caches()
+    out["emsa_parts"] = emsa_parts(problem)
+    clear_compile_caches()
     return out
 
 
@@ -214,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     jax.jit(lambda x: x + 1).lower(jnp.ones(3)).compile()  # process warm-up
     runs = [measure_once(problem) for _ in range(args.repeats)]
     median = {name: {k: statistics.median(r[name][k] for r in runs) for k in runs[0][name]}
-              for name in SOLVERS}
+              for name in (*SOLVERS, "emsa_parts")}
     ratios = {
         "adam_vs_minimal": median_ratio(runs, ("adam", "first"), ("adam", "minimal")),
         "lbfgs_vs_minimal": median_ratio(runs, ("lbfgs", "first"), ("lbfgs", "minimal")),
