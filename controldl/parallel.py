@@ -29,6 +29,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 SAMPLES = "samples"
 
 
+def device_array(x: Any, dtype: Any = None) -> jax.Array:
+    """``x`` (a NumPy array, a number or a JAX array) as a JAX array of ``dtype`` (its own
+    if ``None``) on the default device. Host data is converted by NumPy and placed with
+    ``jax.device_put``, which compiles nothing (``jnp.asarray`` of a NumPy array compiles
+    a small copy program for each new shape and dtype)."""
+    if isinstance(x, jax.Array):
+        return x if dtype is None or x.dtype == np.dtype(dtype) else x.astype(dtype)
+    return jax.device_put(np.asarray(x, dtype))
+
+
 def data_mesh(devices: int | None) -> Mesh | None:
     """A one-axis mesh over the first ``devices`` devices (``None``: no sharding). In a
     run of several processes the mesh spans every device of every process: ``None``

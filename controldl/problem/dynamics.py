@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from controldl import model
 from controldl.problem.formulation import Formulation, Params
@@ -20,9 +21,11 @@ JAX = model.ops_for("jax")
 def embed(form: Formulation, X: Array) -> Array:
     """``x(0) = (X, 0, …, 0)``: pad the inputs (N, n) with zeros to width d → (N, d).
     Images (N, C₀, H, W) are flattened channel-major first, so the padding adds zero
-    channels (the conv model's augmentation)."""
-    X = jnp.reshape(X, (X.shape[0], -1))
-    return jnp.pad(X, ((0, 0), (0, form.width - X.shape[1])))
+    channels (the conv model's augmentation). NumPy inputs are padded by NumPy (on the
+    host, nothing compiled), others by ``jax.numpy``."""
+    xp = np if isinstance(X, np.ndarray) else jnp
+    X = xp.reshape(X, (X.shape[0], -1))
+    return xp.pad(X, ((0, 0), (0, form.width - X.shape[1])))
 
 
 def step(form: Formulation, x: Array, A: Array, b: Array) -> Array:

@@ -13,6 +13,7 @@ import numpy as np
 from controldl.compilation import COMPILED, RUN_ONCE_OPTIONS, compile_or_load, signature
 from controldl.conv import init_kernels
 from controldl.data import Dataset
+from controldl.parallel import device_array
 from controldl.problem.constraints import project
 from controldl.problem.dynamics import embed
 from controldl.problem.formulation import (
@@ -92,14 +93,15 @@ class Problem:
                        rows: slice = slice(None)) -> Array:
         """``x(0)`` (N, d) of the training (or test) inputs, of ``rows`` only if given."""
         X = self.data.X_test if test else self.data.X_train
-        return embed(self.formulation, jnp.asarray(X[rows], dtype=dtype))
+        return device_array(embed(self.formulation, np.asarray(X[rows], np.dtype(dtype))))
 
     def targets(self, dtype: Any = jnp.float64, test: bool = False,
                 rows: slice = slice(None)) -> Array:
         """Numeric targets (N, m) of the training (or test) labels, of ``rows`` only if
         given."""
         y = self.data.y_test if test else self.data.y_train
-        return jnp.asarray(encode_targets(self.formulation, np.asarray(y[rows])), dtype=dtype)
+        return device_array(encode_targets(self.formulation, np.asarray(y[rows])),
+                            np.dtype(dtype))
 
 
 def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale: float = 1.0,
@@ -134,7 +136,7 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
                       else scale / math.sqrt(form.width) * rng.standard_normal(shapes["A"]))
         drawn["W"] = scale / math.sqrt(form.feature_dim) * rng.standard_normal(shapes["W"])
     dtype = jnp.dtype(dtype)
-    params = Params(*(jnp.asarray(np.asarray(drawn[k], dtype)) for k in Params._fields))
+    params = Params(*(device_array(drawn[k], dtype) for k in Params._fields))
     if scheme == "zeros" or (form.box_bound is None and form.lipschitz_bound is None):
         return params  # project() is the identity here
     key = ("init-project", form.static_key(), signature(params))

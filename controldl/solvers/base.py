@@ -87,8 +87,9 @@ def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
     rows = parallel.local_rows(mesh, N)
     X0 = problem.initial_states(dtype, rows=rows)
     Y = problem.targets(dtype, rows=rows)
-    y = jnp.asarray(problem.data.y_train[rows] if problem.formulation.task == "classification"
-                    else np.zeros(rows.stop - rows.start, np.int32))
+    y = parallel.device_array(problem.data.y_train[rows]
+                              if problem.formulation.task == "classification"
+                              else np.zeros(rows.stop - rows.start, np.int32))
     return (*parallel.shard_samples(mesh, X0, Y, y, n=N), mesh)
 
 
@@ -297,7 +298,8 @@ def as_params(problem: Problem, init: Any) -> Params:
                              "(width, layers and outputs must match)")
         if not np.all(np.isfinite(np.asarray(getattr(init, k)))):
             raise ValueError(f"warm start: {k} contains NaN or infinity")
-    return P.project(problem.formulation, Params(*(jnp.asarray(v, jnp.float64) for v in init)))
+    return P.project(problem.formulation,
+                     Params(*(parallel.device_array(v, np.float64) for v in init)))
 
 
 def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float | None,
@@ -313,10 +315,11 @@ def _evaluation(problem: Problem, params: Params, with_stationarity: bool
     ``params`` (float64), the training-set figures from one compiled program (``None``
     when the cost is not finite)."""
     form = problem.formulation
-    params = Params(*(jnp.asarray(v, jnp.float64) for v in params))
+    params = Params(*(parallel.device_array(v, np.float64) for v in params))
     X0, Y = problem.initial_states(), problem.targets()
     classify = form.task == "classification"
-    y = jnp.asarray(problem.data.y_train if classify else np.zeros(len(X0), np.int32))
+    y = parallel.device_array(problem.data.y_train if classify
+                              else np.zeros(len(X0), np.int32))
     terms, train, residual = _evaluate_jit(form, params, X0, Y, y, with_stationarity)
     terms = {k: float(v) for k, v in terms.items()}
     residual = float(residual) if with_stationarity and math.isfinite(terms["total"]) else None
@@ -325,7 +328,7 @@ def _evaluation(problem: Problem, params: Params, with_stationarity: bool
     test = None
     if problem.data.has_test:
         test = float(_accuracy_jit(form, params, problem.initial_states(test=True),
-                                   jnp.asarray(problem.data.y_test)))
+                                   parallel.device_array(problem.data.y_test)))
     return terms, float(train), test, residual
 
 

@@ -309,7 +309,7 @@ class GradientDescent(Solver):
         form = problem.formulation
         dtype = DTYPES[self.dtype]
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
-        params = Params(*(jnp.asarray(v, dtype) for v in params))
+        params = Params(*(parallel.device_array(v, dtype) for v in params))
         # The mini-batches' key (the full batch draws nothing: a constant placeholder).
         key = (np.zeros(2, np.uint32) if self.batch_size is None
                else jax.random.PRNGKey(0))

@@ -165,7 +165,8 @@ class OuterLoop:
         form = problem.formulation
         dtype = DTYPES[solver.dtype]
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
-        params = parallel.replicate(mesh, Params(*(jnp.asarray(v, dtype) for v in params)))
+        params = parallel.replicate(mesh, Params(*(parallel.device_array(v, dtype)
+                                                   for v in params)))
         knobs = parallel.replicate(mesh, solver.knobs(dtype))
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
@@ -190,8 +191,8 @@ class OuterLoop:
         """A saved state (NumPy leaves) with its iterate and knobs placed as :meth:`init`
         places them (the mini-batch draws follow from ``batch_seed`` and the iteration)."""
         dtype = DTYPES[self.solver.dtype]
-        params = Params(*(jnp.asarray(v, dtype) for v in saved.params))
-        knobs = H.Knobs(*(jnp.asarray(v, dtype) for v in saved.knobs))
+        params = Params(*(parallel.device_array(v, dtype) for v in saved.params))
+        knobs = H.Knobs(*(parallel.device_array(v, dtype) for v in saved.knobs))
         return saved._replace(params=parallel.replicate(self.mesh, params),
                               knobs=parallel.replicate(self.mesh, knobs))
 
@@ -298,7 +299,7 @@ class MSA(PontryaginSolver):
     extended: ClassVar[bool] = False
 
     def knobs(self, dtype: Any) -> H.Knobs:
-        return H.Knobs(jnp.asarray(0.0, dtype), jnp.asarray(self.mu, dtype))
+        return H.Knobs(parallel.device_array(0.0, dtype), parallel.device_array(self.mu, dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +320,7 @@ class EMSA(PontryaginSolver):
     extended: ClassVar[bool] = True
 
     def knobs(self, dtype: Any) -> H.Knobs:
-        return H.Knobs(jnp.asarray(self.rho, dtype), jnp.asarray(0.0, dtype))
+        return H.Knobs(parallel.device_array(self.rho, dtype), parallel.device_array(0.0, dtype))
 
     def adapt(self, knobs: H.Knobs, cost_rose: bool) -> H.Knobs:
         if not (self.adaptive_rho and cost_rose):
