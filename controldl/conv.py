@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from controldl import model
+from controldl import model, rng
 
 Array = jax.Array
 
@@ -76,12 +76,12 @@ def same_norm(geometry: model.ConvGeometry, K: np.ndarray) -> np.ndarray:
     return np.array([np.linalg.norm(operator_matrix(geometry, Kt), 2) for Kt in np.asarray(K)])
 
 
-def init_kernels(rng: np.random.Generator, shape: tuple[int, ...], scale: float
-                 ) -> np.ndarray:
+def init_kernels(key: np.ndarray, shape: tuple[int, ...], scale: Any, dtype: Any) -> np.ndarray:
     """Kernels ``N(0, scale² / (C·k·k))`` (the fan-in of one output pixel), shape
-    (L, C, C, k, k), float64, drawn from ``rng``."""
+    (L, C, C, k, k): ``jax.random.normal(key, shape, dtype)`` drawn on the host
+    (:func:`controldl.rng.normal`)."""
     fan_in = shape[2] * shape[3] * shape[4]
-    return scale / math.sqrt(fan_in) * rng.standard_normal(shape)
+    return scale / math.sqrt(fan_in) * rng.normal(key, shape, dtype)
 
 
 def frobenius_factor(kernel_size: int) -> int:

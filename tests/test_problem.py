@@ -129,9 +129,13 @@ def test_projection_enforces_both_constraints():
     assert np.max(np.abs(np.asarray(params.A))) <= 0.3 + 1e-3
 
 
-def test_normal_initialization_is_numpys_draw_and_compiles_nothing():
-    """``init_params`` is ``default_rng(seed)``'s draws (A, then W) scaled by the fan-in,
-    the same for every dtype up to the cast; unconstrained, no XLA program is compiled."""
+def test_normal_initialization_is_jax_randoms_draw_and_compiles_nothing():
+    """``init_params`` is ``jax.random``'s ``normal`` draws from ``split(PRNGKey(seed))``
+    (A from the first key, W from the second), scaled by the fan-in, computed on the host:
+    the integer hash bit for bit, the normals to the inverse error function's round-off;
+    unconstrained, no XLA program is compiled."""
+    from controldl import rng
+
     problem = cdl.Problem(cdl.data.ring(10, seed=0), width=3, layers=4, horizon=4.0)
     form = problem.formulation
     compiled = []
@@ -139,16 +143,23 @@ def test_normal_initialization_is_numpys_draw_and_compiles_nothing():
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         params = P.init_params(form, seed=7, scale=0.5)
+        single = P.init_params(form, seed=7, scale=0.5, dtype=jnp.float32)
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert "/jax/core/compile/backend_compile_duration" not in compiled
-    rng = np.random.default_rng(7)
-    np.testing.assert_array_equal(params.A, 0.5 / np.sqrt(3) * rng.standard_normal((4, 3, 3)))
-    np.testing.assert_array_equal(params.W, 0.5 / np.sqrt(3) * rng.standard_normal((1, 3)))
-    assert not np.any(params.b) and not np.any(params.c)
-    single = P.init_params(form, seed=7, scale=0.5, dtype=jnp.float32)
+    kA, kW = jax.random.split(jax.random.PRNGKey(7))
+    np.testing.assert_array_equal(rng.split(rng.prng_key(7)), np.asarray(jax.random.split(
+        jax.random.PRNGKey(7))))
+    np.testing.assert_array_equal(rng.split(rng.prng_key(2**40 + 3), 5), np.asarray(
+        jax.random.split(jax.random.PRNGKey(2**40 + 3), 5)))
+    np.testing.assert_allclose(params.A, 0.5 / np.sqrt(3) * jax.random.normal(kA, (4, 3, 3)),
+                               rtol=1e-13)
+    np.testing.assert_allclose(params.W, 0.5 / np.sqrt(3) * jax.random.normal(kW, (1, 3)),
+                               rtol=1e-13)
+    np.testing.assert_allclose(single.A, 0.5 / np.sqrt(3) * jax.random.normal(
+        kA, (4, 3, 3), jnp.float32), rtol=1e-5)
     assert single.A.dtype == jnp.float32
-    np.testing.assert_array_equal(single.A, np.asarray(params.A, np.float32))
+    assert not np.any(params.b) and not np.any(params.c)
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="seed must be a non-negative integer"):
             P.init_params(form, seed=bad)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from controldl import rng
 from controldl.compilation import COMPILED, RUN_ONCE_OPTIONS, compile_or_load, signature
 from controldl.conv import init_kernels
 from controldl.data import Dataset
@@ -113,9 +114,10 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
     and ``W`` with its own fan-in);
     ``zeros``: every control and the readout zero (Li et al.'s flat start).
 
-    The draws are NumPy's (``numpy.random.default_rng(seed)``: ``A`` first, then ``W``, in
-    float64, then cast to ``dtype``): the same numbers on every backend and in every
-    process, and nothing to compile. Constraints are enforced by :func:`project`, one
+    The draws are ``jax.random``'s (``kA, kW = split(PRNGKey(seed))``, then
+    ``normal(kA, …)`` for ``A`` and ``normal(kW, …)`` for ``W``, in ``dtype``), computed on
+    the host by :mod:`controldl.rng`: the same numbers in every process and on every
+    backend, and nothing to compile. Constraints are enforced by :func:`project`, one
     compiled program per formulation (only when the formulation has constraints).
 
     Raises:
@@ -128,14 +130,14 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not math.isfinite(float(scale)):
         raise ValueError(f"initialization scale must be finite, got {scale!r}")
-    shapes = form.param_shapes()
-    drawn = {k: np.zeros(shapes[k]) for k in Params._fields}
+    shapes, dtype = form.param_shapes(), np.dtype(dtype)
+    drawn = {k: np.zeros(shapes[k], dtype) for k in Params._fields}
     if scheme == "normal":
-        rng = np.random.default_rng(int(seed))
-        drawn["A"] = (init_kernels(rng, shapes["A"], scale) if form.geometry is not None
-                      else scale / math.sqrt(form.width) * rng.standard_normal(shapes["A"]))
-        drawn["W"] = scale / math.sqrt(form.feature_dim) * rng.standard_normal(shapes["W"])
-    dtype = jnp.dtype(dtype)
+        kA, kW = rng.split(rng.prng_key(seed))
+        scale = dtype.type(scale)
+        drawn["A"] = (init_kernels(kA, shapes["A"], scale, dtype) if form.geometry is not None
+                      else scale / math.sqrt(form.width) * rng.normal(kA, shapes["A"], dtype))
+        drawn["W"] = scale / math.sqrt(form.feature_dim) * rng.normal(kW, shapes["W"], dtype)
     params = Params(*(device_array(drawn[k], dtype) for k in Params._fields))
     if scheme == "zeros" or (form.box_bound is None and form.lipschitz_bound is None):
         return params  # project() is the identity here
