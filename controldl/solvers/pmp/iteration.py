@@ -25,7 +25,9 @@ same vmapped loop, so an inner evaluation costs the weight of
 number of evaluations over the layers, and a Hessian-vector product counts as two
 evaluations. This is a lower bound: inside the vmapped loop a layer whose line search
 ends early waits for the slowest one, so more trials may be computed than any one
-layer counts.
+layer counts. With the backtracking L-BFGS (:func:`stepwise`) every pass of the one
+loop evaluates every layer and the readout, and the count is exact: the passes times
+both weights.
 
 **Mini-batches** (the paper's practice): with ``batch_size`` the iteration draws that
 many samples without replacement and runs steps 1–3 on them (the costates then carry
