@@ -260,3 +260,37 @@ def test_a_non_finite_inner_result_fails_with_the_pmp_hint():
     assert "non-finite" in sol.stats["message"]
     assert sol.iterations == 0 and np.all(np.isfinite(np.asarray(sol.params.A)))
     assert Status.FAILED.hint("pmp") in sol.message
+
+
+@pytest.mark.parametrize("extended, train_readout", [(True, True), (False, True),
+                                                     (True, False)])
+def test_lockstep_loop_gives_each_maximization_its_own_iterates(extended, train_readout):
+    """The one loop over every layer and the readout (one evaluation of each per pass, a
+    finished maximization held) ends where running each maximization alone ends: the same
+    controls, objective values and step, evaluation and rejection counts, with a running
+    cost (hoisted part) and smoothness (neighbour coupling) present."""
+    from controldl.solvers.pmp import iteration as IT
+
+    problem = tiny_problem(running=0.2, smooth=0.05, train_readout=train_readout)
+    form = problem.formulation
+    params = P.init_params(form, seed=1)
+    X0, Y = problem.initial_states(), problem.targets()
+    xs = P.trajectory(form, params, X0)
+    ps = P.costates(form, params, xs, Y)
+    knobs = H.Knobs(jnp.asarray(RHO if extended else 0.0), jnp.asarray(0.0 if extended else 0.5))
+    config = IT.Config(extended, LBFGS(), LBFGS(), 6, None)
+    assert IT.stepwise(config)
+    (theta, lay, gap), (phi, rd, rgap) = jax.jit(
+        lambda p, xs, ps: IT._lockstep_updates(form, config, knobs, p, xs, ps, Y))(params, xs, ps)
+    (theta_1, lay_1, gap_1) = jax.jit(
+        lambda p, xs, ps: IT._layer_updates(form, config, knobs, p, xs, ps, Y))(params, xs, ps)
+    phi_1, rd_1, rgap_1 = IT.readout_update(form, config, knobs,
+                                            H.ReadoutData(xs, Y, ps[-1], (params.W, params.c)))
+    for a, b in zip((*theta, *phi, gap, rgap), (*theta_1, *phi_1, gap_1, rgap_1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    for field in ("steps", "evaluations", "rejected"):
+        np.testing.assert_array_equal(getattr(lay, field), getattr(lay_1, field))
+        np.testing.assert_array_equal(getattr(rd, field), getattr(rd_1, field))
+    assert int(jnp.max(lay.steps)) == 6 and int(jnp.max(lay.evaluations)) > 6
+    if train_readout:
+        assert int(rd.steps) > 0 and not np.allclose(phi[0], params.W)
