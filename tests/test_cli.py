@@ -79,6 +79,7 @@ BAD = [
     (["train", "--solver", "gd", "--optimizer", "nosuchopt"], "unknown optax optimizer"),
     (["train", "--activation", "gelu"], "--activation"),
     (["train", "--horizon", "nan"], "--horizon"),
+    (["train", "--seed", "-1"], "--seed: expected an integer >= 0"),
     (["train", "--warm-start", "/nonexistent/dir"], "does not exist"),
     (["train", "--dataset", "sine", "--loss", "logistic"], "is for classification"),
     (["train", "--terminal", "0"], "no loss in the cost"),

@@ -55,6 +55,16 @@ def finite_float(text: str) -> float:
     return v
 
 
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def nonneg_float(text: str) -> float:
     v = finite_float(text)
     if v < 0:
@@ -103,7 +113,7 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = DEFAULTS.n
                    help="classification or regression (default: inferred from the targets)")
     g.add_argument("--n-samples", type=positive_int, default=n_samples,
                    help=f"points drawn from a built-in dataset (default: {n_samples})")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of the data, the split and the shared initialization (default 0)")
     g.add_argument("--noise", type=nonneg_float, default=0.0,
                    help="standard deviation of Gaussian input noise for built-in data")
