@@ -35,14 +35,23 @@ class Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- value parsers
 
 
-def positive_int(text: str) -> int:
+def int_at_least(text: str, low: int) -> int:
+    """``text`` as an integer ``>= low``, or argparse's error naming the bound."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return int_at_least(text, 1)
+
+
+def nonneg_int(text: str) -> int:
+    return int_at_least(text, 0)
 
 
 def finite_float(text: str) -> float:
@@ -52,16 +61,6 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
 
 
