@@ -13,10 +13,11 @@ import functools
 import hashlib
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from controldl.io import write_bytes
 
 CACHE_ENV = "CONTROLDL_CACHE_DIR"
 """The environment variable that moves (a path) or disables (``off``) the cache."""
@@ -180,9 +181,7 @@ def _load_executable(path: Path) -> Any:
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
         return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except FileNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - a stale or corrupt entry: compile again
+    except Exception:  # noqa: BLE001 - absent, stale or corrupt: compile again
         return None
 
 
@@ -207,11 +206,7 @@ def _save_executable(path: Path, compiled: Any) -> None:
     if calls_external_kernels(compiled):
         return
     try:
-        data = pickle.dumps(serialize_executable.serialize(compiled))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, path)
+        write_bytes(path, pickle.dumps(serialize_executable.serialize(compiled)))
     except Exception:  # noqa: BLE001 - the cache is an optimization only
         return
 

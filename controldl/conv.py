@@ -82,11 +82,3 @@ def init_kernels(key: np.ndarray, shape: tuple[int, ...], scale: Any, dtype: Any
     (:func:`controldl.rng.normal`)."""
     fan_in = shape[2] * shape[3] * shape[4]
     return scale / math.sqrt(fan_in) * rng.normal(key, shape, dtype)
-
-
-def frobenius_factor(kernel_size: int) -> int:
-    """``k``: with ``‖K ⋆ ·‖₂ ≤ Σ_{ij} ‖K[:, :, i, j]‖₂ ≤ Σ_{ij} ‖K[:, :, i, j]‖_F
-    ≤ k·‖K‖_F`` (each tap is a shift of norm ≤ 1; Cauchy–Schwarz over the k² taps), the
-    smooth constraint ``(h·k/B)²‖K_t‖_F² ≤ 1`` implies ``h‖K_t ⋆ ·‖₂ ≤ B`` (sufficient,
-    conservative by up to a factor k): the CasADi form for the conv model."""
-    return int(kernel_size)

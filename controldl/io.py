@@ -44,12 +44,21 @@ def jsonable(x: Any) -> Any:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file beside it, then rename);
     the parent directory is created."""
+    return _write_atomic(path, text, "w")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`write_text` for bytes."""
+    return _write_atomic(path, data, "wb")
+
+
+def _write_atomic(path: str | os.PathLike, data: str | bytes, mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

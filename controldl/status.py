@@ -39,7 +39,7 @@ class Status(enum.StrEnum):
     @property
     def succeeded(self) -> bool:
         """Converged or at the target cost."""
-        return self in (Status.CONVERGED, Status.TARGET_REACHED)
+        return self in _SUCCEEDED
 
     @property
     def exit_code(self) -> int:
@@ -61,6 +61,7 @@ class Status(enum.StrEnum):
 
 _COMPLETED = frozenset({Status.CONVERGED, Status.ACCEPTABLE, Status.TARGET_REACHED,
                         Status.MAX_ITER, Status.MAX_TIME, Status.STALLED})
+_SUCCEEDED = frozenset({Status.CONVERGED, Status.TARGET_REACHED})
 
 _MESSAGES: dict[Status, str] = {
     Status.CONVERGED: "The stationarity tolerance was met: the solution is (near-)stationary.",

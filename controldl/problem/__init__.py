@@ -77,6 +77,7 @@ from controldl.problem.pontryagin import (
     terminal_costate,
 )
 from controldl.problem.stationarity import (
+    cost_outputs_and_smooth_gradient,
     proximal_gradient_point,
     smooth_gradient,
     stationarity,
@@ -89,7 +90,8 @@ __all__ = [
     "READOUT_TERMS", "TRACED_KEYS", "WEIGHT_KEYS", "Array", "Formulation", "Params",
     "Problem", "ProblemDefaults", "accuracy_from_outputs", "accuracy_or_zero", "assemble",
     "clip_spectral_norm",
-    "control_cost", "cost", "cost_and_outputs", "cost_terms", "cost_terms_from_states",
+    "control_cost", "cost", "cost_and_outputs", "cost_outputs_and_smooth_gradient",
+    "cost_terms", "cost_terms_from_states",
     "costate_gradient", "costates", "embed", "encode_targets", "features", "final_state",
     "forward", "outputs",
     "gradient_from_costates", "hamiltonian", "init_params", "l1_cost", "lipschitz_constants",

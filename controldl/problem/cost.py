@@ -41,7 +41,10 @@ def running_term(form: Formulation, loss_sum: Array) -> Array:
 
 
 def running_cost_at(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Array:
-    """The running term contributed by one time ``t ≥ 1``: ``γ·h·(1/N) Σ_i ℓ(z_i(t), y_i)``."""
+    """The running term contributed by one time ``t ≥ 1``: ``γ·h·(1/N) Σ_i ℓ(z_i(t), y_i)``;
+    without a running term (weight 0) a constant 0, left out of the program."""
+    if not form.uses("running"):
+        return jnp.zeros((), X.dtype)
     return running_term(form, mean_loss(form, W, c, X, Y))
 
 
@@ -62,7 +65,10 @@ def smooth_cost(form: Formulation, A: Array, b: Array) -> Array:
 
 
 def l1_cost(form: Formulation, A: Array, b: Array) -> Array:
-    """``β·h·Σ_t (‖A_t‖₁ + ‖b_t‖₁)``: the non-smooth part of J."""
+    """``β·h·Σ_t (‖A_t‖₁ + ‖b_t‖₁)``: the non-smooth part of J (a constant 0, left out of
+    the program, without l1)."""
+    if not form.uses("l1"):
+        return jnp.zeros((), A.dtype)
     return jnp.sum(jax.vmap(lambda A_t, b_t: model.layer_l1(JAX, form.l1, form.h, A_t, b_t))(A, b))
 
 

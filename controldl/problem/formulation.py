@@ -182,6 +182,13 @@ class Formulation:
         return {"A": (L, C, C, k, k), "b": (L, C), "W": (m, self.feature_dim), "c": (m,)}
 
     @property
+    def n_controls(self) -> int:
+        """The number of control entries, ``A`` and ``b`` of every layer: ``L·(d² + d)``
+        (``L·(C²k² + C)`` for conv)."""
+        shapes = self.param_shapes()
+        return int(np.prod(shapes["A"])) + int(np.prod(shapes["b"]))
+
+    @property
     def h(self) -> float:
         """The step ``h = T / L`` (a traced scalar when the formulation is a jit argument)."""
         return self.horizon / self.layers
@@ -333,20 +340,11 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
         **conv)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _conv_options(data: Dataset, mdl: str, options: dict[str, Any]) -> dict[str, Any]:
     """``channels``, ``kernel_size``, ``readout`` and the data's ``image_shape`` for the
     conv model (checked); for the dense models only a readout of ``flatten`` (or none)."""
     channels, k = options.get("channels"), options.get("kernel_size")
-    readout = options.get("readout") or "flatten"
-    if readout not in model.READOUTS:
-        raise ValueError(f"unknown readout {readout!r}; expected one of "
-                         f"{', '.join(model.READOUTS)}")
+    readout = check_key("readout", options.get("readout") or "flatten")
     if mdl != "conv":
         if channels is not None or k is not None or readout != "flatten":
             raise ValueError("channels, kernel_size and readout='pool' are options of the "
@@ -357,10 +355,10 @@ def _conv_options(data: Dataset, mdl: str, options: dict[str, Any]) -> dict[str,
         raise ValueError("the conv model needs images: inputs X of shape (N, C, H, W), "
                          f"got (N, {data.n_features})")
     channels = max(CONV_DEFAULT_CHANNELS, shape[0]) if channels is None else \
-        _positive_int("channels", channels)
+        check_key("channels", channels)
     if channels < shape[0]:
         raise ValueError(f"channels {channels} is smaller than the input channels {shape[0]}")
-    k = 3 if k is None else _positive_int("kernel_size", k)
+    k = 3 if k is None else check_key("kernel_size", k)
     if k % 2 == 0 or k > 2 * min(shape[1:]) - 1:
         raise ValueError(f"kernel_size must be odd ('same' padding) and at most "
                          f"{2 * min(shape[1:]) - 1} for {shape[1]}×{shape[2]} images, got {k}")

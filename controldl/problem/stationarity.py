@@ -12,7 +12,7 @@ import optax
 
 from controldl.compilation import RUN_ONCE_OPTIONS
 from controldl.problem.constraints import project
-from controldl.problem.cost import cost, l1_cost
+from controldl.problem.cost import cost_and_outputs, l1_cost
 from controldl.problem.formulation import Formulation, Params
 
 if TYPE_CHECKING:
@@ -24,11 +24,23 @@ Array = jax.Array
 def smooth_gradient(form: Formulation, params: Params, X0: Array, Y: Array) -> Params:
     """``∇f`` where ``f = J − l1 term`` is the differentiable part of J; the readout's
     gradient is zero when the readout is frozen."""
-    f = lambda p: cost(form, p, X0, Y) - l1_cost(form, p.A, p.b)  # noqa: E731
-    g = jax.grad(f)(params)
+    return cost_outputs_and_smooth_gradient(form, params, X0, Y)[2]
+
+
+def cost_outputs_and_smooth_gradient(form: Formulation, params: Params, X0: Array, Y: Array,
+                                     checkpoint_every: int | None = None
+                                     ) -> tuple[Array, Array, Params]:
+    """``(J, z(L), ∇f)`` from one forward and one backward pass: the cost, the outputs
+    (N, m) and :func:`smooth_gradient`; ``checkpoint_every`` rematerializes the forward
+    pass in blocks of that many layers (:func:`controldl.problem.cost_and_outputs`)."""
+    def f(p: Params) -> tuple[Array, tuple[Array, Array]]:
+        J, z = cost_and_outputs(form, p, X0, Y, checkpoint_every)
+        return J - l1_cost(form, p.A, p.b), (J, z)
+
+    (_, (J, z)), g = jax.value_and_grad(f, has_aux=True)(params)
     if not form.train_readout:
         g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
-    return g
+    return J, z, g
 
 
 def proximal_gradient_point(form: Formulation, params: Params, grad: Params) -> Params:

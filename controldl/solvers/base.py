@@ -32,7 +32,6 @@ from controldl import problem as P
 from controldl.compilation import (  # noqa: F401 - COMPILED and signature: used from here
     COMPILED,
     RUN_ONCE_OPTIONS,
-    CompileCache,
     signature,
 )
 from controldl.problem import Params, Problem

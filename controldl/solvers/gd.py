@@ -139,23 +139,20 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
     Cached on what is static: the formulation's numbers (horizon, weights, bounds) and
     the optimizer's injected hyperparameters (learning rate, momentum) are arguments, so a
     learning-rate grid or a sweep of horizons at fixed L compiles once."""
-    compiled = COMPILED.get(_step_key(form, solver, steps, args),
-                            lambda: _build_step(form, solver, steps, args))
+    key = ("gd-step", form.static_key(), solver.structure(), steps, signature(args))
+    compiled = COMPILED.get(key, lambda: _build_step(form, solver, steps, args, key))
     return functools.partial(compiled, form)
 
 
-def _step_key(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> tuple:
-    """What the compiled step depends on (:func:`_compiled_step`)."""
-    return ("gd-step", form.static_key(), solver.structure(), steps, signature(args))
-
-
-def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple) -> Any:
+def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple,
+                key: tuple) -> Any:
     """One compiled iteration ``(params, opt_state, X0, Y, y, key) → (new, opt_state, key,
     [J, accuracy, stationarity, work])``: ``J`` and the accuracy at ``params``, the one
     stationarity measure (:func:`controldl.problem.stationarity_from_gradient`, from the
     gradient already computed; a mini-batch estimate with ``batch_size``) and the
     iteration's work in gradient-evaluation equivalents (``batch/N`` for a mini-batch,
-    ``1 +`` the line-search evaluations for L-BFGS)."""
+    ``1 +`` the line-search evaluations for L-BFGS). ``key``: the compile key, under which
+    the executable is saved (:func:`controldl.compilation.compile_or_load`)."""
     opt = solver.optimizer_transform(steps)
     is_lbfgs = solver.optimizer == "lbfgs"
     batch = solver.batch_size
@@ -196,7 +193,7 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         return form, params, opt_state, X0, Y, y, key
 
     with parallel.on_mesh(parallel.mesh_of(args[1])):  # traced under the data's mesh
-        return compile_or_load(iteration, lower_args, _step_key(form, solver, steps, args))
+        return compile_or_load(iteration, lower_args, key)
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
@@ -298,12 +295,14 @@ class GradientDescent(Solver):
         start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
         if monitor.resumed is None:
             return start
-        saved = parallel.replicate(mesh, jax.tree.map(
-            jnp.asarray, monitor.resumed.restore(start), is_leaf=_is_array))
-        best = saved.best._replace(cost=float(saved.best.cost),
-                                   iteration=int(saved.best.iteration))
-        return saved._replace(iteration=int(saved.iteration), work=float(saved.work),
-                              best=best, schedule_steps=int(saved.schedule_steps))
+        saved = monitor.resumed.restore(start)  # numbers as numbers, arrays as NumPy
+
+        def place(tree: Any) -> Any:
+            return parallel.replicate(mesh, jax.tree.map(parallel.device_array, tree))
+
+        return saved._replace(params=place(saved.params), opt_state=place(saved.opt_state),
+                              key=place(saved.key),
+                              best=saved.best._replace(params=place(saved.best.params)))
 
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
@@ -361,10 +360,6 @@ class _State(NamedTuple):
     work: float
     best: _Iterate
     schedule_steps: int
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray)
 
 
 class _Outcome(NamedTuple):

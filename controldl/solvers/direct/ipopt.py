@@ -75,7 +75,7 @@ def status_of(ipopt_status: str, monitor_reason: str | None) -> Status:
 def hint_of(ipopt_status: str, status: Status) -> str | None:
     """The next step for an unsuccessful status: IPOPT's specific hint, then the generic
     ``direct`` one."""
-    if status in (Status.CONVERGED, Status.TARGET_REACHED):
+    if status.succeeded:
         return None
     parts = [FAILURE_HINTS.get(ipopt_status, ""), status.hint("direct")]
     return " ".join(p for p in parts if p) or None

@@ -202,7 +202,7 @@ class CasadiDirect(Solver):
         if self.transcription == "multiple":
             return "exact"
         form = problem.formulation
-        n_v = sum(int(np.prod(s)) for k, s in form.param_shapes().items() if k in ("A", "b"))
+        n_v = form.n_controls
         if form.train_readout:
             n_v += form.n_outputs * (form.feature_dim + 1)
         work = problem.data.n_train * n_v * n_v
@@ -217,9 +217,7 @@ class CasadiDirect(Solver):
             return bool(self.expand)
         if hessian == "exact" and self.transcription == "single":
             return False
-        f = problem.formulation
-        n_theta = sum(int(np.prod(s)) for k, s in f.param_shapes().items() if k in ("A", "b"))
-        return problem.data.n_train * n_theta <= EXPAND_AUTO_MAX_WORK
+        return problem.data.n_train * problem.formulation.n_controls <= EXPAND_AUTO_MAX_WORK
 
     def is_warm(self, params: Params) -> bool:
         if self.ipopt_warm_start != "auto":

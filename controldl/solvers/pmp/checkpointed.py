@@ -47,21 +47,17 @@ def default_every(layers: int) -> int:
     return math.isqrt(max(layers, 1) - 1) + 1
 
 
-def _blocks(form: P.Formulation, params: Params, k: int) -> tuple[Any, int]:
-    """Per-layer inputs of the sweep, padded in front to ``S·k`` layers and reshaped to
-    (S, k, …): ``(A, b, left, right, has_left, has_right, t ≥ 1, real)``; and the
-    padding."""
+def _blocks(form: P.Formulation, params: Params, k: int) -> tuple:
+    """Per-layer inputs of the sweep (:func:`~controldl.solvers.pmp.hamiltonian.
+    layer_controls` flattened, and ``real``), padded in front to ``S·k`` layers and reshaped
+    to (S, k, …): ``(A, b, left, right, has_left, has_right, t ≥ 1, real)``."""
     L = form.layers
     S = -(-L // k)
     pad = S * k - L
-    A, b = params.A, params.b
-    roll = lambda v, s: jnp.roll(v, s, axis=0)  # noqa: E731 (masked at the ends)
-    t = jnp.arange(L)
-    per_layer = (A, b, roll(A, 1), roll(b, 1), roll(A, -1), roll(b, -1),
-                 t > 0, t < L - 1, t > 0, jnp.ones(L, bool))
+    per_layer = (*jax.tree.leaves(H.layer_controls(form, params)), jnp.ones(L, bool))
     padded = tuple(jnp.concatenate([jnp.zeros((pad, *v.shape[1:]), v.dtype), v])
                    for v in per_layer)
-    return tuple(v.reshape(S, k, *v.shape[1:]) for v in padded), pad
+    return tuple(v.reshape(S, k, *v.shape[1:]) for v in padded)
 
 
 def _states(form: P.Formulation, x: Array, block: tuple) -> Array:
@@ -80,7 +76,7 @@ def checkpoints(form: P.Formulation, params: Params, X0: Array, k: int
                 ) -> tuple[Array, Array, tuple]:
     """``(x(L), starts (S, N, d), blocks)``: the final state, the state at the start of
     every block and the blocked per-layer inputs."""
-    blocks, _ = _blocks(form, params, k)
+    blocks = _blocks(form, params, k)
 
     def block_forward(x, block):
         return _states(form, x, block)[-1], x
@@ -132,18 +128,6 @@ def running_sum(form: P.Formulation, W: Array, c: Array, Y: Array, starts: Array
     return jnp.sum(jax.lax.map(lambda a: block_sum(*a), (starts, blocks)))
 
 
-def _smooth_gradient(form: P.Formulation, params: Params, X0: Array, Y: Array, k: int
-                     ) -> Params:
-    """:func:`controldl.problem.smooth_gradient` with the forward pass rematerialized in
-    blocks of ``k`` layers."""
-    f = lambda q: (P.cost_and_outputs(form, q, X0, Y, k)[0]  # noqa: E731
-                   - P.l1_cost(form, q.A, q.b))
-    g = jax.grad(f)(params)
-    if not form.train_readout:
-        g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
-    return g
-
-
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
               y: Array, config: IT.Config) -> tuple[Params, IT.StepInfo]:
     """One MSA / E-MSA iteration in bounded memory: the iterate and report of
@@ -153,8 +137,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     x_L, starts, blocks = checkpoints(form, params, X0, k)
     p_L = P.terminal_costate(form, W, c, x_L, Y)
     (lay, gap), _ = sweep(form, config, knobs, params, Y, starts, blocks, p_L)
-    J, z = P.cost_and_outputs(form, params, X0, Y, k)
-    grad = _smooth_gradient(form, params, X0, Y, k)
+    J, z, grad = P.cost_outputs_and_smooth_gradient(form, params, X0, Y, k)
     at_k = (J, P.accuracy_or_zero(form, z, y), P.stationarity_from_gradient(form, params, grad))
     extra = None
     if form.uses("running"):

@@ -92,23 +92,23 @@ class LayerData(NamedTuple):
 
 def layer_data(form: P.Formulation, params: P.Params, xs: Array, ps: Array) -> LayerData:
     """Stack every layer's :class:`LayerData` from the states and costates (L+1, N, d)."""
+    return LayerData(xs[:-1], xs[1:], ps[:-1], ps[1:], *layer_controls(form, params))
+
+
+def layer_controls(form: P.Formulation, params: P.Params) -> tuple:
+    """The θ part of every layer's :class:`LayerData`, stacked over ``t``: ``theta_k``,
+    ``left``, ``right`` (the neighbours' controls, masked at the ends by ``has_left``,
+    ``has_right``) and ``with_running``."""
     A, b = params.A, params.b
     L = form.layers
     shift = lambda v, k: jnp.roll(v, k, axis=0)  # noqa: E731 (masked at the ends)
     t = jnp.arange(L)
-    return LayerData(xs[:-1], xs[1:], ps[:-1], ps[1:], (A, b), (shift(A, 1), shift(b, 1)),
-                     (shift(A, -1), shift(b, -1)), t > 0, t < L - 1, t > 0)
+    return ((A, b), (shift(A, 1), shift(b, 1)), (shift(A, -1), shift(b, -1)), t > 0,
+            t < L - 1, t > 0)
 
 
 def _readout_args(readout: Theta, Y: Array) -> tuple[Array, Array, Array]:
     return readout[0], readout[1], Y
-
-
-def layer_hamiltonian(form: P.Formulation, data: LayerData, readout: Theta, Y: Array,
-                      theta: Theta) -> Array:
-    """``H_t(x(t), p(t+1), θ)`` of :func:`controldl.problem.hamiltonian` (l1 included)."""
-    return P.hamiltonian(form, data.X, data.P_next, *theta, *_readout_args(readout, Y),
-                         data.with_running)
 
 
 def layer_l1(form: P.Formulation, theta: Theta) -> Array:

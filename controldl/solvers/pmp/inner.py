@@ -124,9 +124,15 @@ class LBFGS:
 
     # The backtracking variant one evaluation at a time (init / step / terminate): the
     # outer iteration runs every layer's and the readout's maximization in one loop.
+    @property
+    def stepwise(self) -> bool:
+        """Whether it runs one evaluation at a time (:meth:`start` / :meth:`advance`): the
+        backtracking line search does, optax's zoom does not."""
+        return self.linesearch == "backtracking"
+
     def start(self, theta0: Any) -> LBFGSState:
         """The state before the first evaluation (at ``theta0``)."""
-        if self.linesearch != "backtracking":
+        if not self.stepwise:
             raise ValueError("only the backtracking L-BFGS runs one evaluation at a time")
         v0, _ = ravel_pytree(theta0)
         zero, scalar = _zero_int(), jnp.zeros((), v0.dtype)
@@ -144,7 +150,7 @@ class LBFGS:
         F, _, _ = _flat(objective, theta0)
         s, started = state, state.started
         value_t, g_t = F(jnp.where(started, s.v + s.t * s.d, s.v))
-        ok = started & jnp.isfinite(value_t) & (value_t <= s.value + ARMIJO * s.t * s.slope)
+        ok = started & _armijo(s.value, s.slope, s.t, value_t)
         trials = s.trials + started.astype(jnp.int32)
         ended = started & (ok | (trials >= self.max_linesearch_steps))
         take = ok | ~started
@@ -204,6 +210,12 @@ class LBFGS:
         return InnerResult(theta, -v0, -value, i, ev, _zero_int(), rej)
 
 
+def _armijo(value: Array, slope: Array, t: Array, value_t: Array) -> Array:
+    """Armijo's sufficient decrease for the trial step ``t``: ``F(v + t d)`` finite and at
+    most ``F(v) + ARMIJO·t·gᵀd``."""
+    return jnp.isfinite(value_t) & (value_t <= value + ARMIJO * t * slope)
+
+
 def _shrink(t: Array, value: Array, slope: Array, value_t: Array) -> Array:
     """The next backtracking step after the trial ``t`` failed: the minimizer of the
     quadratic through ``F(v) = value``, the slope ``gᵀd`` and ``F(v + t d) = value_t``,
@@ -229,7 +241,7 @@ def _backtrack(F: Callable[[Array], tuple[Array, Array]], v: Array, value: Array
     def body(c):
         t, _, _, k, _ = c
         value_t, g_t = F(v + t * d)
-        ok = jnp.isfinite(value_t) & (value_t <= value + ARMIJO * t * slope)
+        ok = _armijo(value, slope, t, value_t)
         return (jnp.where(ok, t, _shrink(t, value, slope, value_t)), value_t, g_t, k + 1, ok)
 
     t, value_t, g_t, k, ok = jax.lax.while_loop(

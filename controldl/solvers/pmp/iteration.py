@@ -92,9 +92,14 @@ def layer_update(form: P.Formulation, config: Config, knobs: H.Knobs, readout: H
 
     objective = H.layer_objective(form, config.extended, knobs, d, readout, Y)
     res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox)
-    gap = (res.value - H.layer_l1(form, res.theta)) - (res.value0
-                                                        - H.layer_l1(form, d.theta_k))
-    return res, gap
+    return res, layer_gap(form, res, d.theta_k)
+
+
+def layer_gap(form: P.Formulation, res: InnerResult, theta_k: H.Theta) -> Array:
+    """The layer's gap estimate: its objective at the inner result minus at ``θ_k``, the
+    l1 term included (the inner solvers maximize the smooth part)."""
+    return ((res.value - H.layer_l1(form, res.theta))
+            - (res.value0 - H.layer_l1(form, theta_k)))
 
 
 def _layer_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
@@ -124,8 +129,8 @@ def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
         value = H.readout_smooth_objective(form, config.extended, knobs, data, f)
         return value if extra is None else value - extra(f)
 
-    res = config.readout_inner.maximize(objective, phi, config.inner_steps, None)
-    return res.theta, res, res.value - res.value0
+    return _readout_result(config.readout_inner.maximize(objective, phi, config.inner_steps,
+                                                         None))
 
 
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
@@ -157,8 +162,7 @@ def stepwise(config: Config) -> bool:
     """Whether the layers' and the readout's maximizers run one evaluation at a time
     (``start`` / ``advance`` / ``finished`` / ``outcome``, the backtracking L-BFGS): then
     :func:`_lockstep_updates` runs them all in one loop."""
-    return all(callable(getattr(inner, "advance", None))
-               and getattr(inner, "linesearch", "backtracking") == "backtracking"
+    return all(getattr(inner, "stepwise", False)
                for inner in (config.layer_inner, config.readout_inner))
 
 
@@ -195,13 +199,14 @@ def _lockstep_updates(form: P.Formulation, config: Config, knobs: H.Knobs, param
     end = jax.lax.while_loop(pending, lambda c: (jax.vmap(layer)(data, running, c[0]),
                                                   readout(c[1])), start)
     res = jax.vmap(lay.outcome)(end[0], data.theta_k)
-    gap = res.value - res.value0  # the backtracking L-BFGS runs without l1 terms
-    readout_result = (readout_update(form, config, knobs, rdata) if not train else
-                      _readout_result(rd.outcome(end[1], phi)))
+    gap = jax.vmap(lambda r, th: layer_gap(form, r, th))(res, data.theta_k)
+    readout_result = (_readout_result(rd.outcome(end[1], phi)) if train
+                      else readout_update(form, config, knobs, rdata))  # frozen: unchanged
     return (res.theta, res, gap), readout_result
 
 
 def _readout_result(res: InnerResult) -> tuple[tuple[Array, Array], InnerResult, Array]:
+    """The readout's ``(new φ, inner result, gap)``: the gap is the objective's increase."""
     return res.theta, res, res.value - res.value0
 
 

@@ -146,6 +146,12 @@ class PontryaginSolver(Solver):
         return loop.postprocess(state, info, status)
 
 
+def _placed(mesh: Any, params: Params, knobs: H.Knobs, dtype: Any) -> tuple[Params, H.Knobs]:
+    """The iterate and the knobs in ``dtype`` on the device(s), replicated over ``mesh``."""
+    return parallel.replicate(mesh, (Params(*(parallel.device_array(v, dtype) for v in params)),
+                                     H.Knobs(*(parallel.device_array(v, dtype) for v in knobs))))
+
+
 @dataclasses.dataclass(frozen=True)
 class OuterLoop:
     """One solve's compiled iteration and data, with the loop's pure-ish steps."""
@@ -165,9 +171,7 @@ class OuterLoop:
         form = problem.formulation
         dtype = DTYPES[solver.dtype]
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
-        params = parallel.replicate(mesh, Params(*(parallel.device_array(v, dtype)
-                                                   for v in params)))
-        knobs = parallel.replicate(mesh, solver.knobs(dtype))
+        params, knobs = _placed(mesh, params, solver.knobs(dtype), dtype)
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
                         solver.batch_size, solver.checkpoint_every)
@@ -182,19 +186,15 @@ class OuterLoop:
 
     def init(self, params: Params) -> LoopState:
         dtype = DTYPES[self.solver.dtype]
-        params = parallel.replicate(self.mesh, Params(*(jnp.asarray(v, dtype)
-                                                        for v in params)))
-        knobs = parallel.replicate(self.mesh, self.solver.knobs(dtype))
+        params, knobs = _placed(self.mesh, params, self.solver.knobs(dtype), dtype)
         return LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
 
     def restore(self, saved: LoopState) -> LoopState:
         """A saved state (NumPy leaves) with its iterate and knobs placed as :meth:`init`
         places them (the mini-batch draws follow from ``batch_seed`` and the iteration)."""
-        dtype = DTYPES[self.solver.dtype]
-        params = Params(*(parallel.device_array(v, dtype) for v in saved.params))
-        knobs = H.Knobs(*(parallel.device_array(v, dtype) for v in saved.knobs))
-        return saved._replace(params=parallel.replicate(self.mesh, params),
-                              knobs=parallel.replicate(self.mesh, knobs))
+        params, knobs = _placed(self.mesh, saved.params, saved.knobs,
+                                DTYPES[self.solver.dtype])
+        return saved._replace(params=params, knobs=knobs)
 
     def step(self, state: LoopState) -> tuple[Params, StepInfo]:
         """One compiled iteration from ``state.params``; its report on the host."""

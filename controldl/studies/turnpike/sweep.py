@@ -439,7 +439,7 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
         if out_dir is not None:
             write_json(out_dir / REPORT_NAME, _report(config, entries, solutions,
                                                               problem, options, t0, len(hz),
-                                                              final=False))
+                                                              final=False), indent=1)
     report = _report(config, entries, solutions, problem, options, t0, len(hz), final=True)
     if out_dir is not None:
         write_json(out_dir / REPORT_NAME, report, indent=1)
