@@ -254,3 +254,15 @@ def test_conv_pictures_have_a_panel_per_channel_layer_and_kernel(tmp_path):
     files = plotting.save_solution_figures(sol, tmp_path / "fig")
     assert sorted(f.name for f in files) == ["channels.png", "controls.png", "history.png",
                                              "kernels.png"]
+
+
+def test_replace_derives_the_conv_width_again():
+    """``Problem.replace`` of a conv problem: a new channel count gives the width
+    channels × height × width (the old width is not carried over), other options keep it,
+    and an explicit width that disagrees is still refused."""
+    problem = cdl.Problem(cdl.data.digits(40, seed=0), model="conv", channels=4, layers=2)
+    wider = problem.replace(channels=6)
+    assert (wider.channels, wider.width) == (6, 6 * 8 * 8)
+    assert problem.replace(l2=0.1).width == 4 * 8 * 8
+    with pytest.raises(ValueError, match="channels × height × width"):
+        problem.replace(channels=6, width=4 * 8 * 8)

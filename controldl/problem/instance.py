@@ -57,8 +57,11 @@ class Problem:
         return cls(data, **keys)
 
     def replace(self, data: Dataset | None = None, **options: Any) -> Problem:
-        """A copy with some options (or the data) changed."""
+        """A copy with some options (or the data) changed. The conv model's width is
+        derived (channels × height × width) and derived again unless given."""
         keys = {k: getattr(self.formulation, k) for k in FORMULATION_KEYS}
+        if self.formulation.model == "conv":
+            keys["width"] = None
         keys.update(options)
         return Problem(self.data if data is None else data, **keys)
 
