@@ -168,10 +168,25 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     try:
         compiled = build()
     finally:
-        jax.monitoring.unregister_event_listener(listen)
+        unregister_listener(listen)
     if not hits:  # an executable JAX's cache returned does not serialize whole again
         _save_executable(path, compiled)
     return compiled
+
+
+def unregister_listener(listen: Callable[..., Any], kind: str = "event") -> None:
+    """Remove a ``jax.monitoring`` listener of ``kind`` (``event`` or ``event_duration``):
+    ``jax.monitoring.unregister_{kind}_listener``, or the private function that JAX
+    before 0.7.2 (the newest that installs beside numpy < 2, e.g. with the ``mnist``
+    extra) has in its place."""
+    import jax
+
+    remove = getattr(jax.monitoring, f"unregister_{kind}_listener", None)
+    if remove is None:
+        from jax._src import monitoring
+
+        remove = getattr(monitoring, f"_unregister_{kind}_listener_by_callback")
+    remove(listen)
 
 
 def _load_executable(path: Path) -> Any:

@@ -7,6 +7,7 @@ import pytest
 
 import controldl as cdl
 from controldl import problem as P
+from controldl.compilation import unregister_listener
 from controldl.solvers import base
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -28,7 +29,7 @@ def test_second_solve_of_the_same_shapes_does_not_recompile(small_problem):
                                  l2=1e-3)
         sol = cdl.solve(other_data, cdl.GradientDescent("adam", lr=0.02), max_iter=7, seed=4)
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        unregister_listener(listener, "event_duration")
     assert [e for e in compiles if e == COMPILE_EVENT] == []
     assert sol.compile_time_s < 0.05
     assert sol.iterations == 7
@@ -262,7 +263,7 @@ def test_a_new_process_loads_the_saved_programs_without_tracing(persistent_cache
     try:
         second = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05), max_iter=6)
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        unregister_listener(listener, "event_duration")
     assert len(saved) == 2  # the step and the optimizer's init
     assert "_evaluate_jit" in traced  # the listener saw the solve (its final evaluation)
     assert not {"iteration", "init", "_project_program"} & set(traced)

@@ -9,6 +9,7 @@ from reference import np_states
 import controldl as cdl
 from controldl import model
 from controldl import problem as P
+from controldl.compilation import unregister_listener
 
 J = model.ops_for("jax")
 
@@ -145,7 +146,7 @@ def test_normal_initialization_is_jax_randoms_draw_and_compiles_nothing():
         params = P.init_params(form, seed=7, scale=0.5)
         single = P.init_params(form, seed=7, scale=0.5, dtype=jnp.float32)
     finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+        unregister_listener(listen, "event_duration")
     assert "/jax/core/compile/backend_compile_duration" not in compiled
     kA, kW = jax.random.split(jax.random.PRNGKey(7))
     np.testing.assert_array_equal(rng.split(rng.prng_key(7)), np.asarray(jax.random.split(
