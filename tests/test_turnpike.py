@@ -227,6 +227,30 @@ def test_rate_agreement_and_control_comparisons():
     assert conv["pairs"][0]["distance"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_truncation_check_finds_a_better_solution_from_a_longer_horizon(data):
+    """The first L layers of a longer horizon's controls are feasible for the shorter one:
+    J_T there is cost_at of the cut controls, and a T solution that costs more is flagged
+    (a local minimum); one that costs less is not."""
+    short, long = _tracking(data, T=1.0, L=2), _tracking(data, T=2.0, L=4)
+    theta = starts.cold_start(long, seed=0, scheme="normal", projector="coordinate")
+    cut = starts.truncate_controls(theta, 2)
+    np.testing.assert_array_equal(cut.A, theta.A[:2])
+    J_cut = starts.cost_at(short, cut)
+
+    def solution(problem, params, cost):
+        return type("S", (), {"problem": problem, "params": params, "cost": {"total": cost}})
+
+    longer = solution(long, theta, starts.cost_at(long, theta))
+    worse = starts.truncation_check({1.0: solution(short, cut, J_cut + 0.1), 2.0: longer})
+    assert worse[0]["from"] == 2.0 and worse[0]["truncated_cost"] == pytest.approx(J_cut)
+    assert worse[0]["better"] and "local minimum" in worse[0]["note"]
+    assert worse[1]["from"] is None and not worse[1]["better"]
+    fine = starts.truncation_check({1.0: solution(short, cut, J_cut), 2.0: longer})
+    assert not fine[0]["better"]
+    with pytest.raises(ValueError, match="cut"):
+        starts.truncate_controls(theta, 5)
+
+
 # --------------------------------------------------------------------------- solving
 
 

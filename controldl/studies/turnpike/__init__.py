@@ -1,8 +1,8 @@
 """Turnpike diagnostics for long horizons (Esteve, Geshkovski, Pighin & Zuazua, "Large-time
-asymptotics in deep learning"): horizon grids (:mod:`.grid`), priced starts and the
-padding certificate (:mod:`.starts`), profiles and the steady set (:mod:`.profiles`),
-fits (:mod:`.fits`), the sweep (:mod:`.sweep`), the λ ↔ T correspondence
-(:mod:`.tradeoff`); the figures are :mod:`controldl.plotting.turnpike`.
+asymptotics in deep learning"): horizon grids (:mod:`.grid`), priced starts, the
+padding certificate and the truncation check (:mod:`.starts`), profiles and the steady set
+(:mod:`.profiles`), fits (:mod:`.fits`), the sweep (:mod:`.sweep`), the λ ↔ T
+correspondence (:mod:`.tradeoff`); the figures are :mod:`controldl.plotting.turnpike`.
 """
 
 from controldl.studies.turnpike.fits import (
@@ -32,6 +32,8 @@ from controldl.studies.turnpike.starts import (
     pad_controls,
     padding_bound,
     price_starts,
+    truncate_controls,
+    truncation_check,
 )
 from controldl.studies.turnpike.sweep import (
     DEFAULT_TOL,
@@ -46,6 +48,7 @@ from controldl.studies.turnpike.sweep import (
 from controldl.studies.turnpike.tradeoff import lambda_sweep
 
 __all__ = [
+    "truncate_controls", "truncation_check",
     "DEFAULT_STEP", "DEFAULT_TOL", "FIXED_MODES", "PROJECTORS", "REPORT_NAME", "START_KINDS",
     "Profiles", "SteadySet", "SweepOptions", "TurnpikeResult", "check_horizons", "cold_start",
     "control_gap_to_longest", "cost_at", "error_vs_horizon", "final_error", "fit_two_arc",

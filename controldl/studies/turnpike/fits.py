@@ -100,6 +100,8 @@ def fit_two_arc(times: Sequence[float], values: Sequence[float], horizon: float,
     c1, c2, mu, f = np.exp(p)
     out.update(rate=float(mu), c1=float(c1), c2=float(c2), floor=float(f),
                rms_log_residual=float(np.sqrt(np.mean(resid ** 2))))
+    if n_boot < 2:
+        return out
     b = block or max(2, math.ceil(n ** (1 / 3)))
     rng = np.random.default_rng(seed)
     fitted = _two_arc(p, t, horizon)
