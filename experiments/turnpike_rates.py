@@ -9,9 +9,10 @@ cold start). Every horizon is solved to the stationarity tolerance 1e-6 (L-BFGS,
 by L-BFGS where needed) and certified against its predecessor.
 
 For every sweep: the profiles ``‖θ_T(t)‖`` and ``dist(x_T(t), steady set)`` against absolute
-time on a log scale (one figure per data set and seed), the whole-horizon one-rate fit that
-drifted in the issue, the level at which the distance stalls and its trend in T, and the
-truncation check. ``results.json`` holds the table of docs/turnpike.md.
+time on a log scale (one figure per data set and seed), the per-horizon arc fits of the
+theorem's quantity (:mod:`controldl.studies.turnpike.arcs`), and the verdict over the
+requested horizons T ≤ 16 and over all of them. ``results.json`` holds the table of
+docs/turnpike.md.
 
 The sweeps are saved under ``OUT/sweeps/<data>-seed<s>/`` and reloaded when the experiment
 is run again on the same ``--out`` (the fits and figures are then recomputed in seconds).
@@ -27,6 +28,7 @@ import numpy as np
 
 import controldl as cdl
 from controldl.data import train_test_split
+from controldl.plotting import turnpike as plots
 from controldl.studies import turnpike as tp
 from experiments import common
 
@@ -98,13 +100,33 @@ def profiles_figure(report: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
-def analyse(rep: dict[str, Any], solutions: dict) -> dict[str, Any]:
-    """Per horizon: the cost, the whole-horizon one-rate fit the issue reported, the lowest
-    distance to the steady set (the arc level) and ‖θ_T(T/2)‖; the arc levels' trend in T;
-    and the truncation check (is a horizon's solution beaten by a longer one's, cut?)."""
+PROFILES = {"sum": ("turnpike_distances", "control_times"),
+            "controls": ("control_norms", "control_times"),
+            "distance": ("steady_state_distances", "times")}
+"""The theorem's sum and its two terms (the keys of a sweep entry, and their times)."""
+
+
+def _fit_cell(f: tp.ArcFit) -> str:
+    after = "" if f.transient_time is None else f" (after t = {f.transient_time:g})"
+    if f.model == "one_rate":
+        return f"{f.rate:.2f}{after}"
+    if f.model == "two_rates":
+        return f"{f.rates[0]:.2f} & {f.rates[1]:.3f}{after}"
+    return "—"
+
+
+def analyse(rep: dict[str, Any], solutions: dict, requested: tuple[float, ...],
+            n_boot: int) -> dict[str, Any]:
+    """Arc fits of the three profiles per horizon, the verdicts over the requested horizons
+    and over all (each setting aside the horizons that a longer one of its own set beats),
+    the whole-horizon one-rate fit the issue reported, the arc levels of the distance and
+    their trend in T, and the truncation check."""
     used = [e for e in rep["horizons"] if e["converged"] and not e.get("failure")]
-    out: dict[str, Any] = {"per_horizon": []}
-    for e in used:
+    out: dict[str, Any] = {"per_horizon": [], "verdicts": {}}
+    fitted = {k: [tp.fit_arc(e[tk], e[key], e["horizon"], n_boot=n_boot,
+                             noise=rep["config"]["tolerance"]) for e in used]
+              for k, (key, tk) in PROFILES.items()}
+    for k, e in enumerate(used):
         whole = tp.fit_two_arc(e["control_times"], e["turnpike_distances"], e["horizon"],
                                n_boot=0)
         out["per_horizon"].append({
@@ -113,14 +135,24 @@ def analyse(rep: dict[str, Any], solutions: dict) -> dict[str, Any]:
             "distance_level": min(e["steady_state_distances"]),
             "mid_control_norm": float(np.interp(e["horizon"] / 2, e["control_times"],
                                                 e["control_norms"])),
-            "whole_horizon_rate": whole["rate"]})
+            "whole_horizon_rate": whole["rate"],
+            **{name: fitted[name][k].to_json() for name in PROFILES}})
+    checks = {"all": tp.truncation_check({e["horizon"]: solutions[e["horizon"]] for e in used}),
+              "requested": tp.truncation_check({e["horizon"]: solutions[e["horizon"]]
+                                                for e in used if e["horizon"] in requested})}
+    beaten = {k: {x["horizon"]: x["note"] for x in rows if x["better"]}
+              for k, rows in checks.items()}
+    for name in PROFILES:
+        for label, fs in (("requested", [f for f in fitted[name] if f.horizon in requested]),
+                          ("all", fitted[name])):
+            out["verdicts"][f"{name}_{label}"] = tp.verdict(
+                fs, not_optimal=beaten[label]).to_json()
     T = np.array([h["horizon"] for h in out["per_horizon"]])
     lev = np.array([h["distance_level"] for h in out["per_horizon"]])
     long = T >= 16
     if long.sum() >= 2:
         out["distance_level_slope"] = float(np.polyfit(np.log(T[long]), np.log(lev[long]), 1)[0])
-    out["truncation_check"] = tp.truncation_check({e["horizon"]: solutions[e["horizon"]]
-                                                   for e in used})
+    out["truncation_check"] = checks["all"]
     out["certificate_holds"] = rep["certificate"]["holds"]
     out["all_converged"] = len(used) == len(rep["horizons"])
     return out
@@ -130,20 +162,24 @@ def _row(key: str, n: int, a: dict[str, Any]) -> list[str]:
     by_T = {h["horizon"]: h for h in a["per_horizon"]}
     cells = [key, str(n), common.fmt(a["all_converged"])]
     cells.append(", ".join(common.fmt(by_T[T]["whole_horizon_rate"], ".2f") if T in by_T
-                           else "—" for T in (8.0, 12.0, 16.0, 32.0, 64.0)))
+                           else "—" for T in (8.0, 12.0, 16.0)))
+    for T in (8.0, 16.0, 32.0, 64.0):
+        cells.append(_fit_cell(tp.ArcFit(**by_T[T]["sum"])) if T in by_T else "—")
     cells.append(", ".join(f"{by_T[T]['distance_level']:.3g}" if T in by_T else "—"
                            for T in (16.0, 32.0, 64.0)))
     cells.append(common.fmt(a.get("distance_level_slope"), ".2f"))
-    cells.append(", ".join(f"{by_T[T]['mid_control_norm']:.2g}" if T in by_T else "—"
-                           for T in (16.0, 32.0, 64.0)))
     worse = [r["horizon"] for r in a["truncation_check"] if r["better"]]
     cells.append(", ".join(f"{T:g}" for T in worse) or "none")
+    for v in ("sum_requested", "sum_all", "controls_all"):
+        cells.append(a["verdicts"][v]["kind"])
     return cells
 
 
-HEADERS = ["data, seed", "N", "all converged", "whole-horizon μ, T = 8, 12, 16, 32, 64",
+HEADERS = ["data, seed", "N", "all converged", "whole-horizon μ, T = 8, 12, 16",
+           "arc μ, T = 8", "T = 16", "T = 32", "T = 64",
            "dist. level, T = 16, 32, 64", "its log-log slope, T ≥ 16",
-           "‖θ_T(T/2)‖, T = 16, 32, 64", "T whose solution a longer one beats"]
+           "T whose solution a longer one beats", "verdict T ≤ 16", "verdict T ≤ 64",
+           "‖θ‖ alone, T ≤ 64"]
 
 
 def body(run: common.Run) -> None:
@@ -157,7 +193,8 @@ def body(run: common.Run) -> None:
             key = f"{name}-seed{seed}"
             run.save_figure(profiles_figure(rep, f"{key}: tracking problem (inside)"),
                             f"profiles_{key}.png")
-            a = analyse(rep, result.solutions)
+            run.save_figure(plots.rates_figure(rep), f"rates_{key}.png")
+            a = analyse(rep, result.solutions, S["requested"], S["n_boot"])
             results[key] = {"n_train": rep["config"]["n_train"], **a,
                             "sweep_time_s": sum(e["wall_time_s"] for e in rep["horizons"])}
             rows.append(_row(key, rep["config"]["n_train"], a))

@@ -1,10 +1,12 @@
 """Turnpike diagnostics for long horizons (Esteve, Geshkovski, Pighin & Zuazua, "Large-time
 asymptotics in deep learning"): horizon grids (:mod:`.grid`), priced starts, the
 padding certificate and the truncation check (:mod:`.starts`), profiles and the steady set
-(:mod:`.profiles`), fits (:mod:`.fits`), the sweep (:mod:`.sweep`), the λ ↔ T
+(:mod:`.profiles`), fits of E(T) and of the controls (:mod:`.fits`), the turnpike rate on
+the arc and the verdict (:mod:`.arcs`), the sweep (:mod:`.sweep`), the λ ↔ T
 correspondence (:mod:`.tradeoff`); the figures are :mod:`controldl.plotting.turnpike`.
 """
 
+from controldl.studies.turnpike.arcs import ArcFit, ArcRule, Verdict, fit_arc, verdict
 from controldl.studies.turnpike.fits import (
     control_gap_to_longest,
     error_vs_horizon,
@@ -48,7 +50,8 @@ from controldl.studies.turnpike.sweep import (
 from controldl.studies.turnpike.tradeoff import lambda_sweep
 
 __all__ = [
-    "truncate_controls", "truncation_check",
+    "ArcFit", "ArcRule", "Verdict", "fit_arc", "truncate_controls", "truncation_check",
+    "verdict",
     "DEFAULT_STEP", "DEFAULT_TOL", "FIXED_MODES", "PROJECTORS", "REPORT_NAME", "START_KINDS",
     "Profiles", "SteadySet", "SweepOptions", "TurnpikeResult", "check_horizons", "cold_start",
     "control_gap_to_longest", "cost_at", "error_vs_horizon", "final_error", "fit_two_arc",
