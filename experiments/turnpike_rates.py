@@ -71,7 +71,7 @@ def run_sweep(run: common.Run, name: str, seed: int, S: dict) -> tp.TurnpikeResu
     problem = cdl.Problem(data, layers=1, horizon=1.0, **TRACKING)
     where = run.out / "sweeps" / f"{name}-seed{seed}"
     options = tp.SweepOptions(tol=1e-6, projector="coordinate", n_boot=S["n_boot"], seed=seed,
-                              finish_iter=10000)
+                              finish_iter=10000, extend=())  # every horizon is asked for
     return tp.sweep(problem, [*S["requested"], *S["longer"]],
                     cdl.GradientDescent("lbfgs", grad_tol=1e-7), options=options,
                     step=S["step"], out=where, resume=where.is_dir(), max_iter=5000,

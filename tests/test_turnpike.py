@@ -383,7 +383,7 @@ def test_solve_to_tolerance_finishes_with_lbfgs(data):
 
 
 def _sweep(data, out=None, horizons=(1.0, 2.0), resume=False, **options):
-    opts = dict(projector="coordinate", n_boot=10, tol=1e-7)
+    opts = dict(projector="coordinate", n_boot=10, tol=1e-7, extend=())
     return tp.sweep(_tracking(data), list(horizons), cdl.GradientDescent("lbfgs", grad_tol=1e-8),
                     options=tp.SweepOptions(**{**opts, **options}), fixed="step", step=0.5,
                     out=out, resume=resume, max_iter=2000)
@@ -412,11 +412,34 @@ def test_sweep_converges_certifies_and_resumes(data, tmp_path):
         _sweep(data, out)
 
 
+def test_sweep_adds_longer_horizons_when_the_verdict_is_not_exponential(data, tmp_path):
+    """Horizons 1, 2 give no arc on this small ring: T = 4 is added (certified against
+    T = 2, marked as not requested, in the verdict). Resumed with one more multiple and no
+    budget, the saved T = 4 is loaded and T = 8 is not solved, with the reason."""
+    out = tmp_path / "sweep"
+    rep = _sweep(data, out, extend=(2.0,), extend_budget=1e6).report
+    ext = rep["extension"]
+    assert ext["verdict_before"]["kind"] != "exponential"
+    assert ext["candidates"] == [4.0] and ext["added"] == [4.0] and ext["skipped"] == []
+    assert [e["horizon"] for e in rep["horizons"]] == [1.0, 2.0, 4.0]
+    assert [e["requested"] for e in rep["horizons"]] == [True, True, False]
+    assert [(p["from"], p["to"], p["holds"]) for p in rep["certificate"]["pairs"]] == [
+        (1.0, 2.0, True), (2.0, 4.0, True)]
+    assert rep["verdict"]["horizons"][-1] == 4.0
+    assert rep["verdict"]["kind"] in arcs.VERDICTS and rep["verdict"]["evidence"]
+    assert rep["complete"] and (out / "T=4").is_dir()
+    again = _sweep(data, out, resume=True, extend=(2.0, 4.0), extend_budget=0.0)
+    assert again.solved == [] and again.loaded == [1.0, 2.0, 4.0]
+    ext = again.report["extension"]
+    assert ext["added"] == [4.0] and [x["horizon"] for x in ext["skipped"]] == [8.0]
+    assert "budget" in ext["skipped"][0]["reason"]
+
+
 def test_certificate_catches_a_broken_warm_start(data, monkeypatch):
     """A padded start that does not reproduce its predecessor (noise in the copied layers)
     and no optimization: J_{T'} exceeds the bound, the horizon is failed and excluded. The
     same sweep with the intact padding holds the bound with equality."""
-    kw = dict(start_kinds=("padded",), finish_iter=0, tol=1e-30)
+    kw = dict(start_kinds=("padded",), finish_iter=0, tol=1e-30, extend=())
     solver = cdl.GradientDescent("lbfgs")
     problem = _tracking(data)
 
@@ -453,7 +476,9 @@ BASE = ["turnpike", "--n-samples", "24", "--seed", "3", "--width", "3", "--model
                                    ["--layers", "5"], ["--horizon", "3"],
                                    ["--fixed", "layers", "--step", "0.5"], ["--step", "0"],
                                    ["--starts", "padded,magic"], ["--tol", "-1"],
-                                   ["--solver", "msa"], ["--width", "1"]])
+                                   ["--solver", "msa"], ["--width", "1"],
+                                   ["--extend", "0.5"], ["--extend", "4,2"],
+                                   ["--rate-tolerance", "0"], ["--extend-budget", "-1"]])
 def test_cli_rejects_bad_input(tmp_path, capsys, extra):
     out = tmp_path / "out"
     args = [*BASE, "--out", str(out), *extra]
@@ -469,8 +494,14 @@ def test_cli_rejects_bad_input(tmp_path, capsys, extra):
 
 def test_cli_sweep_and_figures(data, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main([*BASE, "--horizons", "1,2", "--step", "0.5", "--out", str(out)]) == 0
+    assert main([*BASE, "--horizons", "1,2", "--step", "0.5", "--out", str(out),
+                 "--extend", "2"]) == 0
     printed = capsys.readouterr().out
     assert "padding certificate: holds" in printed and "μ(T=2)" in printed
+    rep = json.loads((out / "turnpike.json").read_text())
+    assert "verdict: " + rep["verdict"]["summary"] in printed
+    assert rep["verdict"]["kind"] in ("exponential", "not_single_exponential", "no_arc")
+    if rep["extension"]["added"]:
+        assert "added T = 4 (not requested)" in printed and "T=4" in printed
     for name in ("profiles.png", "error_vs_horizon.png", "controls.png", "rates.png"):
         assert (out / "figures" / name).stat().st_size > 0
