@@ -9,6 +9,8 @@ Exit code 0 when every horizon converged and the padding certificate held, 1 oth
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fit-longest", type=int, default=3,
                    help="number of longest converged horizons the fits use (default 3)")
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    _add_declared_flags(g)
     names = solvers.available()
     p.add_argument("--solver", default="gd", choices=names,
                    help=f"{', '.join(names)}: the first solver of every horizon (default gd)")
@@ -65,6 +68,41 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.help = "the fixed number of layers L of --fixed layers (default 20)"
         elif "--horizon" in action.option_strings:
             action.help = "not used by a sweep (each horizon of --horizons sets its own)"
+
+
+def _multiples(text: str) -> tuple[float, ...]:
+    """``--extend``: ``none`` or comma-separated multiples > 1, e.g. ``2,4``."""
+    if text.strip().lower() in ("none", "off", ""):
+        return ()
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'none' or multiples such as 2,4, got "
+                                         f"{text!r}") from None
+    if any(not (m > 1 and math.isfinite(m)) for m in values) or list(values) != sorted(
+            set(values)):
+        raise argparse.ArgumentTypeError(f"expected ascending distinct multiples > 1, got "
+                                         f"{text!r}")
+    return values
+
+
+def _add_declared_flags(g: argparse._ArgumentGroup) -> None:
+    """The flags of the :class:`SweepOptions` fields that declare one (their default and
+    help come from the declaration)."""
+    from controldl.studies.turnpike import SweepOptions
+
+    defaults = SweepOptions()
+    for field in dataclasses.fields(SweepOptions):
+        flag = field.metadata.get("flag")
+        if flag is None:
+            continue
+        default = getattr(defaults, field.name)
+        if isinstance(default, tuple):
+            shown, kind = ",".join(f"{m:g}" for m in default) or "none", _multiples
+        else:
+            shown, kind = f"{default:g}", common.nonneg_float
+        g.add_argument(flag, dest=field.name, type=kind, default=default,
+                       help=f"{field.metadata['help']} (default {shown})".replace("%", "%%"))
 
 
 def _grid_args(args: argparse.Namespace) -> tuple[float | None, int | None]:
@@ -98,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
         tol=args.tol, finish_iter=args.finish_iter,
         start_kinds=tuple(k.strip() for k in args.starts.split(",") if k.strip()),
         projector=args.projector, interpolation=args.interpolation,
-        fit_longest=args.fit_longest, seed=args.seed, init_scheme=args.init)
+        fit_longest=args.fit_longest, seed=args.seed, init_scheme=args.init,
+        rate_tolerance=args.rate_tolerance, extend=args.extend,
+        extend_budget=args.extend_budget)
     kwargs = {k: v for k, v in common.solve_kwargs(args).items()
               if k in ("max_iter", "max_time", "target_cost") and v is not None}
     out = Path(args.out)
@@ -123,7 +163,7 @@ def _summary(rep: dict, solved: int, loaded: int, swept: float, out: Path) -> in
               f"{e['stationarity']:.2e}  J {e['cost']['total']:.8g}  E(T) "
               f"{e['terminal_error']:.4g}  T·E {e['T_times_E']:.4g}  start "
               f"{(e['start'] or {}).get('chosen')}  compile {e['compile_time_s']:.2f} s  run "
-              f"{e['run_time_s']:.2f} s")
+              f"{e['run_time_s']:.2f} s" + ("" if e.get("requested", True) else "  (added)"))
     cert = rep["certificate"]
     if cert["applicable"]:
         print(f"padding certificate: {'holds' if cert['holds'] else 'VIOLATED'} (worst "
@@ -132,16 +172,48 @@ def _summary(rep: dict, solved: int, loaded: int, swept: float, out: Path) -> in
     if evh["slope"] is not None:
         print(f"slope of log E against log T over T = {evh['fit_horizons']}: "
               f"{evh['slope']:.3g} (the theorem's bound E ≤ C/T has slope −1)")
-    for r in rep.get("rate_per_horizon") or []:
-        ci = r["ci95"]
-        print(f"  μ(T={r['horizon']:g}) = " + ("n/a" if r["rate"] is None else
-              f"{r['rate']:.3g}" + ("" if ci is None else f" [{ci[0]:.3g}, {ci[1]:.3g}]")))
-    agree = rep.get("rate_agreement")
-    if agree and agree["spread"] is not None:
-        print(f"μ spread over T = {agree['horizons']}: {agree['spread']:.1%} "
-              f"({'within' if agree['agree'] else 'outside'} {agree['tolerance']:.0%})")
+    _print_rates(rep)
     for x in rep["excluded"]:
         print(f"  excluded T={x['horizon']:g}: {x['reason']}")
     print(f"saved to {out}")
-    ok = not rep["excluded"] and cert["holds"] is not False
+    requested = {e["horizon"] for e in rep["horizons"] if e.get("requested", True)}
+    pairs = [p for p in cert["pairs"] if p["to"] in requested]
+    ok = (not any(x["horizon"] in requested for x in rep["excluded"])
+          and all(p["holds"] is not False for p in pairs))
     return 0 if ok else 1
+
+
+def _rate_text(r: dict) -> str:
+    fit = r["fit"]
+    after = ("" if fit["transient_time"] is None
+             else f", after a second transient at t = {fit['transient_time']:g}")
+    if r["model"] == "one_rate":
+        ci = r["ci95"]
+        return (f"{r['rate']:.3g}" + ("" if ci is None else f" [{ci[0]:.3g}, {ci[1]:.3g}]")
+                + after)
+    if r["model"] == "two_rates":
+        return (f"two rates {r['rates'][0]:.3g} and {r['rates'][1]:.3g} (one rate would be "
+                f"{r['single_rate']:.3g}){after}")
+    return f"n/a ({fit['note']})"
+
+
+def _print_rates(rep: dict) -> None:
+    """The arc fits per horizon, the extension, and the verdict with its evidence."""
+    if not rep.get("rate_per_horizon"):
+        return
+    print("rate μ of ‖θ_T(t)‖ + dist(x_T(t), steady set) on the entry arc, per horizon:")
+    for r in rep["rate_per_horizon"]:
+        print(f"  μ(T={r['horizon']:g}) = {_rate_text(r)}")
+    ext = rep.get("extension")
+    if ext and ext["added"]:
+        print(f"added T = {', '.join(f'{T:g}' for T in ext['added'])} (not requested): "
+              f"{ext['reason']}; {ext['spent_s']:.0f} s of a {ext['budget_s']:.0f} s budget")
+    for x in (ext or {}).get("skipped", []):
+        print(f"not added T = {x['horizon']:g}: {x['reason']}")
+    v = rep["verdict"]
+    print(f"verdict: {v['summary']}")
+    for line in v["evidence"]:
+        print(f"  - {line}")
+    for key, name in (("control_norms", "‖θ_T(t)‖ alone"),
+                      ("steady_state_distances", "dist(x_T(t), steady set) alone")):
+        print(f"  {name}: {rep['component_verdicts'][key]['summary']}")

@@ -8,11 +8,15 @@
   ``RMS‖x(t)‖``, and ``E(t)``; one colour per horizon.
 - :func:`controls_figure`: ``θ_t`` entries as heat maps in ``t`` and in ``t/T``, one colour
   scale shared by every panel.
-- :func:`rates_figure`: μ of the two-arc fit against ``T`` with its bootstrap interval.
+- :func:`rates_figure`: the arc fits of ``‖θ_T(t)‖ + dist`` per horizon
+  (:mod:`controldl.studies.turnpike.arcs`): μ with its bootstrap interval where one rate
+  fits, the one-rate fit hollow where it does not, both rates where two fit; the verdict in
+  the title.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from controldl.io import atomic_directory
 from controldl.solution import Solution
@@ -59,6 +64,7 @@ def error_vs_horizon_figure(report: Mapping[str, Any]) -> Figure:
         ax.loglog(fh, np.exp(a) * fh ** evh["slope"], "-", color="C1",
                   label=f"slope {evh['slope']:.2f} over T = {', '.join(f'{t:g}' for t in fh)}")
     ax.set(xlabel="horizon T", ylabel="E(T) = (1/N)Σℓ(z(T), y)", title="Risk at the horizon")
+    _horizon_ticks(ax, T)
     bx.plot(T[ok], T[ok] * E[ok], "o-", color="C0")
     bx.set(xlabel="horizon T", ylabel="T·E(T)", title="T·E(T) (bounded under the theorem)")
     for axis in (ax, bx):
@@ -66,6 +72,14 @@ def error_vs_horizon_figure(report: Mapping[str, Any]) -> Figure:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _horizon_ticks(ax: Any, horizons: np.ndarray) -> None:
+    """Label a log horizon axis at the horizons themselves, in plain numbers (matplotlib's
+    minor labels read "2×10⁰" on an axis shorter than a decade)."""
+    ax.set_xticks(horizons)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _panels(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, bool]]:
@@ -127,19 +141,47 @@ def controls_figure(solutions: Mapping[float, Solution]) -> Figure:
 
 
 def rates_figure(report: Mapping[str, Any]) -> Figure:
-    """μ of every horizon against ``T``, with the 95 % block-bootstrap interval."""
-    fig, ax = plt.subplots(figsize=(5.4, 4.2))
-    rates = [r for r in report.get("rate_per_horizon") or [] if r["rate"] is not None]
-    for r in rates:
-        ci = r["ci95"] or [r["rate"], r["rate"]]
-        ax.errorbar(r["horizon"], r["rate"], yerr=[[r["rate"] - ci[0]], [ci[1] - r["rate"]]],
-                    fmt="o", color="C0", capsize=3)
-    agree = report.get("rate_agreement") or {}
-    if agree.get("spread") is not None:
-        ax.set_title(f"μ per horizon; spread over the longest {len(agree['horizons'])}: "
-                     f"{agree['spread']:.0%}", fontsize=9)
-    ax.set(xlabel="horizon T", ylabel="μ (two-arc fit)")
-    ax.grid(alpha=0.3)
+    """μ of every horizon against ``T``: filled with its 95 % block-bootstrap interval where
+    one rate fits, hollow (the one-rate fit anyway) where it does not, and the two rates
+    where two fit; the verdict in the title."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    labelled: set[str] = set()
+
+    def point(T: float, mu: float, style: dict, label: str) -> None:
+        ax.plot([T], [mu], linestyle="none", label=None if label in labelled else label,
+                **style)
+        labelled.add(label)
+
+    for r in report.get("rate_per_horizon") or []:
+        T = r["horizon"]
+        if r["model"] == "one_rate":
+            ci = r["ci95"] or [r["rate"], r["rate"]]
+            ax.errorbar(T, r["rate"], yerr=[[r["rate"] - ci[0]], [ci[1] - r["rate"]]],
+                        fmt="o", color="C0", capsize=3,
+                        label=None if "one" in labelled else "one rate fits (95 % CI)")
+            labelled.add("one")
+            continue
+        if r["single_rate"] is not None:
+            point(T, r["single_rate"], dict(marker="o", mfc="none", color="C3"),
+                  "one-rate fit where one rate does not fit")
+        if r["model"] == "two_rates":
+            for mu in r["rates"]:
+                point(T, mu, dict(marker="^", color="C2"), "two rates μ₁, μ₂")
+    rows = report.get("rate_per_horizon") or []
+    tops = [v for r in rows for v in [*(r["ci95"] or []), *(r["rates"] or []) * (
+        r["model"] == "two_rates"), r["single_rate"]] if v is not None]
+    ax.set_ylim(0.0, 1.1 * max(tops, default=1.0))
+    Ts = np.array([r["horizon"] for r in rows], float)
+    if len(Ts):
+        ax.set_xscale("log")
+        ax.set_xlim(Ts.min() / 1.15, Ts.max() * 1.15)
+        _horizon_ticks(ax, Ts)
+    verdict = report.get("verdict") or {}
+    ax.set_title("\n".join(textwrap.wrap(verdict.get("summary", ""), 70)), fontsize=8)
+    ax.set(xlabel="horizon T", ylabel="μ of ‖θ_T(t)‖ + dist (entry arc)")
+    ax.grid(alpha=0.3, which="both")
+    if labelled:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -1,10 +1,12 @@
 """Turnpike diagnostics for long horizons (Esteve, Geshkovski, Pighin & Zuazua, "Large-time
-asymptotics in deep learning"): horizon grids (:mod:`.grid`), priced starts and the
-padding certificate (:mod:`.starts`), profiles and the steady set (:mod:`.profiles`),
-fits (:mod:`.fits`), the sweep (:mod:`.sweep`), the λ ↔ T correspondence
-(:mod:`.tradeoff`); the figures are :mod:`controldl.plotting.turnpike`.
+asymptotics in deep learning"): horizon grids (:mod:`.grid`), priced starts, the
+padding certificate and the truncation check (:mod:`.starts`), profiles and the steady set
+(:mod:`.profiles`), fits of E(T) and of the controls (:mod:`.fits`), the turnpike rate on
+the arc and the verdict (:mod:`.arcs`), the sweep (:mod:`.sweep`), the λ ↔ T
+correspondence (:mod:`.tradeoff`); the figures are :mod:`controldl.plotting.turnpike`.
 """
 
+from controldl.studies.turnpike.arcs import ArcFit, ArcRule, Verdict, fit_arc, verdict
 from controldl.studies.turnpike.fits import (
     control_gap_to_longest,
     error_vs_horizon,
@@ -32,6 +34,8 @@ from controldl.studies.turnpike.starts import (
     pad_controls,
     padding_bound,
     price_starts,
+    truncate_controls,
+    truncation_check,
 )
 from controldl.studies.turnpike.sweep import (
     DEFAULT_TOL,
@@ -46,6 +50,8 @@ from controldl.studies.turnpike.sweep import (
 from controldl.studies.turnpike.tradeoff import lambda_sweep
 
 __all__ = [
+    "ArcFit", "ArcRule", "Verdict", "fit_arc", "truncate_controls", "truncation_check",
+    "verdict",
     "DEFAULT_STEP", "DEFAULT_TOL", "FIXED_MODES", "PROJECTORS", "REPORT_NAME", "START_KINDS",
     "Profiles", "SteadySet", "SweepOptions", "TurnpikeResult", "check_horizons", "cold_start",
     "control_gap_to_longest", "cost_at", "error_vs_horizon", "final_error", "fit_two_arc",

@@ -194,3 +194,41 @@ def certificate_pair(previous: dict[str, Any], current: dict[str, Any]) -> dict[
     out["violation"] = cost - bound
     out["holds"] = bool(cost <= bound + 1e-9 * max(1.0, abs(bound)))
     return out
+
+
+def truncate_controls(params: Params, layers: int) -> Params:
+    """The first ``layers`` layers of ``params`` (the readout kept): on the same step, a
+    feasible control of the shorter horizon ``layers·h``."""
+    A, b, W, c = (np.asarray(v, np.float64) for v in params)
+    if not 1 <= layers <= len(b):
+        raise ValueError(f"cannot cut {len(b)} layers to {layers}")
+    return Params(A[:layers].copy(), b[:layers].copy(), W.copy(), c.copy())
+
+
+def truncation_check(solutions: dict[float, Any]) -> list[dict[str, Any]]:
+    """For every horizon ``T`` of ``solutions`` (``{T: Solution}``): the lowest ``J_T`` at
+    the first ``L_T`` layers of a longer horizon's solution on the same step (a feasible
+    control for ``T``). ``better`` when it is below ``J_T`` beyond round-off (relative
+    1e-9): the ``T`` solution is then a local, not a global, minimum, and a comparison of
+    profiles across ``T`` compares different basins."""
+    out = []
+    for T, sol in sorted(solutions.items()):
+        prob, J = sol.problem, float(sol.cost["total"])
+        best: tuple[float, float] | None = None
+        for T2, longer in sorted(solutions.items()):
+            if T2 <= T or not same_step(longer.problem.h, prob.h):
+                continue
+            cut = cost_at(prob, truncate_controls(longer.params, prob.layers))
+            if best is None or cut < best[1]:
+                best = (T2, cut)
+        row: dict[str, Any] = {"horizon": T, "cost": J, "from": None, "truncated_cost": None,
+                               "better": False, "note": ""}
+        if best is not None:
+            better = best[1] < J - 1e-9 * max(1.0, abs(J))
+            row.update({"from": best[0], "truncated_cost": best[1], "better": better})
+            if better:
+                row["note"] = (f"T = {T:g}: the first {prob.layers} layers of the T = "
+                               f"{best[0]:g} solution cost {best[1]:.6g} < J = {J:.6g}: this "
+                               "solution is a local minimum, not the best known")
+        out.append(row)
+    return out

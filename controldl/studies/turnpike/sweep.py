@@ -15,8 +15,12 @@ For each horizon ``T`` (ascending):
    ``J_{T'} ≤ J_T + γ(T' − T)·E_T(T) (+ (α/2h)‖θ_{L−1}‖²)`` is checked against the
    previous horizon; a violation marks the horizon ``failed``.
 
-Fits (:mod:`~controldl.studies.turnpike.fits`) use the horizons that converged and passed
-the certificate; the others are listed in ``excluded`` with the reason. ``OUT/T=<T>/``
+Fits (:mod:`~controldl.studies.turnpike.fits`, and for tracking problems the arc fits,
+the verdict and the truncation check of :mod:`~controldl.studies.turnpike.arcs` and
+:mod:`~controldl.studies.turnpike.starts`) use the horizons that converged and passed the
+certificate; the others are listed in ``excluded`` with the reason. A tracking problem
+whose verdict over the requested horizons is not ``exponential`` gets longer horizons
+(:func:`_extend`). ``OUT/T=<T>/``
 holds each horizon's solution (saved as it finishes) and ``OUT/turnpike.json`` the report
 (rewritten after each horizon); ``resume`` reloads the horizons already saved.
 """
@@ -42,11 +46,20 @@ from controldl.problem import FORMULATION_KEYS, Params, Problem
 from controldl.solution import Solution, load
 from controldl.solvers.base import Solver, solve
 from controldl.status import Status
-from controldl.studies.turnpike import fits, grid, starts
+from controldl.studies.turnpike import arcs, fits, grid, starts
 from controldl.studies.turnpike.profiles import profiles, steady_set
 
 REPORT_NAME = "turnpike.json"
 DEFAULT_TOL = 1e-6
+
+
+def _declared(default: Any, help: str, flag: str | None = None) -> Any:
+    """A field of :class:`SweepOptions` whose help (and command-line flag) is declared with
+    it: ``controldl turnpike`` builds the flag, its default and its help from here."""
+    meta = {"help": help, "flag": flag}
+    if isinstance(default, tuple | arcs.ArcRule):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +76,19 @@ class SweepOptions:
             :func:`~controldl.studies.turnpike.starts.fixed_projector`).
         interpolation: how the ``rescaled`` start resamples in ``t/T``.
         fit_longest: how many of the longest converged horizons the fits use.
-        n_boot: bootstrap resamples of each two-arc fit.
+        n_boot: bootstrap resamples of each arc fit.
         seed, init_scheme: the shared initialization of the ``cold`` start.
+        arc_rule: the window and model rule of the arc fits
+            (:class:`~controldl.studies.turnpike.arcs.ArcRule`).
+        rate_tolerance: the largest ``max μ / min μ − 1`` over the ``fit_longest`` horizons
+            that the verdict calls T-independent.
+        extend: multiples of the longest requested horizon to add (ascending) when the
+            verdict over the requested horizons is not ``exponential`` (or compared fewer
+            than ``fit_longest`` of them); ``()``: never.
+        extend_budget: the added horizons may take at most this many times the wall time
+            of the requested ones; each is predicted, before it starts, as the previous
+            horizon's time times the ratio of their layer counts, and skipped (with the
+            longer ones) when the prediction exceeds what is left.
     """
 
     tol: float = DEFAULT_TOL
@@ -77,6 +101,18 @@ class SweepOptions:
     n_boot: int = 100
     seed: int = 0
     init_scheme: str = "normal"
+    arc_rule: arcs.ArcRule = _declared(arcs.ArcRule(), "the arc fits' window and model rule")
+    rate_tolerance: float = _declared(
+        0.2, "the largest spread max μ / min μ − 1 over the longest horizons that the verdict "
+             "calls T-independent", "--rate-tolerance")
+    extend: tuple[float, ...] = _declared(
+        (2.0, 4.0), "multiples of the longest requested horizon added when the verdict over "
+                    "the requested horizons is not 'exponential' (2,4: T = 32, 64 after 16); "
+                    "'none': never", "--extend")
+    extend_budget: float = _declared(
+        3.0, "the added horizons may take at most this many times the requested ones' wall "
+             "time (each predicted from the previous one's time and layer count)",
+        "--extend-budget")
 
     def __post_init__(self) -> None:
         if not (self.tol > 0 and math.isfinite(self.tol)):
@@ -94,6 +130,16 @@ class SweepOptions:
             raise ValueError(f"fit_longest must be >= 2, got {self.fit_longest}")
         if self.finish_iter < 0:
             raise ValueError(f"finish_iter must be >= 0, got {self.finish_iter}")
+        if not (self.rate_tolerance > 0 and math.isfinite(self.rate_tolerance)):
+            raise ValueError(f"rate_tolerance must be a finite number > 0, got "
+                             f"{self.rate_tolerance!r}")
+        if any(not (m > 1 and math.isfinite(m)) for m in self.extend) or list(
+                self.extend) != sorted(set(self.extend)):
+            raise ValueError(f"extend must be ascending distinct multiples > 1 of the longest "
+                             f"horizon, got {', '.join(f'{m:g}' for m in self.extend)}")
+        if not (self.extend_budget >= 0 and math.isfinite(self.extend_budget)):
+            raise ValueError(f"extend_budget must be a finite number >= 0, got "
+                             f"{self.extend_budget!r}")
 
     def finishing_solver(self) -> Solver:
         return self.finisher or controldl.GradientDescent("lbfgs", grad_tol=self.tol)
@@ -235,6 +281,45 @@ def _certificate(entries: list[dict[str, Any]]) -> dict[str, Any]:
             if checked else None, "worst_violation": worst, "pairs": pairs}
 
 
+RATE_PROFILES: dict[str, tuple[str, str]] = {
+    "turnpike_distances": ("control_times", "rate_per_horizon"),
+    "control_norms": ("control_times", "control_rate_per_horizon"),
+    "steady_state_distances": ("times", "distance_rate_per_horizon"),
+}
+"""The profiles whose arcs are fitted: the theorem's sum (the verdict's quantity) and its two
+terms; their times and the report key of their per-horizon fits."""
+
+
+def _rate_rows(fitted: list[arcs.ArcFit]) -> list[dict[str, Any]]:
+    return [{"horizon": f.horizon, "rate": f.rate, "ci95": f.ci95, "model": f.model,
+             "single_rate": f.single_rate, "rates": f.rates, "fit": f.to_json()}
+            for f in fitted]
+
+
+def _rates(used: list[dict[str, Any]], solutions: dict[float, Solution],
+           options: SweepOptions) -> dict[str, Any]:
+    """The check that no longer horizon's solution, cut to a shorter horizon, beats it; arc
+    fits of every profile of :data:`RATE_PROFILES`; their verdicts (horizons whose solution
+    a longer one beats are set aside)."""
+    out: dict[str, Any] = {"truncation_check": starts.truncation_check(
+        {e["horizon"]: solutions[e["horizon"]] for e in used})}
+    beaten = {x["horizon"]: x["note"] for x in out["truncation_check"] if x["better"]}
+    verdicts = {}
+    for key, (times, name) in RATE_PROFILES.items():
+        fitted = [arcs.fit_arc(e[times], e[key], e["horizon"], options.arc_rule,
+                               options.n_boot, noise=options.tol) for e in used]
+        out[name] = _rate_rows(fitted)
+        verdicts[key] = arcs.verdict(fitted, options.fit_longest, options.rate_tolerance,
+                                     options.arc_rule, beaten)
+    out["rate_agreement"] = fits.rate_agreement(
+        [{"horizon": r["horizon"], "rate": r["single_rate"]} for r in out["rate_per_horizon"]],
+        options.fit_longest, options.rate_tolerance)
+    out["verdict"] = {**verdicts.pop("turnpike_distances").to_json(),
+                      "quantity": "turnpike_distances"}
+    out["component_verdicts"] = {k: v.to_json() for k, v in verdicts.items()}
+    return out
+
+
 def _fits(problem: Problem, entries: list[dict[str, Any]], solutions: dict[float, Solution],
           options: SweepOptions) -> dict[str, Any]:
     used, excluded = _excluded(entries)
@@ -246,16 +331,7 @@ def _fits(problem: Problem, entries: list[dict[str, Any]], solutions: dict[float
                                                       "bound_slope": -1.0}}
     steady = steady_set(problem)
     if steady.defined:
-        rates = [fits.fit_two_arc(e["control_times"], e["turnpike_distances"], e["horizon"],
-                                  n_boot=options.n_boot) for e in used]
-        out["rate_per_horizon"] = [{"horizon": r["horizon"], "rate": r["rate"],
-                                    "ci95": r["ci95"], "fit": r} for r in rates]
-        out["rate_agreement"] = fits.rate_agreement(rates, options.fit_longest)
-        controls = [fits.fit_two_arc(e["control_times"], e["control_norms"], e["horizon"],
-                                     n_boot=options.n_boot) for e in used]
-        out["control_rate_per_horizon"] = [{"horizon": r["horizon"], "rate": r["rate"],
-                                            "ci95": r["ci95"], "fit": r} for r in controls]
-        out["control_rate_agreement"] = fits.rate_agreement(controls, options.fit_longest)
+        out.update(_rates(used, solutions, options))
     else:
         out["rate_per_horizon"] = None
         out["drift"] = [{"horizon": e["horizon"], "state_norm_at_T": e["state_norms"][-1],
@@ -276,10 +352,22 @@ DEFINITIONS: dict[str, str] = {
     "certificate": "J_{T'} ≤ J_T + γ(T'−T)·E_T(T) + (α/2h)‖θ_{L−1}‖² between successive "
                    "fixed-step horizons (the cost of the θ = 0 padded start)",
     "turnpike_distances": "‖θ_k‖ + RMS_i dist(x_i(t_k), {x : W x + c = y_i}), k = 0..L−1",
-    "rate_per_horizon": "μ of C1·e^{−μt} + C2·e^{−μ(T−t)} + floor fitted to "
-                        "turnpike_distances in absolute time; ci95 from a moving-block "
-                        "bootstrap of the log residuals",
-    "control_rate_per_horizon": "the same two-arc fit to control_norms ‖θ_k‖ alone",
+    "rate_per_horizon": "arc fit of turnpike_distances in absolute time "
+                        "(controldl.studies.turnpike.arcs): window by levels (from half the "
+                        "initial excess over the lowest value m down to 3m), one rate "
+                        "a·e^{−μt} + b·e^{−μ(T−t)} + f against two rates by BIC; rate and "
+                        "ci95 (moving-block bootstrap) only where one rate fits (model "
+                        "one_rate), single_rate always",
+    "control_rate_per_horizon": "the same arc fit to control_norms ‖θ_k‖ alone",
+    "distance_rate_per_horizon": "the same arc fit to steady_state_distances alone",
+    "rate_agreement": "max/min − 1 of single_rate (the one-rate fit, whether or not one rate "
+                      "fits) over the longest horizons",
+    "verdict": "exponential (one T-independent rate), not_single_exponential (two rates, a "
+               "second transient, or a rate that depends on T) or no_arc, over the longest "
+               "horizons, for turnpike_distances; component_verdicts: the same for its terms",
+    "truncation_check": "J_T at the first L_T layers of a longer horizon's solution (a "
+                        "feasible control for T); better: it is lower than J_T, so the T "
+                        "solution is a local minimum, and the verdict sets it aside",
     "compile_time_s": "the horizon's seconds spent compiling or building before its first "
                       "iteration (its stages summed); run_time_s: wall_time_s minus it",
     "rescaled_controls": "L²(0,1) distance of u_T(s) = T·θ_T(sT) between successive T",
@@ -383,6 +471,71 @@ def _finish_entry(entry: dict[str, Any], prev_entry: dict | None, solution: Solu
     entry.update(_padding_record(prob, solution, next_prob))
 
 
+@dataclasses.dataclass
+class _Run:
+    """One sweep in progress: what every horizon needs, and what the horizons gave."""
+
+    problem: Problem
+    solver: Solver
+    options: SweepOptions
+    config: dict[str, Any]
+    out_dir: Path | None
+    resume: bool
+    old: dict[str, Any]
+    solve_kwargs: dict[str, Any]
+    log: Callable[[str], Any] | None
+    requested: list[float]
+    t0: float = dataclasses.field(default_factory=time.perf_counter)
+    entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    solutions: dict[float, Solution] = dataclasses.field(default_factory=dict)
+    solved: list[float] = dataclasses.field(default_factory=list)
+    loaded: list[float] = dataclasses.field(default_factory=list)
+
+    def target(self, T: float) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / grid.horizon_dirname(T)
+
+    def horizon(self, T: float, prob: Problem, next_prob: Problem | None, n: int) -> dict:
+        """Solve (or, resuming, load) horizon ``T``; certify it; record its entry."""
+        target, entries = self.target(T), self.entries
+        prev_entry = entries[-1] if entries else None
+        previous = self.solutions[prev_entry["horizon"]] if prev_entry else None
+        if prev_entry is not None and prev_entry["padding_bound_next"] is None:
+            prev_entry.update(_padding_record(previous.problem, previous, prob))
+        if self.resume and target is not None and target.is_dir():
+            solution, source = _load_horizon(target, prob), "loaded"
+            start = solution.stats.get("start") or self.old.get(
+                grid.horizon_dirname(T), {}).get("start")
+            self.loaded.append(T)
+        else:
+            solution, start = _solve_horizon(prob, previous, prev_entry, self.solver,
+                                             self.options, target, self.solve_kwargs)
+            source = "solved"
+            self.solved.append(T)
+        self.solutions[T] = solution
+        entry = _entry(T, prob, solution, start, source)
+        entry["requested"] = T in self.requested
+        _finish_entry(entry, prev_entry, solution, prob, next_prob)
+        entries.append(entry)
+        if self.log:
+            self.log(f"[{len(entries)}/{n}] T={T:g} (L={prob.layers}): {entry['status']}, "
+                     f"stationarity {entry['stationarity']:.2e}, cost "
+                     f"{entry['cost']['total']:.8g}, start {(start or {}).get('chosen')}, "
+                     f"{entry['wall_time_s']:.1f} s (compile {entry['compile_time_s']:.1f} s);"
+                     f" sweep {time.perf_counter() - self.t0:.1f} s")
+        self.write(final=False)
+        return entry
+
+    def report(self, final: bool, extension: dict[str, Any] | None = None) -> dict[str, Any]:
+        return _report(self.config, self.entries, self.solutions, self.problem, self.options,
+                       self.t0, self.requested, final, extension)
+
+    def write(self, final: bool, extension: dict[str, Any] | None = None) -> dict[str, Any]:
+        report = self.report(final, extension) if final or self.out_dir else {}
+        if self.out_dir is not None:
+            write_json(self.out_dir / REPORT_NAME, report, indent=1)
+        return report
+
+
 def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver, *,
           options: SweepOptions | None = None, fixed: str = "step", step: float | None = None,
           layers: int | None = None, out: str | os.PathLike | None = None,
@@ -392,7 +545,9 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
 
     ``fixed="step"``: ``L = round(T/step)`` (``step`` default 0.25); ``fixed="layers"``:
     ``L = layers`` for every ``T``. ``solve_kwargs`` go to :func:`controldl.solve` for the
-    first solver (``max_iter``, ``max_time``, ``callback``…). Returns a
+    first solver (``max_iter``, ``max_time``, ``callback``…). For a tracking problem whose
+    verdict over these horizons is not ``exponential``, longer horizons are added as
+    ``options.extend`` and ``options.extend_budget`` say (:func:`_extend`). Returns a
     :class:`TurnpikeResult` whose ``report`` is ``turnpike.json``.
     """
     options = options or SweepOptions()
@@ -404,57 +559,74 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
     problems = [problem.replace(layers=L, horizon=T) for T, L in hz]
     out_dir = None if out is None else Path(out)
     _check_out(out_dir, resume)
-    old = _old_entries(out_dir) if resume else {}
     config = _config(problem, hz, solver, options, fixed,
                      (step or grid.DEFAULT_STEP) if fixed == "step" else None, solve_kwargs)
-    entries: list[dict[str, Any]] = []
-    solutions: dict[float, Solution] = {}
-    solved, loaded = [], []
-    t0 = time.perf_counter()
-    for k, ((T, L), prob) in enumerate(zip(hz, problems, strict=True)):
-        target = None if out_dir is None else out_dir / grid.horizon_dirname(T)
-        prev_entry = entries[-1] if entries else None
-        previous = solutions[entries[-1]["horizon"]] if entries else None
-        if resume and target is not None and target.is_dir():
-            solution, source = _load_horizon(target, prob), "loaded"
-            start = solution.stats.get("start") or old.get(grid.horizon_dirname(T), {}).get(
-                "start")
-            loaded.append(T)
-        else:
-            solution, start = _solve_horizon(prob, previous, prev_entry, solver, options,
-                                             target, solve_kwargs)
-            source = "solved"
-            solved.append(T)
-        solutions[T] = solution
-        entry = _entry(T, prob, solution, start, source)
-        _finish_entry(entry, prev_entry, solution, prob,
-                      problems[k + 1] if k + 1 < len(problems) else None)
-        entries.append(entry)
-        if log:
-            log(f"[{k + 1}/{len(hz)}] T={T:g} (L={L}): {entry['status']}, stationarity "
-                f"{entry['stationarity']:.2e}, cost {entry['cost']['total']:.8g}, start "
-                f"{(start or {}).get('chosen')}, {entry['wall_time_s']:.1f} s (compile "
-                f"{entry['compile_time_s']:.1f} s); sweep "
-                f"{time.perf_counter() - t0:.1f} s")
-        if out_dir is not None:
-            write_json(out_dir / REPORT_NAME, _report(config, entries, solutions,
-                                                              problem, options, t0, len(hz),
-                                                              final=False), indent=1)
-    report = _report(config, entries, solutions, problem, options, t0, len(hz), final=True)
-    if out_dir is not None:
-        write_json(out_dir / REPORT_NAME, report, indent=1)
-    return TurnpikeResult(jsonable(report), solutions, solved, loaded, out_dir)
+    run = _Run(problem, solver, options, config, out_dir, resume,
+               _old_entries(out_dir) if resume else {}, solve_kwargs, log, [T for T, _ in hz])
+    for k, ((T, _), prob) in enumerate(zip(hz, problems, strict=True)):
+        run.horizon(T, prob, problems[k + 1] if k + 1 < len(problems) else None, len(hz))
+    extension = _extend(run, hz, fixed, step, layers)
+    report = run.write(final=True, extension=extension)
+    return TurnpikeResult(jsonable(report), run.solutions, run.solved, run.loaded, out_dir)
+
+
+def _extend(run: _Run, hz: list[tuple[float, int]], fixed: str, step: float | None,
+            layers: int | None) -> dict[str, Any] | None:
+    """Longer horizons ``m·T_max`` (``m`` in ``options.extend``) when the verdict over the
+    requested horizons is not ``exponential`` or judged fewer than ``fit_longest`` of them,
+    within ``extend_budget`` times their wall time; ``None`` for a problem without a steady
+    set or without ``extend``."""
+    options = run.options
+    if not options.extend or not steady_set(run.problem).defined:
+        return None
+    quick = dataclasses.replace(options, n_boot=0)
+    used, _ = _excluded(run.entries)
+    before = _rates(used, run.solutions, quick)["verdict"]
+    T_max = hz[-1][0]
+    wanted = [m * T_max for m in options.extend]
+    rec: dict[str, Any] = {"multiples": list(options.extend), "candidates": wanted,
+                           "verdict_before": {k: before[k] for k in ("kind", "summary")},
+                           "added": [], "skipped": [], "spent_s": 0.0,
+                           "budget_s": options.extend_budget * sum(
+                               e["wall_time_s"] for e in run.entries)}
+    if before["kind"] == "exponential" and len(before["horizons"]) >= options.fit_longest:
+        rec["reason"] = "the requested horizons already agree: nothing added"
+        return rec
+    rec["reason"] = (f"the requested horizons gave: {before['summary']}"
+                     if before["kind"] != "exponential" else
+                     f"only {len(before['horizons'])} requested horizons could be compared "
+                     f"(fewer than --fit-longest {options.fit_longest})")
+    extra = grid.horizon_grid([T for T, _ in hz] + wanted, fixed, step, layers)[len(hz):]
+    for k, (T, L) in enumerate(extra):
+        last = run.entries[-1]
+        target = run.target(T)
+        saved = run.resume and target is not None and target.is_dir()
+        predicted = 0.0 if saved else last["wall_time_s"] * L / last["layers"]
+        left = rec["budget_s"] - rec["spent_s"]
+        if predicted > left or not last["converged"]:
+            why = (f"T = {last['horizon']:g} did not converge" if not last["converged"] else
+                   f"predicted {predicted:.0f} s > {left:.0f} s left of the budget")
+            rec["skipped"] += [{"horizon": T2, "reason": why} for T2, _ in extra[k:]]
+            break
+        entry = run.horizon(T, run.problem.replace(layers=L, horizon=T), None,
+                            len(hz) + len(extra))
+        rec["added"].append(T)
+        rec["spent_s"] += 0.0 if saved else entry["wall_time_s"]
+    return rec
 
 
 def _report(config: dict, entries: list[dict], solutions: dict[float, Solution],
-            problem: Problem, options: SweepOptions, t0: float, n: int, final: bool
-            ) -> dict[str, Any]:
+            problem: Problem, options: SweepOptions, t0: float, requested: list[float],
+            final: bool, extension: dict[str, Any] | None = None) -> dict[str, Any]:
     """``turnpike.json``; the fits (with their bootstrap) only once the sweep is done."""
+    done = {e["horizon"] for e in entries}
     rep = {"config": config, "definitions": DEFINITIONS, "horizons": entries,
            "certificate": _certificate(entries), "elapsed_s": time.perf_counter() - t0,
-           "complete": len(entries) == n,
+           "complete": all(T in done for T in requested),
            "time_s": {"compile": sum(e["compile_time_s"] for e in entries),
                       "run": sum(e["run_time_s"] for e in entries)}}
+    if extension is not None:
+        rep["extension"] = extension
     if final:
         rep.update(_fits(problem, entries, solutions, options))
     return rep
