@@ -15,7 +15,7 @@ from controldl.cli import main
 
 
 def numpy_cost(meta, arrays):
-    """The cost of DESIGN.md recomputed from the saved arrays by the NumPy oracle
+    """The cost of docs/design.md recomputed from the saved arrays by the NumPy oracle
     (``tests/reference.py``), the formulation read from ``meta.json``."""
     form = types.SimpleNamespace(**meta["problem"])
     assert form.loss == "logistic"

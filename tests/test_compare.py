@@ -59,7 +59,7 @@ def test_a_warm_started_row_carries_its_predecessors_time_and_work(problem):
                                      "adam:lr=0.05:from=adam:max_iter=20:label=polish"],
                            tol=None, target_cost=1e9, cold=False)
     first, polish = comparison.solutions["adam"], comparison.solutions["polish"]
-    assert polish.warm_start.label == "gd/adam"
+    assert polish.warm_start.label == "adam"
     assert polish.warm_start.wall_time_s == first.wall_time_s
     assert polish.warm_start.work == first.work == 1.0  # stopped at the target at once
     rows = {r.solver: r for r in comparison.rows()}
@@ -67,8 +67,13 @@ def test_a_warm_started_row_carries_its_predecessors_time_and_work(problem):
     assert rows["polish"].total_time_s == pytest.approx(first.wall_time_s + polish.wall_time_s)
     assert rows["polish"].time_to_target_s == pytest.approx(
         first.wall_time_s + polish.history[0]["time_s"])
-    assert rows["polish"].compile_time_s + rows["polish"].run_time_s == pytest.approx(
-        rows["polish"].total_time_s)
+    # the row's own compile and run; with its predecessor's time, the total
+    assert rows["polish"].compile_time_s == polish.compile_time_s
+    assert rows["polish"].run_time_s == pytest.approx(polish.wall_time_s
+                                                      - polish.compile_time_s)
+    assert rows["polish"].compile_time_s + rows["polish"].run_time_s + rows[
+        "polish"].predecessor_time_s == pytest.approx(rows["polish"].total_time_s)
+    assert rows["polish"].predecessor_compile_time_s == first.compile_time_s
     shifted = comparison.histories()["polish"]
     assert shifted[0]["time_s"] >= first.wall_time_s
     assert shifted[0]["work"] == first.work + polish.history[0]["work"]

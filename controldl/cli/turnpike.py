@@ -12,7 +12,6 @@ import argparse
 import time
 from pathlib import Path
 
-from controldl import solvers
 from controldl.cli import common
 
 TURNPIKE_TOL = 1e-6
@@ -52,9 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fit-longest", type=int, default=3,
                    help="number of longest converged horizons the fits use (default 3)")
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures")
-    names = solvers.available()
-    p.add_argument("--solver", default="gd", choices=names,
-                   help=f"{', '.join(names)}: the first solver of every horizon (default gd)")
+    p.add_argument("--solver", default="gd", type=common.solver_name, metavar="NAME",
+                   help=f"the first solver of every horizon: {common.SOLVER_HELP} (default gd)")
     common.add_stopping_flags(p, tol=TURNPIKE_TOL,
                               tol_meaning="the stationarity a horizon must reach to count "
                                           "as converged")

@@ -257,8 +257,17 @@ class Solver(abc.ABC):
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
     def label(self) -> str:
-        """A short human-readable name (e.g. ``gd/adam``)."""
+        """A short human-readable name: the solver's name, or what it was named by
+        (``adam`` for gradient descent with Adam)."""
         return self.name
+
+    @classmethod
+    def inapplicable(cls, options: dict[str, Any]) -> dict[str, str]:
+        """``{option: why}``: the options a solver of this class does not have when built
+        with ``options`` (the others at their defaults): gradient descent with L-BFGS has
+        no learning rate. Setting one away from its default is refused by
+        :func:`~controldl.solvers.options.check_options`; none by default."""
+        return {}
 
     @abc.abstractmethod
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
@@ -351,12 +360,18 @@ def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Arr
     return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
 
 
-def as_solver(solver: Any) -> Solver:
-    """A solver instance, or the solver a spec string names (``"adam:lr=0.03"``)."""
+def as_solver(solver: Any, options: dict[str, Any] | None = None) -> Solver:
+    """A solver instance, or the solver a spec string names (``"adam:lr=0.03"``) with
+    ``options`` (its dataclass fields) added; options beside an instance are refused."""
+    options = options or {}
     if isinstance(solver, str):
         from controldl.solvers.options import solver_from_spec
 
-        solver = solver_from_spec(solver)
+        solver = solver_from_spec(solver, **options)
+    elif options and isinstance(solver, Solver):
+        raise ValueError(f"solver options ({', '.join(options)}) go with a solver named by a "
+                         f"string (solve(problem, 'adam', lr=0.01)); this {solver.label()} "
+                         "instance has its own: dataclasses.replace(solver, ...) changes them")
     if not isinstance(solver, Solver):
         raise ValueError(f"solver must be a controldl solver or a spec string such as "
                          f"'adam:lr=0.03', got {type(solver).__name__}")
@@ -380,13 +395,15 @@ def solve(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every_s: float | None = None,
     signals: tuple[int, ...] = (signal.SIGINT,),
+    **options: Any,
 ) -> Solution:
     """Solve ``problem`` with ``solver`` and return a :class:`~controldl.Solution`.
 
     Args:
         problem: the canonical problem.
         solver: a solver instance (``GradientDescent()``, ``EMSA()``, ``CasadiDirect()``…)
-            or a spec string as ``compare`` takes (``"adam:lr=0.03"``, ``"emsa"``).
+            or a name or spec string as ``compare`` takes (``"adam"``, ``"adam:lr=0.03"``,
+            ``"emsa"``; :func:`controldl.solvers.names`).
         init: warm start (a ``Solution``, a solution directory or ``Params``); otherwise the
             shared deterministic initialization :func:`controldl.problem.init_params` with
             ``seed`` and ``init_scheme`` (``"normal"`` or ``"zeros"``).
@@ -410,13 +427,20 @@ def solve(
             iterate so far and the checkpoint of its last state (``solution.checkpoint``);
             a second signal raises ``KeyboardInterrupt`` at once. ``()`` leaves the
             signal handlers alone.
+        **options: the solver's options when it is named by a string:
+            ``solve(problem, "adam", lr=0.01)`` is ``solve(problem, "adam:lr=0.01")``.
+
+    Without ``tol`` each solver stops at its own convergence test (gradient descent at
+    ``grad_tol`` 1e-9: a solve from the library runs to a tight tolerance unless told
+    otherwise); ``controldl train`` and ``compare`` pass the common tolerance
+    :data:`COMMON_TOL` (1e-4), the one every default solver of a comparison reaches.
 
     Raises:
         SolveInterrupted: a signal of ``signals`` stopped the solve (see above).
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
-    solver = as_solver(solver)
+    solver = as_solver(solver, options)
     rules = {"max_iter": max_iter, "max_time": max_time, "target_cost": target_cost,
              "tol": tol}
     if checkpoint_every_s is not None and not solver.resumable:

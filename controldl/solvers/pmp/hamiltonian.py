@@ -5,7 +5,7 @@ Everything is assembled from :mod:`controldl.problem` (``hamiltonian``, ``step_b
 ``terminal_costate``, ``readout_objective``, ``project``) and :mod:`controldl.model`
 (``layer_l1``, ``layer_smooth``): no formula of the model is written here again.
 
-**Normalization, in DESIGN.md terms.** The terminal loss is a *mean* over the N samples,
+**Normalization, in docs/design.md terms.** The terminal loss is a *mean* over the N samples,
 so the costates carry the ``1/N``: ``p_i(L) = −∇_x (1/N) ℓ(z_i(L), y_i)`` (plus the
 running term at L). The Hamiltonian of layer ``t`` is a plain *sum* over samples,
 
