@@ -168,3 +168,15 @@ def test_an_until_target_row_stops_at_the_target_of_the_rows_before_it(problem):
         cdl.make_solver("adam:until=target")
     with pytest.raises(ValueError, match="until takes 'target'"):
         C.parse_spec("adam:until=tol")
+
+
+def test_the_returned_comparison_prints_its_table_and_saves_its_report(problem, tmp_path):
+    """``compare()`` from Python: ``.table()`` is the command's table, ``.save(DIR)`` its
+    report directory."""
+    comparison = C.compare(problem, ["adam:max_iter=3", "lbfgs:max_iter=3"], cold=False)
+    assert comparison.table() == C.table_markdown(comparison)
+    assert comparison.table().splitlines()[2].startswith("| adam:max_iter=3 | ")
+    out = comparison.save(tmp_path / "report", figures=False)
+    assert (out / "table.md").read_text() == comparison.table() + "\n"
+    assert sorted(p.name for p in (out / "solutions").iterdir()) == ["adam_max_iter_3",
+                                                                    "lbfgs_max_iter_3"]

@@ -124,3 +124,23 @@ def test_warm_start_record_survives_a_round_trip(tmp_path):
     assert back.stationarity == pytest.approx(second.stationarity)
     third = cdl.solve(problem, cdl.GradientDescent("adam"), max_iter=2, init=back)
     assert third.warm_start.work == 5.0 + 4.0  # the chain adds up
+
+
+def test_load_takes_a_file_of_the_solution_and_solve_takes_options(tmp_path):
+    """``cdl.load(".../arrays.npz")`` reads the solution it belongs to, and
+    ``cdl.solve(problem, "adam", lr=0.01)`` is ``cdl.solve(problem, "adam:lr=0.01")``."""
+    problem = cdl.Problem(cdl.data.ring(40, seed=0), layers=3)
+    solution = cdl.solve(problem, "adam", lr=0.01, max_iter=3)
+    assert solution.solver["options"]["lr"] == 0.01 and solution.solver["label"] == "adam"
+    spec = cdl.solve(problem, "adam:lr=0.01", max_iter=3)
+    np.testing.assert_array_equal(solution.params.A, spec.params.A)
+    solution.save(tmp_path / "sol")
+    for name in ("arrays.npz", "meta.json"):
+        np.testing.assert_array_equal(cdl.load(tmp_path / "sol" / name).params.A,
+                                      solution.params.A)
+    with pytest.raises(ValueError, match="has no option 'lr'.*options: optimizer, grad_tol"):
+        cdl.solve(problem, "lbfgs", lr=0.1)
+    with pytest.raises(ValueError, match="go with a solver named by a string"):
+        cdl.solve(problem, cdl.GradientDescent("adam"), lr=0.1)
+    with pytest.raises(ValueError, match="solver 'adam' has no option 'learning_rate'"):
+        cdl.solve(problem, "adam", learning_rate=0.1)
