@@ -203,3 +203,16 @@ def test_the_strict_build_fails_on_a_broken_anchor(tmp_path):
                                str(tmp_path / "site")], cwd=tmp_path, capture_output=True,
                               text=True, timeout=120)
         assert (proc.returncode == 0) == ok, (link, proc.stderr[-2000:])
+
+
+def test_api_pages_render_literal_blocks_and_a_line_starting_with_a_comparison():
+    """reST's ``Example::`` block becomes fenced code, and a docstring line that begins
+    with ``>`` (``> 0; a weight``) is not turned into a quotation."""
+    pytest.importorskip("griffe")
+    rst = _load_hook("griffe_rst")
+    out = rst.rewrite("The public API::\n\n    import controldl as cdl\n    x = 1\n\n"
+                      "a finite number\n> 0; a weight\n")
+    assert out.splitlines()[:5] == ["The public API:", "", "```python",
+                                    "import controldl as cdl", "x = 1"]
+    assert "\\> 0; a weight" in out and "::" not in out
+    assert "$$" in rst.rewrite(".. math::\n\n    a = b\n")

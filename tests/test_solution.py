@@ -1,6 +1,10 @@
 """The solution directory: round trip, atomic writes, the contract's keys."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -144,3 +148,27 @@ def test_load_takes_a_file_of_the_solution_and_solve_takes_options(tmp_path):
         cdl.solve(problem, cdl.GradientDescent("adam"), lr=0.1)
     with pytest.raises(ValueError, match="solver 'adam' has no option 'learning_rate'"):
         cdl.solve(problem, "adam", learning_rate=0.1)
+
+
+def test_without_float64_a_solve_says_so_once():
+    """A process that never turned on JAX's float64: a solve warns once, in its own words
+    (what happens, what to do), instead of JAX's truncation warning at every float64
+    array; a solver given dtype='float32' is not warned about."""
+    code = textwrap.dedent("""
+        import json, warnings
+        warnings.simplefilter("always")
+        import controldl as cdl
+        problem = cdl.Problem(cdl.data.ring(40, seed=0), layers=2)
+        with warnings.catch_warnings(record=True) as seen:
+            cdl.solve(problem, "adam", max_iter=2)
+        with warnings.catch_warnings(record=True) as chosen:
+            cdl.solve(problem, "adam", dtype="float32", max_iter=2)
+        print(json.dumps([[str(w.message) for w in seen], [str(w.message) for w in chosen]]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    seen, chosen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(seen) == 1 and "jax_enable_x64" in seen[0], seen
+    assert chosen == [] and "Explicitly requested dtype" not in proc.stderr

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from controldl.io import atomic_directory
 from controldl.solution import Solution
@@ -122,6 +122,7 @@ def layers_figure(solution: Solution, layers: Sequence[int] | None = None) -> Fi
             ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
             ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=color, s=6, depthshade=False)
             ax.view_init(elev=8, azim=-60)
+            _tidy_3d(ax)
             if t == L and binary:
                 _boundary_plane(ax, solution, pts)
         else:
@@ -146,6 +147,14 @@ def layers_figure(solution: Solution, layers: Sequence[int] | None = None) -> Fi
                  f"{form.horizon:g}; {what})")
     fig.tight_layout()
     return fig
+
+
+def _tidy_3d(ax: Any) -> None:
+    """At most three ticks per axis of a 3-D panel, in small print: the depth axis is
+    foreshortened, and more labels run into one another."""
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_locator(MaxNLocator(3))
+    ax.tick_params(labelsize=7, pad=0)
 
 
 def _boundary_line(ax: Any, solution: Solution, basis: np.ndarray | None,
@@ -317,6 +326,7 @@ def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[i
                 ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color="0.5", lw=0.5)
             ax.scatter(x[:, 0], x[:, 1], x[:, 2], c=color, s=4, depthshade=False)
             ax.view_init(elev=8, azim=-60)
+            _tidy_3d(ax)
         else:
             ax = fig.add_subplot(1, len(layers), i + 1)
             for seg in g:
@@ -372,7 +382,11 @@ def history_figure(histories: Any, title: str = "", target: float | None = None,
                  for k, v in labelled(histories, "history_figure").items()}
     has_stat = tolerance is not None or any(
         h.get("stationarity") is not None for hist in histories.values() for h in hist)
-    fig, axes = plt.subplots(1, 4 if has_stat else 3, figsize=(20 if has_stat else 15, 4.2))
+    if has_stat:  # two rows of two: readable at the width of a page
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8.4))
+        axes = axes.ravel()
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     times, starts = [], []
     for label, hist in histories.items():
         if not hist:

@@ -177,7 +177,7 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     is_lbfgs = solver.optimizer == "lbfgs"
     batch = solver.batch_size
     remat = solver.checkpoint_every
-    N = args[1].shape[0]
+    N = parallel.sample_count(args[2])  # the real samples (not the devices' padding)
 
     def iteration(form, params, opt_state, X0, Y, y, key):
         if batch is not None:  # the full batch draws nothing: its key passes through
