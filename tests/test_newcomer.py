@@ -208,3 +208,19 @@ def test_the_first_hour_calls_on_a_fresh_clone(clone, tmp_path):
     done = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(done) == 14 and done[-1].endswith("--solvers lbfgs"), done
     assert _files(clone) == before
+
+
+def test_the_repository_cites_only_itself():
+    """No file points a reader outside the clone: the design document is docs/design.md,
+    and nothing names a shared folder or ``DESIGN.md``."""
+    outside = ("DESIGN.md", "shared folder", "/work/shared", "../shared")
+    found = []
+    for name in clone_files():
+        path = ROOT / name
+        if path.is_symlink() or path.suffix in (".png", ".npz", ".ipynb") or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [f"{name}: {word}" for word in outside if word in text
+                  and name != "tests/test_newcomer.py"]
+    assert not found, found
+    assert (ROOT / "docs" / "design.md").is_file()
