@@ -91,9 +91,11 @@ def parse_solver_name(spec: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One solver's line of the comparison. Times are seconds from the start of the row's
-    own solve plus ``predecessor_time_s`` (a warm start's chain), compilation included;
-    ``compile_time_s + run_time_s = total_time_s`` (both with the predecessors' parts;
-    ``wall_time_s`` and ``seconds_per_iteration`` are the row's own solve);
+    own solve plus ``predecessor_time_s`` (a warm start's chain, compilation included),
+    compilation included; ``compile_time_s`` and ``run_time_s`` are the row's own solve
+    (its compilation and the rest, as are ``wall_time_s`` and ``seconds_per_iteration``),
+    so that ``compile_time_s + run_time_s + predecessor_time_s = total_time_s``; the
+    predecessors' own compilation is ``predecessor_compile_time_s``;
     work is in gradient-evaluation equivalents (``None`` where the solver does not count
     it). ``*_to_target`` / ``*_to_tol``: first recorded iterate at or below the target
     cost / the tolerance (``None``: not reached). ``tol_from_final``: the solver records no
@@ -112,6 +114,7 @@ class Row:
     wall_time_s: float
     predecessor: str | None
     predecessor_time_s: float
+    predecessor_compile_time_s: float
     total_time_s: float
     work: float | None
     seconds_per_iteration: float | None
@@ -163,15 +166,15 @@ def make_row(label: str, sol: Solution, target: float, tol: float | None) -> Row
                   and sol.stationarity is not None and sol.stationarity <= tol)
     if from_final:
         reached = {**sol.history[-1], "time_s": sol.wall_time_s}
-    compile_s = sol.compile_time_s + off.compile
     total = sol.wall_time_s + off.time
     work = sol.work
     return Row(
         solver=label, status=str(sol.status), cost=sol.cost["total"],
         stationarity=sol.stationarity, train_accuracy=sol.train_accuracy,
         test_accuracy=sol.test_accuracy, iterations=sol.iterations,
-        compile_time_s=compile_s, run_time_s=total - compile_s, wall_time_s=sol.wall_time_s,
-        predecessor=off.label, predecessor_time_s=off.time, total_time_s=total,
+        compile_time_s=sol.compile_time_s, run_time_s=sol.wall_time_s - sol.compile_time_s,
+        wall_time_s=sol.wall_time_s, predecessor=off.label, predecessor_time_s=off.time,
+        predecessor_compile_time_s=off.compile, total_time_s=total,
         work=None if work is None or not off.work_known else work + off.work,
         seconds_per_iteration=((sol.wall_time_s - sol.compile_time_s) / sol.iterations
                                if sol.iterations else None),
@@ -220,6 +223,21 @@ class Comparison:
         """0 when every solve completed, else the worst :attr:`Solution.exit_code`."""
         codes = [s.exit_code for s in self.solutions.values()]
         return max(codes, default=0)
+
+    def table(self) -> str:
+        """The comparison as a Markdown table (:func:`table_markdown`), as ``controldl
+        compare`` prints it."""
+        return table_markdown(self)
+
+    def save(self, out: str | Path, figures: bool = True) -> Path:
+        """Write the report directory ``out`` as ``controldl compare --out`` does
+        (:func:`write_report`: ``results.json``, ``table.md``, ``report.md``, figures and
+        every solution); returns its path."""
+        return write_report(self, out, figures=figures)
+
+    def __repr__(self) -> str:
+        return (f"Comparison({', '.join(self.solutions)}; target {self.target:.5g}, "
+                f"tol {self.tol}) — .table() for the table, .save(DIR) for the report")
 
 
 def parse_specs(specs: Sequence[str]) -> list[Spec]:
@@ -407,7 +425,9 @@ def _report(comparison: Comparison, rows: list[Row], table: str, figs: list[str]
         "says `from=`; such a row's times and work include its predecessor's). Every row "
         "is timed cold: the compile caches are cleared before it. Times count from the "
         "start of each solve and include compilation, also shown on its own; 'run excl. "
-        "compile' is the rest. Work is in gradient-evaluation equivalents (one forward "
+        "compile' is the rest of the row's own solve, and 'predecessor' the whole time of "
+        "the solves it warm-started from (total = compile + run + predecessor). Work is in "
+        "gradient-evaluation equivalents (one forward "
         "and one backward pass over the training set = 1; '—' where a solver does not "
         "count it). Stationarity is `controldl.stationarity` at the returned parameters.",
         "",

@@ -105,9 +105,12 @@ def _as_array(value: Any, name: str) -> np.ndarray:
 
 
 def _labels_vector(y: np.ndarray) -> np.ndarray:
-    """Labels ``(N,)`` (an ``(N, 1)`` column is flattened); integral floats become ints."""
+    """Labels ``(N,)`` (an ``(N, 1)`` column is flattened); integral floats and booleans
+    (``False`` → 0, ``True`` → 1) become ints."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    if np.issubdtype(y.dtype, np.bool_):
+        return y.astype(np.int64)
     if (np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.isfinite(y))
             and np.all(y == np.round(y))):
         y = y.astype(np.int64)
@@ -115,8 +118,9 @@ def _labels_vector(y: np.ndarray) -> np.ndarray:
 
 
 def infer_task(y: np.ndarray) -> str:
-    """``classification`` for integer-valued labels ``(N,)`` (or ``(N, 1)``), text labels
-    included (they are then rejected with a precise message), else ``regression``."""
+    """``classification`` for integer-valued or boolean labels ``(N,)`` (or ``(N, 1)``),
+    text labels included (they are then rejected with a precise message), else
+    ``regression``."""
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_):
         return "classification"
@@ -608,8 +612,13 @@ def as_dataset(data: Any = None, y: Any = None, X: Any = None) -> Dataset:
 # --------------------------------------------------------------------------- transforms
 
 
-def train_test_split(data: Dataset, test_fraction: float, seed: int = 0) -> Dataset:
-    """Hold out ``test_fraction`` of the training points (stratified for classes)."""
+def train_test_split(data: Any, test_fraction: float, seed: int = 0) -> Dataset:
+    """Hold out ``test_fraction`` of the training points (stratified for classes), drawn
+    with ``seed``. ``data`` is a :class:`Dataset` or what :func:`as_dataset` takes (a pair
+    ``(X, y)``)."""
+    data = as_dataset(data)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float):
+        raise ValueError(f"test fraction must be a number in [0, 1), got {test_fraction!r}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
     if test_fraction == 0.0:

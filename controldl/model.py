@@ -6,7 +6,7 @@ per-layer cost terms. Each function takes an ``ops`` namespace as its first argu
 ``JAX_OPS`` evaluates them on ``jax.numpy`` arrays (a sample is a vector of shape
 ``(d,)``), ``CASADI_OPS`` builds CasADi expressions (a sample is a column ``(d, 1)``).
 The JAX problem (``controldl.problem``) and the CasADi transcription
-(``controldl.solvers.casadi_direct``) both call these functions, so there is exactly one
+(``controldl.solvers.direct``) both call these functions, so there is exactly one
 copy of the mathematics; ``tests/test_model_backends.py`` checks that the two backends
 give the same numbers.
 

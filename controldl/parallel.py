@@ -10,6 +10,15 @@ single-device one up to the order of floating-point sums.
 Mini-batches: :func:`draw_batch` draws the batch inside the compiled step; traced under
 :func:`on_mesh` the batch is sharded over the devices like the full data.
 
+A sample count that does not divide: with one process, :func:`pad_samples` appends copies
+of the first samples until every device holds as many rows, and gives the per-sample
+arrays that enter the losses (the targets ``Y`` and labels ``y``) as :class:`Weighted`:
+weight 1 for the real samples, 0 for the padding. The means over samples
+(:func:`weighted_mean`: the losses, the accuracy) and E-MSA's sums over samples skip the
+padding, and a padding sample's costate is exactly zero (its loss has weight zero), so
+every number is the one of the real samples. Mini-batches are drawn from the real
+samples only.
+
 Several processes (:mod:`controldl.distributed`): the mesh spans the devices of every
 process, each process builds only the rows that live on its own devices
 (:func:`local_rows`, ``jax.make_array_from_process_local_data``) and the replicated
@@ -19,6 +28,7 @@ leaves are assembled from the same host value in every process. See ``docs/scale
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +82,82 @@ def check_divisible(mesh: Mesh | None, n: int, what: str = "samples") -> None:
                          f"of {what} divisible by {k}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Weighted:
+    """Per-sample rows ``values`` (N, …) of which the first ``count`` are real samples and
+    the rest padding (:func:`pad_samples`), with ``weight`` (N,): 1 for a real sample, 0
+    for padding. A JAX pytree (``count`` is static). ``shape``, ``dtype`` and ``ndim`` are
+    those of ``values``, so code that only passes the rows along (or reads their dtype)
+    takes it for the array; whatever sums over samples reads the weights
+    (:func:`weighted_mean`, :func:`sample_weight`)."""
+
+    values: Any
+    weight: Any
+    count: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    @property
+    def dtype(self) -> Any:
+        return self.values.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.values.ndim
+
+
+jax.tree_util.register_dataclass(Weighted, data_fields=["values", "weight"],
+                                 meta_fields=["count"])
+
+
+def rows_of(samples: Any) -> Any:
+    """The rows of per-sample ``samples``: its ``values`` if :class:`Weighted`, else itself."""
+    return samples.values if isinstance(samples, Weighted) else samples
+
+
+def sample_weight(samples: Any) -> Any:
+    """The weights (N,) of :class:`Weighted` samples, ``None`` for a plain array (every
+    sample weighs 1)."""
+    return samples.weight if isinstance(samples, Weighted) else None
+
+
+def sample_count(samples: Any) -> int:
+    """The number of real samples: ``count`` of :class:`Weighted` rows, else the rows."""
+    return samples.count if isinstance(samples, Weighted) else samples.shape[0]
+
+
+def weighted_mean(per_sample: Any, samples: Any) -> Any:
+    """``(1/N) Σ_i v_i`` over the real samples of ``samples`` (N of them) for ``per_sample``
+    values ``v`` (leading axis the samples): ``jnp.mean`` for plain rows, the padding left
+    out (weight 0, divided by the real count) for :class:`Weighted` rows."""
+    import jax.numpy as jnp
+
+    w = sample_weight(samples)
+    if w is None:
+        return jnp.mean(per_sample, axis=0)
+    w = w.reshape(w.shape + (1,) * (per_sample.ndim - 1)).astype(per_sample.dtype)
+    return jnp.sum(jnp.where(w > 0, per_sample, 0) * w, axis=0) / samples.count
+
+
+def padded_count(mesh: Mesh | None, n: int) -> int:
+    """``n`` rounded up to a multiple of the mesh's devices (``n`` without a mesh)."""
+    k = 1 if mesh is None else int(mesh.devices.size)
+    return -(-n // k) * k
+
+
+def pad_samples(n_padded: int, X0: Any, Y: Any, y: Any) -> tuple[Any, Weighted, Weighted]:
+    """``(X0, Y, y)`` of N samples padded to ``n_padded`` rows with copies of the first
+    samples (finite, in the data's range); ``Y`` and ``y`` as :class:`Weighted` (weight 0
+    on the padding). On the host (NumPy)."""
+    n = X0.shape[0]
+    extra = np.arange(n_padded - n) % n
+    pad = lambda a: np.concatenate([np.asarray(a), np.asarray(a)[extra]])  # noqa: E731
+    weight = np.concatenate([np.ones(n), np.zeros(n_padded - n)]).astype(np.asarray(Y).dtype)
+    return pad(X0), Weighted(pad(Y), weight, n), Weighted(pad(y), weight, n)
+
+
 def local_rows(mesh: Mesh | None, n: int) -> slice:
     """The rows ``lo:hi`` of an ``n``-row sample array that live on this process's devices
     (all rows without a mesh or with one process)."""
@@ -96,7 +182,7 @@ def shard_samples(mesh: Mesh | None, *arrays: Any, n: int | None = None) -> tupl
     n = arrays[0].shape[0] if n is None else n
     check_divisible(mesh, n)
     sharding = NamedSharding(mesh, PartitionSpec(SAMPLES))
-    if jax.process_count() == 1:
+    if jax.process_count() == 1:  # Weighted rows: values and weights split alike
         return tuple(jax.device_put(a, sharding) for a in arrays)
     return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a),
                                                         (n, *a.shape[1:]))
@@ -140,11 +226,13 @@ def on_mesh(mesh: Mesh | None) -> Iterator[None]:
 
 def draw_batch(key: Any, batch: int, *arrays: Any) -> tuple[Any, ...]:
     """``batch`` rows drawn without replacement (``jax.random.choice``) from the arrays'
-    common leading axis, the same rows of each. Traceable; traced under :func:`on_mesh`
+    common leading axis, the same rows of each (from the real samples of padded ones:
+    :class:`Weighted`, whose draws are plain arrays). Traceable; traced under :func:`on_mesh`
     the rows are placed split over the ``samples`` axis (a gather alone would leave
     them replicated), so a batch is sharded as the full data is."""
-    idx = jax.random.choice(key, arrays[0].shape[0], (batch,), replace=False)
-    rows = tuple(a[idx] for a in arrays)
+    n = min(sample_count(a) for a in arrays)  # the real samples come first
+    idx = jax.random.choice(key, n, (batch,), replace=False)
+    rows = tuple(rows_of(a)[idx] for a in arrays)  # real samples only: no padding left
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or SAMPLES not in mesh.axis_names:
         return rows

@@ -1,6 +1,6 @@
 """The result of a solve, and its directory format (``arrays.npz`` + ``meta.json``).
 
-The format is a public contract (DESIGN.md); other tools read it. Writes are atomic: the
+The format is a public contract (``docs/design.md``); other tools read it. Writes are atomic: the
 directory is assembled under a temporary name beside the target and renamed into place
 (:func:`controldl.io.atomic_directory`).
 """
@@ -22,6 +22,12 @@ from controldl.data import Dataset
 from controldl.io import atomic_directory, jsonable, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
 from controldl.status import Status
+
+SOLUTION_FILES: tuple[str, ...] = ("arrays.npz", "meta.json")
+"""The files of a solution directory."""
+CHECKPOINT_DIRECTORY = "checkpoint"
+"""Where a solution directory keeps the checkpoint it carries
+(:mod:`controldl.solvers.checkpoint`)."""
 
 STATUS_MESSAGES: dict[str, str] = {s.value: s.message for s in Status}
 """Every status a solver may report, with what to do next."""
@@ -222,7 +228,8 @@ class Solution:
         if st.get("returned") == "best" and st.get("best_iteration") != st.get("last_iteration"):
             returned = (f" Returned the best iterate (iteration {st['best_iteration']}), not the "
                         f"last (iteration {st['last_iteration']}, cost {st['last_cost']:.6g}).")
-        return (f"{self.solver['name']}: {self.status} after {self.iterations} iterations in "
+        name = self.solver.get("label") or self.solver.get("name", "solver")
+        return (f"{name}: {self.status} after {self.iterations} iterations in "
                 f"{self.wall_time_s:.2f} s (compile {self.compile_time_s:.2f} s); "
                 f"cost {self.cost['total']:.6g}{acc}. {self.message}{returned}")
 
@@ -263,9 +270,7 @@ class Solution:
             np.savez(tmp / "arrays.npz", **arrays)
             write_json(tmp / "meta.json", meta)
             if self.checkpoint is not None:
-                from controldl.solvers import checkpoint
-
-                checkpoint.write(tmp / checkpoint.SUBDIRECTORY, self.checkpoint)
+                self.checkpoint.write(tmp / CHECKPOINT_DIRECTORY)
 
         return atomic_directory(directory, write)
 
@@ -308,9 +313,15 @@ def problem_from_record(record: dict[str, Any], arrays: dict[str, np.ndarray],
 
 def load(directory: str | os.PathLike) -> Solution:
     """Read a solution directory written by :meth:`Solution.save` (or any tool that
-    follows the format)."""
+    follows the format). The path of one of its files (``arrays.npz``, ``meta.json``)
+    names the directory too."""
     directory = Path(directory)
+    if directory.name in SOLUTION_FILES and directory.is_file():
+        directory = directory.parent
     meta_path, arrays_path = directory / "meta.json", directory / "arrays.npz"
+    if directory.is_file():
+        raise ValueError(f"{str(directory)!r} is a file; a solution is the directory that "
+                         f"holds {' and '.join(SOLUTION_FILES)}")
     if not directory.is_dir():
         raise ValueError(f"solution directory {str(directory)!r} does not exist")
     for p in (meta_path, arrays_path):

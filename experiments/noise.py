@@ -37,7 +37,7 @@ def sizes(quick: bool) -> dict:
     return dict(base, n=400, fresh=5000, layers=20, iters=1000)
 
 
-REGULARIZERS = {  # name: cost weights (DESIGN.md's config keys)
+REGULARIZERS = {  # name: cost weights (docs/design.md's config keys)
     "none": {},
     "l2": {"l2": 1e-2},
     "l1": {"l1": 1e-2},

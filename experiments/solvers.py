@@ -165,7 +165,8 @@ def body(run: common.Run) -> None:
                     None if hit is None else hit["time_s"] - sol.compile_time_s)
                 row["time_to_target_excl_compile_s"] = (
                     None if row["time_to_target_s"] is None
-                    else row["time_to_target_s"] - row["compile_time_s"])
+                    else row["time_to_target_s"] - row["compile_time_s"]
+                    - row["predecessor_compile_time_s"])
                 row["time_to_target_incl_warm_start_s"] = row["time_to_target_s"]
                 rows.setdefault(pname, []).append(row)
                 run.log(f"  {row['solver']:17s} {row['status']:14s} cost {row['cost']:.4g} "

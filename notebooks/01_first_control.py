@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,7 +23,9 @@
 # costates of the maximum principle are exactly backpropagation, solves it with gradient
 # descent and draws the data flowing through the layers.
 #
-# Run it as a script (`python notebooks/01_first_control.py`) or open it with jupytext.
+# Open `notebooks/01_first_control.ipynb` in Jupyter (it is paired with this `.py` by
+# jupytext, which keeps the two in sync), or run it as a script
+# (`python notebooks/01_first_control.py`).
 # `CONTROLDL_NOTEBOOK_QUICK=1` makes everything small (the test suite uses that);
 # the saved solution goes under `CONTROLDL_NOTEBOOK_OUT` (default `runs/notebooks`). The
 # figures show inline.
@@ -47,6 +49,10 @@ OUT = Path(os.environ.get("CONTROLDL_NOTEBOOK_OUT", "runs/notebooks")) / "01_fir
 OUT.mkdir(parents=True, exist_ok=True)
 N_SAMPLES = 120 if QUICK else 600
 MAX_ITER = 60 if QUICK else 1500
+if QUICK:
+    print(f"QUICK RUN (CONTROLDL_NOTEBOOK_QUICK=1): reduced sizes, {N_SAMPLES} ring points and "
+          f"{MAX_ITER} Adam iterations, so the solve stops at its iteration limit; the "
+          "notebook's own sizes are 600 points and 1500 iterations.")
 
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -46,6 +46,11 @@ N_SAMPLES = 80 if QUICK else 300
 LAYERS = 6 if QUICK else 20
 MAX_ITER = 15 if QUICK else None  # None: each solver's own limit
 MAX_TIME = None if QUICK else 15.0  # seconds per solver, compilation included
+if QUICK:
+    print(f"QUICK RUN (CONTROLDL_NOTEBOOK_QUICK=1): reduced sizes, {N_SAMPLES} ring points, "
+          f"L = {LAYERS} and {MAX_ITER} iterations per solver, so most rows stop at their "
+          "iteration limit; the notebook's own sizes are 300 points, L = 20 and 15 s per "
+          "solver.")
 
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -48,6 +48,10 @@ QUICK = os.environ.get("CONTROLDL_NOTEBOOK_QUICK", "0") == "1"
 N_TRAIN = 80 if QUICK else 400
 N_FRESH = 400 if QUICK else 5000
 MAX_ITER = 40 if QUICK else 1500
+if QUICK:
+    print(f"QUICK RUN (CONTROLDL_NOTEBOOK_QUICK=1): reduced sizes, {N_TRAIN} training points, "
+          f"{N_FRESH} fresh ones and {MAX_ITER} iterations, so the networks are not trained "
+          "out; the notebook's own sizes are 400, 5000 and 1500.")
 
 
 # %% [markdown]

@@ -1,4 +1,4 @@
-"""The one NumPy oracle of the tests: the canonical problem of DESIGN.md written out with
+"""The one NumPy oracle of the tests: the canonical problem of docs/design.md written out with
 plain loops, independent of controldl (no import of it), for the tests to hold the library
 against."""
 
@@ -45,7 +45,7 @@ def np_mean_loss(loss: str, z: np.ndarray, Y: np.ndarray) -> float:
 
 
 def np_cost_terms(form, A, b, W, c, X0, Y) -> dict[str, float]:
-    """Every term of J as DESIGN.md writes it, with plain loops."""
+    """Every term of J as docs/design.md writes it, with plain loops."""
     h, L = form.horizon / form.layers, form.layers
     xs = np_states(form.model, form.activation, h, A, b, X0)
     err = [np_mean_loss(form.loss, x @ W.T + c, Y) for x in xs]

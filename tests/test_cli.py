@@ -15,7 +15,7 @@ from controldl.cli import main
 
 
 def numpy_cost(meta, arrays):
-    """The cost of DESIGN.md recomputed from the saved arrays by the NumPy oracle
+    """The cost of docs/design.md recomputed from the saved arrays by the NumPy oracle
     (``tests/reference.py``), the formulation read from ``meta.json``."""
     form = types.SimpleNamespace(**meta["problem"])
     assert form.loss == "logistic"
@@ -86,6 +86,18 @@ BAD = [
     (["plot", "/nonexistent/dir"], "does not exist"),
     (["compare", "--solvers", "adam:lr=abc"], "bad value"),
     (["compare", "--solvers", "casadi:from=adam,adam"], "warm-starts from"),
+    (["train", "--solver", "emas"], "unknown solver 'emas'; did you mean 'emsa'? The solvers: "
+                                    "gd, msa, emsa, pmp-newton, casadi"),
+    (["train", "--solver", "ipopt"], "did you mean 'casadi'?"),
+    (["train", "--optimizer", "adma"], "unknown optax optimizer 'adma'; did you mean 'adam'?"),
+    (["train", "--optimizer", "lbfgs", "--lr", "0.1"],
+     "--lr is not an option of lbfgs (its line search chooses the step); its options: "
+     "--optimizer, --grad-tol"),
+    (["train", "--solver", "lbfgs", "--lr", "0.1"], "--lr is not an option of lbfgs"),
+    (["train", "--solver", "adam", "--optimizer", "sgd"], "drop --optimizer"),
+    (["train", "--solver", "emsa", "--lr", "0.1"], "its options: --batch-size"),
+    (["compare", "--solvers", "adam,emas"], "did you mean 'emsa'?"),
+    (["compare", "--solvers", "lbfgs:lr=0.1"], "has no option 'lr'"),
 ]
 
 
@@ -299,3 +311,22 @@ def test_help_is_plain_text():
     for command in ("train", "compare"):
         text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
         assert "``" not in text and ":func:" not in text, command
+
+
+def test_train_takes_an_optimizer_for_a_solver_and_compare_joins_repeated_lists(tmp_path):
+    """``train --solver adam`` (and ``lbfgs``) is gradient descent with that optimizer, named
+    so in meta.json's label and the summary; ``compare --solvers a --solvers b`` runs
+    both lists."""
+    for name in ("adam", "lbfgs"):
+        out = tmp_path / name
+        assert main(["train", "--solver", name, "--n-samples", "40", "--layers", "3",
+                     "--max-iter", "3", "--out", str(out)]) == 0
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["solver"]["name"] == "gd" and meta["solver"]["label"] == name
+        assert meta["solver"]["options"]["optimizer"] == name
+    out = tmp_path / "cmp"
+    assert main(["compare", "--n-samples", "40", "--layers", "3", "--max-iter", "3",
+                 "--solvers", "adam", "--solvers", "sgd,lbfgs", "--no-figures",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["solver"] for r in rows] == ["adam", "sgd", "lbfgs"]

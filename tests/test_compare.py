@@ -60,7 +60,7 @@ def test_a_warm_started_row_carries_its_predecessors_time_and_work(problem):
                                      "adam:lr=0.05:from=adam:max_iter=20:label=polish"],
                            tol=None, target_cost=1e9, cold=False)
     first, polish = comparison.solutions["adam"], comparison.solutions["polish"]
-    assert polish.warm_start.label == "gd/adam"
+    assert polish.warm_start.label == "adam"
     assert polish.warm_start.wall_time_s == first.wall_time_s
     assert polish.warm_start.work == first.work == 1.0  # stopped at the target at once
     rows = {r.solver: r for r in comparison.rows()}
@@ -68,8 +68,13 @@ def test_a_warm_started_row_carries_its_predecessors_time_and_work(problem):
     assert rows["polish"].total_time_s == pytest.approx(first.wall_time_s + polish.wall_time_s)
     assert rows["polish"].time_to_target_s == pytest.approx(
         first.wall_time_s + polish.history[0]["time_s"])
-    assert rows["polish"].compile_time_s + rows["polish"].run_time_s == pytest.approx(
-        rows["polish"].total_time_s)
+    # the row's own compile and run; with its predecessor's time, the total
+    assert rows["polish"].compile_time_s == polish.compile_time_s
+    assert rows["polish"].run_time_s == pytest.approx(polish.wall_time_s
+                                                      - polish.compile_time_s)
+    assert rows["polish"].compile_time_s + rows["polish"].run_time_s + rows[
+        "polish"].predecessor_time_s == pytest.approx(rows["polish"].total_time_s)
+    assert rows["polish"].predecessor_compile_time_s == first.compile_time_s
     shifted = comparison.histories()["polish"]
     assert shifted[0]["time_s"] >= first.wall_time_s
     assert shifted[0]["work"] == first.work + polish.history[0]["work"]
@@ -164,3 +169,15 @@ def test_an_until_target_row_stops_at_the_target_of_the_rows_before_it(problem):
         cdl.make_solver("adam:until=target")
     with pytest.raises(ValueError, match="until takes 'target'"):
         C.parse_spec("adam:until=tol")
+
+
+def test_the_returned_comparison_prints_its_table_and_saves_its_report(problem, tmp_path):
+    """``compare()`` from Python: ``.table()`` is the command's table, ``.save(DIR)`` its
+    report directory."""
+    comparison = C.compare(problem, ["adam:max_iter=3", "lbfgs:max_iter=3"], cold=False)
+    assert comparison.table() == C.table_markdown(comparison)
+    assert comparison.table().splitlines()[2].startswith("| adam:max_iter=3 | ")
+    out = comparison.save(tmp_path / "report", figures=False)
+    assert (out / "table.md").read_text() == comparison.table() + "\n"
+    assert sorted(p.name for p in (out / "solutions").iterdir()) == ["adam_max_iter_3",
+                                                                    "lbfgs_max_iter_3"]

@@ -1,4 +1,4 @@
-"""Every cost term and constraint of DESIGN.md: the value from ``controldl.problem.cost_terms``
+"""Every cost term and constraint of docs/design.md: the value from ``controldl.problem.cost_terms``
 against a hand computation in plain NumPy, the gradient (``jax.grad`` of
 ``controldl.problem.cost``) against central finite differences of that hand computation,
 and a tiny solve with every solver that exists (cost decreases, constraints hold)."""

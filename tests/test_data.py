@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import controldl as cdl
 from controldl import data as D
 
 
@@ -133,3 +134,22 @@ def test_a_corrupt_npz_and_a_csv_with_text_labels(tmp_path):
     (tmp_path / "t.csv").write_text("x,y,label\n0,1,cat\n1,0,dog\n")
     with pytest.raises(ValueError, match="text such as 'cat', 'dog'"):
         D.load_file(tmp_path / "t.csv")
+
+
+def test_the_calls_a_user_with_arrays_tries_first():
+    """``train_test_split((X, y), 0.25)``, ``Problem(X, y, test_fraction=0.25)`` and
+    boolean labels (False → 0, True → 1)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X[:, 0] > 0
+    split = D.train_test_split((X, y.astype(int)), 0.25, seed=1)
+    assert split.n_train == 30 and len(split.X_test) == 10
+    same = D.train_test_split(D.Dataset(X, y.astype(int)), 0.25, seed=1)
+    np.testing.assert_array_equal(split.X_test, same.X_test)
+    problem = cdl.Problem(X, y, test_fraction=0.25, split_seed=1)
+    np.testing.assert_array_equal(problem.data.X_test, same.X_test)
+    assert problem.data.y_train.dtype.kind == "i" and set(problem.data.y_train) == {0, 1}
+    np.testing.assert_array_equal(problem.data.y_train, same.y_train)
+    assert not cdl.Problem(X, y).data.has_test  # the default: every point trains
+    with pytest.raises(ValueError, match="test fraction must be in"):
+        cdl.Problem(X, y, test_fraction=1.5)

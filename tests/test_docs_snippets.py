@@ -81,9 +81,9 @@ def check_command(argv: list[str]) -> None:
             return
         raise AssertionError(f"`{shlex.join(argv)}` does not parse (exit {exc.code})") from None
     if getattr(args, "solver", None) is not None and hasattr(args, "solver_flags"):
-        common.solver_options_from_args(args, args.solver)
-    specs = [parse_spec(s) for s in (getattr(args, "solvers", None) or "").split(",")
-             if s.strip()]
+        common.solver_from_args(args)  # the name, its flags and what it does not have
+    specs = [parse_spec(s) for given in (getattr(args, "solvers", None) or [])
+             for s in given.split(",") if s.strip()]
     labels = [s.label for s in specs]
     for i, spec in enumerate(specs):
         if spec.warm_from is not None and spec.warm_from not in labels[:i]:
@@ -113,7 +113,10 @@ def test_shell_commands_parse(page, capsys):
 
 # The pages a reader follows step by step: their commands run as written.
 AS_WRITTEN = {ROOT / "README.md", DOCS / "getting-started.md", DOCS / "tutorials.md"}
-NOT_RUN = ("pip", "pytest")
+NOT_RUN = ("pip", "pytest", "jupyter")
+"""Shell commands shown, not run here: installs, the tests themselves, and ``jupyter
+nbconvert --execute`` of a notebook, which tests/test_notebooks.py runs on every
+notebook."""
 
 
 def run_page(page: Path, workdir: Path) -> str | None:

@@ -12,7 +12,7 @@ def test_import_leaves_float64_and_matplotlib_backend_alone():
         import jax
         before = (jax.config.jax_enable_x64, matplotlib.get_backend(),
                   jax.config.jax_compilation_cache_dir)
-        import controldl, controldl.plotting, controldl.turnpike_plots, controldl.solvers
+        import controldl, controldl.plotting, controldl.plotting.turnpike, controldl.solvers
         after = (jax.config.jax_enable_x64, matplotlib.get_backend(),
                  jax.config.jax_compilation_cache_dir)
         assert before == after, (before, after)

@@ -58,3 +58,38 @@ def test_help_and_specs_come_from_the_declaration():
     with pytest.raises(ValueError, match="rho_factor must be > 1"):
         parse_spec("emsa:rho_factor=1")
     assert parse_spec("emsa:rho_factor=3").options == {"rho_factor": 3.0}
+
+
+def test_one_vocabulary_of_names_with_suggestions():
+    """Every registered solver and every optax optimizer is a name; an unknown one lists
+    them all and suggests the closest; an optimizer's name is gradient descent with it."""
+    names = solvers.names()
+    assert names[:len(NAMES)] == NAMES and {"adam", "sgd", "lbfgs", "adamw"} <= set(names)
+    assert solvers.resolve("adam") == ("gd", {"optimizer": "adam"})
+    assert solvers.resolve("emsa") == ("emsa", {})
+    for wrong, meant in [("emas", "emsa"), ("EMSA", "emsa"), ("ipopt", "casadi"),
+                         ("pmp", "emsa"), ("adma", "adam"), ("lbgfs", "lbfgs"),
+                         ("pmp-newtn", "pmp-newton")]:
+        with pytest.raises(ValueError, match=f"did you mean '{meant}'") as err:
+            solvers.make_solver(wrong)
+        message = str(err.value)
+        assert "\n" not in message and all(n in message for n in names), message
+    with pytest.raises(ValueError, match="unknown solver 'zzz'. The solvers"):
+        parse_spec("zzz:lr=1")
+    assert parse_spec("lbfgs").make() == solvers.GradientDescent("lbfgs")
+    with pytest.raises(ValueError, match="gradient descent with optimizer adam"):
+        solvers.solver_class("adam")
+
+
+def test_an_option_the_named_solver_does_not_have_is_refused_with_its_options():
+    with pytest.raises(ValueError, match=r"solver 'lbfgs' has no option 'lr' \(its line search "
+                                         r"chooses the step\); its options: optimizer, "
+                                         r"grad_tol, dtype, devices, checkpoint_every, "
+                                         r"return_best$"):
+        parse_spec("lbfgs:lr=0.1")
+    for spec in ("lbfgs:schedule=cosine", "lbfgs:batch_size=10", "adam:momentum=0.9"):
+        with pytest.raises(ValueError, match="has no option"):
+            parse_spec(spec)
+    assert parse_spec("sgd:momentum=0.9").options == {"optimizer": "sgd", "momentum": 0.9}
+    with pytest.raises(ValueError, match="solver 'adam' has no option 'rho'"):
+        parse_spec("adam:rho=1")

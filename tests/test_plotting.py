@@ -132,3 +132,41 @@ def test_plot_command_writes_controls_png(trained, tmp_path):
     trained.save(tmp_path / "sol")
     assert main(["plot", str(tmp_path / "sol")]) == 0
     assert (tmp_path / "sol" / "figures" / "controls.png").stat().st_size > 0
+
+
+def test_controls_and_history_take_a_solution_or_a_list(trained):
+    """The calls a user tries first: ``controls_figure(solution)`` and
+    ``history_figure([s1, s2])``, labelled by what each solver was called."""
+    fig = plotting.controls_figure(trained)
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["adam"]
+    plotting.plt.close(fig)
+    again = dataclasses.replace(trained, history=trained.history[:5])
+    fig = plotting.history_figure([trained, again])
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["adam", "adam (2)"]
+    np.testing.assert_allclose(lines[1].get_ydata(), [h["cost"] for h in again.history])
+    plotting.plt.close(fig)
+    with pytest.raises(ValueError, match="a Solution, a list of them"):
+        plotting.history_figure([trained, "adam"])
+
+
+def test_three_features_get_every_figure_on_a_principal_plane(tmp_path):
+    """Inputs of n = 3: decision regions and the deformed grid are drawn on the plane
+    through the inputs' mean along their two principal directions (said in the title),
+    and ``save_solution_figures`` writes all five figures."""
+    data = cdl.data.spheres(60, seed=0, dim=3)
+    sol = cdl.solve(cdl.Problem(data, layers=3), "adam", max_iter=3)
+    plane = plotting.input_plane(sol)
+    X = data.X_train
+    np.testing.assert_allclose(plane.origin, X.mean(axis=0))
+    np.testing.assert_allclose(plane.basis.T @ plane.basis, np.eye(2), atol=1e-12)
+    uv = plane.coordinates(X)
+    np.testing.assert_allclose(plane.coordinates(plane.points(uv)), uv, atol=1e-12)
+    assert np.var(uv[:, 0]) >= np.var((X - X.mean(axis=0)) @ np.array([1.0, 0, 0])) - 1e-12
+    fig = plotting.decision_regions_figure(sol, resolution=10)
+    assert fig is not None and "slice of R^3" in fig.axes[0].get_title()
+    plotting.plt.close(fig)
+    written = plotting.save_solution_figures(sol, tmp_path / "figures")
+    assert sorted(p.name for p in written) == ["controls.png", "decision_regions.png",
+                                               "deformed_grid.png", "history.png",
+                                               "layers.png"]

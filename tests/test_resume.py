@@ -98,11 +98,12 @@ def _signal_at(iteration):
 def test_library_resume_equals_the_uninterrupted_solve(solver, total, tmp_path):
     problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4)
     ref = cdl.solve(problem, solver, max_iter=total)
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a background job (`pytest &`)
     with pytest.raises(cdl.SolveInterrupted) as stop:  # a KeyboardInterrupt
         cdl.solve(problem, solver, max_iter=total, callback=_signal_at(4))
     cut = stop.value.solution
     assert cut.status == "interrupted" and cut.checkpoint is not None
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is before  # restored to what it was
     cut.save(tmp_path / "cut")  # through the directory format
     resumed = cdl.solve(problem, solver, resume=tmp_path / "cut")
     assert resumed.iterations == ref.iterations == total
@@ -112,6 +113,22 @@ def test_library_resume_equals_the_uninterrupted_solve(solver, total, tmp_path):
     assert [h["iteration"] for h in resumed.history] == [h["iteration"] for h in ref.history]
     if "rho" in ref.stats:
         assert resumed.stats["rho"] == ref.stats["rho"]
+
+
+@pytest.mark.parametrize("disposition", [signal.SIG_IGN, signal.default_int_handler],
+                         ids=["ignored", "default"])
+def test_a_solve_restores_the_sigint_handler_it_found(disposition):
+    """A shell's background job (``pytest &``) starts with SIGINT ignored: a solve that
+    caught SIGINT while it ran puts back what it found, ignored or not."""
+    previous = signal.signal(signal.SIGINT, disposition)
+    try:
+        problem = cdl.Problem(cdl.data.ring(40, seed=1), width=3, layers=4)
+        with pytest.raises(cdl.SolveInterrupted):
+            cdl.solve(problem, GradientDescent("adam", lr=0.05), max_iter=8,
+                      callback=_signal_at(2))
+        assert signal.getsignal(signal.SIGINT) is disposition
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_resume_refuses_another_solver_or_an_earlier_limit(tmp_path, capsys):

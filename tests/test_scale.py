@@ -237,3 +237,54 @@ def test_bounded_memory_iteration_needs_a_fraction_of_the_stored_temporaries():
     assert default_every(64) == 8 and default_every(65) == 9 and default_every(1) == 1
     assert temp[None] >= 2 * 2000 * 65 * 3 * 8
     assert temp[8] < temp[None] / 10, temp
+
+
+def test_devices_that_do_not_divide_the_samples_pad_them_with_weight_zero(tmp_path):
+    """``controldl train --devices 4`` on 600 points with the default quarter held out:
+    450 training points, not a multiple of 4. The samples are padded with weight-zero
+    copies; every mean over samples (the losses, the accuracy) and E-MSA's sums skip
+    them, so gradient descent gives the one-device cost to 1e-8 and E-MSA (with a running
+    cost and smoothness, its penalties summed over samples) to 1e-6, iteration by
+    iteration, with the same accuracies; the samples really are split over 4 devices."""
+    d = cdl.data.ring(600, seed=1)
+    np.savez(tmp_path / "r.npz", X=d.X_train, y=d.y_train)
+    out = _run(f"""
+        import json
+        from controldl.cli import main
+        for solver, iters in (("gd", 20), ("emsa", 4)):
+            for k in (1, 4):
+                assert main(["train", "--data", "{tmp_path}/r.npz", "--width", "3",
+                             "--layers", "4", "--running", "0.2", "--smooth", "0.01",
+                             "--solver", solver, "--max-iter", str(iters), "--tol", "0",
+                             "--devices", str(k), "--out", f"{tmp_path}/{{solver}}{{k}}"]) == 0
+    """)
+    assert "saved to" in out
+    for solver, rel in (("gd", 1e-8), ("emsa", 1e-6)):
+        one, four = (json.loads((tmp_path / f"{solver}{k}" / "meta.json").read_text())
+                     for k in (1, 4))
+        assert len(np.load(tmp_path / f"{solver}4" / "arrays.npz")["X_train"]) == 450
+        assert four["devices"]["count"] == 4 and one["iterations"] == four["iterations"] > 0
+        assert four["cost"]["total"] == pytest.approx(one["cost"]["total"], rel=rel)
+        np.testing.assert_allclose([h["cost"] for h in four["history"]],
+                                   [h["cost"] for h in one["history"]], rtol=rel)
+        assert [h["train_accuracy"] for h in four["history"]] == pytest.approx(
+            [h["train_accuracy"] for h in one["history"]], abs=1e-12)
+        assert four["stationarity"] == pytest.approx(one["stationarity"], rel=1e-6)
+
+
+def test_padding_weighs_every_mean_over_samples():
+    """The weighted mean of padded rows is the mean of the real ones; the padding of
+    :func:`controldl.parallel.pad_samples` is finite copies with weight 0; a mini-batch is
+    drawn from the real rows only."""
+    from controldl import parallel
+
+    X0, Y, y = np.arange(10.0).reshape(5, 2), np.arange(5.0)[:, None], np.arange(5)
+    X0p, Yp, yp = parallel.pad_samples(8, X0, Y, y)
+    assert X0p.shape == (8, 2) and Yp.shape == (8, 1) and Yp.count == yp.count == 5
+    np.testing.assert_array_equal(Yp.weight, [1, 1, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(X0p[5:], X0[:3])
+    v = jax.numpy.asarray(np.r_[1.0, 2, 3, 4, 5, 1e6, np.nan, 7])
+    assert float(parallel.weighted_mean(v, Yp)) == 3.0
+    assert float(jax.grad(lambda u: parallel.weighted_mean(u, Yp))(v)[6]) == 0.0
+    batch = parallel.draw_batch(jax.random.PRNGKey(0), 5, X0p, Yp, yp)
+    assert sorted(np.asarray(batch[2]).tolist()) == [0, 1, 2, 3, 4]

@@ -96,7 +96,7 @@ def test_no_page_loads_anything_from_outside(site):
 def test_formulas_are_mathml(site):
     """The home page and the formulation show MathML; no page is left with LaTeX for a
     script to typeset."""
-    for page in ("index.html", "formulation/index.html", "notebooks/01_first_control/index.html"):
+    for page in ("index.html", "formulation.html", "notebooks/01_first_control.html"):
         text = (site / page).read_text(encoding="utf-8")
         assert "<math" in text, f"{page} has no MathML"
     left = [str(p.relative_to(site)) for p in pages(site)
@@ -110,23 +110,63 @@ def test_executed_pages_show_their_output(site):
     tutorials show their figures."""
     if os.environ.get("CONTROLDL_SITE_DIR") is None:
         pytest.skip("the pages are executed by .ci/run's build (CONTROLDL_SITE_DIR)")
-    notebooks = sorted((site / "notebooks").glob("*/index.html"))
+    notebooks = sorted((site / "notebooks").glob("*.html"))
     assert len(notebooks) >= 4, notebooks
     for page in notebooks:
         assert "data:image/png" in page.read_text(encoding="utf-8"), f"{page}: no figure"
-    started = (site / "getting-started" / "index.html").read_text(encoding="utf-8")
+    started = (site / "getting-started.html").read_text(encoding="utf-8")
     assert started.count('class="filename">output<') >= 5, "getting-started shows no output"
-    tutorials = (site / "tutorials" / "index.html").read_text(encoding="utf-8")
+    tutorials = (site / "tutorials.html").read_text(encoding="utf-8")
     assert tutorials.count("data:image/png") >= 12, "the tutorials show too few figures"
+
+
+HREF = re.compile(r"""<a\b[^>]*\bhref\s*=\s*["']([^"'#]+)(?:#[^"']*)?["']""", re.I)
+
+
+def test_every_link_of_the_site_opens_a_file_from_disk(site):
+    """Browsing from ``file://`` works: every link between pages of the built site names
+    a file that exists (``page.html``, not a directory ``page/`` that a browser shows as a
+    listing); docs/check_in_browser.sh follows the links in Chromium too."""
+    broken = []
+    for page in pages(site):
+        if page.name == "404.html":  # served by a web server at any path: absolute links
+            continue
+        for target in HREF.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto:, data:
+                continue
+            path = (page.parent / target).resolve()
+            if not path.is_file():
+                broken.append(f"{page.relative_to(site)} -> {target}")
+    assert not broken, f"links that do not open a file from disk: {broken[:20]}"
+
+
+def test_the_build_runs_the_notebooks_outside_the_working_tree(monkeypatch):
+    """The site's hook points the notebooks' output (``CONTROLDL_NOTEBOOK_OUT``) at a
+    temporary directory for the build, and removes it afterwards."""
+    hook = _load_hook("execute")
+    monkeypatch.delenv(hook.NOTEBOOK_OUT, raising=False)
+    assert hook.on_config({"x": 1}) == {"x": 1}
+    scratch = Path(os.environ[hook.NOTEBOOK_OUT])
+    assert scratch.is_dir() and ROOT not in scratch.resolve().parents
+    hook.on_shutdown()
+    assert not scratch.exists() and hook.NOTEBOOK_OUT not in os.environ
+    monkeypatch.setenv(hook.NOTEBOOK_OUT, "/somewhere/chosen")
+    hook.on_config({})
+    assert os.environ[hook.NOTEBOOK_OUT] == "/somewhere/chosen"
+    hook.on_shutdown()
+
+
+def _load_hook(name):
+    spec = importlib.util.spec_from_file_location(f"controldl_docs_{name}",
+                                                  ROOT / "docs" / "_hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _math_hook():
     pytest.importorskip("latex2mathml")
-    spec = importlib.util.spec_from_file_location("controldl_docs_math",
-                                                  ROOT / "docs" / "_hooks" / "math.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_hook("math")
 
 
 def test_notebook_math_converts_text_and_leaves_code_alone(caplog):
@@ -140,3 +180,39 @@ def test_notebook_math_converts_text_and_leaves_code_alone(caplog):
     assert not caplog.records
     math.to_mathml(r"\nosuchcommand x", False, "page.md")
     assert "not typeset" in caplog.text, "an unknown command must be a build warning"
+
+
+def test_the_strict_build_fails_on_a_broken_anchor(tmp_path):
+    """mkdocs.yml's link validation: a link to a heading that a page does not have (in the
+    page itself or in another) fails the strict build. Checked on a two-page site built
+    with the project's ``validation`` section."""
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("mkdocs")
+    ours = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    validation = ours[ours.index("\nvalidation:"):].split("\n\n", 1)[0]
+    assert yaml.safe_load(validation)["validation"]["links"]["anchors"] == "warn"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "other.md").write_text("# Other\n\n## A heading\n")
+    for link, ok in [("other.md#a-heading", True), ("#nowhere", False),
+                     ("other.md#nowhere", False)]:
+        (tmp_path / "docs" / "index.md").write_text(f"# Home\n\n[there]({link})\n")
+        (tmp_path / "mkdocs.yml").write_text(
+            "site_name: t\nstrict: true\nuse_directory_urls: false\n"
+            "nav:\n  - index.md\n  - other.md\n" + validation + "\n")
+        proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--site-dir",
+                               str(tmp_path / "site")], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert (proc.returncode == 0) == ok, (link, proc.stderr[-2000:])
+
+
+def test_api_pages_render_literal_blocks_and_a_line_starting_with_a_comparison():
+    """reST's ``Example::`` block becomes fenced code, and a docstring line that begins
+    with ``>`` (``> 0; a weight``) is not turned into a quotation."""
+    pytest.importorskip("griffe")
+    rst = _load_hook("griffe_rst")
+    out = rst.rewrite("The public API::\n\n    import controldl as cdl\n    x = 1\n\n"
+                      "a finite number\n> 0; a weight\n")
+    assert out.splitlines()[:5] == ["The public API:", "", "```python",
+                                    "import controldl as cdl", "x = 1"]
+    assert "\\> 0; a weight" in out and "::" not in out
+    assert "$$" in rst.rewrite(".. math::\n\n    a = b\n")

@@ -1,6 +1,10 @@
 """The solution directory: round trip, atomic writes, the contract's keys."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -124,3 +128,47 @@ def test_warm_start_record_survives_a_round_trip(tmp_path):
     assert back.stationarity == pytest.approx(second.stationarity)
     third = cdl.solve(problem, cdl.GradientDescent("adam"), max_iter=2, init=back)
     assert third.warm_start.work == 5.0 + 4.0  # the chain adds up
+
+
+def test_load_takes_a_file_of_the_solution_and_solve_takes_options(tmp_path):
+    """``cdl.load(".../arrays.npz")`` reads the solution it belongs to, and
+    ``cdl.solve(problem, "adam", lr=0.01)`` is ``cdl.solve(problem, "adam:lr=0.01")``."""
+    problem = cdl.Problem(cdl.data.ring(40, seed=0), layers=3)
+    solution = cdl.solve(problem, "adam", lr=0.01, max_iter=3)
+    assert solution.solver["options"]["lr"] == 0.01 and solution.solver["label"] == "adam"
+    spec = cdl.solve(problem, "adam:lr=0.01", max_iter=3)
+    np.testing.assert_array_equal(solution.params.A, spec.params.A)
+    solution.save(tmp_path / "sol")
+    for name in ("arrays.npz", "meta.json"):
+        np.testing.assert_array_equal(cdl.load(tmp_path / "sol" / name).params.A,
+                                      solution.params.A)
+    with pytest.raises(ValueError, match="has no option 'lr'.*options: optimizer, grad_tol"):
+        cdl.solve(problem, "lbfgs", lr=0.1)
+    with pytest.raises(ValueError, match="go with a solver named by a string"):
+        cdl.solve(problem, cdl.GradientDescent("adam"), lr=0.1)
+    with pytest.raises(ValueError, match="solver 'adam' has no option 'learning_rate'"):
+        cdl.solve(problem, "adam", learning_rate=0.1)
+
+
+def test_without_float64_a_solve_says_so_once():
+    """A process that never turned on JAX's float64: a solve warns once, in its own words
+    (what happens, what to do), instead of JAX's truncation warning at every float64
+    array; a solver given dtype='float32' is not warned about."""
+    code = textwrap.dedent("""
+        import json, warnings
+        warnings.simplefilter("always")
+        import controldl as cdl
+        problem = cdl.Problem(cdl.data.ring(40, seed=0), layers=2)
+        with warnings.catch_warnings(record=True) as seen:
+            cdl.solve(problem, "adam", max_iter=2)
+        with warnings.catch_warnings(record=True) as chosen:
+            cdl.solve(problem, "adam", dtype="float32", max_iter=2)
+        print(json.dumps([[str(w.message) for w in seen], [str(w.message) for w in chosen]]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    seen, chosen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(seen) == 1 and "jax_enable_x64" in seen[0], seen
+    assert chosen == [] and "Explicitly requested dtype" not in proc.stderr

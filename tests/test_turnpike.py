@@ -375,7 +375,7 @@ def test_solve_to_tolerance_finishes_with_lbfgs(data):
     options = tp.SweepOptions(tol=1e-7)
     sol = tp.solve_to_tolerance(problem, start, cdl.GradientDescent("adam", lr=0.01), options,
                                 max_iter=5)
-    assert [st["solver"] for st in sol.stats["stages"]] == ["gd/adam", "gd/lbfgs"]
+    assert [st["solver"] for st in sol.stats["stages"]] == ["adam", "lbfgs"]
     assert sol.status == "converged"
     assert sol.stats["stationarity"] <= 1e-7
     assert cdl.stationarity(problem, sol.params) == pytest.approx(sol.stats["stationarity"])

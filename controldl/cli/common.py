@@ -127,7 +127,7 @@ def add_problem_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--standardize", action="store_true",
                    help="centre and scale the features with the training split's statistics")
 
-    g = p.add_argument_group("formulation (DESIGN.md)")
+    g = p.add_argument_group("formulation (docs/design.md)")
     for name in FORMULATION_KEYS:
         _add_key_flag(g, name)
 
@@ -311,22 +311,69 @@ def solver_options_from_args(args: argparse.Namespace, solver: str) -> dict[str,
         if value is None:
             continue
         if solver not in info["solvers"]:
-            flag = getattr(args, "solver_flags", {}).get(field, f"--{field.replace('_', '-')}")
-            raise CLIError(f"{flag} is not an option of solver {solver!r} "
-                           f"(it applies to {', '.join(info['solvers'])})")
+            flags = getattr(args, "solver_flags", {})
+            flag = flags.get(field, f"--{field.replace('_', '-')}")
+            have = [flags.get(k, f"--{k.replace('_', '-')}") for k, v in fields.items()
+                    if solver in v["solvers"]]
+            raise CLIError(f"{flag} is not an option of solver {solver!r} (it applies to "
+                           f"{', '.join(info['solvers'])}); its options: {', '.join(have)}")
         options[field] = tuple(value) if info["repeat"] else value
     return options
 
 
+def solver_name(text: str) -> str:
+    """``--solver NAME``: a name of the one vocabulary (:func:`controldl.solvers.names`:
+    the solvers and every optax optimizer), or argparse's one-line error that lists them
+    and suggests the closest."""
+    try:
+        solvers.resolve(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+SOLVER_HELP = ("gd (gradient descent, optax), msa / emsa (Li et al.'s Pontryagin algorithms), "
+               "pmp-newton (layer-wise trust-region Newton on the augmented Hamiltonian), "
+               "casadi (IPOPT), or any optax optimizer by name (adam, sgd, lbfgs, …: "
+               "gradient descent with it, as --solver gd --optimizer NAME)")
+"""The help of ``--solver``."""
+
+
 def solver_from_args(args: argparse.Namespace) -> solvers.Solver:
-    """The solver of ``--solver`` with its flags; its own stationarity tolerance (when it
-    declares one) is the common ``--tol`` unless its own flag sets it."""
-    options = solver_options_from_args(args, args.solver)
-    cls = solvers.solver_class(args.solver)
+    """The solver of ``--solver`` with its flags (an optimizer's name fixes ``--optimizer``);
+    its own stationarity tolerance (when it declares one) is the common ``--tol`` unless
+    its own flag sets it. A flag the solver does not have is one line naming the ones it
+    has."""
+    name, fixed = solvers.resolve(args.solver)
+    options = solver_options_from_args(args, name)
+    for key, value in fixed.items():
+        if key in options and options[key] != value:
+            flag = args.solver_flags.get(key, f"--{key}")
+            raise CLIError(f"--solver {args.solver} is gd with {flag} {value}: drop {flag}, "
+                           f"or give --solver gd {flag} {options[key]}")
+    options.update(fixed)
+    cls = solvers.solver_class(name)
     option = cls.tolerance_option
     if args.tol and option is not None and option not in options:
         options[option] = args.tol
+    _check_applicable(args, cls, options)
     return cls(**options)
+
+
+def _check_applicable(args: argparse.Namespace, cls: type, options: dict[str, Any]) -> None:
+    """A :class:`CLIError` naming the flag of an option that the solver does not have given
+    the others (:meth:`controldl.solvers.Solver.inapplicable`: ``--lr`` with L-BFGS), with
+    the flags it has."""
+    defaults = {k: s.default for k, s in solver_options(cls).items()}
+    missing = cls.inapplicable(options)
+    flags = getattr(args, "solver_flags", {})
+    for key, why in missing.items():
+        if key in options and options[key] != defaults[key]:
+            label = cls(**{k: v for k, v in options.items() if k not in missing}).label()
+            have = [flags.get(k, f"--{k.replace('_', '-')}") for k in defaults
+                    if k not in missing]
+            raise CLIError(f"{flags.get(key, '--' + key)} is not an option of {label} "
+                           f"({why}); its options: {', '.join(have)}")
 
 
 EXIT_CODES = ("exit status: 0 when every solve completed (converged, acceptable, target "

@@ -22,13 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Each row is timed cold (compile caches cleared before it).",
         epilog=common.EXIT_CODES)
     common.add_problem_flags(p)
-    p.add_argument("--solvers", default=None, metavar="SPEC,SPEC,...",
-                   help="solver specs name[:key=value...], e.g. adam:lr=0.03, emsa, "
+    p.add_argument("--solvers", action="append", default=None, metavar="SPEC,SPEC,...",
+                   help="solver specs name[:key=value...] (a name of `controldl train "
+                        "--solver`, i.e. a solver or an optax optimizer), e.g. adam:lr=0.03, "
+                        "emsa, "
                         "casadi:transcription=multiple, casadi:from=adam (warm start from an "
                         f"earlier row). Default: {','.join(default_specs())}; plain sgd is "
                         "left out (it does not reach the tolerance in time), and so is casadi "
                         "from the shared start (slower than adam + polish, and it stops at "
-                        "another local minimum)")
+                        "another local minimum). Given more than once, the lists are "
+                        "joined")
     common.add_stopping_flags(p)
     p.set_defaults(max_time=DEFAULT_MAX_TIME)
     for action in p._actions:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise common.CLIError("compare starts every solver from the same initialization; "
                               "use a spec with from=LABEL to warm-start one from another")
     problem = common.problem_from_args(args)
-    specs = [s for s in (args.solvers or "").split(",") if s.strip()] or None
+    specs = [s for given in args.solvers or [] for s in given.split(",") if s.strip()] or None
     parse_specs(specs or default_specs())  # every spec checked before anything runs
     kw = common.solve_kwargs(args)
     kw.pop("init")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controldl import distributed, solvers
+from controldl import distributed
 from controldl.cli import common
 from controldl.problem import DEFAULTS
 from controldl.solvers import checkpoint, solve
@@ -28,11 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the same problem as a bare `controldl compare`.",
         epilog=common.EXIT_CODES)
     common.add_problem_flags(p)
-    names = solvers.available()
-    p.add_argument("--solver", default="gd", choices=names,
-                   help=f"{', '.join(names)}: gd (optax), msa / emsa (Li et al.'s "
-                        "Pontryagin algorithms), pmp-newton (layer-wise trust-region Newton "
-                        "on the augmented Hamiltonian), casadi (IPOPT) (default gd)")
+    p.add_argument("--solver", default="gd", type=common.solver_name, metavar="NAME",
+                   help=common.SOLVER_HELP + " (default gd, with --optimizer adam)")
     common.add_stopping_flags(p)
     common.add_long_run_flags(p)
     common.add_solver_option_flags(p)

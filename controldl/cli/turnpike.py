@@ -14,7 +14,6 @@ import math
 import time
 from pathlib import Path
 
-from controldl import solvers
 from controldl.cli import common
 
 TURNPIKE_TOL = 1e-6
@@ -55,9 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of longest converged horizons the fits use (default 3)")
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     _add_declared_flags(g)
-    names = solvers.available()
-    p.add_argument("--solver", default="gd", choices=names,
-                   help=f"{', '.join(names)}: the first solver of every horizon (default gd)")
+    p.add_argument("--solver", default="gd", type=common.solver_name, metavar="NAME",
+                   help=f"the first solver of every horizon: {common.SOLVER_HELP} (default gd)")
     common.add_stopping_flags(p, tol=TURNPIKE_TOL,
                               tol_meaning="the stationarity a horizon must reach to count "
                                           "as converged")

@@ -4,8 +4,7 @@ backend for itself; a notebook keeps its own).
 - :mod:`controldl.plotting.solution`: the figures of a solution (the data carried through
   the layers, decision regions, a deformed grid, the controls, the histories), re-exported
   here as ``controldl.plotting.X``;
-- :mod:`controldl.plotting.turnpike`: the figures of a horizon sweep (also
-  ``controldl.turnpike_plots``).
+- :mod:`controldl.plotting.turnpike`: the figures of a horizon sweep.
 """
 
 from controldl.plotting import turnpike  # noqa: F401  (controldl.plotting.turnpike.X)

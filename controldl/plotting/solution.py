@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from controldl.io import atomic_directory
 from controldl.solution import Solution
@@ -122,6 +122,7 @@ def layers_figure(solution: Solution, layers: Sequence[int] | None = None) -> Fi
             ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
             ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=color, s=6, depthshade=False)
             ax.view_init(elev=8, azim=-60)
+            _tidy_3d(ax)
             if t == L and binary:
                 _boundary_plane(ax, solution, pts)
         else:
@@ -146,6 +147,14 @@ def layers_figure(solution: Solution, layers: Sequence[int] | None = None) -> Fi
                  f"{form.horizon:g}; {what})")
     fig.tight_layout()
     return fig
+
+
+def _tidy_3d(ax: Any) -> None:
+    """At most three ticks per axis of a 3-D panel, in small print: the depth axis is
+    foreshortened, and more labels run into one another."""
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_locator(MaxNLocator(3))
+    ax.tick_params(labelsize=7, pad=0)
 
 
 def _boundary_line(ax: Any, solution: Solution, basis: np.ndarray | None,
@@ -180,17 +189,53 @@ def solver_label(solution: Solution) -> str:
     return str(solution.solver.get("label", solution.solver.get("name", "solver")))
 
 
+class InputPlane(NamedTuple):
+    """A plane of the input space ``R^n`` where a figure of the inputs is drawn:
+    ``x = origin + basis @ (u, v)``, ``basis`` (n, 2) orthonormal. For n = 2 the plane
+    itself (origin 0, the identity); for n > 2 the plane through the mean of the training
+    inputs spanned by their two principal directions (``axes`` names them)."""
+
+    origin: np.ndarray
+    basis: np.ndarray
+    axes: tuple[str, str]
+
+    def coordinates(self, X: np.ndarray) -> np.ndarray:
+        """``(u, v)`` (N, 2) of inputs ``X`` (N, n): their orthogonal projection."""
+        return (np.asarray(X, float) - self.origin) @ self.basis
+
+    def points(self, uv: np.ndarray) -> np.ndarray:
+        """The inputs (N, n) at plane coordinates ``uv`` (N, 2)."""
+        return self.origin + uv @ self.basis.T
+
+
+def input_plane(solution: Solution) -> InputPlane | None:
+    """The :class:`InputPlane` of a solution's figures of the input space (``None`` for 1-D
+    inputs and for images)."""
+    X = solution.problem.data.X_train
+    if X.ndim != 2 or X.shape[1] < 2:
+        return None
+    if X.shape[1] == 2:
+        return InputPlane(np.zeros(2), np.eye(2), ("x1", "x2"))
+    X = np.asarray(X, float)
+    return InputPlane(X.mean(axis=0), _principal(X, 2),
+                      ("principal direction 1 of the inputs", "principal direction 2"))
+
+
 def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure | None:
-    """Decision regions in input space (n = 1 or 2), training points as dots and test
-    points as crosses (the legend says which marker is which, in grey: the colours are
-    the classes). The title names the solver. ``None`` for inputs of more than two
-    dimensions."""
+    """Decision regions in input space, training points as dots and test points as
+    crosses (the legend says which marker is which, in grey: the colours are the
+    classes). The title names the solver. For n = 1 the output along the line; for
+    n = 2 the plane; for n > 2 the slice of input space through the inputs' mean spanned
+    by their two principal directions (:func:`input_plane`), with the points projected
+    onto it (the title says so). ``None`` only for images (the conv model has its own
+    figures)."""
     form = solution.problem.formulation
     data = solution.problem.data
     n = form.n_inputs
-    if n > 2:
+    plane = input_plane(solution)
+    if n > 1 and plane is None:
         return None
-    X = data.X_train
+    X = data.X_train if n == 1 else plane.coordinates(data.X_train)
     lo, hi = X.min(axis=0), X.max(axis=0)
     pad = 0.1 * (hi - lo + 1e-12)
     lo, hi = lo - pad, hi + pad
@@ -207,7 +252,7 @@ def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure
         g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], resolution),
                              np.linspace(lo[1], hi[1], resolution))
         grid = np.stack([g0.ravel(), g1.ravel()], axis=1)
-        z = outputs(solution, grid)
+        z = outputs(solution, plane.points(grid))
         if form.task == "classification":
             if form.n_outputs == 1:
                 prob = 1.0 / (1.0 + np.exp(-np.clip(z[:, 0], -50, 50)))
@@ -225,17 +270,21 @@ def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure
         ax.scatter(X[:, 0], X[:, 1], c=_colors(solution, data.y_train), s=7,
                    edgecolors="none")
         if data.has_test:
-            ax.scatter(data.X_test[:, 0], data.X_test[:, 1], c=_colors(solution, data.y_test),
-                       marker="x", s=14)
+            Xt = plane.coordinates(data.X_test)
+            ax.scatter(Xt[:, 0], Xt[:, 1], c=_colors(solution, data.y_test), marker="x", s=14)
             ax.legend(handles=[Line2D([], [], ls="", marker="o", ms=4, color="0.35",
                                       label="train"),
                                Line2D([], [], ls="", marker="x", ms=5, color="0.35",
                                       label="test")], loc="upper right")
         ax.set_aspect("equal")
+        ax.set_xlabel(plane.axes[0])
+        ax.set_ylabel(plane.axes[1])
     acc = "" if solution.train_accuracy is None else f", train acc {solution.train_accuracy:.3f}"
     if solution.test_accuracy is not None:
         acc += f", test acc {solution.test_accuracy:.3f}"
-    ax.set_title(f"Decision regions: {solver_label(solution)}{acc}", fontsize=10)
+    where = (f"\n(slice of R^{n} through the mean; points projected onto it)" if n > 2
+             else "")
+    ax.set_title(f"Decision regions: {solver_label(solution)}{acc}{where}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -243,21 +292,23 @@ def decision_regions_figure(solution: Solution, resolution: int = 200) -> Figure
 def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[int] | None = None
                          ) -> Figure | None:
     """How the flow deforms a grid of the input plane: the grid lines carried to chosen
-    layers (n = 2 only; in the frame of :func:`readout_frame`, as in
-    :func:`layers_figure`)."""
+    layers (in the frame of :func:`readout_frame`, as in :func:`layers_figure`). For
+    n > 2 the grid lies in the plane of :func:`input_plane` (through the inputs' mean,
+    along their two principal directions). ``None`` for 1-D inputs and images."""
     form = solution.problem.formulation
-    if form.n_inputs != 2:
+    plane = input_plane(solution)
+    if plane is None:
         return None
     L = form.layers
     layers = [0, L // 2, L] if layers is None else list(layers)
-    X = solution.problem.data.X_train
+    X = plane.coordinates(solution.problem.data.X_train)
     lo, hi = X.min(axis=0), X.max(axis=0)
     u = np.linspace(0, 1, 120)
     segs = []
     for s in np.linspace(0, 1, lines):
         segs.append(np.stack([lo[0] + s * (hi[0] - lo[0]) + 0 * u, lo[1] + u * (hi[1] - lo[1])], 1))
         segs.append(np.stack([lo[0] + u * (hi[0] - lo[0]), lo[1] + s * (hi[1] - lo[1]) + 0 * u], 1))
-    pts = np.concatenate(segs)
+    pts = plane.points(np.concatenate(segs))
     xs_grid = states(solution, pts)
     xs_data = states(solution)
     basis = readout_frame(solution, xs_data[-1])
@@ -275,6 +326,7 @@ def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[i
                 ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color="0.5", lw=0.5)
             ax.scatter(x[:, 0], x[:, 1], x[:, 2], c=color, s=4, depthshade=False)
             ax.view_init(elev=8, azim=-60)
+            _tidy_3d(ax)
         else:
             ax = fig.add_subplot(1, len(layers), i + 1)
             for seg in g:
@@ -282,26 +334,59 @@ def deformed_grid_figure(solution: Solution, lines: int = 13, layers: Sequence[i
             ax.scatter(x[:, 0], x[:, 1], c=color, s=4)
             ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(f"layer {t}")
-    fig.suptitle("A grid of the input plane carried by the flow")
+    fig.suptitle("A grid of the input plane carried by the flow" if form.n_inputs == 2 else
+                 f"A grid of a plane of R^{form.n_inputs} (through the inputs' mean, along "
+                 "their principal directions) carried by the flow")
     fig.tight_layout()
     return fig
+
+
+def labelled(runs: Any, what: str) -> dict[str, Any]:
+    """``{label: run}`` from what a user passes a figure of several runs: a mapping (kept),
+    one :class:`~controldl.solution.Solution`, or a sequence of them (each labelled by
+    :func:`solver_label`, a repeated label numbered: ``adam``, ``adam (2)``)."""
+    if isinstance(runs, Mapping):
+        return dict(runs)
+    if isinstance(runs, Solution):
+        runs = [runs]
+    if not isinstance(runs, Sequence) or isinstance(runs, str) or not all(
+            isinstance(r, Solution) for r in runs):
+        raise ValueError(f"{what} takes a Solution, a list of them or a dict {{label: ...}}, "
+                         f"got {type(runs).__name__}")
+    out: dict[str, Any] = {}
+    for sol in runs:
+        label, k = solver_label(sol), 2
+        while label in out:
+            label, k = f"{solver_label(sol)} ({k})", k + 1
+        out[label] = sol
+    return out
 
 
 def _series(hist: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if h.get(key) is None else h[key] for h in hist], float)
 
 
-def history_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "",
-                   target: float | None = None, tolerance: float | None = None) -> Figure:
+def history_figure(histories: Any, title: str = "", target: float | None = None,
+                   tolerance: float | None = None) -> Figure:
     """One line per run: the cost ``J`` against the iteration and against the wall time
     (compilation included), the training accuracy, and the stationarity
     ``‖θ − Π(prox(θ − ∇J))‖`` (:func:`controldl.stationarity`) when the histories record
     it. ``target`` (a cost) is marked on the cost panels, ``tolerance`` (a stationarity)
     on the stationarity panel, as dashed horizontal lines. On the time axis the span
-    before the first recorded iterate (compilation and setup) is shaded."""
+    before the first recorded iterate (compilation and setup) is shaded.
+
+    ``histories``: ``{label: history}`` (a history is a solution's ``history`` list),
+    ``{label: Solution}``, one :class:`~controldl.solution.Solution` or a list of them
+    (:func:`labelled`)."""
+    histories = {k: v.history if isinstance(v, Solution) else v
+                 for k, v in labelled(histories, "history_figure").items()}
     has_stat = tolerance is not None or any(
         h.get("stationarity") is not None for hist in histories.values() for h in hist)
-    fig, axes = plt.subplots(1, 4 if has_stat else 3, figsize=(20 if has_stat else 15, 4.2))
+    if has_stat:  # two rows of two: readable at the width of a page
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8.4))
+        axes = axes.ravel()
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     times, starts = [], []
     for label, hist in histories.items():
         if not hist:
@@ -404,14 +489,17 @@ def controls_matrix(solution: Solution) -> tuple[np.ndarray, list[str]]:
     return np.concatenate([entries, b], axis=1).T, names
 
 
-def controls_figure(solutions: Mapping[str, Solution]) -> Figure:
-    """The controls of several solutions side by side, against the time ``t·h`` of each
-    layer (so that solutions of different horizons share an axis).
+def controls_figure(solutions: Any) -> Figure:
+    """The controls of one or several solutions side by side, against the time ``t·h`` of
+    each layer (so that solutions of different horizons share an axis). ``solutions``:
+    one :class:`~controldl.solution.Solution`, a list of them or ``{label: Solution}``
+    (:func:`labelled`).
 
     Top row: ``‖A_t‖_F`` and ``‖b_t‖`` of every solution (one line per label). Below, one
     heat map per solution (keyed by its label): every entry of ``θ_t`` over ``(t·h,
     entry)``, rows ``A[i,j]`` then ``b[i]``, on one colour scale symmetric about 0 shared
     by all the maps, so a smoother, sparser or smaller control shows as such."""
+    solutions = labelled(solutions, "controls_figure")
     if not solutions:
         raise ValueError("controls_figure needs at least one solution")
     items = list(solutions.items())

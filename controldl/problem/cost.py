@@ -28,7 +28,7 @@ from controldl.problem.formulation import Formulation, Params
 Array = jax.Array
 
 COST_TERMS: tuple[str, ...] = ("terminal", "l2", "l1", "smooth", "running", "readout_l2")
-"""Names of the cost terms, in the order of DESIGN.md (``total`` is their sum)."""
+"""Names of the cost terms, in the order of docs/design.md (``total`` is their sum)."""
 
 READOUT_TERMS: tuple[str, ...] = ("terminal", "running", "readout_l2")
 """The terms of J that depend on the readout ``(W, c)``."""
@@ -107,7 +107,7 @@ def state_losses(form: Formulation, W: Array, c: Array, xs: Array, Y: Array
 
 def cost_terms_from_states(form: Formulation, params: Params, xs: Array, Y: Array
                            ) -> dict[str, Array]:
-    """Every cost term of DESIGN.md given the states ``xs`` (L+1, N, d); plus ``total``."""
+    """Every cost term of docs/design.md given the states ``xs`` (L+1, N, d); plus ``total``."""
     return assemble(form, params, *state_losses(form, params.W, params.c, xs, Y))
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from controldl import model
+from controldl.parallel import rows_of, weighted_mean
 from controldl.problem.formulation import Formulation, Params
 
 Array = jax.Array
@@ -78,9 +79,12 @@ def predict(form: Formulation, params: Params, X0: Array) -> Array:
 
 
 def mean_loss(form: Formulation, W: Array, c: Array, X: Array, Y: Array) -> Array:
-    """``(1/N) Σ_i ℓ(W x_i + c, y_i)`` for states ``X`` (N, d) and targets ``Y`` (N, m)."""
+    """``(1/N) Σ_i ℓ(W x_i + c, y_i)`` for states ``X`` (N, d) and targets ``Y`` (N, m);
+    over the real samples only when ``Y`` is :class:`~controldl.parallel.Weighted` (rows
+    padded for the devices: weight 0, the mean divided by the real N). Every mean over
+    samples of the cost goes through here."""
     per_sample = jax.vmap(lambda z, y: model.loss(JAX, form.loss, z, y))
-    return jnp.mean(per_sample(outputs(form, W, c, X), Y))
+    return weighted_mean(per_sample(outputs(form, W, c, X), rows_of(Y)), Y)
 
 
 def forward(form: Formulation, params: Params, X0: Array, Y: Array,
@@ -124,12 +128,13 @@ def forward(form: Formulation, params: Params, X0: Array, Y: Array,
 
 
 def accuracy_from_outputs(form: Formulation, z: Array, y: Array) -> Array:
-    """Fraction of correct labels: ``z > 0`` for one output, ``argmax z`` for K outputs."""
+    """Fraction of correct labels: ``z > 0`` for one output, ``argmax z`` for K outputs
+    (of the real samples when ``y`` is :class:`~controldl.parallel.Weighted`)."""
     if form.n_outputs == 1:
         pred = (z[:, 0] > 0).astype(jnp.int32)
     else:
         pred = jnp.argmax(z, axis=1)
-    return jnp.mean((pred == y).astype(z.dtype))
+    return weighted_mean((pred == rows_of(y)).astype(z.dtype), y)
 
 
 def accuracy_or_zero(form: Formulation, z: Array, y: Array) -> Array:

@@ -41,14 +41,20 @@ class Problem:
     """
 
     def __init__(self, data: Any = None, y: Any = None, *, X: Any = None,
+                 test_fraction: float | None = None, split_seed: int = 0,
                  **options: Any) -> None:
         """``data`` is a :class:`~controldl.data.Dataset`, a pair ``(X, y)`` or the inputs
         ``X`` with ``y`` beside them (also as ``X=``, ``y=``); see
-        :func:`controldl.data.as_dataset`. ``options`` are the formulation's keys
-        (:data:`FORMULATION_KEYS`), defaults :data:`DEFAULTS`."""
-        from controldl.data import as_dataset
+        :func:`controldl.data.as_dataset`. ``test_fraction`` holds out that fraction of
+        the points as a stratified test split drawn with ``split_seed``
+        (:func:`controldl.data.train_test_split`; default: none, every point trains).
+        ``options`` are the formulation's keys (:data:`FORMULATION_KEYS`), defaults
+        :data:`DEFAULTS`."""
+        from controldl.data import as_dataset, train_test_split
 
         self.data = as_dataset(data, y, X)
+        if test_fraction:
+            self.data = train_test_split(self.data, test_fraction, seed=split_seed)
         self.formulation = make_formulation(self.data, **options)
 
     @classmethod

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -69,27 +70,41 @@ def clear_compile_caches() -> None:
 
 
 def training_arrays(problem: Problem, dtype: Any, batch_size: int | None,
-                    devices: int | None) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
+                    devices: int | None, pad: bool = True
+                    ) -> tuple[jax.Array, Any, Any, Any]:
     """``(X0, Y, y, mesh)`` for the JAX solvers: the embedded training inputs ``X0``
     (N, d) and targets ``Y`` (N, m) in ``dtype``, the labels ``y`` (N,) (zeros for
     regression), placed on ``devices`` devices when given (samples sharded, see
     :mod:`controldl.parallel`; ``mesh`` is ``None`` otherwise). With several processes
     each process embeds only the rows its own devices hold and the arrays are global.
-    Checks that a mini-batch fits the data and splits evenly over the devices."""
+    With one process and N not a multiple of the devices, the samples are padded with
+    weight-zero copies (``pad``; :func:`controldl.parallel.pad_samples`: ``Y`` and ``y``
+    are then :class:`~controldl.parallel.Weighted`); a solver that cannot weigh its
+    samples passes ``pad=False`` and N must divide. Checks that a mini-batch fits the data
+    and splits evenly over the devices."""
     N = problem.data.n_train
     if batch_size is not None and batch_size > N:
         raise ValueError(f"batch_size {batch_size} exceeds the {N} training samples")
     mesh = parallel.data_mesh(devices)
-    parallel.check_divisible(mesh, N)
+    padded = parallel.padded_count(mesh, N) if pad and jax.process_count() == 1 else N
+    if padded % (1 if mesh is None else mesh.devices.size):
+        k = mesh.devices.size
+        why = ("this solver does not pad the samples (gd, msa and emsa do)" if not pad
+               else "several processes do not pad the samples")
+        raise ValueError(f"{N} samples cannot be split evenly over {k} devices: {why}; use "
+                         f"a number of training samples divisible by {k}")
     if batch_size is not None:
         parallel.check_divisible(mesh, batch_size, "samples per batch")
     rows = parallel.local_rows(mesh, N)
     X0 = problem.initial_states(dtype, rows=rows)
     Y = problem.targets(dtype, rows=rows)
-    y = parallel.device_array(problem.data.y_train[rows]
-                              if problem.formulation.task == "classification"
-                              else np.zeros(rows.stop - rows.start, np.int32))
-    return (*parallel.shard_samples(mesh, X0, Y, y, n=N), mesh)
+    y = (problem.data.y_train[rows] if problem.formulation.task == "classification"
+         else np.zeros(rows.stop - rows.start, np.int32))
+    if padded != N:
+        X0, Y, y = parallel.pad_samples(padded, np.asarray(X0), np.asarray(Y), np.asarray(y))
+    else:
+        y = parallel.device_array(y)
+    return (*parallel.shard_samples(mesh, X0, Y, y, n=padded), mesh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,8 +272,17 @@ class Solver(abc.ABC):
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
     def label(self) -> str:
-        """A short human-readable name (e.g. ``gd/adam``)."""
+        """A short human-readable name: the solver's name, or what it was named by
+        (``adam`` for gradient descent with Adam)."""
         return self.name
+
+    @classmethod
+    def inapplicable(cls, options: dict[str, Any]) -> dict[str, str]:
+        """``{option: why}``: the options a solver of this class does not have when built
+        with ``options`` (the others at their defaults): gradient descent with L-BFGS has
+        no learning rate. Setting one away from its default is refused by
+        :func:`~controldl.solvers.options.check_options`; none by default."""
+        return {}
 
     @abc.abstractmethod
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
@@ -351,12 +375,18 @@ def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Arr
     return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
 
 
-def as_solver(solver: Any) -> Solver:
-    """A solver instance, or the solver a spec string names (``"adam:lr=0.03"``)."""
+def as_solver(solver: Any, options: dict[str, Any] | None = None) -> Solver:
+    """A solver instance, or the solver a spec string names (``"adam:lr=0.03"``) with
+    ``options`` (its dataclass fields) added; options beside an instance are refused."""
+    options = options or {}
     if isinstance(solver, str):
         from controldl.solvers.options import solver_from_spec
 
-        solver = solver_from_spec(solver)
+        solver = solver_from_spec(solver, **options)
+    elif options and isinstance(solver, Solver):
+        raise ValueError(f"solver options ({', '.join(options)}) go with a solver named by a "
+                         f"string (solve(problem, 'adam', lr=0.01)); this {solver.label()} "
+                         "instance has its own: dataclasses.replace(solver, ...) changes them")
     if not isinstance(solver, Solver):
         raise ValueError(f"solver must be a controldl solver or a spec string such as "
                          f"'adam:lr=0.03', got {type(solver).__name__}")
@@ -380,13 +410,15 @@ def solve(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every_s: float | None = None,
     signals: tuple[int, ...] = (signal.SIGINT,),
+    **options: Any,
 ) -> Solution:
     """Solve ``problem`` with ``solver`` and return a :class:`~controldl.Solution`.
 
     Args:
         problem: the canonical problem.
         solver: a solver instance (``GradientDescent()``, ``EMSA()``, ``CasadiDirect()``…)
-            or a spec string as ``compare`` takes (``"adam:lr=0.03"``, ``"emsa"``).
+            or a name or spec string as ``compare`` takes (``"adam"``, ``"adam:lr=0.03"``,
+            ``"emsa"``; :func:`controldl.solvers.names`).
         init: warm start (a ``Solution``, a solution directory or ``Params``); otherwise the
             shared deterministic initialization :func:`controldl.problem.init_params` with
             ``seed`` and ``init_scheme`` (``"normal"`` or ``"zeros"``).
@@ -410,13 +442,45 @@ def solve(
             iterate so far and the checkpoint of its last state (``solution.checkpoint``);
             a second signal raises ``KeyboardInterrupt`` at once. ``()`` leaves the
             signal handlers alone.
+        **options: the solver's options when it is named by a string:
+            ``solve(problem, "adam", lr=0.01)`` is ``solve(problem, "adam:lr=0.01")``.
+
+    Without ``tol`` each solver stops at its own convergence test (gradient descent at
+    ``grad_tol`` 1e-9: a solve from the library runs to a tight tolerance unless told
+    otherwise); ``controldl train`` and ``compare`` pass the common tolerance
+    :data:`COMMON_TOL` (1e-4), the one every default solver of a comparison reaches.
 
     Raises:
         SolveInterrupted: a signal of ``signals`` stopped the solve (see above).
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
-    solver = as_solver(solver)
+    solver = as_solver(solver, options)
+    if not jax.config.jax_enable_x64 and getattr(solver, "dtype", None) != "float32":
+        warnings.warn(FLOAT32_NOTE, UserWarning, stacklevel=2)
+    with warnings.catch_warnings():  # said once above, not at every float64 array
+        warnings.filterwarnings("ignore", message=JAX_TRUNCATION, category=UserWarning)
+        return _solve(problem, solver, init, seed, init_scheme, max_iter, max_time,
+                      target_cost, tol, progress, callback, resume, checkpoint_dir,
+                      checkpoint_every_s, signals)
+
+
+FLOAT32_NOTE = ("JAX's float64 is off, so this solve computes in float32 (and a "
+                "tolerance meant for float64 may not be reached): call "
+                "jax.config.update('jax_enable_x64', True) before anything else for float64, "
+                "or give the solver dtype='float32' to choose float32")
+"""The one warning of a solve in a process without ``jax_enable_x64`` (instead of JAX's
+own, repeated for every float64 array)."""
+JAX_TRUNCATION = "Explicitly requested dtype float64"
+"""The start of JAX's warning when float64 is asked for without ``jax_enable_x64``."""
+
+
+def _solve(problem: Problem, solver: Solver, init: Any, seed: int, init_scheme: str,
+           max_iter: int | None, max_time: float | None, target_cost: float | None,
+           tol: float | None, progress: bool, callback: Any, resume: Any,
+           checkpoint_dir: Any, checkpoint_every_s: float | None,
+           signals: tuple[int, ...]) -> Solution:
+    """:func:`solve` once the solver is built (see there)."""
     rules = {"max_iter": max_iter, "max_time": max_time, "target_cost": target_cost,
              "tol": tol}
     if checkpoint_every_s is not None and not solver.resumable:

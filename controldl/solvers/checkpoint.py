@@ -51,7 +51,7 @@ from controldl.problem import Problem
 
 FORMAT = 1
 """The version of the checkpoint directory format."""
-SUBDIRECTORY = "checkpoint"
+SUBDIRECTORY = S.CHECKPOINT_DIRECTORY
 """Where a solution directory (or ``controldl train --out``) keeps its checkpoint."""
 STATE_JSON, STATE_NPZ = "state.json", "state.npz"
 STOPPING_KEYS: tuple[str, ...] = ("max_iter", "max_time", "target_cost", "tol")
@@ -147,6 +147,10 @@ class Checkpoint(NamedTuple):
                                  f"{np.dtype(t.dtype)}")
             out.append(v)
         return jax.tree.unflatten(treedef, out)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write this checkpoint to ``directory`` atomically (:func:`write`)."""
+        return write(directory, self)
 
 
 class Context(NamedTuple):
@@ -288,7 +292,7 @@ def _tuples(value: Any) -> Any:
 
 def solver_of(ck: Checkpoint) -> Any:
     """The solver a checkpoint was written by, with its options."""
-    from controldl.solvers import solver_class
+    from controldl.solvers.registry import solver_class
 
     cls = solver_class(ck.solver.get("name", ""))
     names = {f.name for f in dataclasses.fields(cls)}

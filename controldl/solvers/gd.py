@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -38,9 +39,29 @@ from controldl.solvers.options import (
     dtype_option,
     option,
 )
+from controldl.solvers.registry import optax_optimizers, unknown_solver
 from controldl.status import Status
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
+LINE_SEARCH: tuple[str, ...] = ("lbfgs",)
+"""The optimizers whose step length their own line search chooses: they take no learning
+rate, schedule or momentum, and need the full batch."""
+
+
+def inapplicable_options(optimizer: str) -> dict[str, str]:
+    """``{option: why}``: the options of :class:`GradientDescent` that ``optimizer`` does not
+    have (a line search's step takes no ``lr``, ``schedule``, ``momentum`` or
+    ``batch_size``; an optax optimizer without a ``momentum`` parameter takes none)."""
+    if optimizer in LINE_SEARCH:
+        why = "its line search chooses the step"
+        return {"lr": why, "schedule": why, "momentum": why,
+                "batch_size": "its line search needs the full batch"}
+    factory = getattr(optax, optimizer, None)
+    try:
+        takes = "momentum" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes = True
+    return {} if takes else {"momentum": f"optax.{optimizer} takes no momentum"}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
 
 
@@ -73,10 +94,9 @@ def make_optimizer(name: str, lr: float | None, schedule: str = "constant", step
     The learning rate (a number or a schedule) and the numeric options are injected
     (``optax.inject_hyperparams``): they are part of the optimizer's state, so a compiled
     step serves every value of them."""
-    factory = getattr(optax, name, None)
-    if not callable(factory) or name.startswith("_"):
-        raise ValueError(f"unknown optax optimizer {name!r}; try sgd, adam, adamw, lbfgs, "
-                         "rmsprop, adagrad, lion, …")
+    if name not in optax_optimizers():
+        raise ValueError(unknown_solver(name, "optax optimizer"))
+    factory = getattr(optax, name)
     lr = resolved_lr(name, lr)
     if lr is not None and (not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"learning rate must be > 0, got {lr}")
@@ -157,7 +177,7 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     is_lbfgs = solver.optimizer == "lbfgs"
     batch = solver.batch_size
     remat = solver.checkpoint_every
-    N = args[1].shape[0]
+    N = parallel.sample_count(args[2])  # the real samples (not the devices' padding)
 
     def iteration(form, params, opt_state, X0, Y, y, key):
         if batch is not None:  # the full batch draws nothing: its key passes through
@@ -258,12 +278,17 @@ class GradientDescent(Solver):
 
     def __post_init__(self) -> None:
         check_options(self)
-        if self.batch_size is not None and self.optimizer == "lbfgs":
-            raise ValueError("lbfgs needs the full batch: drop batch_size")
         self.optimizer_transform(1)  # validate the optimizer name and options now
 
     def label(self) -> str:
-        return f"gd/{self.optimizer}"
+        """The optimizer's name (``adam``, ``lbfgs``): what the user wrote."""
+        return self.optimizer
+
+    @classmethod
+    def inapplicable(cls, options: dict[str, Any]) -> dict[str, str]:
+        """The options the optimizer of ``options`` does not have
+        (:func:`inapplicable_options`)."""
+        return inapplicable_options(options.get("optimizer", "adam"))
 
     def structure(self) -> tuple:
         """What a compiled step depends on: the optimizer's kind, the schedule (with its

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from controldl import solvers as registry  # the registry (_REGISTRY, solver_class)
+from controldl.solvers import registry  # the vocabulary of names (resolve, solver_class)
 
 OPTION_KEY = "controldl.option"
 """The key of a solver field's metadata that holds its :class:`OptionInfo`."""
@@ -173,10 +173,25 @@ def check_value(name: str, value: Any, annotation: Any, info: OptionInfo) -> Non
 
 
 def check_options(solver: Any) -> None:
-    """The generated validation of a solver instance: :func:`check_value` on every option
-    (called by each solver's ``__post_init__`` before its own cross-option checks)."""
-    for spec in solver_options(type(solver)).values():
+    """The generated validation of a solver instance: :func:`check_value` on every option,
+    then an option set away from its default that the solver does not have given the
+    others (:meth:`~controldl.solvers.base.Solver.inapplicable`) is refused with one line
+    naming the options it has (called by each solver's ``__post_init__`` before its own
+    cross-option checks)."""
+    specs = solver_options(type(solver))
+    for spec in specs.values():
         check_value(spec.name, getattr(solver, spec.name), spec.annotation, spec.info)
+    missing = type(solver).inapplicable({k: getattr(solver, k) for k in specs})
+    for key, why in missing.items():
+        if getattr(solver, key) != specs[key].default:
+            raise ValueError(no_option_message(solver.label(), key, why,
+                                               [k for k in specs if k not in missing]))
+
+
+def no_option_message(label: str, key: str, why: str, options: list[str]) -> str:
+    """``solver 'lbfgs' has no option 'lr' (why); its options: …`` (one line)."""
+    return (f"solver {label!r} has no option {key!r}{f' ({why})' if why else ''}; its "
+            f"options: {', '.join(options)}")
 
 
 COMPARE_KEYS: tuple[str, ...] = ("from", "max_iter", "label", "until")
@@ -249,13 +264,13 @@ def value_parser(annotation: Any) -> tuple[Callable[[str], Any], bool]:
     return {bool: parse_bool, int: int, float: parse_finite_float}.get(annotation, str), False
 
 
-def convert_option(cls: type, key: str, text: str) -> Any:
+def convert_option(cls: type, key: str, text: str, label: str | None = None) -> Any:
     """The value of option ``key`` of solver class ``cls`` read from ``text`` (``none``
-    means ``None``; a repeatable option takes ``;``-separated items)."""
+    means ``None``; a repeatable option takes ``;``-separated items); ``label`` names the
+    solver in the message for an unknown key (default ``cls.name``)."""
     specs = solver_options(cls)
     if key not in specs:
-        raise ValueError(f"solver {cls.name!r} has no option {key!r} "
-                         f"(options: {', '.join(specs)})")
+        raise ValueError(no_option_message(label or cls.name, key, "", list(specs)))
     parse, repeat = specs[key].parse, specs[key].repeat
     if text.lower() == "none":
         return None
@@ -268,8 +283,10 @@ def convert_option(cls: type, key: str, text: str) -> Any:
 
 
 def solver_name(head: str) -> str:
-    """The registered solver a spec's head names: itself, or ``gd`` for an optimizer."""
-    return head if head in registry._REGISTRY else "gd"
+    """The registered solver a spec's head names: itself, or ``gd`` for an optimizer; an
+    unknown name is a ``ValueError`` that lists every name and suggests the closest
+    (:func:`controldl.solvers.resolve`)."""
+    return registry.resolve(head)[0]
 
 
 def parse_spec(text: str) -> Spec:
@@ -281,8 +298,8 @@ def parse_spec(text: str) -> Spec:
     if not parts:
         raise ValueError("empty solver spec")
     head, rest = parts[0].strip(), parts[1:]
-    name = solver_name(head)
-    options: dict[str, Any] = {} if name == head else {"optimizer": head}
+    name, options = registry.resolve(head)
+    options = dict(options)
     cls = registry.solver_class(name)
     warm, max_iter, label, until = None, None, text, False
     for item in rest:
@@ -303,7 +320,7 @@ def parse_spec(text: str) -> Spec:
                 raise ValueError(f"solver spec {text!r}: until takes 'target', got {value!r}")
             until = True
         else:
-            options[key] = convert_option(cls, key, value)
+            options[key] = convert_option(cls, key, value, head)
     spec = Spec(label=label, solver=name, options=options, warm_from=warm, max_iter=max_iter,
                 until_target=until)
     spec.make()  # validate now, before anything runs
@@ -319,4 +336,10 @@ def solver_from_spec(text: str, **options: Any) -> Any:
             or spec.until_target):
         raise ValueError(f"solver spec {text!r}: {', '.join(COMPARE_KEYS)} only apply inside "
                          "compare; pass init= and max_iter= to solve instead")
-    return registry.solver_class(spec.solver)(**{**spec.options, **options})
+    cls = registry.solver_class(spec.solver)
+    known = solver_options(cls)
+    for key in options:
+        if key not in known:
+            raise ValueError(no_option_message(text.split(":", 1)[0].strip(), key, "",
+                                               list(known)))
+    return cls(**{**spec.options, **options})

@@ -6,7 +6,9 @@ page shows what it printed and the figures it left open (as inline PNGs). Other 
 commands (``pip install``, ``pytest``) are shown, not run.
 
 ``CONTROLDL_DOCS_EXECUTE=false`` builds without running them. A snippet or command that
-fails is a build error. ``tests/test_docs_snippets.py`` runs pages through the same
+fails is a build error. The notebooks that mkdocs-jupyter executes write under a
+temporary ``CONTROLDL_NOTEBOOK_OUT`` (:func:`on_config`): the build writes nothing into
+the working tree. ``tests/test_docs_snippets.py`` runs pages through the same
 functions (:func:`blocks`, :func:`controldl_commands`, :func:`run_snippets`).
 """
 
@@ -137,6 +139,31 @@ def with_outputs(markdown: str, where: str) -> str:
             out.append(f"\n\n![a figure drawn by the snippet above](data:image/png;base64,{png})")
     out.append(markdown[last:])
     return "".join(out)
+
+
+NOTEBOOK_OUT = "CONTROLDL_NOTEBOOK_OUT"
+_scratch: tempfile.TemporaryDirectory | None = None
+
+
+def on_config(config: Any, **kwargs: Any) -> Any:
+    """The notebooks that mkdocs-jupyter executes save what they write under
+    ``CONTROLDL_NOTEBOOK_OUT``: a temporary directory for the build (unless set), so that
+    building the site writes nothing into the working tree."""
+    global _scratch
+    if not os.environ.get(NOTEBOOK_OUT):
+        _scratch = tempfile.TemporaryDirectory(prefix="controldl-site-notebooks-")
+        os.environ[NOTEBOOK_OUT] = _scratch.name
+    return config
+
+
+def on_shutdown(**kwargs: Any) -> None:
+    """Remove the notebooks' temporary directory of :func:`on_config`."""
+    global _scratch
+    if _scratch is not None:
+        if os.environ.get(NOTEBOOK_OUT) == _scratch.name:
+            del os.environ[NOTEBOOK_OUT]
+        _scratch.cleanup()
+        _scratch = None
 
 
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:

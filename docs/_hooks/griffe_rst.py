@@ -1,5 +1,6 @@
 """A griffe extension for the API reference: the package's docstrings use a few
-reStructuredText constructs (``:func:`name```, ``.. math::``) inside Google-style sections,
+reStructuredText constructs (``:func:`name```, ``.. math::``, literal blocks after
+``::``) inside Google-style sections,
 and sometimes document several parameters on one line (``a, b: text``). This rewrites them
 to what mkdocstrings renders: a role becomes inline code, a ``.. math::`` block a
 ``$$ … $$`` block (pymdownx.arithmatex; docs/_hooks/math.py typesets it as MathML), and
@@ -84,10 +85,43 @@ def _split_shared_entries(text: str) -> str:
     return "\n".join(out)
 
 
+def _literal_blocks(text: str) -> str:
+    """reST's literal blocks as fenced code: a paragraph ending in ``::`` (``Example::``,
+    ``The public API::``) followed by an indented block → the paragraph ending in ``:``
+    and the block in a ```` ```python ```` fence (a lone ``::`` disappears). A line that
+    begins with ``>`` outside a block (``> 0; a weight``, a comparison wrapped onto a new
+    line) is escaped, so that Markdown does not make it a quotation."""
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.rstrip().endswith("::") or line.lstrip().startswith(".."):
+            out.append(re.sub(r"^(\s*)>", r"\1\\>", line))
+            continue
+        head = line.rstrip()[:-2].rstrip()
+        indent = len(line) - len(line.lstrip())
+        body: list[str] = []
+        while i < len(lines) and (not lines[i].strip()
+                                  or len(lines[i]) - len(lines[i].lstrip()) > indent):
+            body.append(lines[i])
+            i += 1
+        while body and not body[-1].strip():
+            body.pop()
+        if head.strip():
+            out.append(head + ":")
+        code = textwrap.dedent("\n".join(body)).strip("\n")
+        pad = " " * indent
+        out += ["", pad + "```python", *[pad + c if c else "" for c in code.splitlines()],
+                pad + "```", ""]
+    return "\n".join(out)
+
+
 def rewrite(text: str) -> str:
-    """The docstring ``text`` with reStructuredText roles and math blocks made Markdown,
-    and shared parameter entries split."""
-    text = _split_shared_entries(_math_blocks(text))
+    """The docstring ``text`` with reStructuredText roles, math and literal blocks made
+    Markdown, and shared parameter entries split."""
+    text = _split_shared_entries(_literal_blocks(_math_blocks(text)))
     def code(m: re.Match[str]) -> str:
         target = m.group(2)
         return f"`{target.split('.')[-1] if m.group(1) else target}`"

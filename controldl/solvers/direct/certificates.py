@@ -5,7 +5,7 @@ r"""Certificates of a direct solve, computed independently of IPOPT's own claims
 .. math:: \min_{θ, W, c, x}\; J(θ, W, c; x) \quad\text{s.t.}\quad
           g_t := x(t+1) − f(x(t), θ_t) = 0,\; t = 0..L−1,
 
-with ``J`` the cost of DESIGN.md written in the state variables (``(1/N)Σℓ(z_i(L))``, the
+with ``J`` the cost of docs/design.md written in the state variables (``(1/N)Σℓ(z_i(L))``, the
 running terms, the penalties). CasADi and IPOPT use the Lagrangian
 ``𝓛 = J + Σ_t λ_tᵀ g_t``. Its stationarity in the states gives, for ``x(L)``,
 ``∇_{x(L)} J + λ_{L−1} = 0``, i.e. ``λ_{L−1} = −∇_x[(1/N)ℓ + running at L] = p(L)``, and for

@@ -29,7 +29,7 @@ the layers are maximized one after another rather than all at once (``jax.vmap``
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +37,18 @@ import jax.numpy as jnp
 from controldl import problem as P
 from controldl.problem import Params
 from controldl.solvers.pmp import hamiltonian as H
-from controldl.solvers.pmp import iteration as IT
 
 Array = jax.Array
+
+
+class Updates(NamedTuple):
+    """The parts of the stored iteration (:mod:`controldl.solvers.pmp.iteration`) this
+    sweep reuses, handed over by it (so that this module does not import it back):
+    ``layer_update``, ``readout_update`` and ``assemble``."""
+
+    layer_update: Any
+    readout_update: Any
+    assemble: Any
 
 
 def default_every(layers: int) -> int:
@@ -85,8 +94,9 @@ def checkpoints(form: P.Formulation, params: Params, X0: Array, k: int
     return x_L, starts, blocks
 
 
-def sweep(form: P.Formulation, config: IT.Config, knobs: H.Knobs, params: Params,
-          Y: Array, starts: Array, blocks: tuple, p_L: Array) -> tuple[Any, Array]:
+def sweep(form: P.Formulation, config: Any, knobs: H.Knobs, params: Params,
+          Y: Array, starts: Array, blocks: tuple, p_L: Array, updates: Updates
+          ) -> tuple[Any, Array]:
     """The backward sweep: every layer's ``(inner result, gap)``, stacked over the
     ``L`` layers as the stored iteration stacks them, and ``p(0)``."""
     W, c = params.W, params.c
@@ -102,7 +112,7 @@ def sweep(form: P.Formulation, config: IT.Config, knobs: H.Knobs, params: Params
             p = grad_x(form, X, p_next, A, b, W, c, Y, running)
             d = H.LayerData(X, X_next, p, p_next, (A, b), (Al, bl), (Ar, br), has_l,
                             has_r, running)
-            res, gap = IT.layer_update(form, config, knobs, (W, c), Y, d)
+            res, gap = updates.layer_update(form, config, knobs, (W, c), Y, d)
             return jnp.where(real, p, p_next), (res, gap)
 
         return jax.lax.scan(layer, p_end, jnp.arange(block[0].shape[0]), reverse=True)
@@ -129,20 +139,21 @@ def running_sum(form: P.Formulation, W: Array, c: Array, Y: Array, starts: Array
 
 
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
-              y: Array, config: IT.Config) -> tuple[Params, IT.StepInfo]:
+              y: Array, config: Any, updates: Updates) -> tuple[Params, Any]:
     """One MSA / E-MSA iteration in bounded memory: the iterate and report of
-    :func:`controldl.solvers.pmp.iteration.iteration` (on the samples given)."""
+    :func:`controldl.solvers.pmp.iteration.iteration` (on the samples given), from its
+    ``config`` and ``updates``."""
     k = min(int(config.checkpoint_every), form.layers)
     W, c = params.W, params.c
     x_L, starts, blocks = checkpoints(form, params, X0, k)
     p_L = P.terminal_costate(form, W, c, x_L, Y)
-    (lay, gap), _ = sweep(form, config, knobs, params, Y, starts, blocks, p_L)
+    (lay, gap), _ = sweep(form, config, knobs, params, Y, starts, blocks, p_L, updates)
     J, z, grad = P.cost_outputs_and_smooth_gradient(form, params, X0, Y, k)
     at_k = (J, P.accuracy_or_zero(form, z, y), P.stationarity_from_gradient(form, params, grad))
     extra = None
     if form.uses("running"):
         def extra(phi):  # the running terms readout_objective would take from all states
             return running_sum(form, *phi, Y, starts, blocks)
-    readout = IT.readout_update(form, config, knobs,
+    readout = updates.readout_update(form, config, knobs,
                                 H.ReadoutData(x_L[None], Y, p_L, (W, c)), extra)
-    return IT.assemble(form, config, at_k, (lay.theta, lay, gap), readout, 1.0)
+    return updates.assemble(form, config, at_k, (lay.theta, lay, gap), readout, 1.0)

@@ -5,7 +5,7 @@ Everything is assembled from :mod:`controldl.problem` (``hamiltonian``, ``step_b
 ``terminal_costate``, ``readout_objective``, ``project``) and :mod:`controldl.model`
 (``layer_l1``, ``layer_smooth``): no formula of the model is written here again.
 
-**Normalization, in DESIGN.md terms.** The terminal loss is a *mean* over the N samples,
+**Normalization, in docs/design.md terms.** The terminal loss is a *mean* over the N samples,
 so the costates carry the ``1/N``: ``p_i(L) = −∇_x (1/N) ℓ(z_i(L), y_i)`` (plus the
 running term at L). The Hamiltonian of layer ``t`` is a plain *sum* over samples,
 
@@ -55,7 +55,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from controldl import model
+from controldl import model, parallel
 from controldl import problem as P
 
 Array = jax.Array
@@ -171,13 +171,18 @@ def _flow_value_and_grad_x(form: P.Formulation, data: LayerData, readout: Theta,
 
 
 def extended_penalty(form: P.Formulation, data: LayerData, running: RunningPart,
-                     theta: Theta, grad_x: Array) -> Array:
+                     theta: Theta, grad_x: Array, weight: Array | None = None) -> Array:
     """``½Σ_i ‖x_i(t+1) − f(x_i(t), θ)‖² + ½Σ_i ‖p_i(t) − ∇_x H_t(x_i(t), p_i(t+1), θ)‖²``
     (to be multiplied by ρ): the residuals of the state and costate equations, with
-    ``∇_x H_t = grad_x + running.grad_x`` and ``grad_x = ∇_x H⁰_t(θ)`` (N, d)."""
+    ``∇_x H_t = grad_x + running.grad_x`` and ``grad_x = ∇_x H⁰_t(θ)`` (N, d). The sums
+    run over the real samples: ``weight`` (N,) 0 on the padding of
+    :func:`controldl.parallel.pad_samples` (``None``: every sample)."""
     rx = data.X_next - P.step_batch(form, data.X, *theta)
     rp = data.P - (grad_x + running.grad_x)
-    return 0.5 * (jnp.sum(rx * rx) + jnp.sum(rp * rp))
+    if weight is None:
+        return 0.5 * (jnp.sum(rx * rx) + jnp.sum(rp * rp))
+    per_sample = jnp.sum(rx * rx, axis=1) + jnp.sum(rp * rp, axis=1)
+    return 0.5 * jnp.sum(jnp.where(weight > 0, per_sample, 0.0))
 
 
 def layer_objective(form: P.Formulation, extended: bool, knobs: Knobs, data: LayerData,
@@ -204,7 +209,8 @@ def layer_objective(form: P.Formulation, extended: bool, knobs: Knobs, data: Lay
             h0 = _flow_hamiltonian(form, data, readout, Y, theta)
         value = h0 + running.value + layer_l1(form, theta) - jacobi_smooth(form, data, theta)
         if extended:
-            value = value - knobs.rho * extended_penalty(form, data, running, theta, grad_x)
+            value = value - knobs.rho * extended_penalty(form, data, running, theta, grad_x,
+                                                         parallel.sample_weight(Y))
         return value - 0.5 * knobs.mu * _squared_distance(theta, data.theta_k)
 
     return objective

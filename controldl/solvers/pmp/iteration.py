@@ -47,6 +47,7 @@ from controldl import problem as P
 from controldl.compilation import compile_or_load
 from controldl.problem import Params
 from controldl.solvers.base import COMPILED, signature
+from controldl.solvers.pmp import checkpointed
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp.inner import InnerResult
 
@@ -141,9 +142,8 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     if config.batch_size is not None:  # sharded like the full data (under on_mesh)
         X0, Y, y = parallel.draw_batch(key, config.batch_size, X0, Y, y)
     if config.checkpoint_every is not None:
-        from controldl.solvers.pmp import checkpointed
-
-        return checkpointed.iteration(form, params, knobs, X0, Y, y, config)
+        return checkpointed.iteration(form, params, knobs, X0, Y, y, config, checkpointed.Updates(
+            layer_update, readout_update, assemble))
     xs = P.trajectory(form, params, X0)
     ps = P.costates(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]

@@ -216,7 +216,8 @@ class PMPNewton(Solver):
                              f"A x + b, which the {form.model!r} model does not have; use "
                              "gd, msa or emsa")
         dtype = DTYPES[self.dtype]
-        X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
+        X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices,
+                                         pad=False)  # its models take plain sample means
         params = Params(*(np.asarray(v, dtype) for v in params))
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in (*params, X0, Y, y))
         with monitor.compiling():
