@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from controldl import solvers
-from controldl.io import atomic_directory, write_json
+from controldl.io import atomic_directory, marked, write_json
 from controldl.problem import Problem
-from controldl.solution import Solution
+from controldl.solution import Solution, input_paths
 from controldl.solvers.base import COMMON_TOL, clear_compile_caches
 from controldl.solvers.options import Spec, parse_spec, solver_name
 
@@ -336,28 +336,33 @@ def table_markdown(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def write_report(comparison: Comparison, out: str | Path, figures: bool = True) -> Path:
+def write_report(comparison: Comparison, out: str | Path, figures: bool = True, *,
+                 overwrite: bool = False) -> Path:
     """Write ``results.json``, ``table.md``, ``report.md``, ``figures/*.png`` and every
-    solution under ``solutions/LABEL`` to ``out``, atomically."""
+    solution under ``solutions/LABEL`` to ``out``, atomically. ``out`` must be new, empty
+    or a previous comparison; anything else only with ``overwrite``
+    (:func:`controldl.io.check_output`)."""
     rows = comparison.rows()
 
     def write(tmp: Path) -> None:
         for label, sol in comparison.solutions.items():
             sol.save(tmp / "solutions" / _safe(label))
         first = next(iter(comparison.solutions.values()), None)
-        results = {"problem": first.meta()["problem"] if first else {},
+        results = marked("comparison", {
+                   "problem": first.meta()["problem"] if first else {},
                    "target_cost": comparison.target, "target_rule": comparison.target_rule,
                    "tol": comparison.tol, "timing": "cold",
                    "rows": [r.asdict() for r in rows],
                    "ranking": {k: comparison.ranking(k)
-                               for k in ("time_to_target_s", "time_to_tol_s")}}
+                               for k in ("time_to_target_s", "time_to_tol_s")}})
         write_json(tmp / "results.json", results)
         table = table_markdown(comparison)
         (tmp / "table.md").write_text(table + "\n")
         figs = _figures(comparison, tmp) if figures else []
         (tmp / "report.md").write_text(_report(comparison, rows, table, figs))
 
-    return atomic_directory(out, write)
+    return atomic_directory(out, write, kind="comparison", overwrite=overwrite,
+                            keep=input_paths(comparison.problem))
 
 
 def _figures(comparison: Comparison, tmp: Path) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from controldl import problem as P
 from controldl.data import Dataset
-from controldl.io import atomic_directory, jsonable, write_json
+from controldl.io import atomic_directory, jsonable, marked, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
 from controldl.status import Status
 
@@ -227,8 +227,9 @@ class Solution:
                 f"cost {self.cost['total']:.6g}{acc}. {self.message}{returned}")
 
     def meta(self) -> dict[str, Any]:
-        """The contents of ``meta.json``."""
-        return jsonable({
+        """The contents of ``meta.json`` (marked as a ``solution`` output,
+        :func:`controldl.io.marked`)."""
+        return jsonable(marked("solution", {
             "problem": problem_record(self.problem),
             "solver": self.solver,
             "status": self.status,
@@ -246,7 +247,7 @@ class Solution:
             "warm_start": None if self.warm_start is None else self.warm_start._asdict(),
             "devices": self.stats.get("devices"),
             "versions": self.versions,
-        })
+        }))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The contents of ``arrays.npz``."""
@@ -254,8 +255,17 @@ class Solution:
         out.update(data_arrays(self.problem))
         return out
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``arrays.npz`` and ``meta.json`` to ``directory``, atomically."""
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``arrays.npz`` and ``meta.json`` to ``directory``, atomically.
+
+        ``directory`` must be new, empty or a previous solution directory (its
+        ``meta.json`` says so); anything else (a directory of other files, a file) is
+        replaced only with ``overwrite``, and a directory that holds the problem's data
+        file never (:func:`controldl.io.check_output`).
+
+        Raises:
+            ValueError: the directory may not be written (one line saying why).
+        """
         meta = self.meta()
         arrays = self.arrays()
 
@@ -267,7 +277,15 @@ class Solution:
 
                 checkpoint.write(tmp / checkpoint.SUBDIRECTORY, self.checkpoint)
 
-        return atomic_directory(directory, write)
+        return atomic_directory(directory, write, kind="solution", overwrite=overwrite,
+                                keep=input_paths(self.problem))
+
+
+def input_paths(problem: Problem) -> tuple[str, ...]:
+    """The files ``problem`` was read from (its data file, when it came from one): an
+    output directory that holds one of them is never replaced."""
+    path = problem.data.source.get("path")
+    return (str(path),) if path else ()
 
 
 def problem_record(problem: Problem) -> dict[str, Any]:

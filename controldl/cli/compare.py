@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.help = (f"time limit of each solver in seconds, compilation included "
                            f"(default {DEFAULT_MAX_TIME:g})")
     p.add_argument("--out", default="runs/compare",
-                   help="output directory (default runs/compare)")
+                   help="output directory: new, empty or a previous comparison, which is "
+                        "replaced (default runs/compare)")
+    common.add_overwrite_flag(p, "comparison")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.set_defaults(run=run)
 
@@ -50,13 +52,17 @@ def run(args: argparse.Namespace) -> int:
     problem = common.problem_from_args(args)
     specs = [s for s in (args.solvers or "").split(",") if s.strip()] or None
     parse_specs(specs or default_specs())  # every spec checked before anything runs
+    from controldl.solution import input_paths
+
+    common.check_out(args.out, "comparison", args, input_paths(problem))
     kw = common.solve_kwargs(args)
     kw.pop("init")
     print(f"problem: {problem.describe()}", file=sys.stderr, flush=True)
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)
     comparison = compare(problem, specs, log=lambda m: print(m, file=sys.stderr), **kw)
-    out = write_report(comparison, args.out, figures=not args.no_figures)
+    out = write_report(comparison, args.out, figures=not args.no_figures,
+                       overwrite=args.overwrite)
     print(table_markdown(comparison))
     print(f"\nreport: {out / 'report.md'}")
     return comparison.exit_code

@@ -11,6 +11,7 @@ from typing import Any
 from controldl import distributed, solvers
 from controldl.cli import common
 from controldl.problem import DEFAULTS
+from controldl.solution import input_paths
 from controldl.solvers import checkpoint, solve
 from controldl.status import Status
 
@@ -37,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_long_run_flags(p)
     common.add_solver_option_flags(p)
     p.add_argument("--out", default=None,
-                   help="solution directory (default runs/train; with --resume, DIR)")
+                   help="solution directory: new, empty or a previous solution, which is "
+                        "replaced (default runs/train; with --resume, DIR)")
+    common.add_overwrite_flag(p, "solution")
     p.add_argument("--plot", action="store_true", help="also write the figures to OUT/figures")
     p.add_argument("--processes", type=common.positive_int, default=1,
                    help="run the solve as this many jax.distributed processes on this "
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         problem, solver = common.problem_from_args(args), common.solver_from_args(args)
         kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
+    common.check_out(out_dir, "solution", args, input_paths(problem))
     if args.processes > 1 and not in_group:  # the checks above ran once, here: launch
         return distributed.launch(args.argv, args.processes)
     import jax
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if not writer:  # process 0 writes
         print(solution.summary())
         return solution.exit_code
-    out = solution.save(out_dir)
+    out = solution.save(out_dir, overwrite=args.overwrite)
     if args.plot:
         from controldl import plotting
 

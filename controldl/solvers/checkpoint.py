@@ -7,7 +7,7 @@ the solver's record (name and options) and the problem (formulation and data), s
 checkpoint directory alone is enough to continue. Resuming replays iteration ``k`` from
 that state, so a deterministic solver continues exactly as if it had not stopped.
 
-The directory (written atomically, :func:`controldl.solution.atomic_directory`):
+The directory (written atomically, :func:`controldl.io.atomic_directory`):
 
 - ``state.npz``: the solver state's flattened leaves ``leaf_00000``, ``leaf_00001``, …
   (``jax.tree.flatten`` order) and the data arrays (``X_train``, ``y_train``, …);
@@ -46,7 +46,7 @@ import jax
 import numpy as np
 
 from controldl import solution as S
-from controldl.io import atomic_directory, jsonable, write_json
+from controldl.io import atomic_directory, jsonable, marked, write_json
 from controldl.problem import Problem
 
 FORMAT = 1
@@ -210,7 +210,7 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
     """Write ``ck`` to ``directory`` atomically (``state.npz`` + ``state.json``)."""
     arrays = {f"leaf_{i:05d}": v for i, v in enumerate(ck.leaves)}
     arrays.update(S.data_arrays(ck.problem))
-    meta = jsonable({
+    meta = jsonable(marked("checkpoint", {
         "format": FORMAT, "iteration": ck.iteration, "solver": ck.solver,
         "problem": S.problem_record(ck.problem), "stopping": ck.stopping,
         "history": ck.history, "elapsed_s": ck.elapsed_s,
@@ -218,13 +218,14 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
         "warm_start": None if ck.warm_start is None else ck.warm_start._asdict(),
         "treedef": ck.treedef,
         "leaves": [{"shape": list(v.shape), "dtype": str(v.dtype)} for v in ck.leaves],
-    })
+    }))
 
     def fill(tmp: Path) -> None:
         np.savez(tmp / STATE_NPZ, **arrays)
         write_json(tmp / STATE_JSON, meta, indent=1)
 
-    return atomic_directory(directory, fill)
+    return atomic_directory(directory, fill, kind="checkpoint",
+                            keep=S.input_paths(ck.problem))
 
 
 def locate(directory: str | Path) -> Path:

@@ -37,9 +37,9 @@ import numpy as np
 
 import controldl
 from controldl.data import Dataset
-from controldl.io import jsonable, write_json
+from controldl.io import atomic_directory, check_output, jsonable, marked, output_kind, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
-from controldl.solution import Solution, load
+from controldl.solution import Solution, input_paths, load
 from controldl.solvers.base import Solver, solve
 from controldl.status import Status
 from controldl.studies.turnpike import fits, grid, starts
@@ -321,16 +321,29 @@ def _prepare(problem: Problem | Dataset, problem_options: Mapping[str, Any] | No
     return problem
 
 
-def _check_out(out_dir: Path | None, resume: bool) -> None:
+def _check_out(out_dir: Path | None, resume: bool, overwrite: bool, keep: tuple[str, ...]
+               ) -> None:
+    """``out_dir`` is new, empty or a sweep (:func:`controldl.io.check_output`); a sweep
+    with solved horizons only with ``resume`` (or ``overwrite``, which starts afresh)."""
     if out_dir is None:
         return
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {str(out_dir)!r} exists and is not a directory")
-    if not resume and out_dir.is_dir():
+    check_output(out_dir, "turnpike", overwrite=overwrite, keep=keep)
+    if not resume and not overwrite and out_dir.is_dir():
         done = sorted(p.name for p in out_dir.glob("T=*") if p.is_dir())
         if done:
-            raise ValueError(f"{out_dir} already holds a sweep ({', '.join(done)}); pass "
-                             "resume to continue it, or choose another output directory")
+            raise ValueError(f"{out_dir} already holds a sweep ({', '.join(done)}): "
+                             "continue it with resume (--resume), start afresh with "
+                             "overwrite (--overwrite), or choose another output directory")
+
+
+def _start_out(out_dir: Path | None, resume: bool, overwrite: bool, keep: tuple[str, ...],
+               first_report: dict[str, Any]) -> None:
+    """Put a fresh sweep directory holding ``turnpike.json`` (no horizon yet) in place of
+    ``out_dir`` (atomically), unless ``resume`` continues the sweep there."""
+    if out_dir is None or (resume and output_kind(out_dir) == "turnpike"):
+        return
+    atomic_directory(out_dir, lambda tmp: write_json(tmp / REPORT_NAME, first_report, indent=1),
+                     kind="turnpike", overwrite=overwrite, keep=keep)
 
 
 def _start_horizon(problem: Problem, previous: Solution | None, prev_entry: dict | None,
@@ -387,13 +400,16 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
           options: SweepOptions | None = None, fixed: str = "step", step: float | None = None,
           layers: int | None = None, out: str | os.PathLike | None = None,
           resume: bool = False, problem_options: Mapping[str, Any] | None = None,
-          log: Callable[[str], Any] | None = None, **solve_kwargs: Any) -> TurnpikeResult:
+          log: Callable[[str], Any] | None = None, overwrite: bool = False,
+          **solve_kwargs: Any) -> TurnpikeResult:
     """Solve ``problem`` for every horizon (ascending), as the module docstring says.
 
     ``fixed="step"``: ``L = round(T/step)`` (``step`` default 0.25); ``fixed="layers"``:
     ``L = layers`` for every ``T``. ``solve_kwargs`` go to :func:`controldl.solve` for the
     first solver (``max_iter``, ``max_time``, ``callback``…). Returns a
-    :class:`TurnpikeResult` whose ``report`` is ``turnpike.json``.
+    :class:`TurnpikeResult` whose ``report`` is ``turnpike.json``. ``out`` must be new,
+    empty or a sweep (continued with ``resume``); anything else, or a sweep to start
+    afresh, only with ``overwrite`` (:func:`controldl.io.check_output`).
     """
     options = options or SweepOptions()
     problem = _prepare(problem, problem_options, solver)
@@ -403,7 +419,8 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
     hz = grid.horizon_grid(horizons, fixed, step, layers)
     problems = [problem.replace(layers=L, horizon=T) for T, L in hz]
     out_dir = None if out is None else Path(out)
-    _check_out(out_dir, resume)
+    keep = input_paths(problem)
+    _check_out(out_dir, resume, overwrite, keep)
     old = _old_entries(out_dir) if resume else {}
     config = _config(problem, hz, solver, options, fixed,
                      (step or grid.DEFAULT_STEP) if fixed == "step" else None, solve_kwargs)
@@ -411,6 +428,8 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
     solutions: dict[float, Solution] = {}
     solved, loaded = [], []
     t0 = time.perf_counter()
+    _start_out(out_dir, resume, overwrite, keep,
+               _report(config, [], {}, problem, options, t0, len(hz), final=False))
     for k, ((T, L), prob) in enumerate(zip(hz, problems, strict=True)):
         target = None if out_dir is None else out_dir / grid.horizon_dirname(T)
         prev_entry = entries[-1] if entries else None
@@ -450,7 +469,8 @@ def _report(config: dict, entries: list[dict], solutions: dict[float, Solution],
             problem: Problem, options: SweepOptions, t0: float, n: int, final: bool
             ) -> dict[str, Any]:
     """``turnpike.json``; the fits (with their bootstrap) only once the sweep is done."""
-    rep = {"config": config, "definitions": DEFINITIONS, "horizons": entries,
+    rep = {**marked("turnpike", {}), "config": config, "definitions": DEFINITIONS,
+           "horizons": entries,
            "certificate": _certificate(entries), "elapsed_s": time.perf_counter() - t0,
            "complete": len(entries) == n,
            "time_s": {"compile": sum(e["compile_time_s"] for e in entries),
