@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,8 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     import jax
 
     def build() -> Any:
-        return jax.jit(fn).lower(*(args() if callable(args) else args)).compile(
-            compiler_options)
+        lowered = jax.jit(fn).lower(*(args() if callable(args) else args))
+        return interruptible(lambda: lowered.compile(compiler_options))
 
     directory = jax.config.values.get("jax_compilation_cache_dir")
     if not directory or not jax.config.values.get("jax_enable_compilation_cache", True):
@@ -172,6 +173,48 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     if not hits:  # an executable JAX's cache returned does not serialize whole again
         _save_executable(path, compiled)
     return compiled
+
+
+_UNFINISHED: set[threading.Thread] = set()
+"""The workers of :func:`interruptible` whose compilation has not returned."""
+
+
+def compiling_in_background() -> bool:
+    """Whether a compilation that :func:`interruptible` left behind is still running."""
+    return bool(_UNFINISHED)
+
+
+def interruptible(work: Callable[[], Any], poll_s: float = 0.05) -> Any:
+    """``work()`` in a worker thread while the main thread waits in short slices, so that
+    a signal handler (Ctrl-C, SIGTERM) runs during a long compilation and may stop the
+    program: Python runs handlers only in the main thread, between bytecodes, which a
+    compilation in the main thread would defer until it ends. When the wait is
+    interrupted the worker is left to finish (:func:`compiling_in_background`; the
+    interpreter waits for it at exit, and the command line ends its process at once).
+    The wait is on an event, not on ``Thread.join``, which an interruption can leave
+    believing the thread has ended. Outside the main thread ``work()`` runs directly."""
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+        finally:
+            _UNFINISHED.discard(worker)
+            done.set()
+
+    worker = threading.Thread(target=target, name="controldl-compile")
+    _UNFINISHED.add(worker)
+    worker.start()
+    while not done.wait(poll_s):
+        pass
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def _load_executable(path: Path) -> Any:

@@ -216,10 +216,46 @@ def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
 
 
 def available_memory_bytes() -> int | None:
-    """The physical memory available now (``None`` where the system does not say)."""
+    """The memory a new allocation can get now, in bytes (``None`` where the system does
+    not say): Linux's ``MemAvailable`` (free memory plus the caches it can drop), within
+    the limit of this process's control group (a container's ``memory.max`` less what it
+    uses); elsewhere the free physical pages."""
+    found = _meminfo_available()
+    if found is None:
+        try:
+            found = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            return None
+    room = _cgroup_room()
+    return found if room is None else min(found, room)
+
+
+def _meminfo_available() -> int | None:
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """``memory.max − memory.current`` of this process's cgroup (v2), ``None`` without a
+    limit."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")),
+                        None)
+        if path is None:
+            return None
+        base = Path("/sys/fs/cgroup") / path.lstrip("/")
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(int(limit) - int((base / "memory.current").read_text()), 0)
+    except (OSError, ValueError):
         return None
 
 

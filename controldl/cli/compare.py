@@ -45,13 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from controldl.compare import compare, default_specs, parse_specs, table_markdown, write_report
+    from controldl.solvers.memory import check_fits
 
     if args.warm_start is not None:
         raise common.CLIError("compare starts every solver from the same initialization; "
                               "use a spec with from=LABEL to warm-start one from another")
     problem = common.problem_from_args(args)
     specs = [s for s in (args.solvers or "").split(",") if s.strip()] or None
-    parse_specs(specs or default_specs())  # every spec checked before anything runs
+    for spec in parse_specs(specs or default_specs()):  # checked before anything runs
+        check_fits(problem, spec.make())
     from controldl.solution import input_paths
 
     common.check_out(args.out, "comparison", args, input_paths(problem))

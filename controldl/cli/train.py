@@ -13,6 +13,7 @@ from controldl.cli import common
 from controldl.problem import DEFAULTS
 from controldl.solution import input_paths
 from controldl.solvers import checkpoint, solve
+from controldl.solvers.memory import check_fits
 from controldl.status import Status
 
 HELP = "solve one problem with one solver and save the solution directory"
@@ -72,16 +73,18 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         problem, solver, kwargs, out_dir = _resumed(args)
         out_dir = Path(args.out) if args.out is not None else out_dir
-        print(f"resuming {solver.label()} at iteration {kwargs['resume'].iteration} "
-              f"from {args.resume}", flush=True)
     else:
         problem, solver = common.problem_from_args(args), common.solver_from_args(args)
         kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
     common.check_out(out_dir, "solution", args, input_paths(problem))
     if args.processes > 1 and not in_group:  # the checks above ran once, here: launch
         return distributed.launch(args.argv, args.processes)
+    check_fits(problem, solver)  # each process (the launcher leaves the devices alone)
     import jax
 
+    if args.resume is not None:
+        print(f"resuming {solver.label()} at iteration {kwargs['resume'].iteration} "
+              f"from {args.resume}", flush=True)
     writer = jax.process_index() == 0  # one process writes OUT and the checkpoints
     print(f"problem: {problem.describe()}", flush=True)
     tol = kwargs["resume"].stopping["tol"] if args.resume is not None else args.tol

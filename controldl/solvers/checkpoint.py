@@ -26,7 +26,9 @@ flag; the :class:`~controldl.solvers.base.Monitor` reports ``interrupted`` at th
 recorded iteration (between compiled steps, or at IPOPT's next iteration callback), and
 the solve raises :class:`SolveInterrupted` with its solution (that status, the best
 iterate, the checkpoint of its last state). A second signal while the first is pending
-raises a plain ``KeyboardInterrupt`` at once.
+raises a plain ``KeyboardInterrupt`` at once, and so does a signal while the solve
+compiles before its first iteration (the compilation runs in a worker thread so that the
+main thread can act on it: :func:`controldl.compilation.interruptible`).
 """
 
 from __future__ import annotations
@@ -60,15 +62,19 @@ STOPPING_KEYS: tuple[str, ...] = ("max_iter", "max_time", "target_cost", "tol")
 
 class Interrupt:
     """A signal handler that records the first signal and asks the solve to stop at its
-    next iteration; a second signal raises ``KeyboardInterrupt`` immediately."""
+    next iteration; a second signal raises ``KeyboardInterrupt`` immediately, and so does
+    the first while ``immediate`` is set (while the solve compiles before its first
+    iteration: nothing to save yet, and a compilation may take minutes)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.immediate = False
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:
+        first = self.signal is None
+        self.signal = signum if first else self.signal
+        if not first or self.immediate:
             raise KeyboardInterrupt
-        self.signal = signum
 
     @property
     def requested(self) -> bool:
