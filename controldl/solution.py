@@ -307,14 +307,32 @@ def data_arrays(problem: Problem) -> dict[str, np.ndarray]:
     return out
 
 
-def problem_from_record(record: dict[str, Any], arrays: dict[str, np.ndarray],
-                        where: Any) -> Problem:
+RECORD_KEYS: tuple[str, ...] = ("task", "model", "activation", "width", "layers", "horizon",
+                               "loss", "l2", "l1", "smooth", "running", "readout_l2",
+                               "train_readout")
+"""The formulation keys every ``problem`` record holds (a record without one is refused,
+never completed with a default). Keys added to the formulation later (``terminal``, the
+bounds, the conv model's) default, when absent, to the value that leaves them out, as the
+record's writer had them."""
+
+
+def problem_from_record(record: Any, arrays: dict[str, np.ndarray], where: Any) -> Problem:
     """The problem of a :func:`problem_record` and its :func:`data_arrays` (read from
-    ``where``, named in errors)."""
+    ``where``, named in errors).
+
+    Raises:
+        ValueError: the record is missing or lacks one of :data:`RECORD_KEYS`, or an
+            array is missing.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: no problem record (the 'problem' entry is missing)")
+    absent = [k for k in RECORD_KEYS if k not in record]
+    if absent:
+        raise ValueError(f"{where}: the problem record has no {', '.join(absent)}")
     missing = [k for k in ("X_train", "y_train") if k not in arrays]
     if missing:
         raise ValueError(f"{where}: missing array(s) {', '.join(missing)}")
-    task = record.get("task", "classification")
+    task = record["task"]
     data = Dataset(
         X_train=arrays["X_train"], y_train=arrays["y_train"],
         X_test=arrays.get("X_test"), y_test=arrays.get("y_test"),
@@ -343,7 +361,8 @@ def load(directory: str | os.PathLike) -> Solution:
     missing = [k for k in ("A", "b", "W", "c") if k not in arrays]
     if missing:
         raise ValueError(f"{arrays_path}: missing array(s) {', '.join(missing)}")
-    problem = problem_from_record(meta.get("problem", {}), arrays, arrays_path)
+    problem = problem_from_record(meta.get("problem") if isinstance(meta, dict) else None,
+                                  arrays, meta_path)
     params = Params(*(arrays[k] for k in ("A", "b", "W", "c")))
     expected = problem.formulation.param_shapes()
     for k, shape in expected.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from controldl import distributed, solvers
-from controldl.cli import common
+from controldl.cli import common, resume
 from controldl.problem import DEFAULTS
 from controldl.solution import input_paths
 from controldl.solvers import checkpoint, solve
@@ -49,19 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "process 0 writes OUT); on a cluster start one command per host "
                         f"with {distributed.COORDINATOR}, {distributed.NUM_PROCESSES} and "
                         f"{distributed.PROCESS_ID} instead (docs/scale.md) (default 1)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, command_parser=p)
 
 
 def _resumed(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], Path]:
     """``(problem, solver, solve kwargs, default out)`` of ``--resume DIR``: the problem,
-    the solver and the tolerance are the checkpoint's; the limits given override its."""
-    given = [flag for field, flag in args.solver_flags.items()
-             if getattr(args, f"opt_{field}", None) is not None]
-    if given:
-        raise common.CLIError(f"--resume takes the solver and its options from the "
-                              f"checkpoint: drop {', '.join(given)}")
+    the solver and the tolerance are the checkpoint's (a problem or solver flag given with
+    another value is refused, :mod:`controldl.cli.resume`); the limits given override
+    its."""
     where = checkpoint.locate(args.resume)
     ck = checkpoint.load(where)
+    resume.check_given(args.command_parser, args.argv[1:], ck, args.solver_flags)
     kwargs = common.solve_kwargs(args)
     kwargs.update(init=None, tol=None, resume=ck)
     out = where.parent if where.name == checkpoint.SUBDIRECTORY else where

@@ -140,17 +140,22 @@ class Checkpoint(NamedTuple):
         dtype), Python numbers where it has numbers."""
         leaves, treedef = jax.tree.flatten(template)
         if str(treedef) != self.treedef or len(leaves) != len(self.leaves):
-            raise ValueError("the checkpoint's solver state does not match this solver and "
-                             f"problem (saved structure {self.treedef[:120]}…)")
+            raise CorruptCheckpoint(
+                f"corrupt checkpoint: its solver state ({len(self.leaves)} leaves) does not "
+                f"have the structure this solver and problem keep ({len(leaves)} leaves; "
+                f"saved structure {self.treedef[:80]}…)")
         out = []
         for i, (t, v) in enumerate(zip(leaves, self.leaves, strict=True)):
             if isinstance(t, bool | int | float):
+                if v.shape != ():
+                    raise CorruptCheckpoint(f"corrupt checkpoint: leaf {i} has shape "
+                                            f"{v.shape}, the solver keeps a number there")
                 out.append(type(t)(v.item()))
                 continue
             if tuple(np.shape(t)) != v.shape or np.dtype(t.dtype) != v.dtype:
-                raise ValueError(f"checkpoint leaf {i} has shape {v.shape} and dtype "
-                                 f"{v.dtype}, the solver expects {tuple(np.shape(t))} "
-                                 f"{np.dtype(t.dtype)}")
+                raise CorruptCheckpoint(
+                    f"corrupt checkpoint: leaf {i} has shape {v.shape} and dtype {v.dtype}, "
+                    f"the solver keeps {tuple(np.shape(t))} {np.dtype(t.dtype)} there")
             out.append(v)
         return jax.tree.unflatten(treedef, out)
 
@@ -249,8 +254,23 @@ def locate(directory: str | Path) -> Path:
                      f"{SUBDIRECTORY}/{STATE_JSON})")
 
 
+STATE_KEYS: tuple[str, ...] = ("format", "iteration", "solver", "problem", "stopping",
+                              "history", "elapsed_s", "compile_time_s", "treedef", "leaves")
+"""What every ``state.json`` holds (``warm_start`` may be null)."""
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint that does not match its own record ("corrupt checkpoint: …")."""
+
+
 def load(directory: str | Path) -> Checkpoint:
-    """Read the checkpoint of ``directory`` (a checkpoint or a solution directory)."""
+    """Read the checkpoint of ``directory`` (a checkpoint or a solution directory).
+
+    Raises:
+        ValueError: no checkpoint there, an unreadable one, another format, or
+            :class:`CorruptCheckpoint` when its files disagree with each other or lack a
+            part (the problem, a leaf) — never a default in its place.
+    """
     where = locate(directory)
     try:
         meta = json.loads((where / STATE_JSON).read_text())
@@ -258,12 +278,46 @@ def load(directory: str | Path) -> Checkpoint:
             arrays = {k: f[k] for k in f.files}
     except Exception as exc:
         raise ValueError(f"{where}: unreadable checkpoint ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{where}: checkpoint format {meta.get('format')!r}, this "
-                         f"controldl reads format {FORMAT}")
-    n = len(meta["leaves"])
-    leaves = tuple(arrays[f"leaf_{i:05d}"] for i in range(n))
-    problem = S.problem_from_record(meta["problem"], arrays, where / STATE_NPZ)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{where}: checkpoint format {found!r}, this controldl reads "
+                         f"format {FORMAT}")
+    try:
+        return _checkpoint(where, meta, arrays)
+    except CorruptCheckpoint:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CorruptCheckpoint(f"corrupt checkpoint: {where}: {detail}") from None
+
+
+def _leaves(where: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+            ) -> tuple[np.ndarray, ...]:
+    """The solver state's leaves, checked against the list in ``state.json``."""
+    listed = meta["leaves"]
+    saved = sorted(k for k in arrays if k.startswith("leaf_"))
+    expected = [f"leaf_{i:05d}" for i in range(len(listed))]
+    if saved != expected:
+        raise CorruptCheckpoint(f"corrupt checkpoint: {where}: {STATE_JSON} lists "
+                                f"{len(listed)} leaves of the solver state, {STATE_NPZ} "
+                                f"holds {len(saved)}")
+    for i, (record, name) in enumerate(zip(listed, expected, strict=True)):
+        v = arrays[name]
+        if list(v.shape) != list(record["shape"]) or str(v.dtype) != record["dtype"]:
+            raise CorruptCheckpoint(
+                f"corrupt checkpoint: {where}: leaf {i} has shape {v.shape} and dtype "
+                f"{v.dtype}, {STATE_JSON} says {tuple(record['shape'])} {record['dtype']}")
+    return tuple(arrays[name] for name in expected)
+
+
+def _checkpoint(where: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                ) -> Checkpoint:
+    missing = [k for k in STATE_KEYS if k not in meta]
+    if missing:
+        raise CorruptCheckpoint(f"corrupt checkpoint: {where}: {STATE_JSON} has no "
+                                f"{', '.join(map(repr, missing))}")
+    leaves = _leaves(where, meta, arrays)
+    problem = S.problem_from_record(meta["problem"], arrays, STATE_JSON)
     nan = lambda v: math.nan if v is None else v  # noqa: E731
     history = [{k: nan(v) if k == "cost" else v for k, v in h.items()}
                for h in meta["history"]]
