@@ -162,6 +162,11 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
         raise ValueError(f"{what} inputs X are empty (shape {X.shape})")
     if not np.issubdtype(X.dtype, np.number):
         raise ValueError(f"{what} inputs X must be numeric, got dtype {X.dtype}")
+    for name, values in (("inputs X", X), ("targets y", y)):
+        if np.iscomplexobj(values):  # a cast to float would drop the imaginary part
+            raise ValueError(f"{what} {name} are complex ({values.dtype}): controldl trains "
+                             "on real numbers; give the real and imaginary parts as two "
+                             "real columns")
     if not np.all(np.isfinite(X)):
         bad = int(np.argwhere(~np.isfinite(X))[0][0])
         raise ValueError(f"{what} inputs contain NaN or infinity (first at row {bad})")
@@ -182,9 +187,14 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             raise ValueError(f"{what} labels must be a vector (N,), got shape {y.shape}")
         if not np.all(y == np.round(y)):
             raise ValueError(f"{what} labels must be integers 0..K-1")
-        if n_classes == 1:
-            raise ValueError(f"the {what} labels are a single class (0): classification "
-                             "needs at least 2 classes")
+        present = np.unique(y)
+        if present[0] < 0:
+            shown = ", ".join(str(int(v)) for v in present[:10])
+            raise ValueError(f"{what} labels must be integers 0..K-1, got {{{shown}}}: "
+                             f"relabel them to 0..{len(present) - 1}")
+        if len(present) == 1:
+            raise ValueError(f"the {what} labels are a single class ({int(present[0])}): "
+                             "classification needs at least 2 classes")
         if n_classes is None or n_classes < 2:
             raise ValueError(f"classification needs K >= 2 classes, got {n_classes}")
         lo, hi = int(y.min()), int(y.max())
@@ -199,12 +209,26 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
 def classification(X: np.ndarray, y: np.ndarray, source: dict[str, Any]) -> Dataset:
     """A classification :class:`Dataset` with K inferred from the labels: they must be
     exactly ``0..K-1`` with every class present, K ≥ 2."""
-    X = np.asarray(X, dtype=np.float64) if np.issubdtype(np.asarray(X).dtype, np.number) else X
+    X = np.asarray(X)
+    if np.issubdtype(X.dtype, np.number) and not np.iscomplexobj(X):  # else refused below
+        X = X.astype(np.float64)
     return Dataset(X, np.asarray(y), task="classification", source=source)
 
 
 def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
-    """A regression :class:`Dataset`; targets are kept as ``(N, m)``."""
+    """A regression :class:`Dataset`; targets are kept as ``(N, m)`` (numbers only: text
+    targets are refused with a sample of them)."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    for name, values in (("inputs X", X), ("targets", Y)):
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype,
+                                                                        np.bool_):
+            sample = ", ".join(repr(str(v)) for v in np.unique(values.astype(str))[:3])
+            raise ValueError(f"regression {name} must be numbers, got {values.dtype} values "
+                             f"such as {sample}")
+        if np.iscomplexobj(values):
+            raise ValueError(f"regression {name} are complex ({values.dtype}): controldl "
+                             "trains on real numbers; give the real and imaginary parts as "
+                             "two real columns")
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim == 1:

@@ -149,8 +149,8 @@ def _add_key_flag(g: Any, name: str) -> None:
     if info.kind == "choice":
         kwargs["choices"] = info.choices
     else:
-        kwargs["type"] = {"count": positive_int, "positive": finite_float}.get(info.kind,
-                                                                               nonneg_float)
+        kwargs["type"] = {"count": positive_int, "positive": positive_float,
+                          "bound": positive_float}.get(info.kind, nonneg_float)
     if name in _KEY_METAVAR:
         kwargs["metavar"] = _KEY_METAVAR[name]
     default = field.default
