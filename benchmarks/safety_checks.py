@@ -113,8 +113,8 @@ def check_resume(tmp: Path) -> dict:
 
 def check_compare(tmp: Path) -> dict:
     env = _env(tmp / "cache")
-    argv = ["compare", "--n-samples", "60", "--solvers", "adam:max_iter=30,sgd",
-            "--max-time", "6", "--no-figures", "--out", "cmp"]
+    argv = ["compare", "--n-samples", "60", "--solvers", "adam:max_iter=30,sgd:max_iter=20000",
+            "--max-time", "60", "--no-figures", "--out", "cmp"]
     proc = subprocess.Popen([sys.executable, "-m", "controldl", *argv], cwd=tmp, env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stderr:

@@ -24,8 +24,8 @@ def _results(out):
 
 def test_a_signal_after_the_first_row_keeps_it_and_resume_runs_the_rest(tmp_path):
     out = tmp_path / "cmp"
-    argv = ["compare", *PROBLEM, "--solvers", "adam:max_iter=15,sgd", "--max-time", "4",
-            "--out", str(out)]
+    argv = ["compare", *PROBLEM, "--solvers", "adam:max_iter=15,sgd:max_iter=20000",
+            "--max-time", "60", "--out", str(out)]  # limits that hold on a loaded machine
     env = dict(os.environ, CONTROLDL_CACHE_DIR=str(tmp_path / "cache"))
     proc = subprocess.Popen([sys.executable, "-m", "controldl", *argv], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -39,22 +39,25 @@ def test_a_signal_after_the_first_row_keeps_it_and_resume_runs_the_rest(tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("controldl: interrupted during row 'sgd'") and "--resume" in last
+    assert last.startswith("controldl: interrupted during row 'sgd:max_iter=20000'")
+    assert "--resume" in last
     first = _results(out)
-    assert first["interrupted"] is True and first["pending"] == ["sgd"]
+    assert first["interrupted"] is True and first["pending"] == ["sgd:max_iter=20000"]
     assert [r["solver"] for r in first["rows"]] == ["adam:max_iter=15"]
     assert first["rows"][0]["iterations"] == 15
-    assert "**Interrupted**: 1 of 2 rows finished; not run: sgd" in (out / "report.md").read_text()
+    assert ("**Interrupted**: 1 of 2 rows finished; not run: sgd:max_iter=20000"
+            in (out / "report.md").read_text())
 
     assert main([*argv, "--resume"]) in (0, 1)
     again = _results(out)
     assert again["interrupted"] is False and again["pending"] == []
-    assert [r["solver"] for r in again["rows"]] == ["adam:max_iter=15", "sgd"]
+    assert [r["solver"] for r in again["rows"]] == ["adam:max_iter=15", "sgd:max_iter=20000"]
     assert again["rows"][0] == first["rows"][0] | {k: again["rows"][0][k] for k in
                                                      ("time_to_target_s",
                                                       "iterations_to_target",
                                                       "work_to_target")}  # kept as run
-    assert again["rows"][1]["status"] == "max_time"
+    assert again["rows"][1]["iterations"] > 0
+    assert again["rows"][1]["status"] in ("max_iter", "converged")
 
 
 def test_resume_refuses_another_comparison(tmp_path, capsys):
