@@ -16,6 +16,11 @@ float64 first::
     jax.config.update("jax_enable_x64", True)
 """
 
+# ruff: noqa: E402 (the imports follow the early signal handler on purpose)
+from controldl import early_signals
+
+early_signals.install()  # only in the controldl command's own process (see the module)
+
 from controldl import data
 from controldl.compilation import enable_compilation_cache
 from controldl.data import Dataset

@@ -27,15 +27,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from controldl import solvers
-from controldl.io import atomic_directory, write_json
+from controldl.io import atomic_directory, jsonable, marked, write_json
 from controldl.problem import Problem
-from controldl.solution import Solution
+from controldl.solution import Solution, input_paths, load, problem_record
 from controldl.solvers.base import COMMON_TOL, clear_compile_caches
 from controldl.solvers.options import Spec, parse_spec, solver_name
 
@@ -190,13 +194,23 @@ def make_row(label: str, sol: Solution, target: float, tol: float | None) -> Row
 @dataclasses.dataclass
 class Comparison:
     """The solutions of one comparison, in the order run, the common target cost and the
-    common stationarity tolerance."""
+    common stationarity tolerance; ``specs`` every spec of the run and ``settings`` the
+    keyword arguments of :func:`compare` that every row shares; ``interrupted``: a signal
+    stopped the run, and the rows of :attr:`pending` have not run."""
 
     problem: Problem
     solutions: dict[str, Solution]
     target: float
     target_rule: str
     tol: float | None = None
+    specs: tuple[str, ...] = ()
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def pending(self) -> list[str]:
+        """The labels of the specs that have no solution (an interrupted comparison)."""
+        return [p.label for p in map(parse_spec, self.specs) if p.label not in self.solutions]
 
     def rows(self) -> list[Row]:
         """One :class:`Row` per solver, in the order run."""
@@ -283,7 +297,8 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
             init_scheme: str = "normal", max_iter: int | None = None,
             max_time: float | None = DEFAULT_MAX_TIME, target_cost: float | None = None,
             tol: float | None = COMMON_TOL, cold: bool = True, progress: bool = False,
-            log: Any = None) -> Comparison:
+            log: Any = None, done: Mapping[str, Solution] | None = None,
+            signals: tuple[int, ...] = (signal.SIGINT,)) -> Comparison:
     """Solve ``problem`` with every spec (see the module docstring) and collect the results.
 
     Every solver stops at the common stationarity tolerance ``tol``, at ``max_time``
@@ -291,28 +306,114 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     time-to-target column; without it the target is :data:`TARGET_FACTOR` × the lowest
     final cost of the run. ``cold``: clear the compile caches before each row (see the
     module docstring); ``False`` lets a row reuse what an earlier one compiled.
+
+    ``done``: the solutions of rows an interrupted comparison finished
+    (:func:`finished_rows`), by label: they are kept, the other rows run. ``signals``
+    (default Ctrl-C) stop the row that runs: :class:`CompareInterrupted` (a
+    ``KeyboardInterrupt``) then carries the comparison of the rows that finished.
     """
-    parsed = parse_specs(list(default_specs() if not specs else specs))
+    spec_list = [str(s) for s in (default_specs() if not specs else specs)]
+    parsed = parse_specs(spec_list)
+    done = dict(done or {})
+    unknown = sorted(set(done) - {p.label for p in parsed})
+    if unknown:
+        raise ValueError(f"finished rows {', '.join(unknown)} are not solvers of this "
+                         "comparison")
+    settings = dict(seed=seed, init_scheme=init_scheme, max_iter=max_iter, max_time=max_time,
+                    target_cost=target_cost, tol=tol, cold=cold)
     solutions: dict[str, Solution] = {}
     for p in parsed:
-        solver = _with_tolerance(p, tol)
-        if cold:
-            clear_compile_caches()
-        sol = solvers.solve(problem, solver, init=solutions.get(p.warm_from), seed=seed,
-                            init_scheme=init_scheme,
-                            max_iter=p.max_iter if p.max_iter is not None else max_iter,
-                            max_time=max_time, tol=tol, progress=progress,
-                            target_cost=_row_target(p, target_cost, solutions))
-        solutions[p.label] = sol
+        if p.label in done:
+            solutions[p.label] = done[p.label]
+            continue
+        try:
+            solutions[p.label] = _run_row(problem, p, solutions, settings, progress, signals)
+        except KeyboardInterrupt:  # SolveInterrupted too: the row did not finish
+            raise CompareInterrupted(_comparison(problem, solutions, spec_list, settings,
+                                                 interrupted=True), p.label) from None
         if log is not None:
-            log(f"{p.label}: {sol.summary()}")
+            log(f"{p.label}: {solutions[p.label].summary()}")
+    return _comparison(problem, solutions, spec_list, settings)
+
+
+def _run_row(problem: Problem, p: Spec, solutions: dict[str, Solution],
+             settings: dict[str, Any], progress: bool, signals: tuple[int, ...]) -> Solution:
+    """The solve of row ``p`` (the rows before it in ``solutions``)."""
+    solver = _with_tolerance(p, settings["tol"])
+    if settings["cold"]:
+        clear_compile_caches()
+    return solvers.solve(problem, solver, init=solutions.get(p.warm_from),
+                         seed=settings["seed"], init_scheme=settings["init_scheme"],
+                         max_iter=p.max_iter if p.max_iter is not None
+                         else settings["max_iter"],
+                         max_time=settings["max_time"], tol=settings["tol"],
+                         progress=progress, signals=signals,
+                         target_cost=_row_target(p, settings["target_cost"], solutions))
+
+
+def _comparison(problem: Problem, solutions: dict[str, Solution], specs: list[str],
+                settings: dict[str, Any], interrupted: bool = False) -> Comparison:
+    target_cost = settings["target_cost"]
     if target_cost is not None:
         target, rule = target_cost, "the given target cost"
     else:
         lowest = _factor_of_lowest_final(solutions)
         target = math.nan if lowest is None else lowest
         rule = f"{TARGET_FACTOR:g} × the lowest final cost of this run"
-    return Comparison(problem, solutions, target, rule, tol)
+    return Comparison(problem, solutions, target, rule, settings["tol"], tuple(specs),
+                      settings, interrupted)
+
+
+class CompareInterrupted(KeyboardInterrupt):
+    """Raised by :func:`compare` when a signal stopped it: a ``KeyboardInterrupt`` that
+    carries ``comparison``, the rows that finished (``interrupted`` set), and the label
+    of the row that was running (``row``)."""
+
+    def __init__(self, comparison: Comparison, row: str) -> None:
+        super().__init__(f"comparison interrupted during row {row!r}")
+        self.comparison = comparison
+        self.row = row
+
+
+def finished_rows(out: str | Path, problem: Problem, specs: Sequence[str] | None = None,
+                  **settings: Any) -> dict[str, Solution]:
+    """The solutions of the rows that the interrupted comparison in ``out`` finished, for
+    ``compare(..., done=...)``: ``out`` must hold an incomplete comparison of the same
+    problem (record and training data), the same specs (default: the default line-up)
+    and the same settings (the keyword arguments of :func:`compare` given here: ``seed``,
+    ``init_scheme``, ``max_iter``, ``max_time``, ``target_cost``, ``tol``, ``cold``).
+
+    Raises:
+        ValueError: (one line) no comparison in ``out``, a complete one, or one run
+            otherwise (the differences named).
+    """
+    out = Path(out)
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{out} holds no comparison to resume (no readable "
+                         "results.json)") from None
+    if not results.get("interrupted"):
+        raise ValueError(f"{out} holds a complete comparison: nothing to resume (run "
+                         "without --resume to run it again)")
+    spec_list = [str(s) for s in (default_specs() if not specs else specs)]
+    diffs = [] if results.get("specs") == spec_list else [
+        f"solvers {','.join(results.get('specs') or [])}"]
+    saved = results.get("settings", {})
+    diffs += [f"{k} {saved.get(k)}" for k, v in settings.items()
+              if jsonable(saved.get(k)) != jsonable(v)]
+    if jsonable(problem_record(problem)) != results.get("problem"):
+        diffs.append("another problem")
+    if diffs:
+        raise ValueError(f"{out} was run with other settings ({'; '.join(diffs)}): give the "
+                         "flags it was run with to resume it")
+    rows = {}
+    for row in results.get("rows", []):
+        sol = load(out / "solutions" / _safe(row["solver"]))
+        if not np.array_equal(sol.problem.data.X_train, problem.data.X_train):
+            raise ValueError(f"{out}: row {row['solver']!r} was solved on other data")
+        rows[row["solver"]] = sol
+    return rows
 
 
 # --------------------------------------------------------------------------- the report
@@ -354,28 +455,33 @@ def table_markdown(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def write_report(comparison: Comparison, out: str | Path, figures: bool = True) -> Path:
+def write_report(comparison: Comparison, out: str | Path, figures: bool = True, *,
+                 overwrite: bool = False) -> Path:
     """Write ``results.json``, ``table.md``, ``report.md``, ``figures/*.png`` and every
-    solution under ``solutions/LABEL`` to ``out``, atomically."""
+    solution under ``solutions/LABEL`` to ``out``, atomically. ``out`` must be new, empty
+    or a previous comparison; anything else only with ``overwrite``
+    (:func:`controldl.io.check_output`)."""
     rows = comparison.rows()
 
     def write(tmp: Path) -> None:
         for label, sol in comparison.solutions.items():
             sol.save(tmp / "solutions" / _safe(label))
-        first = next(iter(comparison.solutions.values()), None)
-        results = {"problem": first.meta()["problem"] if first else {},
-                   "target_cost": comparison.target, "target_rule": comparison.target_rule,
-                   "tol": comparison.tol, "timing": "cold",
-                   "rows": [r.asdict() for r in rows],
-                   "ranking": {k: comparison.ranking(k)
-                               for k in ("time_to_target_s", "time_to_tol_s")}}
+        results = marked("comparison", {
+            "problem": problem_record(comparison.problem),
+            "target_cost": comparison.target, "target_rule": comparison.target_rule,
+            "tol": comparison.tol, "timing": "cold", "rows": [r.asdict() for r in rows],
+            "ranking": {k: comparison.ranking(k)
+                        for k in ("time_to_target_s", "time_to_tol_s")},
+            "specs": list(comparison.specs), "settings": comparison.settings,
+            "interrupted": comparison.interrupted, "pending": comparison.pending})
         write_json(tmp / "results.json", results)
         table = table_markdown(comparison)
         (tmp / "table.md").write_text(table + "\n")
-        figs = _figures(comparison, tmp) if figures else []
+        figs = _figures(comparison, tmp) if figures and comparison.solutions else []
         (tmp / "report.md").write_text(_report(comparison, rows, table, figs))
 
-    return atomic_directory(out, write)
+    return atomic_directory(out, write, kind="comparison", overwrite=overwrite,
+                            keep=input_paths(comparison.problem))
 
 
 def _figures(comparison: Comparison, tmp: Path) -> list[str]:
@@ -416,10 +522,19 @@ def _ranking_line(comparison: Comparison, key: str, what: str) -> str:
     return f"- By {what}: **{ranked[0][0]}** wins — {order}."
 
 
+def _interrupted_lines(comparison: Comparison) -> list[str]:
+    """The report's warning that a signal stopped the comparison (none otherwise)."""
+    if not comparison.interrupted:
+        return []
+    return [f"**Interrupted**: {len(comparison.solutions)} of {len(comparison.specs)} rows "
+            f"finished; not run: {', '.join(comparison.pending)}. The same command with "
+            "`--resume` runs them (the rows below are kept).", ""]
+
+
 def _report(comparison: Comparison, rows: list[Row], table: str, figs: list[str]) -> str:
     tol = "none" if comparison.tol is None else f"{comparison.tol:g}"
     lines = [
-        "# Solver comparison", "",
+        "# Solver comparison", "", *_interrupted_lines(comparison),
         f"Problem: {comparison.problem.describe()}.", "",
         "Every solver starts from the same initialization (or warm-starts where its name "
         "says `from=`; such a row's times and work include its predecessor's). Every row "

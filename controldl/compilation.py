@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,9 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     steps are also saved, serialized, in the cache directory's :data:`EXECUTABLES` folder
     under a digest of ``key`` (what the caller's in-memory cache uses: the structure,
     shapes, dtypes and placements of ``args``) and of :func:`code_fingerprint` (controldl's
-    source, the library versions, the devices and JAX's settings), so that a later process
-    loads them without tracing. Without the persistent cache this is a plain compile. A
+    source, the library versions, the devices and JAX's settings), with the devices they
+    were compiled for (:func:`executable_devices`), so that a later process loads them
+    onto those devices without tracing. Without the persistent cache this is a plain compile. A
     file that cannot be read is compiled again and replaced. Only an executable that XLA
     compiled here is saved: one that JAX's cache returned (deserialized) serializes without
     its compiled functions, and loading that would fail when it runs.
@@ -147,8 +149,8 @@ def compile_or_load(fn: Any, args: tuple | Callable[[], tuple], key: Any,
     import jax
 
     def build() -> Any:
-        return jax.jit(fn).lower(*(args() if callable(args) else args)).compile(
-            compiler_options)
+        lowered = jax.jit(fn).lower(*(args() if callable(args) else args))
+        return interruptible(lambda: lowered.compile(compiler_options))
 
     directory = jax.config.values.get("jax_compilation_cache_dir")
     if not directory or not jax.config.values.get("jax_enable_compilation_cache", True):
@@ -189,15 +191,73 @@ def unregister_listener(listen: Callable[..., Any], kind: str = "event") -> None
     remove(listen)
 
 
+_UNFINISHED: set[threading.Thread] = set()
+"""The workers of :func:`interruptible` whose compilation has not returned."""
+
+
+def compiling_in_background() -> bool:
+    """Whether a compilation that :func:`interruptible` left behind is still running."""
+    return bool(_UNFINISHED)
+
+
+def interruptible(work: Callable[[], Any], poll_s: float = 0.05) -> Any:
+    """``work()`` in a worker thread while the main thread waits in short slices, so that
+    a signal handler (Ctrl-C, SIGTERM) runs during a long compilation and may stop the
+    program: Python runs handlers only in the main thread, between bytecodes, which a
+    compilation in the main thread would defer until it ends. When the wait is
+    interrupted the worker is left to finish (:func:`compiling_in_background`; the
+    interpreter waits for it at exit, and the command line ends its process at once).
+    The wait is on an event, not on ``Thread.join``, which an interruption can leave
+    believing the thread has ended. Outside the main thread ``work()`` runs directly."""
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+        finally:
+            _UNFINISHED.discard(worker)
+            done.set()
+
+    worker = threading.Thread(target=target, name="controldl-compile")
+    _UNFINISHED.add(worker)
+    worker.start()
+    while not done.wait(poll_s):
+        pass
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def _load_executable(path: Path) -> Any:
-    """The executable saved at ``path``, or ``None`` (absent or unreadable)."""
+    """The executable saved at ``path`` on the devices it was compiled for, or ``None``
+    (absent, unreadable, or those devices are not all present)."""
+    import jax
     from jax.experimental import serialize_executable
 
     try:
-        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+        payload, in_tree, out_tree, device_ids = pickle.loads(path.read_bytes())
+        by_id = {d.id: d for d in jax.devices()}
+        devices = [by_id[i] for i in device_ids]
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
+                                                         execution_devices=devices)
     except Exception:  # noqa: BLE001 - absent, stale or corrupt: compile again
         return None
+
+
+def executable_devices(compiled: Any) -> list[int]:
+    """The ids of the devices ``compiled`` runs on, in its device assignment's order.
+
+    ``deserialize_and_load`` places an executable on *every* device of the backend unless
+    told which: a program compiled for one device (or two of four) and loaded in a
+    process that sees four expects four shards of every argument and fails ("Expected
+    args to execute_sharded_on_local_devices to have 4 shards, got: [1]"). So the
+    assignment is saved with the executable and given back when it is loaded."""
+    return [int(d.id) for d in compiled._executable._unloaded_executable.device_list]
 
 
 def calls_external_kernels(compiled: Any) -> bool:
@@ -221,25 +281,30 @@ def _save_executable(path: Path, compiled: Any) -> None:
     if calls_external_kernels(compiled):
         return
     try:
-        write_bytes(path, pickle.dumps(serialize_executable.serialize(compiled)))
+        payload = (*serialize_executable.serialize(compiled), executable_devices(compiled))
+        write_bytes(path, pickle.dumps(payload))
     except Exception:  # noqa: BLE001 - the cache is an optimization only
         return
 
 
 def code_fingerprint() -> str:
     """A digest of what a compiled program depends on besides its inputs: every source
-    file of controldl, the versions of jax, jaxlib, optax and numpy, the devices, JAX's
-    settings (as they are now) and ``XLA_FLAGS``."""
+    file of controldl, the versions of jax, jaxlib, optax and numpy, the devices, this
+    process's index among the processes of a distributed run (each process serializes
+    its own part of a program that spans several: loading another's fails in the
+    collectives), JAX's settings (as they are now) and ``XLA_FLAGS``."""
     import jax
     import jaxlib
     import numpy
     import optax
 
-    devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
+    devices = [(d.platform, d.device_kind, d.id, d.process_index) for d in jax.devices()]
+    process = (jax.process_index(), jax.process_count())
     settings = sorted((k, repr(v)) for k, v in jax.config.values.items())
     return hashlib.sha256(repr((
         _source_digest(), jax.__version__, jaxlib.__version__, optax.__version__,
-        numpy.__version__, devices, settings, os.environ.get("XLA_FLAGS"))).encode()).hexdigest()
+        numpy.__version__, devices, process, settings,
+        os.environ.get("XLA_FLAGS"))).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

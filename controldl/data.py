@@ -166,6 +166,11 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
         raise ValueError(f"{what} inputs X are empty (shape {X.shape})")
     if not np.issubdtype(X.dtype, np.number):
         raise ValueError(f"{what} inputs X must be numeric, got dtype {X.dtype}")
+    for name, values in (("inputs X", X), ("targets y", y)):
+        if np.iscomplexobj(values):  # a cast to float would drop the imaginary part
+            raise ValueError(f"{what} {name} are complex ({values.dtype}): controldl trains "
+                             "on real numbers; give the real and imaginary parts as two "
+                             "real columns")
     if not np.all(np.isfinite(X)):
         bad = int(np.argwhere(~np.isfinite(X))[0][0])
         raise ValueError(f"{what} inputs contain NaN or infinity (first at row {bad})")
@@ -186,9 +191,14 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
             raise ValueError(f"{what} labels must be a vector (N,), got shape {y.shape}")
         if not np.all(y == np.round(y)):
             raise ValueError(f"{what} labels must be integers 0..K-1")
-        if n_classes == 1:
-            raise ValueError(f"the {what} labels are a single class (0): classification "
-                             "needs at least 2 classes")
+        present = np.unique(y)
+        if present[0] < 0:
+            shown = ", ".join(str(int(v)) for v in present[:10])
+            raise ValueError(f"{what} labels must be integers 0..K-1, got {{{shown}}}: "
+                             f"relabel them to 0..{len(present) - 1}")
+        if len(present) == 1:
+            raise ValueError(f"the {what} labels are a single class ({int(present[0])}): "
+                             "classification needs at least 2 classes")
         if n_classes is None or n_classes < 2:
             raise ValueError(f"classification needs K >= 2 classes, got {n_classes}")
         lo, hi = int(y.min()), int(y.max())
@@ -203,12 +213,26 @@ def validate_arrays(X: Any, y: Any, task: str, n_classes: int | None, what: str)
 def classification(X: np.ndarray, y: np.ndarray, source: dict[str, Any]) -> Dataset:
     """A classification :class:`Dataset` with K inferred from the labels: they must be
     exactly ``0..K-1`` with every class present, K ≥ 2."""
-    X = np.asarray(X, dtype=np.float64) if np.issubdtype(np.asarray(X).dtype, np.number) else X
+    X = np.asarray(X)
+    if np.issubdtype(X.dtype, np.number) and not np.iscomplexobj(X):  # else refused below
+        X = X.astype(np.float64)
     return Dataset(X, np.asarray(y), task="classification", source=source)
 
 
 def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
-    """A regression :class:`Dataset`; targets are kept as ``(N, m)``."""
+    """A regression :class:`Dataset`; targets are kept as ``(N, m)`` (numbers only: text
+    targets are refused with a sample of them)."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    for name, values in (("inputs X", X), ("targets", Y)):
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype,
+                                                                        np.bool_):
+            sample = ", ".join(repr(str(v)) for v in np.unique(values.astype(str))[:3])
+            raise ValueError(f"regression {name} must be numbers, got {values.dtype} values "
+                             f"such as {sample}")
+        if np.iscomplexobj(values):
+            raise ValueError(f"regression {name} are complex ({values.dtype}): controldl "
+                             "trains on real numbers; give the real and imaginary parts as "
+                             "two real columns")
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim == 1:
@@ -220,10 +244,46 @@ def regression(X: np.ndarray, Y: np.ndarray, source: dict[str, Any]) -> Dataset:
 
 
 def available_memory_bytes() -> int | None:
-    """The physical memory available now (``None`` where the system does not say)."""
+    """The memory a new allocation can get now, in bytes (``None`` where the system does
+    not say): Linux's ``MemAvailable`` (free memory plus the caches it can drop), within
+    the limit of this process's control group (a container's ``memory.max`` less what it
+    uses); elsewhere the free physical pages."""
+    found = _meminfo_available()
+    if found is None:
+        try:
+            found = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            return None
+    room = _cgroup_room()
+    return found if room is None else min(found, room)
+
+
+def _meminfo_available() -> int | None:
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """``memory.max − memory.current`` of this process's cgroup (v2), ``None`` without a
+    limit."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")),
+                        None)
+        if path is None:
+            return None
+        base = Path("/sys/fs/cgroup") / path.lstrip("/")
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(int(limit) - int((base / "memory.current").read_text()), 0)
+    except (OSError, ValueError):
         return None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from controldl import problem as P
 from controldl.data import Dataset
-from controldl.io import atomic_directory, jsonable, write_json
+from controldl.io import atomic_directory, jsonable, marked, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
 from controldl.status import Status
 
@@ -234,8 +234,9 @@ class Solution:
                 f"cost {self.cost['total']:.6g}{acc}. {self.message}{returned}")
 
     def meta(self) -> dict[str, Any]:
-        """The contents of ``meta.json``."""
-        return jsonable({
+        """The contents of ``meta.json`` (marked as a ``solution`` output,
+        :func:`controldl.io.marked`)."""
+        return jsonable(marked("solution", {
             "problem": problem_record(self.problem),
             "solver": self.solver,
             "status": self.status,
@@ -253,7 +254,7 @@ class Solution:
             "warm_start": None if self.warm_start is None else self.warm_start._asdict(),
             "devices": self.stats.get("devices"),
             "versions": self.versions,
-        })
+        }))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The contents of ``arrays.npz``."""
@@ -261,8 +262,17 @@ class Solution:
         out.update(data_arrays(self.problem))
         return out
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``arrays.npz`` and ``meta.json`` to ``directory``, atomically."""
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``arrays.npz`` and ``meta.json`` to ``directory``, atomically.
+
+        ``directory`` must be new, empty or a previous solution directory (its
+        ``meta.json`` says so); anything else (a directory of other files, a file) is
+        replaced only with ``overwrite``, and a directory that holds the problem's data
+        file never (:func:`controldl.io.check_output`).
+
+        Raises:
+            ValueError: the directory may not be written (one line saying why).
+        """
         meta = self.meta()
         arrays = self.arrays()
 
@@ -272,7 +282,15 @@ class Solution:
             if self.checkpoint is not None:
                 self.checkpoint.write(tmp / CHECKPOINT_DIRECTORY)
 
-        return atomic_directory(directory, write)
+        return atomic_directory(directory, write, kind="solution", overwrite=overwrite,
+                                keep=input_paths(self.problem))
+
+
+def input_paths(problem: Problem) -> tuple[str, ...]:
+    """The files ``problem`` was read from (its data file, when it came from one): an
+    output directory that holds one of them is never replaced."""
+    path = problem.data.source.get("path")
+    return (str(path),) if path else ()
 
 
 def problem_record(problem: Problem) -> dict[str, Any]:
@@ -294,14 +312,32 @@ def data_arrays(problem: Problem) -> dict[str, np.ndarray]:
     return out
 
 
-def problem_from_record(record: dict[str, Any], arrays: dict[str, np.ndarray],
-                        where: Any) -> Problem:
+RECORD_KEYS: tuple[str, ...] = ("task", "model", "activation", "width", "layers", "horizon",
+                               "loss", "l2", "l1", "smooth", "running", "readout_l2",
+                               "train_readout")
+"""The formulation keys every ``problem`` record holds (a record without one is refused,
+never completed with a default). Keys added to the formulation later (``terminal``, the
+bounds, the conv model's) default, when absent, to the value that leaves them out, as the
+record's writer had them."""
+
+
+def problem_from_record(record: Any, arrays: dict[str, np.ndarray], where: Any) -> Problem:
     """The problem of a :func:`problem_record` and its :func:`data_arrays` (read from
-    ``where``, named in errors)."""
+    ``where``, named in errors).
+
+    Raises:
+        ValueError: the record is missing or lacks one of :data:`RECORD_KEYS`, or an
+            array is missing.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: no problem record (the 'problem' entry is missing)")
+    absent = [k for k in RECORD_KEYS if k not in record]
+    if absent:
+        raise ValueError(f"{where}: the problem record has no {', '.join(absent)}")
     missing = [k for k in ("X_train", "y_train") if k not in arrays]
     if missing:
         raise ValueError(f"{where}: missing array(s) {', '.join(missing)}")
-    task = record.get("task", "classification")
+    task = record["task"]
     data = Dataset(
         X_train=arrays["X_train"], y_train=arrays["y_train"],
         X_test=arrays.get("X_test"), y_test=arrays.get("y_test"),
@@ -336,7 +372,8 @@ def load(directory: str | os.PathLike) -> Solution:
     missing = [k for k in ("A", "b", "W", "c") if k not in arrays]
     if missing:
         raise ValueError(f"{arrays_path}: missing array(s) {', '.join(missing)}")
-    problem = problem_from_record(meta.get("problem", {}), arrays, arrays_path)
+    problem = problem_from_record(meta.get("problem") if isinstance(meta, dict) else None,
+                                  arrays, meta_path)
     params = Params(*(arrays[k] for k in ("A", "b", "W", "c")))
     expected = problem.formulation.param_shapes()
     for k, shape in expected.items():

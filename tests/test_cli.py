@@ -48,8 +48,9 @@ def test_plot_writes_the_figures(tmp_path):
                  "--max-iter", "5", "--out", str(out)]) == 0
     assert main(["plot", str(out)]) == 0
     names = sorted(p.name for p in (out / "figures").iterdir())
-    assert names == ["controls.png", "decision_regions.png", "deformed_grid.png", "history.png",
-                     "layers.png"]
+    assert names == ["controls.png", "decision_regions.png", "deformed_grid.png",
+                     "figures.json", "history.png", "layers.png"]
+    assert main(["plot", str(out)]) == 0  # earlier figures are replaced
 
 
 def test_compare_writes_table_report_and_figures(tmp_path):

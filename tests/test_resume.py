@@ -145,7 +145,7 @@ def test_resume_refuses_another_solver_or_an_earlier_limit(tmp_path, capsys):
     cut.save(tmp_path / "run")
     code = main(["train", "--resume", str(tmp_path / "run"), "--lr", "0.1"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--resume takes the solver" in err[0]
+    assert code == 2 and len(err) == 1 and "--lr 0.1 (checkpoint: 0.05)" in err[0]
 
 
 def test_ipopt_resumes_from_its_primal_dual_iterate(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import controldl as cdl
-from controldl.solution import atomic_directory
+from controldl.io import atomic_directory, marked, write_json
 
 
 def _solution(problem):
@@ -58,15 +58,27 @@ def test_atomic_directory_leaves_nothing_on_error(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        atomic_directory(tmp_path / "out", boom)
+        atomic_directory(tmp_path / "out", boom, kind="figures")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_directory_replaces_an_existing_one(tmp_path):
-    atomic_directory(tmp_path / "o", lambda t: (t / "a").write_text("1"))
-    atomic_directory(tmp_path / "o", lambda t: (t / "b").write_text("2"))
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b"]
+def _figures(name):
+    def write(tmp):
+        (tmp / name).write_text(name)
+        write_json(tmp / "figures.json", marked("figures", {"figures": [name]}))
+    return write
+
+
+def test_atomic_directory_replaces_a_previous_output_of_its_kind(tmp_path):
+    atomic_directory(tmp_path / "o", _figures("a"), kind="figures")
+    atomic_directory(tmp_path / "o", _figures("b"), kind="figures")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b", "figures.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["o"]
+    with pytest.raises(ValueError, match="holds a controldl figures output, not a solution"):
+        atomic_directory(tmp_path / "o", _figures("c"), kind="solution")
+    with pytest.raises(RuntimeError, match="did not record its kind"):  # a writer's bug
+        atomic_directory(tmp_path / "p", lambda t: (t / "x").write_text("1"), kind="figures")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
 def test_load_rejects_broken_directories(tmp_path):

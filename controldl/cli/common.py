@@ -10,10 +10,11 @@ import math
 import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 from controldl import data as D
-from controldl import solvers
+from controldl import io, solvers
 from controldl.idx import MNIST_DIR_ENV
 from controldl.problem import DEFAULTS, FORMULATION_KEYS, READOUT_L2_ZERO_NOTE, Problem
 from controldl.problem.formulation import KEY_INFO, KEYS
@@ -153,8 +154,8 @@ def _add_key_flag(g: Any, name: str) -> None:
     if info.kind == "choice":
         kwargs["choices"] = info.choices
     else:
-        kwargs["type"] = {"count": positive_int, "positive": finite_float}.get(info.kind,
-                                                                               nonneg_float)
+        kwargs["type"] = {"count": positive_int, "positive": positive_float,
+                          "bound": positive_float}.get(info.kind, nonneg_float)
     if name in _KEY_METAVAR:
         kwargs["metavar"] = _KEY_METAVAR[name]
     default = field.default
@@ -234,6 +235,23 @@ def add_long_run_flags(p: argparse.ArgumentParser) -> None:
                         "its checkpoint/) with the optimizer's state: the problem, the "
                         "solver and its options are the checkpoint's; --max-iter counts "
                         "all iterations (default: the checkpoint's); --out defaults to DIR")
+
+
+def add_overwrite_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: let ``--out`` replace what is not a previous output of ``what``."""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"let --out replace a directory that is not a previous controldl "
+                        f"{what} (a directory of other files, a file); never the working "
+                        "directory or a parent of it, nor a directory that holds an input. "
+                        f"Without it --out must be new, empty or a previous {what}")
+
+
+def check_out(directory: Any, kind: str, args: argparse.Namespace,
+              keep: tuple[str, ...] = ()) -> Path:
+    """``--out`` checked before anything runs (:func:`controldl.io.check_output`): the
+    command stops here, with one line and exit code 2, rather than after its solves."""
+    return io.check_output(directory, kind, overwrite=bool(getattr(args, "overwrite", False)),
+                           keep=keep, flag="--overwrite")
 
 
 def plain_text(doc: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 
 from controldl.cli import common
@@ -39,27 +41,76 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.help = (f"time limit of each solver in seconds, compilation included "
                            f"(default {DEFAULT_MAX_TIME:g})")
     p.add_argument("--out", default="runs/compare",
-                   help="output directory (default runs/compare)")
+                   help="output directory: new, empty or a previous comparison, which is "
+                        "replaced (default runs/compare)")
+    common.add_overwrite_flag(p, "comparison")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the comparison in --out that a signal interrupted: the "
+                        "rows it finished are kept, the others run (give the flags it was "
+                        "run with: the problem, --solvers and the limits must be the same)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from controldl.compare import compare, default_specs, parse_specs, table_markdown, write_report
+    from controldl.compare import (
+        CompareInterrupted,
+        compare,
+        default_specs,
+        finished_rows,
+        parse_specs,
+        table_markdown,
+        write_report,
+    )
+    from controldl.solution import input_paths
+    from controldl.solvers.memory import check_fits
 
     if args.warm_start is not None:
         raise common.CLIError("compare starts every solver from the same initialization; "
                               "use a spec with from=LABEL to warm-start one from another")
     problem = common.problem_from_args(args)
-    specs = [s for given in args.solvers or [] for s in given.split(",") if s.strip()] or None
-    parse_specs(specs or default_specs())  # every spec checked before anything runs
+    specs = _specs(args.solvers)
+    for spec in parse_specs(specs or default_specs()):  # checked before anything runs
+        check_fits(problem, spec.make())
+    common.check_out(args.out, "comparison", args, input_paths(problem))
     kw = common.solve_kwargs(args)
     kw.pop("init")
+    done = {}
+    if args.resume:
+        done = finished_rows(args.out, problem, specs, seed=kw["seed"],
+                             init_scheme=kw["init_scheme"], max_iter=kw["max_iter"],
+                             max_time=kw["max_time"], target_cost=kw["target_cost"],
+                             tol=kw["tol"], cold=True)
     print(f"problem: {problem.describe()}", file=sys.stderr, flush=True)
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)
-    comparison = compare(problem, specs, log=lambda m: print(m, file=sys.stderr), **kw)
-    out = write_report(comparison, args.out, figures=not args.no_figures)
+    try:
+        comparison = compare(problem, specs, log=lambda m: print(m, file=sys.stderr),
+                             done=done, signals=(signal.SIGINT, signal.SIGTERM), **kw)
+        stopped = None
+    except CompareInterrupted as stop:  # the rows that finished are written below
+        comparison, stopped = stop.comparison, stop.row
+    out = write_report(comparison, args.out, figures=not args.no_figures,
+                       overwrite=args.overwrite)
     print(table_markdown(comparison))
     print(f"\nreport: {out / 'report.md'}")
+    if stopped is not None:
+        again = shlex.join(["controldl", *args.argv, *([] if args.resume else ["--resume"])])
+        print(f"controldl: interrupted during row {stopped!r}; the {len(comparison.solutions)} "
+              f"row(s) that finished are in {out} (marked interrupted): `{again}` runs the "
+              "rest", file=sys.stderr, flush=True)
+        return 130
     return comparison.exit_code
+
+
+def _specs(given: list[str] | None) -> list[str] | None:
+    """The specs of every ``--solvers`` flag, joined (``None``: the default line-up)."""
+    if given is None:
+        return None
+    text = ",".join(given)
+    specs = [s.strip() for s in text.split(",")]
+    if not any(specs) or not all(specs):
+        raise common.CLIError(f"--solvers {text!r} names no solver (an empty spec); give "
+                              "name[:key=value...] specs separated by commas, or leave "
+                              "--solvers out for the default line-up")
+    return specs

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from controldl import distributed
-from controldl.cli import common
+from controldl.cli import common, resume
 from controldl.problem import DEFAULTS
+from controldl.solution import input_paths
 from controldl.solvers import checkpoint, solve
+from controldl.solvers.memory import check_fits
 from controldl.status import Status
 
 HELP = "solve one problem with one solver and save the solution directory"
@@ -34,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_long_run_flags(p)
     common.add_solver_option_flags(p)
     p.add_argument("--out", default=None,
-                   help="solution directory (default runs/train; with --resume, DIR)")
+                   help="solution directory: new, empty or a previous solution, which is "
+                        "replaced (default runs/train; with --resume, DIR)")
+    common.add_overwrite_flag(p, "solution")
     p.add_argument("--plot", action="store_true", help="also write the figures to OUT/figures")
     p.add_argument("--processes", type=common.positive_int, default=1,
                    help="run the solve as this many jax.distributed processes on this "
@@ -42,19 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "process 0 writes OUT); on a cluster start one command per host "
                         f"with {distributed.COORDINATOR}, {distributed.NUM_PROCESSES} and "
                         f"{distributed.PROCESS_ID} instead (docs/scale.md) (default 1)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, command_parser=p)
 
 
 def _resumed(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], Path]:
     """``(problem, solver, solve kwargs, default out)`` of ``--resume DIR``: the problem,
-    the solver and the tolerance are the checkpoint's; the limits given override its."""
-    given = [flag for field, flag in args.solver_flags.items()
-             if getattr(args, f"opt_{field}", None) is not None]
-    if given:
-        raise common.CLIError(f"--resume takes the solver and its options from the "
-                              f"checkpoint: drop {', '.join(given)}")
+    the solver and the tolerance are the checkpoint's (a problem or solver flag given with
+    another value is refused, :mod:`controldl.cli.resume`); the limits given override
+    its."""
     where = checkpoint.locate(args.resume)
     ck = checkpoint.load(where)
+    resume.check_given(args.command_parser, args.argv[1:], ck, args.solver_flags)
     kwargs = common.solve_kwargs(args)
     kwargs.update(init=None, tol=None, resume=ck)
     out = where.parent if where.name == checkpoint.SUBDIRECTORY else where
@@ -66,15 +68,18 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         problem, solver, kwargs, out_dir = _resumed(args)
         out_dir = Path(args.out) if args.out is not None else out_dir
-        print(f"resuming {solver.label()} at iteration {kwargs['resume'].iteration} "
-              f"from {args.resume}", flush=True)
     else:
         problem, solver = common.problem_from_args(args), common.solver_from_args(args)
         kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
+    common.check_out(out_dir, "solution", args, input_paths(problem))
     if args.processes > 1 and not in_group:  # the checks above ran once, here: launch
         return distributed.launch(args.argv, args.processes)
+    check_fits(problem, solver)  # each process (the launcher leaves the devices alone)
     import jax
 
+    if args.resume is not None:
+        print(f"resuming {solver.label()} at iteration {kwargs['resume'].iteration} "
+              f"from {args.resume}", flush=True)
     writer = jax.process_index() == 0  # one process writes OUT and the checkpoints
     print(f"problem: {problem.describe()}", flush=True)
     tol = kwargs["resume"].stopping["tol"] if args.resume is not None else args.tol
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if not writer:  # process 0 writes
         print(solution.summary())
         return solution.exit_code
-    out = solution.save(out_dir)
+    out = solution.save(out_dir, overwrite=args.overwrite)
     if args.plot:
         from controldl import plotting
 

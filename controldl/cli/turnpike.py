@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every T, h = T/L (default step)")
     g.add_argument("--step", type=common.finite_float, default=None, metavar="H",
                    help="the fixed step h of --fixed step (default 0.25)")
-    g.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
+    g.add_argument("--out", required=True, metavar="DIR",
+                   help="the sweep directory: new, empty or a sweep (--resume continues it)")
     g.add_argument("--resume", action="store_true",
                    help="load the horizons already saved in --out instead of solving them")
     g.add_argument("--finish-iter", type=int, default=5000,
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of longest converged horizons the fits use (default 3)")
     g.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     _add_declared_flags(g)
+    common.add_overwrite_flag(g, "turnpike sweep (a sweep is started afresh)")
     p.add_argument("--solver", default="gd", type=common.solver_name, metavar="NAME",
                    help=f"the first solver of every horizon: {common.SOLVER_HELP} (default gd)")
     common.add_stopping_flags(p, tol=TURNPIKE_TOL,
@@ -121,6 +123,7 @@ def _grid_args(args: argparse.Namespace) -> tuple[float | None, int | None]:
 
 def run(args: argparse.Namespace) -> int:
     from controldl.problem import Problem
+    from controldl.solution import input_paths
     from controldl.studies import turnpike
 
     horizons = turnpike.parse_horizons(args.horizons)
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     options = common.formulation_options(args)
     options.update(layers=grid[0][1], horizon=grid[0][0])
     problem = Problem(common.dataset_from_args(args), **options)
+    common.check_out(args.out, "turnpike", args, input_paths(problem))
     solver = common.solver_from_args(args)
     sweep_options = turnpike.SweepOptions(
         tol=args.tol, finish_iter=args.finish_iter,
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = turnpike.sweep(problem, horizons, solver, options=sweep_options,
                             fixed=args.fixed, step=step, layers=layers, out=out,
-                            resume=args.resume, log=turnpike.stderr_log, **kwargs)
+                            resume=args.resume, log=turnpike.stderr_log,
+                            overwrite=args.overwrite, **kwargs)
     swept = time.perf_counter() - t0
     if not args.no_plots:
         from controldl.plotting import turnpike as plots

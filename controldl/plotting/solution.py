@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-from controldl.io import atomic_directory
+from controldl.io import OUTPUT_RECORDS, atomic_directory, marked, write_json
 from controldl.solution import Solution
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -605,18 +605,21 @@ def kernels_figure(solution: Solution) -> Figure:
 
 
 def save_solution_figures(solution: Solution, directory: str | Path,
-                          layers: Sequence[int] | None = None) -> list[Path]:
+                          layers: Sequence[int] | None = None, *,
+                          overwrite: bool = False) -> list[Path]:
     """Write ``layers.png``, ``decision_regions.png`` and ``deformed_grid.png`` (when the
     input is 1-D or 2-D), ``controls.png`` and ``history.png`` to ``directory``
-    (atomically); for the conv model ``channels.png`` and ``kernels.png`` instead of the
-    state and plane pictures. Returns the paths."""
+    (atomically, with ``figures.json`` listing them); for the conv model ``channels.png``
+    and ``kernels.png`` instead of the state and plane pictures. ``directory`` must be
+    new, empty or earlier figures; anything else only with ``overwrite``
+    (:func:`controldl.io.check_output`). Returns the paths."""
     label = solver_label(solution)
     if solution.problem.formulation.geometry is not None:
         figures = {"channels.png": channels_figure(solution, layers=layers),
                    "kernels.png": kernels_figure(solution),
                    "controls.png": controls_figure({label: solution}),
                    "history.png": history_figure({label: solution.history})}
-        return _save_figures(figures, directory)
+        return save_figures(figures, directory, overwrite=overwrite)
     figures = {
         "layers.png": layers_figure(solution, layers),
         "decision_regions.png": decision_regions_figure(solution),
@@ -624,18 +627,23 @@ def save_solution_figures(solution: Solution, directory: str | Path,
         "controls.png": controls_figure({label: solution}),
         "history.png": history_figure({label: solution.history}),
     }
-    return _save_figures(figures, directory)
+    return save_figures(figures, directory, overwrite=overwrite)
 
 
-def _save_figures(figures: dict[str, Figure | None], directory: str | Path) -> list[Path]:
+def save_figures(figures: dict[str, Figure | None], directory: str | Path, *,
+                 overwrite: bool = False) -> list[Path]:
+    """Save ``{file name: figure}`` (``None``: skipped) to ``directory`` as one
+    ``figures`` output (:func:`controldl.io.atomic_directory`, ``figures.json`` lists
+    them) and close them. Returns the paths."""
     names = [k for k, f in figures.items() if f is not None]
 
     def write(tmp: Path) -> None:
         for name in names:
             figures[name].savefig(tmp / name, dpi=110)
+        write_json(tmp / OUTPUT_RECORDS["figures"], marked("figures", {"figures": names}))
 
     try:
-        target = atomic_directory(directory, write)
+        target = atomic_directory(directory, write, kind="figures", overwrite=overwrite)
     finally:
         for f in figures.values():
             if f is not None:

@@ -27,7 +27,7 @@ from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from controldl.io import atomic_directory
+from controldl.plotting.solution import save_figures as save_figure_files
 from controldl.solution import Solution
 
 
@@ -194,14 +194,4 @@ def save_figures(result: Any, directory: str | Path) -> list[Path]:
                "controls.png": controls_figure(result.solutions)}
     if result.report.get("rate_per_horizon"):
         figures["rates.png"] = rates_figure(result.report)
-
-    def write(tmp: Path) -> None:
-        for name, fig in figures.items():
-            fig.savefig(tmp / name, dpi=110)
-
-    try:
-        target = atomic_directory(directory, write)
-    finally:
-        for fig in figures.values():
-            plt.close(fig)
-    return [target / name for name in figures]
+    return save_figure_files(figures, directory)

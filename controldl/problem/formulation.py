@@ -273,6 +273,8 @@ def _output_dim(data: Dataset, loss: str) -> int:
 
 
 def _number(name: str, value: Any) -> float:
+    if isinstance(value, str | bytes | bool | np.bool_):  # float('5') would accept text
+        raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -296,6 +298,8 @@ def check_key(name: str, value: Any) -> Any:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         return int(value)
     if info.kind == "switch":
+        if not isinstance(value, bool | np.bool_):  # bool('false') is True
+            raise ValueError(f"{name} must be True or False, got {value!r}")
         return bool(value)
     if value is None and info.kind == "bound":
         return None

@@ -38,6 +38,7 @@ from controldl.compilation import (  # noqa: F401 - COMPILED and signature: used
 from controldl.problem import Params, Problem
 from controldl.solution import Solution, WarmStart
 from controldl.solvers import checkpoint as C
+from controldl.solvers import memory as M
 from controldl.status import Status
 
 
@@ -194,10 +195,15 @@ class Monitor:
 
     @contextlib.contextmanager
     def compiling(self) -> Iterator[None]:
+        """Time the block as compilation; before the first iteration a signal stops the
+        solve at once (:attr:`controldl.solvers.checkpoint.Interrupt.immediate`)."""
         t0 = time.perf_counter()
+        interrupt = self.long_run.interrupt
+        interrupt.immediate = not self.history
         try:
             yield
         finally:
+            interrupt.immediate = False
             self.compile_time_s += time.perf_counter() - t0
 
     @property
@@ -283,6 +289,12 @@ class Solver(abc.ABC):
         no learning rate. Setting one away from its default is refused by
         :func:`~controldl.solvers.options.check_options`; none by default."""
         return {}
+
+    def memory_estimate(self, sizes: M.Sizes) -> M.MemoryEstimate | None:
+        """What a solve of a problem of these sizes holds at its peak
+        (:mod:`controldl.solvers.memory`), checked before anything is allocated;
+        ``None``: not estimated (no check)."""
+        return None
 
     @abc.abstractmethod
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
@@ -486,6 +498,7 @@ def _solve(problem: Problem, solver: Solver, init: Any, seed: int, init_scheme: 
     if checkpoint_every_s is not None and not solver.resumable:
         raise ValueError(f"solver {solver.name!r} keeps no checkpoint: drop "
                          "checkpoint_every_s")
+    M.check_fits(problem, solver)  # before anything is allocated
     start = _start(problem, solver, init, seed, init_scheme, rules, resume)
     long_run = C.LongRun(
         resumed=start.resumed, every_s=checkpoint_every_s,

@@ -7,7 +7,7 @@ the solver's record (name and options) and the problem (formulation and data), s
 checkpoint directory alone is enough to continue. Resuming replays iteration ``k`` from
 that state, so a deterministic solver continues exactly as if it had not stopped.
 
-The directory (written atomically, :func:`controldl.solution.atomic_directory`):
+The directory (written atomically, :func:`controldl.io.atomic_directory`):
 
 - ``state.npz``: the solver state's flattened leaves ``leaf_00000``, ``leaf_00001``, …
   (``jax.tree.flatten`` order) and the data arrays (``X_train``, ``y_train``, …);
@@ -26,7 +26,9 @@ flag; the :class:`~controldl.solvers.base.Monitor` reports ``interrupted`` at th
 recorded iteration (between compiled steps, or at IPOPT's next iteration callback), and
 the solve raises :class:`SolveInterrupted` with its solution (that status, the best
 iterate, the checkpoint of its last state). A second signal while the first is pending
-raises a plain ``KeyboardInterrupt`` at once.
+raises a plain ``KeyboardInterrupt`` at once, and so does a signal while the solve
+compiles before its first iteration (the compilation runs in a worker thread so that the
+main thread can act on it: :func:`controldl.compilation.interruptible`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import jax
 import numpy as np
 
 from controldl import solution as S
-from controldl.io import atomic_directory, jsonable, write_json
+from controldl.io import atomic_directory, jsonable, marked, write_json
 from controldl.problem import Problem
 
 FORMAT = 1
@@ -60,15 +62,19 @@ STOPPING_KEYS: tuple[str, ...] = ("max_iter", "max_time", "target_cost", "tol")
 
 class Interrupt:
     """A signal handler that records the first signal and asks the solve to stop at its
-    next iteration; a second signal raises ``KeyboardInterrupt`` immediately."""
+    next iteration; a second signal raises ``KeyboardInterrupt`` immediately, and so does
+    the first while ``immediate`` is set (while the solve compiles before its first
+    iteration: nothing to save yet, and a compilation may take minutes)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.immediate = False
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:
+        first = self.signal is None
+        self.signal = signum if first else self.signal
+        if not first or self.immediate:
             raise KeyboardInterrupt
-        self.signal = signum
 
     @property
     def requested(self) -> bool:
@@ -134,17 +140,22 @@ class Checkpoint(NamedTuple):
         dtype), Python numbers where it has numbers."""
         leaves, treedef = jax.tree.flatten(template)
         if str(treedef) != self.treedef or len(leaves) != len(self.leaves):
-            raise ValueError("the checkpoint's solver state does not match this solver and "
-                             f"problem (saved structure {self.treedef[:120]}…)")
+            raise CorruptCheckpoint(
+                f"corrupt checkpoint: its solver state ({len(self.leaves)} leaves) does not "
+                f"have the structure this solver and problem keep ({len(leaves)} leaves; "
+                f"saved structure {self.treedef[:80]}…)")
         out = []
         for i, (t, v) in enumerate(zip(leaves, self.leaves, strict=True)):
             if isinstance(t, bool | int | float):
+                if v.shape != ():
+                    raise CorruptCheckpoint(f"corrupt checkpoint: leaf {i} has shape "
+                                            f"{v.shape}, the solver keeps a number there")
                 out.append(type(t)(v.item()))
                 continue
             if tuple(np.shape(t)) != v.shape or np.dtype(t.dtype) != v.dtype:
-                raise ValueError(f"checkpoint leaf {i} has shape {v.shape} and dtype "
-                                 f"{v.dtype}, the solver expects {tuple(np.shape(t))} "
-                                 f"{np.dtype(t.dtype)}")
+                raise CorruptCheckpoint(
+                    f"corrupt checkpoint: leaf {i} has shape {v.shape} and dtype {v.dtype}, "
+                    f"the solver keeps {tuple(np.shape(t))} {np.dtype(t.dtype)} there")
             out.append(v)
         return jax.tree.unflatten(treedef, out)
 
@@ -214,7 +225,7 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
     """Write ``ck`` to ``directory`` atomically (``state.npz`` + ``state.json``)."""
     arrays = {f"leaf_{i:05d}": v for i, v in enumerate(ck.leaves)}
     arrays.update(S.data_arrays(ck.problem))
-    meta = jsonable({
+    meta = jsonable(marked("checkpoint", {
         "format": FORMAT, "iteration": ck.iteration, "solver": ck.solver,
         "problem": S.problem_record(ck.problem), "stopping": ck.stopping,
         "history": ck.history, "elapsed_s": ck.elapsed_s,
@@ -222,13 +233,14 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
         "warm_start": None if ck.warm_start is None else ck.warm_start._asdict(),
         "treedef": ck.treedef,
         "leaves": [{"shape": list(v.shape), "dtype": str(v.dtype)} for v in ck.leaves],
-    })
+    }))
 
     def fill(tmp: Path) -> None:
         np.savez(tmp / STATE_NPZ, **arrays)
         write_json(tmp / STATE_JSON, meta, indent=1)
 
-    return atomic_directory(directory, fill)
+    return atomic_directory(directory, fill, kind="checkpoint",
+                            keep=S.input_paths(ck.problem))
 
 
 def locate(directory: str | Path) -> Path:
@@ -246,8 +258,23 @@ def locate(directory: str | Path) -> Path:
                      f"{SUBDIRECTORY}/{STATE_JSON})")
 
 
+STATE_KEYS: tuple[str, ...] = ("format", "iteration", "solver", "problem", "stopping",
+                              "history", "elapsed_s", "compile_time_s", "treedef", "leaves")
+"""What every ``state.json`` holds (``warm_start`` may be null)."""
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint that does not match its own record ("corrupt checkpoint: …")."""
+
+
 def load(directory: str | Path) -> Checkpoint:
-    """Read the checkpoint of ``directory`` (a checkpoint or a solution directory)."""
+    """Read the checkpoint of ``directory`` (a checkpoint or a solution directory).
+
+    Raises:
+        ValueError: no checkpoint there, an unreadable one, another format, or
+            :class:`CorruptCheckpoint` when its files disagree with each other or lack a
+            part (the problem, a leaf) — never a default in its place.
+    """
     where = locate(directory)
     try:
         meta = json.loads((where / STATE_JSON).read_text())
@@ -255,12 +282,46 @@ def load(directory: str | Path) -> Checkpoint:
             arrays = {k: f[k] for k in f.files}
     except Exception as exc:
         raise ValueError(f"{where}: unreadable checkpoint ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{where}: checkpoint format {meta.get('format')!r}, this "
-                         f"controldl reads format {FORMAT}")
-    n = len(meta["leaves"])
-    leaves = tuple(arrays[f"leaf_{i:05d}"] for i in range(n))
-    problem = S.problem_from_record(meta["problem"], arrays, where / STATE_NPZ)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{where}: checkpoint format {found!r}, this controldl reads "
+                         f"format {FORMAT}")
+    try:
+        return _checkpoint(where, meta, arrays)
+    except CorruptCheckpoint:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CorruptCheckpoint(f"corrupt checkpoint: {where}: {detail}") from None
+
+
+def _leaves(where: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+            ) -> tuple[np.ndarray, ...]:
+    """The solver state's leaves, checked against the list in ``state.json``."""
+    listed = meta["leaves"]
+    saved = sorted(k for k in arrays if k.startswith("leaf_"))
+    expected = [f"leaf_{i:05d}" for i in range(len(listed))]
+    if saved != expected:
+        raise CorruptCheckpoint(f"corrupt checkpoint: {where}: {STATE_JSON} lists "
+                                f"{len(listed)} leaves of the solver state, {STATE_NPZ} "
+                                f"holds {len(saved)}")
+    for i, (record, name) in enumerate(zip(listed, expected, strict=True)):
+        v = arrays[name]
+        if list(v.shape) != list(record["shape"]) or str(v.dtype) != record["dtype"]:
+            raise CorruptCheckpoint(
+                f"corrupt checkpoint: {where}: leaf {i} has shape {v.shape} and dtype "
+                f"{v.dtype}, {STATE_JSON} says {tuple(record['shape'])} {record['dtype']}")
+    return tuple(arrays[name] for name in expected)
+
+
+def _checkpoint(where: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                ) -> Checkpoint:
+    missing = [k for k in STATE_KEYS if k not in meta]
+    if missing:
+        raise CorruptCheckpoint(f"corrupt checkpoint: {where}: {STATE_JSON} has no "
+                                f"{', '.join(map(repr, missing))}")
+    leaves = _leaves(where, meta, arrays)
+    problem = S.problem_from_record(meta["problem"], arrays, STATE_JSON)
     nan = lambda v: math.nan if v is None else v  # noqa: E731
     history = [{k: nan(v) if k == "cost" else v for k, v in h.items()}
                for h in meta["history"]]

@@ -23,6 +23,7 @@ from controldl import parallel
 from controldl import problem as P
 from controldl.compilation import RUN_ONCE_OPTIONS, compile_or_load
 from controldl.problem import Params, Problem
+from controldl.solvers import memory as M
 from controldl.solvers.base import (
     COMPILED,
     Monitor,
@@ -289,6 +290,19 @@ class GradientDescent(Solver):
         """The options the optimizer of ``options`` does not have
         (:func:`inapplicable_options`)."""
         return inapplicable_options(options.get("optimizer", "adam"))
+
+    def memory_estimate(self, sizes: M.Sizes) -> M.MemoryEstimate:
+        """The states kept for backpropagation (4 copies of every stored layer over the
+        batch), the data, and the iterate with the optimizer's copies of it (5; L-BFGS's
+        10 stored pairs, 25); the final evaluation's full-batch gradient after the run."""
+        size = np.dtype(DTYPES[self.dtype]).itemsize
+        copies = 25 if self.optimizer == "lbfgs" else 5
+        return M.MemoryEstimate((
+            *M.data_parts(sizes, size),
+            M.params_part(sizes, copies, size, "the parameters with the optimizer's copies"),
+            M.states_part(sizes, 4, self.batch_size, self.checkpoint_every, size,
+                          "the states kept for backpropagation"),
+            M.final_evaluation_part(sizes)))
 
     def structure(self) -> tuple:
         """What a compiled step depends on: the optimizer's kind, the schedule (with its

@@ -12,6 +12,7 @@ import numpy as np
 
 from controldl import problem as P
 from controldl.problem import Params, Problem
+from controldl.solvers import memory as M
 from controldl.solvers.base import Monitor, RunResult, Solver
 from controldl.solvers.direct import certificates, ipopt
 from controldl.solvers.direct import options as opt
@@ -197,18 +198,45 @@ class CasadiDirect(Solver):
 
     def resolve_hessian(self, problem: Problem) -> str:
         """The Hessian option used for ``problem`` (``auto`` resolved)."""
+        return self._hessian_for(M.Sizes.of(problem))
+
+    def _hessian_for(self, sizes: M.Sizes) -> str:
         if self.hessian != "auto":
             return self.hessian
         if self.transcription == "multiple":
             return "exact"
-        form = problem.formulation
-        n_v = form.n_controls
-        if form.train_readout:
-            n_v += form.n_outputs * (form.feature_dim + 1)
-        work = problem.data.n_train * n_v * n_v
-        constrained = form.box_bound is not None or form.lipschitz_bound is not None
-        limit = EXACT_AUTO_MAX_WORK_CONSTRAINED if constrained else EXACT_AUTO_MAX_WORK
+        work = sizes.N * _n_controls(sizes) ** 2
+        limit = EXACT_AUTO_MAX_WORK_CONSTRAINED if sizes.constrained else EXACT_AUTO_MAX_WORK
         return "exact" if work <= limit else "limited-memory"
+
+    def memory_estimate(self, sizes: M.Sizes) -> M.MemoryEstimate:
+        """The NLP in the host's memory. Single shooting: the per-sample evaluations (4
+        copies of the states) and, with an exact or Gauss-Newton Hessian, the dense
+        Hessian of the ``n_v`` controls and its factorization (2·n_v²); with IPOPT's
+        limited-memory Hessian its pairs. Multiple shooting: the states as variables, the
+        sparse Jacobian of the dynamics (``2d + 2`` entries per row, ``N·L·d`` rows) and
+        the Hessian (``(2d + 2)²/2`` per row), with indices (1.5 numbers per entry), and
+        MUMPS's factor of the KKT matrix (3 × those entries, plus the controls' block
+        ``n_v²/2``, which every sample fills)."""
+        s, nv = sizes, _n_controls(sizes)
+        parts = [*M.data_parts(s, 8)]
+        row = s.per_layer // max(s.d, 1) + s.d + 1  # the entries of one dynamics row
+        if self.transcription == "single":
+            parts.append(M.states_part(s, 4, None, None, 8, "the per-sample evaluations"))
+            if self._hessian_for(s) == "limited-memory":
+                parts.append(M.Part("IPOPT's limited-memory Hessian and vectors", 40 * nv,
+                                    "40 × n_v", 8, sharded=False))
+            else:
+                parts.append(M.Part("the dense Hessian of the controls and its factor",
+                                    2.0 * nv * nv, f"2 × n_v², n_v = {nv}", 8, sharded=False))
+            return M.MemoryEstimate(tuple(parts), host=True)
+        rows = s.N * s.L * s.d
+        entries = rows * row * (1 + row / 2)
+        parts += [M.Part("the sparse Jacobian and Hessian of the NLP", 1.5 * entries,
+                         f"1.5 × N × L × d × {row} × (1 + {row}/2)", 8, sharded=False),
+                  M.Part("MUMPS's factor of the KKT matrix", 3 * entries + nv * nv / 2,
+                         f"3 × those entries + n_v²/2, n_v = {nv}", 8, sharded=False)]
+        return M.MemoryEstimate(tuple(parts), host=True)
 
     def use_expand(self, problem: Problem, hessian: str) -> bool:
         """Whether the NLP is expanded to SX (``auto``: first-order functions of a small
@@ -380,3 +408,9 @@ def _record_work(history: list[dict[str, Any]], total: float, iterations: int,
     for entry in history:
         if entry["iteration"] >= first:
             entry["work"] = base + total * (min(entry["iteration"], iterations) - first) / n
+
+
+def _n_controls(sizes: M.Sizes) -> int:
+    """The NLP's control variables: every layer's, and the readout's when trained."""
+    return sizes.L * sizes.per_layer + (sizes.m * (sizes.features + 1)
+                                        if sizes.train_readout else 0)

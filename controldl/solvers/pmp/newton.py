@@ -60,6 +60,7 @@ import numpy as np
 
 from controldl import parallel
 from controldl.problem import Params, Problem
+from controldl.solvers import memory as M
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 from controldl.solvers.options import (
     DTYPES,
@@ -181,6 +182,28 @@ class PMPNewton(Solver):
         if not self.rho_min <= self.rho <= self.rho_max:
             raise ValueError(f"need rho_min <= rho <= rho_max, got {self.rho_min}, "
                              f"{self.rho}, {self.rho_max}")
+
+    def memory_estimate(self, sizes: M.Sizes) -> M.MemoryEstimate:
+        """The states and costates (4 copies), the per-sample Kronecker blocks of the layers'
+        models (5 copies of ``(d+1)²`` per sample and layer, ``layer_block`` layers at a
+        time), the Hessian blocks (6 matrices ``n × n``, ``n = d(d+1)``, per layer: the
+        curvature, the penalties', their sum, its eigenvectors and factor), the data and
+        the parameters; the final evaluation's full-batch gradient after the run."""
+        size = np.dtype(DTYPES[self.dtype]).itemsize
+        s, batch = sizes, self.batch_size or sizes.N
+        block = min(self.layer_block or s.L, s.L)
+        n = s.d * (s.d + 1)
+        return M.MemoryEstimate((
+            *M.data_parts(s, size),
+            M.params_part(s, 6, size, "the parameters, steps and trials"),
+            M.states_part(s, 4, self.batch_size, None, size, "the states and costates"),
+            M.Part("the per-sample Kronecker blocks of the layers' models",
+                   5 * block * batch * (s.d + 1) ** 2,
+                   f"5 × {'L' if block == s.L else block} × "
+                   f"{'N' if batch == s.N else 'batch'} × (d + 1)²", size),
+            M.Part("the Hessian blocks of the layers", 6 * (s.L + 1) * n * n,
+                   "6 × (L + 1) × (d(d + 1))²", size, sharded=False),
+            M.final_evaluation_part(s)))
 
     def structure(self) -> NS.Structure:
         """The structural options (static in the compiled step)."""

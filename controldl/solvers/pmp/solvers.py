@@ -29,6 +29,7 @@ import numpy as np
 
 from controldl import parallel
 from controldl.problem import Params, Problem
+from controldl.solvers import memory as M
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 from controldl.solvers.options import (
     DTYPES,
@@ -109,6 +110,19 @@ class PontryaginSolver(Solver):
 
     def label(self) -> str:
         return self.name
+
+    def memory_estimate(self, sizes: M.Sizes) -> M.MemoryEstimate:
+        """The states, costates and every layer's Hamiltonian terms over the batch (10
+        copies of the stored layers; with ``checkpoint_every`` only those kept), the data,
+        and the controls with the inner maximizers' copies of them (25: L-BFGS's pairs);
+        the final evaluation's full-batch gradient after the run."""
+        size = np.dtype(DTYPES[self.dtype]).itemsize
+        return M.MemoryEstimate((
+            *M.data_parts(sizes, size),
+            M.params_part(sizes, 25, size, "the controls with the inner maximizers' copies"),
+            M.states_part(sizes, 10, self.batch_size, self.checkpoint_every, size,
+                          "the states, costates and Hamiltonian terms of every layer"),
+            M.final_evaluation_part(sizes)))
 
     def inner_solvers(self, problem: Problem) -> tuple[Any, Any]:
         """The strategies for the layers and for the readout."""

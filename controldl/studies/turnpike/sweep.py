@@ -41,9 +41,9 @@ import numpy as np
 
 import controldl
 from controldl.data import Dataset
-from controldl.io import jsonable, write_json
+from controldl.io import atomic_directory, check_output, jsonable, marked, output_kind, write_json
 from controldl.problem import FORMULATION_KEYS, Params, Problem
-from controldl.solution import Solution, load
+from controldl.solution import Solution, input_paths, load
 from controldl.solvers.base import Solver, solve
 from controldl.status import Status
 from controldl.studies.turnpike import arcs, fits, grid, starts
@@ -409,16 +409,29 @@ def _prepare(problem: Problem | Dataset, problem_options: Mapping[str, Any] | No
     return problem
 
 
-def _check_out(out_dir: Path | None, resume: bool) -> None:
+def _check_out(out_dir: Path | None, resume: bool, overwrite: bool, keep: tuple[str, ...]
+               ) -> None:
+    """``out_dir`` is new, empty or a sweep (:func:`controldl.io.check_output`); a sweep
+    with solved horizons only with ``resume`` (or ``overwrite``, which starts afresh)."""
     if out_dir is None:
         return
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {str(out_dir)!r} exists and is not a directory")
-    if not resume and out_dir.is_dir():
+    check_output(out_dir, "turnpike", overwrite=overwrite, keep=keep)
+    if not resume and not overwrite and out_dir.is_dir():
         done = sorted(p.name for p in out_dir.glob("T=*") if p.is_dir())
         if done:
-            raise ValueError(f"{out_dir} already holds a sweep ({', '.join(done)}); pass "
-                             "resume to continue it, or choose another output directory")
+            raise ValueError(f"{out_dir} already holds a sweep ({', '.join(done)}): "
+                             "continue it with resume (--resume), start afresh with "
+                             "overwrite (--overwrite), or choose another output directory")
+
+
+def _start_out(out_dir: Path | None, resume: bool, overwrite: bool, keep: tuple[str, ...],
+               first_report: dict[str, Any]) -> None:
+    """Put a fresh sweep directory holding ``turnpike.json`` (no horizon yet) in place of
+    ``out_dir`` (atomically), unless ``resume`` continues the sweep there."""
+    if out_dir is None or (resume and output_kind(out_dir) == "turnpike"):
+        return
+    atomic_directory(out_dir, lambda tmp: write_json(tmp / REPORT_NAME, first_report, indent=1),
+                     kind="turnpike", overwrite=overwrite, keep=keep)
 
 
 def _start_horizon(problem: Problem, previous: Solution | None, prev_entry: dict | None,
@@ -540,7 +553,8 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
           options: SweepOptions | None = None, fixed: str = "step", step: float | None = None,
           layers: int | None = None, out: str | os.PathLike | None = None,
           resume: bool = False, problem_options: Mapping[str, Any] | None = None,
-          log: Callable[[str], Any] | None = None, **solve_kwargs: Any) -> TurnpikeResult:
+          log: Callable[[str], Any] | None = None, overwrite: bool = False,
+          **solve_kwargs: Any) -> TurnpikeResult:
     """Solve ``problem`` for every horizon (ascending), as the module docstring says.
 
     ``fixed="step"``: ``L = round(T/step)`` (``step`` default 0.25); ``fixed="layers"``:
@@ -548,7 +562,9 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
     first solver (``max_iter``, ``max_time``, ``callback``…). For a tracking problem whose
     verdict over these horizons is not ``exponential``, longer horizons are added as
     ``options.extend`` and ``options.extend_budget`` say (:func:`_extend`). Returns a
-    :class:`TurnpikeResult` whose ``report`` is ``turnpike.json``.
+    :class:`TurnpikeResult` whose ``report`` is ``turnpike.json``. ``out`` must be new,
+    empty or a sweep (continued with ``resume``); anything else, or a sweep to start
+    afresh, only with ``overwrite`` (:func:`controldl.io.check_output`).
     """
     options = options or SweepOptions()
     problem = _prepare(problem, problem_options, solver)
@@ -558,11 +574,13 @@ def sweep(problem: Problem | Dataset, horizons: Sequence[float], solver: Solver,
     hz = grid.horizon_grid(horizons, fixed, step, layers)
     problems = [problem.replace(layers=L, horizon=T) for T, L in hz]
     out_dir = None if out is None else Path(out)
-    _check_out(out_dir, resume)
+    keep = input_paths(problem)
+    _check_out(out_dir, resume, overwrite, keep)
     config = _config(problem, hz, solver, options, fixed,
                      (step or grid.DEFAULT_STEP) if fixed == "step" else None, solve_kwargs)
     run = _Run(problem, solver, options, config, out_dir, resume,
                _old_entries(out_dir) if resume else {}, solve_kwargs, log, [T for T, _ in hz])
+    _start_out(out_dir, resume, overwrite, keep, run.report(final=False))
     for k, ((T, _), prob) in enumerate(zip(hz, problems, strict=True)):
         run.horizon(T, prob, problems[k + 1] if k + 1 < len(problems) else None, len(hz))
     extension = _extend(run, hz, fixed, step, layers)
@@ -620,7 +638,8 @@ def _report(config: dict, entries: list[dict], solutions: dict[float, Solution],
             final: bool, extension: dict[str, Any] | None = None) -> dict[str, Any]:
     """``turnpike.json``; the fits (with their bootstrap) only once the sweep is done."""
     done = {e["horizon"] for e in entries}
-    rep = {"config": config, "definitions": DEFINITIONS, "horizons": entries,
+    rep = {**marked("turnpike", {}), "config": config, "definitions": DEFINITIONS,
+           "horizons": entries,
            "certificate": _certificate(entries), "elapsed_s": time.perf_counter() - t0,
            "complete": all(T in done for T in requested),
            "time_s": {"compile": sum(e["compile_time_s"] for e in entries),
