@@ -306,6 +306,74 @@ def assemble(form: P.Formulation, config: Config, at_k: tuple[Array, Array, Arra
     return new, info
 
 
+class Probe(NamedTuple):
+    """The starts of :func:`gap_probe` (static): ``starts`` perturbed starts besides
+    ``θ_k`` itself, each entry of ``θ_k`` moved by ``U(−scale, scale)``, and ``steps``
+    inner iterations from each."""
+
+    starts: int
+    scale: float
+    steps: int
+
+
+def gap_probe(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
+              key: Array, config: Config, probe: Probe) -> tuple[Array, Array]:
+    """A lower bound of the Hamiltonian gap ``max_θ H̃_t(θ) − H̃_t(θ_k)`` of every layer
+    (``H_t`` for MSA) and of the readout at ``params``: the inner maximizer run for
+    ``probe.steps`` iterations from ``θ_k`` and from ``probe.starts`` perturbed starts
+    (projected onto the constraints), the largest objective reached (the l1 term taken
+    at the point reached) minus the objective at ``θ_k`` (its l1 term at ``θ_k``). Li et
+    al.'s code perturbs the inner start the same way (``msa_perturb_init``, U(±0.005)).
+    Returns the layers' (L,) and the readout's gap."""
+    xs = P.trajectory(form, params, X0)
+    ps, _ = H.costates_and_gradient(form, params, xs, Y)
+    data = H.layer_data(form, params, xs, ps)
+    phi = (params.W, params.c)
+    prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
+    n = probe.starts + 1
+    k_layers, k_readout = jax.random.split(key)
+
+    def deltas(k: Array, theta: H.Theta) -> H.Theta:
+        keys = jax.random.split(k, len(theta))
+        moved = tuple(probe.scale * jax.random.uniform(kk, (n, *v.shape), v.dtype, -1.0, 1.0)
+                      for kk, v in zip(keys, theta, strict=True))
+        return tuple(m.at[0].set(0.0) for m in moved)  # the first start is θ_k itself
+
+    def layer(d: H.LayerData, k: Array) -> Array:
+        objective = H.layer_objective(form, config.extended, knobs, d, phi, Y)
+        full = lambda th: objective(th) - H.layer_l1(form, th)  # noqa: E731
+
+        def reach(delta: H.Theta) -> Array:
+            start = tuple(a + b for a, b in zip(d.theta_k, delta, strict=True))
+            start = start if prox is None else prox(start, jnp.zeros((), X0.dtype))
+            res = config.layer_inner.maximize(objective, start, probe.steps, prox)
+            return res.value - H.layer_l1(form, res.theta)
+
+        return jnp.max(jax.vmap(reach)(deltas(k, d.theta_k))) - full(d.theta_k)
+
+    gaps = jax.vmap(layer)(data, jax.random.split(k_layers, form.layers))
+    if not form.train_readout:
+        return gaps, jnp.zeros((), X0.dtype)
+    rdata = H.ReadoutData(xs, Y, ps[-1], phi)
+    objective = lambda f: H.readout_smooth_objective(  # noqa: E731
+        form, config.extended, knobs, rdata, f)
+
+    def reach_readout(delta: H.Theta) -> Array:
+        start = tuple(a + b for a, b in zip(phi, delta, strict=True))
+        return config.readout_inner.maximize(objective, start, probe.steps).value
+
+    readout = jnp.max(jax.vmap(reach_readout)(deltas(k_readout, phi))) - objective(phi)
+    return gaps, readout
+
+
+def compiled_gap_probe(form: P.Formulation, config: Config, probe: Probe, args: tuple
+                       ) -> Any:
+    """The compiled :func:`gap_probe` for ``args = (params, knobs, X0, Y, key)``."""
+    fn = functools.partial(gap_probe, config=config, probe=probe)
+    key = ("pmp-gap-probe", form.static_key(), config, probe, signature(args))
+    return COMPILED.get(key, lambda: compile_or_load(fn, (form, *args), key))
+
+
 K_MAX = 64
 """The most iterations one dispatch runs (:func:`run`; the stacked reports' length)."""
 

@@ -286,8 +286,8 @@ class OuterLoop:
         classify = self.problem.formulation.task == "classification"
         return self.monitor.record(
             k, J, acc if classify else None, at=at, stationarity=float(stat),
-            work=state.work, hamiltonian_gap=float(np.max(info.gap)),
-            readout_gap=float(info.readout_gap),
+            work=state.work, inner_ascent=float(np.max(info.gap)),
+            readout_ascent=float(info.readout_gap),
             inner_iterations=int(np.max(info.inner_steps)),
             inner_evaluations=int(info.evaluations), rejected=int(info.rejected),
             rho=float(entry.rho))
@@ -307,7 +307,7 @@ class OuterLoop:
         if not bool(info.finite):
             bad = np.flatnonzero(~np.isfinite(info.gap)).tolist()
             self.notes["message"] = ("the inner maximization returned non-finite controls "
-                                     f"(layers {bad}, readout gap {float(info.readout_gap)})")
+                                     f"(layers {bad}, readout ascent {float(info.readout_gap)})")
             return Status.FAILED
         if self.solver.batch_size is None and self._within(info.stationarity, self.solver.tol):
             return Status.CONVERGED
@@ -347,8 +347,8 @@ class OuterLoop:
         stats = {
             **self.notes,
             "stationarity": float(info.stationarity),
-            "hamiltonian_gap": np.asarray(info.gap, np.float64).tolist(),
-            "readout_gap": float(info.readout_gap),
+            "inner_ascent": np.asarray(info.gap, np.float64).tolist(),
+            "readout_ascent": float(info.readout_gap),
             "work": state.work,
             "cost_increases": rises,
             "oscillating": rises >= max(2, k // 4),
@@ -401,3 +401,47 @@ class EMSA(PontryaginSolver):
     def rho_growth(self) -> float:
         return self.rho_factor if self.adaptive_rho else 1.0
 
+
+class HamiltonianGap(NamedTuple):
+    """:func:`hamiltonian_gap`'s result: per layer (``layers``, L floats) and for the
+    readout a lower bound of ``max_θ H̃_t(θ) − H̃_t(θ_t)`` (``H_t`` for MSA), with the
+    probe that found it (``starts``, ``scale``, ``steps``, ``seed``)."""
+
+    layers: list[float]
+    readout: float
+    starts: int
+    scale: float
+    steps: int
+    seed: int
+
+
+def hamiltonian_gap(problem: Problem, params: Any, solver: PontryaginSolver | None = None,
+                    starts: int = 8, scale: float = 1.0, steps: int = 50, seed: int = 0
+                    ) -> HamiltonianGap:
+    """How far ``params`` is from meeting the discrete maximum condition of ``solver``'s
+    objective (E-MSA's ``H̃_t`` by default, basic MSA's ``H_t``), layer by layer: a lower
+    bound of ``max_θ H̃_t(θ) − H̃_t(θ_t)`` found by the solver's inner maximizer, run for
+    ``steps`` iterations from ``θ_t`` and from ``starts`` starts ``θ_t + U(−scale, scale)``
+    (entrywise, drawn with ``seed``; :func:`~controldl.solvers.pmp.iteration.gap_probe`).
+
+    It is 0 only if no start found a higher value: not a proof that ``θ_t`` maximizes
+    ``H̃_t``, and the maximum condition itself is necessary for optimality only under
+    the convexity assumption of Li & Hao (2018, Theorem 1). At a stationary point of J the
+    ascent from ``θ_t`` alone is about ``‖∇J‖²`` (``H̃_t``'s gradient at ``θ_t`` is
+    ``−∂J/∂θ_t``); what the perturbed starts add is measured in docs/solvers.md.
+    Not part of a solve's time: call it on a solution."""
+    from controldl.solvers.base import as_params
+
+    solver = EMSA() if solver is None else solver
+    form = problem.formulation
+    dtype = DTYPES[solver.dtype]
+    params = Params(*(parallel.device_array(v, dtype) for v in as_params(problem, params)))
+    knobs = solver.knobs(dtype)
+    layer, readout = solver.inner_solvers(problem)
+    config = Config(solver.extended, layer, readout, int(solver.inner_steps), None)
+    args = (params, knobs, problem.initial_states(dtype), problem.targets(dtype),
+            jax.random.PRNGKey(seed))
+    probe = IT.Probe(int(starts), float(scale), int(steps))
+    gaps, rgap = IT.compiled_gap_probe(form, config, probe, args)(form, *args)
+    return HamiltonianGap(np.asarray(gaps, np.float64).tolist(), float(rgap), int(starts),
+                          float(scale), int(steps), int(seed))
