@@ -235,8 +235,8 @@ def test_lbfgs_differentiates_each_point_once(gradient_evaluations, bound):
     iteration differentiates ``θ_k`` only when no earlier evaluation was at ``θ_k``
     (the first iteration, or the box projection moved the accepted point), no point is
     differentiated twice, and the history's work is that count plus a forward pass (1/3)
-    for the accuracy. The old step (``value_and_grad`` at every iterate) fails this: it
-    differentiates every accepted point twice (checked)."""
+    for the accuracy, recorded every tenth iteration. The old step (``value_and_grad`` at
+    every iterate) fails this: it differentiates every accepted point twice (checked)."""
     problem = cdl.Problem(cdl.data.ring(40, seed=0), width=3, layers=4, horizon=2.0,
                           l2=1e-3, readout_l2=1e-3, box_bound=bound)
     sol, per_step, iterates = _lbfgs_evaluations(problem, gradient_evaluations, 8)
@@ -246,9 +246,10 @@ def test_lbfgs_differentiates_each_point_once(gradient_evaluations, bound):
         at_theta = sum(np.array_equal(theta, x) for x in evaluated)
         assert at_theta == (0 if before else 1), (k, at_theta, before)
         moved += k > 0 and not before
-        # entry k: the evaluations of the steps before, θ_k's own, k + 1 accuracy passes
-        assert sol.history[k]["work"] == pytest.approx(done + at_theta + (k + 1) / 3,
-                                                       abs=1e-12)
+        # entry k: the evaluations of the steps before, θ_k's own, and the accuracy's
+        # forward pass at iteration 0 (the next is at 10)
+        assert sol.history[k]["work"] == pytest.approx(done + at_theta + 1 / 3, abs=1e-12)
+        assert (sol.history[k]["train_accuracy"] is None) == (k > 0)
         seen += evaluated
         done += len(evaluated)
     points = [x.tobytes() for x in seen]

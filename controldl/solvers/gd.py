@@ -42,6 +42,10 @@ from controldl.solvers.options import (
 from controldl.status import Status
 
 DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
+LBFGS_ACCURACY_EVERY = 10
+"""L-BFGS records the training accuracy at iterations 0, 10, 20, …: its cost and gradient
+come from the line search, the accuracy needs a forward pass of its own (a tenth of a
+step on the default problem, measured by ``benchmarks/lbfgs_step.py``)."""
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
 
 
@@ -213,7 +217,8 @@ def _lbfgs_iteration(form: P.Formulation, opt: optax.GradientTransformation, f: 
     state has none (the first iteration) or where the projection moved the point (then
     the state's value is set to ``inf``, which the next iteration reads as "evaluate").
     The work is exact: that evaluation (0 or 1) plus the line search's, and, for a
-    classification problem, a forward pass (1/3) for the accuracy at ``θ_k``. Returns
+    classification problem, a forward pass (1/3) for the accuracy at ``θ_k`` every
+    :data:`LBFGS_ACCURACY_EVERY` iterations (NaN, not recorded, at the others). Returns
     what :func:`_build_step`'s iteration returns."""
     value_fn = lambda p: f(p)[0]  # noqa: E731
     value = otu.tree_get(opt_state, "value")
@@ -228,11 +233,12 @@ def _lbfgs_iteration(form: P.Formulation, opt: optax.GradientTransformation, f: 
                                                          otu.tree_get(opt_state, "value")))
     searched = otu.tree_get(opt_state, "num_linesearch_steps")
     work = fresh.astype(J.dtype) + jnp.asarray(searched, J.dtype)
-    if form.task == "classification":  # the outputs at θ_k: one forward pass
-        acc = P.accuracy_or_zero(form, P.predict(form, params, X0), y)
-        work = work + 1.0 / 3.0
-    else:
-        acc = jnp.zeros((), J.dtype)
+    acc = jnp.full((), jnp.nan, J.dtype)  # not recorded
+    if form.task == "classification":  # the outputs at θ_k: a forward pass, every tenth
+        due = otu.tree_get(opt_state, "count") % LBFGS_ACCURACY_EVERY == 1  # counted after
+        acc = jax.lax.cond(due, lambda: P.accuracy_or_zero(form, P.predict(form, params, X0),
+                                                           y), lambda: acc)
+        work = work + jnp.where(due, 1.0 / 3.0, 0.0)
     at_k = work - jnp.asarray(searched, J.dtype)
     residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
     return new, opt_state, key, jnp.stack([J, acc, residual, work, at_k])
@@ -440,8 +446,8 @@ class _Loop:
             new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
             J, acc, residual, work, at_k = (float(v) for v in np.asarray(out))
             stop = None
-            if self.epoch is None:
-                stop = monitor.record(k, J, acc if self.classify else None,
+            if self.epoch is None:  # NaN: the accuracy was not computed (L-BFGS)
+                stop = monitor.record(k, J, acc if self.classify and acc == acc else None,
                                       stationarity=residual, work=done + at_k)
                 if stop is None and residual <= self.grad_tol:
                     stop = Status.CONVERGED
