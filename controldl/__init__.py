@@ -43,10 +43,15 @@ _LAZY = {"MSA": "msa", "EMSA": "emsa", "CasadiDirect": "casadi"}
 
 
 def __getattr__(name: str):
-    """``controldl.MSA``, ``controldl.EMSA`` and ``controldl.CasadiDirect``, imported on
-    first use (CasADi is not imported by ``import controldl``)."""
+    """``controldl.MSA``, ``controldl.EMSA``, ``controldl.CasadiDirect`` and
+    ``controldl.hamiltonian_gap``, imported on first use (CasADi is not imported by
+    ``import controldl``)."""
     if name in _LAZY:
         return solver_class(_LAZY[name])
+    if name == "hamiltonian_gap":
+        from controldl.solvers.pmp import hamiltonian_gap
+
+        return hamiltonian_gap
     raise AttributeError(f"module 'controldl' has no attribute {name!r}")
 
 
@@ -66,6 +71,7 @@ __all__ = [
     "available",
     "data",
     "enable_compilation_cache",
+    "hamiltonian_gap",
     "init_params",
     "load",
     "make_solver",

@@ -433,6 +433,30 @@ def test_dynamics_multipliers_are_the_pmp_costates(monkeypatch):
     assert gap(problem, res.params, problem.data.n_train * lam) > 1.0
 
 
+def test_the_certificate_is_read_against_the_infeasibility_at_an_acceptable_exit():
+    """The certificate comes with IPOPT's primal and dual infeasibility and the distance
+    of IPOPT's states to the simulated ones: at a converged exit all are round-off; at an
+    acceptable exit (loose tolerances) the states are off by about ``inf_pr`` and the gap
+    is of the order of what the unconverged KKT conditions explain (the state gap and the
+    dual infeasibility relative to the costates), well above round-off. Reading the
+    states in the wrong order makes the converged state gap O(1) (checked)."""
+    problem = small_problem()
+    done = run(problem, CasadiDirect(transcription="multiple", tol=1e-10))
+    cert = done.stats["costate_multiplier_certificate"]
+    assert done.status == "converged" and cert["ipopt_status"] == "Solve_Succeeded"
+    assert cert["gap"] == done.stats["costate_multiplier_gap"] <= 1e-8
+    assert cert["state_gap"] <= 1e-12 and cert["primal_infeasibility"] <= 1e-12
+    loose = run(problem, CasadiDirect(transcription="multiple", ipopt_options=(
+        ("tol", "1e-30"), ("acceptable_tol", "1e-3"), ("acceptable_iter", "1"),
+        ("acceptable_constr_viol_tol", "1e-4"))))
+    cert = loose.stats["costate_multiplier_certificate"]
+    assert loose.status == "acceptable" and cert["ipopt_status"] == "Solved_To_Acceptable_Level"
+    x_scale = float(np.max(np.abs(problem.initial_states())))
+    assert 1e-8 < cert["state_gap"] <= 10 * cert["primal_infeasibility"] * problem.layers / x_scale
+    explained = max(cert["state_gap"], cert["dual_infeasibility"] / cert["costate_scale"])
+    assert 1e-8 < cert["gap"] <= 10 * explained
+
+
 def test_single_shooting_reports_no_multiplier_gap():
     res = run(small_problem(), CasadiDirect(transcription="single"), max_iter=5)
     assert "costate_multiplier_gap" not in res.stats

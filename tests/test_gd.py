@@ -177,11 +177,85 @@ def test_recorded_stationarity_is_the_one_measure_with_l1_and_a_box():
 def test_work_counts_gradient_evaluations(small_problem):
     adam = cdl.solve(small_problem, cdl.GradientDescent("adam"), max_iter=6)
     assert [h["work"] for h in adam.history] == [k + 1.0 for k in range(7)]
-    lbfgs = cdl.solve(small_problem, cdl.GradientDescent("lbfgs"), max_iter=6)
-    works = [h["work"] for h in lbfgs.history]
-    assert works[0] == 1.0 and all(b - a >= 2 for a, b in zip(works[:-1], works[1:], strict=True))
     batch = cdl.solve(small_problem, cdl.GradientDescent("adam", batch_size=20), max_iter=6)
     assert batch.history[-1]["work"] == pytest.approx(6 * 20 / 60)
+
+
+@pytest.fixture
+def gradient_evaluations(monkeypatch):
+    """The points (flat ``θ``, NumPy) at which the cost was differentiated, in order:
+    every evaluation of ``P.cost_and_outputs`` under ``jax.value_and_grad`` runs the
+    forward rule of a ``custom_vjp`` identity on ``θ``, which sends ``θ`` to the host
+    (``jax.debug.callback``); forward-only evaluations are not counted. The compiled
+    steps are built afresh with it and forgotten afterwards."""
+    points = []
+
+    @jax.custom_vjp
+    def tap(v):
+        return v
+
+    def forward(v):
+        jax.debug.callback(lambda x: points.append(np.array(x)), v)
+        return v, None
+
+    tap.defvjp(forward, lambda _, g: (g,))
+    original = P.cost_and_outputs
+
+    def counted(form, params, *args, **kwargs):
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+        return original(form, P.Params(*unravel(tap(flat))), *args, **kwargs)
+
+    base.clear_compile_caches()
+    monkeypatch.setattr(P, "cost_and_outputs", counted)
+    yield points
+    base.clear_compile_caches()
+
+
+def _flat(params):
+    return np.concatenate([np.ravel(np.asarray(v)) for v in params])
+
+
+def _lbfgs_evaluations(problem, points, steps):
+    """The solve of ``steps`` L-BFGS iterations, and per iteration ``k < steps`` the points
+    differentiated in it and the iterate ``θ_k`` (from a solve of ``k`` iterations: the
+    runs are deterministic)."""
+    marks = []
+    sol = cdl.solve(problem, cdl.GradientDescent("lbfgs", grad_tol=0.0), max_iter=steps,
+                    callback=lambda entry: marks.append(len(points)))
+    per_step = [points[a:b] for a, b in zip([0, *marks[:-1]], marks, strict=True)][:steps]
+    del points[marks[-1]:]
+    iterates = [_flat(cdl.solve(problem, cdl.GradientDescent("lbfgs", grad_tol=0.0),
+                                max_iter=k).params) for k in range(steps)]
+    return sol, per_step, iterates
+
+
+@pytest.mark.parametrize("bound", [None, 0.35], ids=["free", "box"])
+def test_lbfgs_differentiates_each_point_once(gradient_evaluations, bound):
+    """L-BFGS takes ``J`` and ``∇J`` at ``θ_k`` from the zoom line search that accepted
+    it: counted by the evaluations actually made (not by the reported number), each
+    iteration differentiates ``θ_k`` only when no earlier evaluation was at ``θ_k``
+    (the first iteration, or the box projection moved the accepted point), no point is
+    differentiated twice, and the history's work is that count plus a forward pass (1/3)
+    for the accuracy, recorded every tenth iteration. The old step (``value_and_grad`` at
+    every iterate) fails this: it differentiates every accepted point twice (checked)."""
+    problem = cdl.Problem(cdl.data.ring(40, seed=0), width=3, layers=4, horizon=2.0,
+                          l2=1e-3, readout_l2=1e-3, box_bound=bound)
+    sol, per_step, iterates = _lbfgs_evaluations(problem, gradient_evaluations, 8)
+    seen, moved, done = [], 0, 0
+    for k, (evaluated, theta) in enumerate(zip(per_step, iterates, strict=True)):
+        before = any(np.array_equal(theta, x) for x in seen)
+        at_theta = sum(np.array_equal(theta, x) for x in evaluated)
+        assert at_theta == (0 if before else 1), (k, at_theta, before)
+        moved += k > 0 and not before
+        # entry k: the evaluations of the steps before, θ_k's own, and the accuracy's
+        # forward pass at iteration 0 (the next is at 10)
+        assert sol.history[k]["work"] == pytest.approx(done + at_theta + 1 / 3, abs=1e-12)
+        assert (sol.history[k]["train_accuracy"] is None) == (k > 0)
+        seen += evaluated
+        done += len(evaluated)
+    points = [x.tobytes() for x in seen]
+    assert len(points) == len(set(points)), "a point was differentiated twice"
+    assert (moved > 0) == (bound is not None)
 
 
 @pytest.fixture

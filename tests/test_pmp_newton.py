@@ -253,9 +253,10 @@ def test_history_records_stationarity_trials_and_work(ring_solution):
     steps = np.diff([e["work"] for e in sol.history])
     expected = [NW.iteration_work(shape, e["trials"], True) for e in entries]
     np.testing.assert_allclose(steps, expected, rtol=1e-12)
-    # the stationarity at the start comes from the first step's costates (1/3 of a
-    # gradient) and is the one autodiff gives at the initial controls
-    assert sol.history[0]["work"] == NW.start_work(shape) == 1.0 / 3.0
+    # the stationarity at the start comes from the first step's costates (2/3 of a
+    # gradient: the step again and the control gradient) and is the one autodiff gives
+    # at the initial controls
+    assert sol.history[0]["work"] == NW.start_work(shape) == 2.0 / 3.0
     init = cdl.init_params(problem.formulation, seed=0)
     np.testing.assert_allclose(sol.history[0]["stationarity"],
                                cdl.stationarity(problem, init), rtol=1e-9)

@@ -103,20 +103,20 @@ def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_pa
         import controldl as cdl
         from controldl import parallel
         from controldl.solvers.base import compile_count
-        from controldl.solvers.pmp.iteration import Config, compiled_iteration
+        from controldl.solvers.pmp.iteration import Config, compiled_run, one_iteration
         p = cdl.Problem(cdl.data.load_file("{tmp_path}/r.npz"), width=3, layers=5,
                         l2=1e-3, running=0.2, smooth=0.01)
         solver = cdl.EMSA(devices=4)
         mesh = parallel.data_mesh(4)
         X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
                                           jax.numpy.asarray(p.data.y_train))
-        params, knobs, key = parallel.replicate(mesh, (
+        params, knobs, control = parallel.replicate(mesh, (
             cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
-            jax.numpy.zeros((2,), jax.numpy.uint32)))
+            one_iteration(jax.numpy.float64)))
         layer, readout = solver.inner_solvers(p)
         config = Config(True, layer, readout, solver.inner_steps, None)
         builds = compile_count()
-        step = compiled_iteration(p.formulation, config, (params, knobs, X0, Y, y, key))
+        step = compiled_run(p.formulation, config, (params, knobs, X0, Y, y, control))
         flat = jax.tree.leaves(step.input_shardings[0])
         n_form = len(jax.tree.leaves(p.formulation))
         X0_sharding, A_sharding = flat[n_form + 6], flat[n_form]
@@ -212,7 +212,7 @@ def test_bounded_memory_pontryagin_iterates_equal_the_stored_ones(name):
     assert bounded.iterations == stored.iterations == 3
     for a, b in zip(stored.params, bounded.params, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
-    for key in ("cost", "stationarity", "hamiltonian_gap"):
+    for key in ("cost", "stationarity", "inner_ascent"):
         np.testing.assert_allclose([h[key] for h in bounded.history],
                                    [h[key] for h in stored.history], rtol=1e-10, atol=1e-13)
     assert stored.history[-1]["cost"] < stored.history[0]["cost"]
@@ -223,15 +223,15 @@ def test_bounded_memory_iteration_needs_a_fraction_of_the_stored_temporaries():
     the checkpointed sweep (k = 8) needs under a tenth of the stored version's temporary
     memory (which holds all 2·N·(L+1)·d states and costates and more)."""
     from controldl.solvers.pmp.checkpointed import default_every
-    from controldl.solvers.pmp.iteration import Config, compiled_iteration
+    from controldl.solvers.pmp.iteration import Config, compiled_run, one_iteration
 
     p = cdl.Problem(cdl.data.ring(2000, seed=0), width=3, layers=64, horizon=4.0, l2=1e-3)
     solver = cdl.EMSA(inner_steps=2)
     layer, readout = solver.inner_solvers(p)
     args = (cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
             p.initial_states(), p.targets(), jax.numpy.asarray(p.data.y_train),
-            jax.numpy.zeros((2,), jax.numpy.uint32))
-    temp = {k: compiled_iteration(p.formulation, Config(True, layer, readout, 2, None, k),
+            one_iteration(jax.numpy.float64))
+    temp = {k: compiled_run(p.formulation, Config(True, layer, readout, 2, None, k),
                                   args).memory_analysis().temp_size_in_bytes
             for k in (None, default_every(64))}
     assert default_every(64) == 8 and default_every(65) == 9 and default_every(1) == 1

@@ -398,8 +398,9 @@ def history_figure(histories: Any, title: str = "", target: float | None = None,
         times.append(np.nanmax(t))
         starts.append(np.nanmin(t))
         acc = _series(hist, "train_accuracy")
-        if np.isfinite(acc).any():
-            axes[2].plot(it, acc, label=label, **few)
+        if np.isfinite(acc).any():  # the iterations where it was recorded (L-BFGS: sparse)
+            kept = np.isfinite(acc)
+            axes[2].plot(it[kept], acc[kept], label=label, **few)
         if has_stat:
             axes[3].plot(it, _series(hist, "stationarity"), label=label, **few)
     labels = ("iteration", "wall time [s] (compilation included)", "iteration", "iteration")

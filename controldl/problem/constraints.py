@@ -14,9 +14,12 @@ Array = jax.Array
 
 
 def clip_spectral_norm(A: Array, bound: float) -> Array:
-    """Clip the singular values of each ``A_t`` (..., d, d) at ``bound``."""
+    """Clip the singular values of each ``A_t`` (..., d, d) at ``bound``; an ``A_t`` whose
+    singular values are all within it is returned as it is (the projection of a point of
+    the set is the point, exactly, not its SVD reassembled in round-off)."""
     U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
-    return (U * jnp.minimum(s, bound)[..., None, :]) @ Vt
+    inside = jnp.max(s, axis=-1) <= bound
+    return jnp.where(inside[..., None, None], A, (U * jnp.minimum(s, bound)[..., None, :]) @ Vt)
 
 
 def project(form: Formulation, params: Params, rounds: int = 20) -> Params:

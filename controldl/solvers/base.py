@@ -221,9 +221,13 @@ class Monitor:
         return self.stopping.max_time is not None and self.elapsed() >= self.stopping.max_time
 
     def record(self, iteration: int, cost: float, train_accuracy: float | None = None,
-               **extra: Any) -> str | None:
+               at: float | None = None, **extra: Any) -> str | None:
+        """Append the entry of ``iteration`` (its ``time_s`` is ``at``, seconds since the
+        start, when the solver knows it better than the clock now: an iteration computed
+        with others in one call) and return the status that stops the solve, if any."""
         cost = float(cost)
-        entry = {"iteration": int(iteration), "time_s": self.elapsed(), "cost": cost,
+        entry = {"iteration": int(iteration), "time_s": self.elapsed() if at is None else at,
+                 "cost": cost,
                  "train_accuracy": None if train_accuracy is None else float(train_accuracy)}
         entry.update(extra)
         self.history.append(entry)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import optax.tree_utils as otu
 
 from controldl import parallel
 from controldl import problem as P
@@ -63,6 +64,10 @@ def inapplicable_options(optimizer: str) -> dict[str, str]:
     except (TypeError, ValueError):
         takes = True
     return {} if takes else {"momentum": f"optax.{optimizer} takes no momentum"}
+LBFGS_ACCURACY_EVERY = 10
+"""L-BFGS records the training accuracy at iterations 0, 10, 20, …: its cost and gradient
+come from the line search, the accuracy needs a forward pass of its own (a tenth of a
+step on the default problem, measured by ``benchmarks/lbfgs_step.py``)."""
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
 
 
@@ -168,12 +173,14 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple,
                 key: tuple) -> Any:
     """One compiled iteration ``(params, opt_state, X0, Y, y, key) → (new, opt_state, key,
-    [J, accuracy, stationarity, work])``: ``J`` and the accuracy at ``params``, the one
-    stationarity measure (:func:`controldl.problem.stationarity_from_gradient`, from the
-    gradient already computed; a mini-batch estimate with ``batch_size``) and the
+    [J, accuracy, stationarity, work, work_at])``: ``J`` and the accuracy at ``params``, the
+    one stationarity measure (:func:`controldl.problem.stationarity_from_gradient`, from
+    the gradient already computed; a mini-batch estimate with ``batch_size``), the
     iteration's work in gradient-evaluation equivalents (``batch/N`` for a mini-batch,
-    ``1 +`` the line-search evaluations for L-BFGS). ``key``: the compile key, under which
-    the executable is saved (:func:`controldl.compilation.compile_or_load`)."""
+    1 otherwise; for L-BFGS :func:`_lbfgs_iteration`'s exact count) and the part of it
+    spent before ``J``, the accuracy and the stationarity at ``params`` were known
+    (``work_at``: the whole step but for L-BFGS's line search). ``key``: the compile key,
+    under which the executable is saved (:func:`controldl.compilation.compile_or_load`)."""
     opt = solver.optimizer_transform(steps)
     is_lbfgs = solver.optimizer == "lbfgs"
     batch = solver.batch_size
@@ -185,23 +192,16 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
             key, sub = jax.random.split(key)  # the batch is sharded like the data
             X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
         f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
-        (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
-        if not form.train_readout:
-            g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
-        work = jnp.asarray(1.0 if batch is None else batch / N, J.dtype)
         if is_lbfgs:
-            updates, opt_state = opt.update(g, opt_state, params, value=J, grad=g,
-                                            value_fn=lambda p: f(p)[0])
-            searched = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
-            work = work + jnp.asarray(searched, J.dtype)
-        else:
-            updates, opt_state = opt.update(g, opt_state, params)
-        new = P.project(form, optax.apply_updates(params, updates))
-        if not form.train_readout:
-            new = new._replace(W=params.W, c=params.c)
+            return _lbfgs_iteration(form, opt, f, params, opt_state, X0, y, key)
+        (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
+        g = _frozen_readout(form, g)
+        work = jnp.asarray(1.0 if batch is None else batch / N, J.dtype)
+        updates, opt_state = opt.update(g, opt_state, params)
+        new = _kept_readout(form, params, P.project(form, optax.apply_updates(params, updates)))
         residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
         acc = P.accuracy_or_zero(form, z, y)
-        return new, opt_state, key, jnp.stack([J, acc, residual, work])
+        return new, opt_state, key, jnp.stack([J, acc, residual, work, work])
 
     def lower_args() -> tuple:  # only when compiling: the optimizer's state's shapes
         params, X0, Y, y, key = args
@@ -215,6 +215,54 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
 
     with parallel.on_mesh(parallel.mesh_of(args[1])):  # traced under the data's mesh
         return compile_or_load(iteration, lower_args, key)
+
+
+def _frozen_readout(form: P.Formulation, g: Params) -> Params:
+    """The gradient ``g`` with its readout part zero when the readout is frozen."""
+    if form.train_readout:
+        return g
+    return g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
+
+
+def _kept_readout(form: P.Formulation, params: Params, new: Params) -> Params:
+    """``new`` with the readout of ``params`` when the readout is frozen."""
+    return new if form.train_readout else new._replace(W=params.W, c=params.c)
+
+
+def _lbfgs_iteration(form: P.Formulation, opt: optax.GradientTransformation, f: Any,
+                     params: Params, opt_state: Any, X0: jax.Array, y: jax.Array,
+                     key: jax.Array) -> tuple:
+    """One L-BFGS iteration at its true cost: ``J(θ_k)`` and ``∇J(θ_k)`` are those the
+    previous zoom line search computed at its accepted point and keeps in ``opt_state``
+    (:func:`optax.value_and_grad_from_state`); they are evaluated afresh only where the
+    state has none (the first iteration) or where the projection moved the point (then
+    the state's value is set to ``inf``, which the next iteration reads as "evaluate").
+    The work is exact: that evaluation (0 or 1) plus the line search's, and, for a
+    classification problem, a forward pass (1/3) for the accuracy at ``θ_k`` every
+    :data:`LBFGS_ACCURACY_EVERY` iterations (NaN, not recorded, at the others). Returns
+    what :func:`_build_step`'s iteration returns."""
+    value_fn = lambda p: f(p)[0]  # noqa: E731
+    value = otu.tree_get(opt_state, "value")
+    fresh = ~jnp.isfinite(value)  # the condition value_and_grad_from_state evaluates on
+    J, g = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
+    g = _frozen_readout(form, g)
+    updates, opt_state = opt.update(g, opt_state, params, value=J, grad=g, value_fn=value_fn)
+    raw = optax.apply_updates(params, updates)
+    new = _kept_readout(form, params, P.project(form, raw))
+    moved = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(new, raw, strict=True)]))
+    opt_state = otu.tree_set(opt_state, value=jnp.where(moved, jnp.inf,
+                                                         otu.tree_get(opt_state, "value")))
+    searched = otu.tree_get(opt_state, "num_linesearch_steps")
+    work = fresh.astype(J.dtype) + jnp.asarray(searched, J.dtype)
+    acc = jnp.full((), jnp.nan, J.dtype)  # not recorded
+    if form.task == "classification":  # the outputs at θ_k: a forward pass, every tenth
+        due = otu.tree_get(opt_state, "count") % LBFGS_ACCURACY_EVERY == 1  # counted after
+        acc = jax.lax.cond(due, lambda: P.accuracy_or_zero(form, P.predict(form, params, X0),
+                                                           y), lambda: acc)
+        work = work + jnp.where(due, 1.0 / 3.0, 0.0)
+    at_k = work - jnp.asarray(searched, J.dtype)
+    residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
+    return new, opt_state, key, jnp.stack([J, acc, residual, work, at_k])
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
@@ -435,11 +483,11 @@ class _Loop:
                                                opt_state=opt_state, key=key, work=done,
                                                best=best))
             new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
-            J, acc, residual, work = (float(v) for v in np.asarray(out))
+            J, acc, residual, work, at_k = (float(v) for v in np.asarray(out))
             stop = None
-            if self.epoch is None:
-                stop = monitor.record(k, J, acc if self.classify else None,
-                                      stationarity=residual, work=done + 1.0)
+            if self.epoch is None:  # NaN: the accuracy was not computed (L-BFGS)
+                stop = monitor.record(k, J, acc if self.classify and acc == acc else None,
+                                      stationarity=residual, work=done + at_k)
                 if stop is None and residual <= self.grad_tol:
                     stop = Status.CONVERGED
             elif k % self.epoch == 0 or k == max_iter:

@@ -20,7 +20,10 @@ sign +1 and scale 1 (the constraint written ``f − x(t+1)`` flips the sign; an 
 scaled by ``s`` scales the multipliers by ``s``; IPOPT's internal scaling is undone by
 CasADi). :func:`costate_multiplier_gap` measures
 ``max_{t,i,k} |λ_{t,i,k} − p_{i,k}(t+1)| / max_{t,i,k} |p_{i,k}(t+1)|`` with the costates of
-:func:`controldl.problem.costates` on the simulated trajectory of the returned controls.
+:func:`controldl.problem.costates` on the simulated trajectory of the returned controls;
+:func:`costate_certificate` reports it with what it has to be read against at an
+``acceptable`` exit (IPOPT's primal and dual infeasibility, the states' distance to the
+simulated ones).
 
 **Constraints on the raw iterate.** :func:`check_constraints` measures ``h‖A_t‖₂``
 (:func:`controldl.problem.lipschitz_constants`) and the box on IPOPT's raw iterate. An
@@ -44,18 +47,58 @@ ROUND_OFF = 1e-8
 """The relative excess over a bound that counts as round-off."""
 
 
-def costate_multiplier_gap(problem: Problem, params: Params, multipliers: np.ndarray) -> float:
-    """``max |λ − p(1..L)| / max |p(1..L)|`` (see the module docstring): ``multipliers``
-    (L, N, d) are the dynamics constraints' multipliers, ``p`` the PMP costates of
-    ``params`` on the training set (float64)."""
+def _relative_max(a: np.ndarray, b: np.ndarray) -> float:
+    """``max |a − b| / max |b|`` (the absolute difference when ``b`` is 0 or empty)."""
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    gap = float(np.max(np.abs(np.asarray(a) - b))) if b.size else 0.0
+    return gap / scale if scale > 0 else gap
+
+
+def _simulated(problem: Problem, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """The states ``x(1..L)`` and costates ``p(1..L)`` (L, N, d) of ``params`` on the
+    training set (float64)."""
     form = problem.formulation
     q = Params(*(jnp.asarray(np.asarray(v, np.float64)) for v in params))
     X0, Y = problem.initial_states(jnp.float64), problem.targets(jnp.float64)
     xs = P.trajectory(form, q, X0)
-    ps = np.asarray(P.costates(form, q, xs, Y))[1:]
+    return np.asarray(xs)[1:], np.asarray(P.costates(form, q, xs, Y))[1:]
+
+
+def costate_multiplier_gap(problem: Problem, params: Params, multipliers: np.ndarray) -> float:
+    """``max |λ − p(1..L)| / max |p(1..L)|`` (see the module docstring): ``multipliers``
+    (L, N, d) are the dynamics constraints' multipliers, ``p`` the PMP costates of
+    ``params`` on the training set (float64)."""
+    return _relative_max(multipliers, _simulated(problem, params)[1])
+
+
+class CostateCertificate(NamedTuple):
+    """The costates = multipliers certificate with what it has to be read against
+    (:func:`costate_certificate`): the ``gap`` (:func:`costate_multiplier_gap`), the
+    ``state_gap`` ``max |x_IPOPT − x| / max |x|`` between IPOPT's state variables and the
+    states simulated from the returned controls, IPOPT's last ``primal_infeasibility``
+    (``inf_pr``, the largest dynamics residual, unscaled) and ``dual_infeasibility``
+    (``inf_du``, scaled), the ``costate_scale`` ``max |p|`` the gap is relative to, and
+    the ``ipopt_status``."""
+
+    gap: float
+    state_gap: float
+    primal_infeasibility: float | None
+    dual_infeasibility: float | None
+    costate_scale: float
+    ipopt_status: str
+
+
+def costate_certificate(problem: Problem, params: Params, multipliers: np.ndarray,
+                        states: np.ndarray, primal: float | None, dual: float | None,
+                        ipopt_status: str) -> CostateCertificate:
+    """:class:`CostateCertificate` of a multiple-shooting solve: ``multipliers`` and IPOPT's
+    ``states`` (L, N, d). The costates are computed on the simulated trajectory; the
+    multipliers belong to IPOPT's states, which satisfy the dynamics only to ``primal``:
+    at an ``acceptable`` exit the gap mixes that infeasibility in (docs/solvers.md)."""
+    xs, ps = _simulated(problem, params)
     scale = float(np.max(np.abs(ps))) if ps.size else 0.0
-    gap = float(np.max(np.abs(np.asarray(multipliers) - ps))) if ps.size else 0.0
-    return gap / scale if scale > 0 else gap
+    return CostateCertificate(_relative_max(multipliers, ps), _relative_max(states, xs),
+                              primal, dual, scale, ipopt_status)
 
 
 class ConstraintReport(NamedTuple):

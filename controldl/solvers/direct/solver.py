@@ -379,8 +379,11 @@ class CasadiDirect(Solver):
             **ipopt.evaluation_stats(st),
         }
         if tr.layout.states:
-            stats["costate_multiplier_gap"] = certificates.costate_multiplier_gap(
-                problem, out, tr.dynamics_multipliers(np.asarray(sol["lam_g"])))
+            cert = certificates.costate_certificate(
+                problem, out, tr.dynamics_multipliers(np.asarray(sol["lam_g"])),
+                tr.states(w), stats["primal_infeasibility"], stats["dual_infeasibility"], ret)
+            stats["costate_multiplier_gap"] = cert.gap
+            stats["costate_multiplier_certificate"] = cert._asdict()
         return RunResult(out, status, iterations, stats)
 
 

@@ -380,6 +380,13 @@ class Transcription:
             parts.append(np.concatenate([factor_init(A[t], self.h, B) for t in range(lay.L)]))
         return np.concatenate(parts)
 
+    def states(self, w: np.ndarray) -> np.ndarray:
+        """IPOPT's state variables ``x_i(t)``, t = 1..L, as ``(L, N, d)`` (multiple
+        shooting; the columns of ``[X_1, …, X_L]``, d × N·L)."""
+        lay = self.layout
+        block = np.asarray(w, np.float64)[lay.blocks().states]
+        return block.reshape((lay.d, lay.N * lay.L), order="F").T.reshape(lay.L, lay.N, lay.d)
+
     def dynamics_multipliers(self, lam_g: np.ndarray) -> np.ndarray:
         """The multipliers of the dynamics rows as ``(L, N, d)``: ``[t, i]`` belongs to
         ``x_i(t+1) − f(x_i(t), θ_t) = 0``."""

@@ -5,12 +5,19 @@
 - :mod:`~controldl.solvers.pmp.inner`: the inner maximizers (L-BFGS, Newton–CG, dense
   Newton, proximal gradient), vmapped over the layers;
 - :mod:`~controldl.solvers.pmp.iteration`: one compiled MSA / E-MSA iteration;
-- :mod:`~controldl.solvers.pmp.solvers`: the outer loop and the classes :class:`MSA`
-  (Algorithm 1) and :class:`EMSA` (Algorithm 2).
+- :mod:`~controldl.solvers.pmp.solvers`: the outer loop, the classes :class:`MSA`
+  (Algorithm 1) and :class:`EMSA` (Algorithm 2), and the diagnostic
+  :func:`hamiltonian_gap` (a lower bound of the gap in the discrete maximum condition).
 """
 
 from controldl.solvers.pmp.inner import LBFGS, DenseNewton, NewtonCG, ProximalGradient
-from controldl.solvers.pmp.solvers import EMSA, MSA, PontryaginSolver
+from controldl.solvers.pmp.solvers import (
+    EMSA,
+    MSA,
+    HamiltonianGap,
+    PontryaginSolver,
+    hamiltonian_gap,
+)
 
-__all__ = ["EMSA", "LBFGS", "MSA", "DenseNewton", "NewtonCG", "PontryaginSolver",
-           "ProximalGradient"]
+__all__ = ["EMSA", "LBFGS", "MSA", "DenseNewton", "HamiltonianGap", "NewtonCG",
+           "PontryaginSolver", "ProximalGradient", "hamiltonian_gap"]

@@ -22,8 +22,10 @@ costate, ``2·N·(L+1)·d`` numbers, and maximizes all layers at once. With
 **Memory** for the per-sample arrays: ``S + 2(k+1)`` states and costates of shape
 (N, d) plus one layer's inner-maximization temporaries, i.e. ``O(N·d·(L/k + k))``:
 ``O(N·d·√L)`` at ``k ≈ √L`` (:func:`default_every`), against ``O(N·d·L)`` stored.
-**Work**: one forward pass more (the recomputation, counted ``+1`` in ``StepInfo.work``);
-the layers are maximized one after another rather than all at once (``jax.vmap``).
+**Work**: the recomputed forward pass and the sweep's costates, and the cost's
+rematerialized gradient (:func:`~controldl.solvers.pmp.hamiltonian.work_weights`); the
+layers start from the gradient of that pass (not evaluated again) and are maximized one
+after another rather than all at once (``jax.vmap``).
 """
 
 from __future__ import annotations
@@ -56,14 +58,18 @@ def default_every(layers: int) -> int:
     return math.isqrt(max(layers, 1) - 1) + 1
 
 
-def _blocks(form: P.Formulation, params: Params, k: int) -> tuple:
+def _blocks(form: P.Formulation, params: Params, k: int, grad: Params | None = None
+            ) -> tuple:
     """Per-layer inputs of the sweep (:func:`~controldl.solvers.pmp.hamiltonian.
-    layer_controls` flattened, and ``real``), padded in front to ``S·k`` layers and reshaped
-    to (S, k, …): ``(A, b, left, right, has_left, has_right, t ≥ 1, real)``."""
+    layer_controls` flattened, the layers' parts of ``grad`` when given, and ``real``),
+    padded in front to ``S·k`` layers and reshaped to (S, k, …): ``(A, b, left, right,
+    has_left, has_right, t ≥ 1, [gA, gb,] real)``."""
     L = form.layers
     S = -(-L // k)
     pad = S * k - L
-    per_layer = (*jax.tree.leaves(H.layer_controls(form, params)), jnp.ones(L, bool))
+    seeds = () if grad is None else (grad.A, grad.b)
+    per_layer = (*jax.tree.leaves(H.layer_controls(form, params)), *seeds,
+                 jnp.ones(L, bool))
     padded = tuple(jnp.concatenate([jnp.zeros((pad, *v.shape[1:]), v.dtype), v])
                    for v in per_layer)
     return tuple(v.reshape(S, k, *v.shape[1:]) for v in padded)
@@ -81,11 +87,11 @@ def _states(form: P.Formulation, x: Array, block: tuple) -> Array:
     return jnp.concatenate([x[None], xs])
 
 
-def checkpoints(form: P.Formulation, params: Params, X0: Array, k: int
-                ) -> tuple[Array, Array, tuple]:
+def checkpoints(form: P.Formulation, params: Params, X0: Array, k: int,
+                grad: Params | None = None) -> tuple[Array, Array, tuple]:
     """``(x(L), starts (S, N, d), blocks)``: the final state, the state at the start of
-    every block and the blocked per-layer inputs."""
-    blocks = _blocks(form, params, k)
+    every block and the blocked per-layer inputs (:func:`_blocks`)."""
+    blocks = _blocks(form, params, k, grad)
 
     def block_forward(x, block):
         return _states(form, x, block)[-1], x
@@ -107,12 +113,13 @@ def sweep(form: P.Formulation, config: Any, knobs: H.Knobs, params: Params,
         xs = _states(form, x0, block)
 
         def layer(p_next, j):
-            A, b, Al, bl, Ar, br, has_l, has_r, running, real = (v[j] for v in block)
+            A, b, Al, bl, Ar, br, has_l, has_r, running, *seed, real = (v[j] for v in block)
             X, X_next = xs[j], xs[j + 1]
             p = grad_x(form, X, p_next, A, b, W, c, Y, running)
             d = H.LayerData(X, X_next, p, p_next, (A, b), (Al, bl), (Ar, br), has_l,
                             has_r, running)
-            res, gap = updates.layer_update(form, config, knobs, (W, c), Y, d)
+            res, gap = updates.layer_update(form, config, knobs, (W, c), Y, d,
+                                            tuple(seed) if seed else None)
             return jnp.where(real, p, p_next), (res, gap)
 
         return jax.lax.scan(layer, p_end, jnp.arange(block[0].shape[0]), reverse=True)
@@ -145,15 +152,15 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     ``config`` and ``updates``."""
     k = min(int(config.checkpoint_every), form.layers)
     W, c = params.W, params.c
-    x_L, starts, blocks = checkpoints(form, params, X0, k)
-    p_L = P.terminal_costate(form, W, c, x_L, Y)
-    (lay, gap), _ = sweep(form, config, knobs, params, Y, starts, blocks, p_L, updates)
     J, z, grad = P.cost_outputs_and_smooth_gradient(form, params, X0, Y, k)
     at_k = (J, P.accuracy_or_zero(form, z, y), P.stationarity_from_gradient(form, params, grad))
+    x_L, starts, blocks = checkpoints(form, params, X0, k, grad)
+    p_L = P.terminal_costate(form, W, c, x_L, Y)
+    (lay, gap), _ = sweep(form, config, knobs, params, Y, starts, blocks, p_L, updates)
     extra = None
     if form.uses("running"):
         def extra(phi):  # the running terms readout_objective would take from all states
             return running_sum(form, *phi, Y, starts, blocks)
     readout = updates.readout_update(form, config, knobs,
-                                H.ReadoutData(x_L[None], Y, p_L, (W, c)), extra)
-    return updates.assemble(form, config, at_k, (lay.theta, lay, gap), readout, 1.0)
+                                     H.ReadoutData(x_L[None], Y, p_L, (W, c)), extra)
+    return updates.assemble(form, config, at_k, (lay.theta, lay, gap), readout, "checkpointed")

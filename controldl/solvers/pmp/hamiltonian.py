@@ -143,16 +143,16 @@ class RunningPart(NamedTuple):
 
 def running_part(form: P.Formulation, data: LayerData, readout: Theta, Y: Array
                  ) -> RunningPart:
-    """:class:`RunningPart` from :func:`controldl.problem.hamiltonian` at ``θ_k`` with and
-    without the running cost (``with_running`` false). The running cost
-    ``γh(1/N)Σ_i ℓ(z_i(t), y_i)`` does not depend on ``θ``, so one evaluation per layer
-    and iteration serves every inner evaluation."""
+    """:class:`RunningPart`: ``H_t − H⁰_t = −γh(1/N)Σ_i ℓ(z_i(t), y_i)`` for ``t ≥ 1``
+    (``with_running``; :func:`controldl.problem.running_cost_at`, the term
+    :func:`controldl.problem.hamiltonian` subtracts) and its ``x``-gradient. It does not
+    depend on ``θ``, so one evaluation per layer and iteration serves every inner
+    evaluation."""
     if not form.uses("running"):
         return RunningPart(jnp.zeros((), data.X.dtype), jnp.zeros_like(data.X))
-    args = (form, data.X, data.P_next, *data.theta_k, *_readout_args(readout, Y))
-    value_grad = jax.value_and_grad(P.hamiltonian, argnums=1)
-    with_run, without = value_grad(*args, data.with_running), value_grad(*args, False)
-    return RunningPart(with_run[0] - without[0], with_run[1] - without[1])
+    value, grad = jax.value_and_grad(P.running_cost_at, argnums=3)(form, *readout, data.X, Y)
+    on = data.with_running
+    return RunningPart(jnp.where(on, -value, 0.0), jnp.where(on, -grad, 0.0))
 
 
 def _flow_hamiltonian(form: P.Formulation, data: LayerData, readout: Theta, Y: Array,
@@ -163,22 +163,36 @@ def _flow_hamiltonian(form: P.Formulation, data: LayerData, readout: Theta, Y: A
                          False)
 
 
-def _flow_value_and_grad_x(form: P.Formulation, data: LayerData, readout: Theta,
-                           Y: Array, theta: Theta) -> tuple[Array, Array]:
-    """``H⁰_t(θ)`` and ``∇_x H⁰_t(x(t), p(t+1), θ) = J_x f(x(t), θ)ᵀ p(t+1)`` (N, d)."""
-    return jax.value_and_grad(P.hamiltonian, argnums=1)(
-        form, data.X, data.P_next, *theta, *_readout_args(readout, Y), False)
+class Flow(NamedTuple):
+    """One layer's flow at ``θ``: ``H⁰_t(θ)`` (``value``), the step ``f(x(t), θ)`` (N, d)
+    and ``∇_x H⁰_t = J_x f(x(t), θ)ᵀ p(t+1)`` (N, d)."""
+
+    value: Array
+    step: Array
+    grad_x: Array
 
 
-def extended_penalty(form: P.Formulation, data: LayerData, running: RunningPart,
-                     theta: Theta, grad_x: Array, weight: Array | None = None) -> Array:
+def flow(form: P.Formulation, data: LayerData, theta: Theta) -> Flow:
+    """:class:`Flow` from one linearization of the step: ``f, vjp = jax.vjp(x ↦ f(x, θ))``,
+    ``H⁰_t = Σ_i p_i(t+1)·f_i − (control cost of θ)`` (as
+    :func:`controldl.problem.hamiltonian` without the running cost) and
+    ``∇_x H⁰_t = vjp(p(t+1))``. The step is computed once, so the θ-gradient of an
+    objective built on it sums the cotangents of the pre-activation before the one
+    product with the states (five products per layer for E-MSA, not six)."""
+    f, vjp = jax.vjp(lambda X: P.step_batch(form, X, *theta), data.X)
+    value = jnp.sum(data.P_next * f) - P.control_cost(form, *theta)
+    return Flow(value, f, vjp(data.P_next)[0])
+
+
+def extended_penalty(data: LayerData, running: RunningPart, fl: Flow,
+                     weight: Array | None = None) -> Array:
     """``½Σ_i ‖x_i(t+1) − f(x_i(t), θ)‖² + ½Σ_i ‖p_i(t) − ∇_x H_t(x_i(t), p_i(t+1), θ)‖²``
-    (to be multiplied by ρ): the residuals of the state and costate equations, with
-    ``∇_x H_t = grad_x + running.grad_x`` and ``grad_x = ∇_x H⁰_t(θ)`` (N, d). The sums
-    run over the real samples: ``weight`` (N,) 0 on the padding of
+    (to be multiplied by ρ): the residuals of the state and costate equations, with the
+    step and ``∇_x H_t = fl.grad_x + running.grad_x`` of the :class:`Flow` ``fl`` at ``θ``.
+    The sums run over the real samples: ``weight`` (N,) 0 on the padding of
     :func:`controldl.parallel.pad_samples` (``None``: every sample)."""
-    rx = data.X_next - P.step_batch(form, data.X, *theta)
-    rp = data.P - (grad_x + running.grad_x)
+    rx = data.X_next - fl.step
+    rp = data.P - (fl.grad_x + running.grad_x)
     if weight is None:
         return 0.5 * (jnp.sum(rx * rx) + jnp.sum(rp * rp))
     per_sample = jnp.sum(rx * rx, axis=1) + jnp.sum(rp * rp, axis=1)
@@ -194,26 +208,40 @@ def layer_objective(form: P.Formulation, extended: bool, knobs: Knobs, data: Lay
     ``μ = 0`` turns it off).
 
     The θ-free running part (:func:`running_part`, unless given) is evaluated here, once;
-    each call
-    then evaluates ``H⁰_t`` and, for E-MSA, its ``x``-gradient
-    (``J_x f(x(t), θ)ᵀ p(t+1)``) in one ``jax.value_and_grad`` pass: a forward and a
-    backward pass of one layer, so that the value and ``θ``-gradient of ``H̃_t`` cost a
-    small multiple of one layer's share of a gradient evaluation."""
+    each call then evaluates ``H⁰_t`` and, for E-MSA, the step and its ``x``-gradient
+    ``J_x f(x(t), θ)ᵀ p(t+1)`` from one linearization (:func:`flow`): the value and
+    ``θ``-gradient of ``H̃_t`` cost five products of an (N, d) by a (d, d) matrix, those of
+    ``H_t`` two (:func:`evaluation_weight`)."""
     if running is None:
         running = running_part(form, data, readout, Y)
 
     def objective(theta: Theta) -> Array:
         if extended:
-            h0, grad_x = _flow_value_and_grad_x(form, data, readout, Y, theta)
+            fl = flow(form, data, theta)
+            h0 = fl.value
         else:
             h0 = _flow_hamiltonian(form, data, readout, Y, theta)
         value = h0 + running.value + layer_l1(form, theta) - jacobi_smooth(form, data, theta)
         if extended:
-            value = value - knobs.rho * extended_penalty(form, data, running, theta, grad_x,
+            value = value - knobs.rho * extended_penalty(data, running, fl,
                                                          parallel.sample_weight(Y))
         return value - 0.5 * knobs.mu * _squared_distance(theta, data.theta_k)
 
     return objective
+
+
+def layer_start(form: P.Formulation, data: LayerData, running: RunningPart,
+                grad: Theta) -> tuple[Array, Theta]:
+    """The value and gradient of :func:`layer_objective` at ``θ_k`` from the forward and
+    costate passes, without evaluating it: there ``x(t+1) = f(x(t), θ_k)`` and
+    ``p(t) = ∇_x H_t``, so the penalties and the damping vanish with their gradients, the
+    value is ``Σ_i p_i(t+1)·x_i(t+1) − h(λ/2)‖θ_k‖² + running − (Jacobi smoothness)`` and
+    the gradient is ``−∂f/∂θ_t`` (``f`` the smooth part of J), given as ``grad``
+    (:func:`smooth_gradient_from_costates`, layer ``t``'s part)."""
+    theta = data.theta_k
+    value = (jnp.sum(data.P_next * data.X_next) - P.control_cost(form, *theta)
+             + running.value + layer_l1(form, theta) - jacobi_smooth(form, data, theta))
+    return value, (-grad[0], -grad[1])
 
 
 def layer_prox(form: P.Formulation, theta: Theta, step: Array) -> Theta:
@@ -259,30 +287,141 @@ def readout_smooth_objective(form: P.Formulation, extended: bool, knobs: Knobs,
     return value - 0.5 * knobs.mu * _squared_distance(phi, data.phi_k)
 
 
-def evaluation_weight(form: P.Formulation, extended: bool) -> tuple[float, float]:
-    """Work of one value-and-gradient evaluation, in gradient-evaluation equivalents
-    (one forward plus one backward pass over all samples and layers = 1, three products
-    of an (N, d) by a (d, d) matrix per layer): ``(layers, readout)``, counted in those
-    products. All layers' ``H_t`` take two (the step and the θ-gradient): 2/3. ``H̃_t``
-    (:func:`layer_objective`) takes five: the step and ``J_x fᵀ p(t+1)`` for the value,
-    and for the θ-gradient the products of the costate residual with ``σ'(u)⊙p(t+1)``
-    and with ``Aᵀ``, and one with the states for the summed cotangent of ``u = A x + b``:
-    5/3. The readout is one layer's worth (``1/L``; a whole pass with a running cost)
-    times the same factor."""
-    factor = 5.0 / 3.0 if extended else 2.0 / 3.0
-    readout = 1.0 if form.uses("running") else 1.0 / form.layers
-    return factor, factor * readout
+def readout_start(form: P.Formulation, data: ReadoutData, grad: Theta
+                  ) -> tuple[Array, Theta]:
+    """The value and gradient of :func:`readout_smooth_objective` at ``φ_k`` from the
+    forward and costate passes: ``−R(φ_k)`` (the terminal-costate residual and the damping
+    vanish) and ``−∇_φ J``, given as ``grad``."""
+    W, c = data.phi_k
+    return -P.readout_objective(form, W, c, data.xs, data.Y), (-grad[0], -grad[1])
+
+
+def costates_and_gradient(form: P.Formulation, params: P.Params, xs: Array, Y: Array
+                          ) -> tuple[Array, P.Params]:
+    """The costates ``ps`` (L+1, N, d) of :func:`controldl.problem.costates` and ``∇f``
+    (``f`` the smooth part of J, as :func:`smooth_gradient_from_costates`) in one backward
+    pass: per layer one linearization of ``H_t`` (:func:`controldl.problem.hamiltonian`)
+    gives both ``p(t) = ∇_x H_t`` and ``∇_θ H_t`` (three layer products: the step again,
+    ``Aᵀ`` and the states), where a costate pass followed by
+    :func:`controldl.problem.gradient_from_costates` takes four."""
+    A, b, W, c = params
+    p_L = P.terminal_costate(form, W, c, xs[-1], Y)
+    grads = jax.grad(P.hamiltonian, argnums=(1, 3, 4))
+
+    def body(p_next, inputs):
+        X, A_t, b_t, t = inputs
+        p, gA, gb = grads(form, X, p_next, A_t, b_t, W, c, Y, t > 0)
+        return p, (p, gA, gb)
+
+    _, (ps, gA, gb) = jax.lax.scan(body, p_L, (xs[:-1], A, b, jnp.arange(form.layers)),
+                                   reverse=True)
+    sA, sb = jax.grad(lambda A_, b_: P.smooth_cost(form, A_, b_), argnums=(0, 1))(A, b)
+    if form.train_readout:
+        gW, gc = jax.grad(P.readout_objective, argnums=(1, 2))(form, W, c, xs, Y)
+    else:
+        gW, gc = jnp.zeros_like(W), jnp.zeros_like(c)
+    grad = P.Params(-gA + sA, -gb + sb, gW, gc)
+    if form.uses("l1"):  # ∇_θ H_t differentiates the l1 term: take it off to leave ∇f
+        lA, lb = jax.grad(P.l1_cost, argnums=(1, 2))(form, A, b)
+        grad = grad._replace(A=grad.A - lA, b=grad.b - lb)
+    return jnp.concatenate([ps, p_L[None]], axis=0), grad
+
+
+def smooth_gradient_from_costates(form: P.Formulation, params: P.Params, xs: Array,
+                                  ps: Array, Y: Array) -> P.Params:
+    """``∇f`` at ``params``, ``f`` the smooth part of J (J without its l1 term), from the
+    states ``xs`` and costates ``ps`` (L+1, N, d): the gradient the maximum principle gives
+    (:func:`controldl.problem.gradient_from_costates`, which differentiates the l1 term
+    too: its derivative is taken off), without another forward and backward pass."""
+    grad = P.gradient_from_costates(form, params, xs, ps, Y)
+    if form.uses("l1"):
+        gA, gb = jax.grad(P.l1_cost, argnums=(1, 2))(form, params.A, params.b)
+        grad = grad._replace(A=grad.A - gA, b=grad.b - gb)
+    return grad
 
 
 def stationarity_from_costates(form: P.Formulation, params: P.Params, xs: Array, ps: Array,
                                Y: Array) -> Array:
     """:func:`controldl.problem.stationarity_residual` at ``params`` from its states ``xs``
-    and costates ``ps`` (L+1, N, d): the gradient the maximum principle gives
-    (:func:`controldl.problem.gradient_from_costates`, which differentiates the l1 term
-    too: its derivative is taken off to leave ``∇f``), without another forward and
-    backward pass."""
-    grad = P.gradient_from_costates(form, params, xs, ps, Y)
-    if form.uses("l1"):
-        gA, gb = jax.grad(P.l1_cost, argnums=(1, 2))(form, params.A, params.b)
-        grad = grad._replace(A=grad.A - gA, b=grad.b - gb)
-    return P.stationarity_from_gradient(form, params, grad)
+    and costates ``ps`` (L+1, N, d), by :func:`smooth_gradient_from_costates`."""
+    return P.stationarity_from_gradient(
+        form, params, smooth_gradient_from_costates(form, params, xs, ps, Y))
+
+
+class WorkWeights(NamedTuple):
+    """The work of the parts of an MSA / E-MSA iteration in gradient-evaluation
+    equivalents (:func:`work_weights`): ``outer`` (the forward pass, the costates and the
+    gradient, the cost, accuracy and starting values; with ``checkpoint_every`` the
+    recomputations of the sweep), one evaluation of every ``layers``' objective and one of
+    the ``readout``'s."""
+
+    outer: float
+    layers: float
+    readout: float
+
+
+def products(form: P.Formulation) -> tuple[float, float]:
+    """Multiply-adds per sample of one layer product (``A x``: ``d²``; a convolution:
+    ``C²k²·H·W``) and of one readout product (``W x``: ``m`` times the features)."""
+    geo = form.geometry
+    layer = (form.width ** 2 if geo is None
+             else geo.channels ** 2 * geo.kernel_size ** 2 * geo.pixels)
+    features = form.param_shapes()["W"][1]
+    return float(layer), float(form.n_outputs * features)
+
+
+class ReadoutProducts(NamedTuple):
+    """Readout products (:func:`products`) in the optimized programs: of one value and
+    gradient of J (``gradient``), of an iteration's outer part (``outer``) and of one
+    evaluation of the readout's objective (``evaluation``). With one output the product
+    ``∂ℓ·W`` is an elementwise scaling, not a product; a running cost repeats the readout
+    at every ``t`` (and E-MSA's costate residual needs the running cost's x-gradient)."""
+
+    gradient: int
+    outer: int
+    evaluation: int
+
+
+def readout_products(form: P.Formulation, extended: bool) -> ReadoutProducts:
+    """:class:`ReadoutProducts` of ``form`` for MSA or E-MSA (``extended``), counted in the
+    compiled programs (``tests/test_pmp_work.py`` holds them to the optimized HLO)."""
+    one = form.n_outputs == 1
+    if not form.uses("running"):
+        return ReadoutProducts(2 if one else 3, 2 if one else 3,
+                               (5 if one else 6) if extended else 2)
+    T = form.layers + 1
+    outer = 4 * T - 2 if one else (6 * T - 2 if extended else 5 * T - 1)
+    return ReadoutProducts((2 if one else 3) * T, outer,
+                           2 * T + ((5 if one else 7) if extended else 0))
+
+
+def gradient_products(form: P.Formulation) -> float:
+    """One value and gradient of J in multiply-adds per sample: ``3L`` layer products
+    (the step, the costate ``Aᵀp`` and the control gradient ``p xᵀ`` of every layer) and
+    the readout's (:func:`readout_products`): the unit of work."""
+    layer, readout = products(form)
+    return 3.0 * form.layers * layer + readout_products(form, False).gradient * readout
+
+
+def work_weights(form: P.Formulation, extended: bool, checkpointed: bool = False
+                 ) -> WorkWeights:
+    """:class:`WorkWeights` from the products the compiled iteration performs (counted in
+    its optimized program by ``tests/test_pmp.py``), in units of
+    :func:`gradient_products`:
+
+    - outer: the forward pass (one layer product per layer) and
+      :func:`costates_and_gradient` (three per layer), the readout's products; with
+      ``checkpoint_every`` (an estimate, not counted in a program) eight per layer: the
+      checkpoints' forward pass (one), the cost's rematerialized gradient (four) and the
+      sweep's recomputed states and costates (three);
+    - layers: ``H̃_t`` five layer products per layer (the step, ``J_x fᵀp``, and for the
+      gradient the costate residual's ``Aᵀ`` and outer product and the summed
+      pre-activation cotangent times the states), ``H_t`` two;
+    - readout: :func:`readout_products`.
+    """
+    layer, readout = products(form)
+    L, G = form.layers, gradient_products(form)
+    r = readout_products(form, extended)
+    outer = (8 if checkpointed else 4) * L * layer + r.outer * readout
+    per_layer = 5 if extended else 2
+    return WorkWeights(outer / G, per_layer * L * layer / G, r.evaluation * readout / G)

@@ -3,12 +3,15 @@ on one objective. The outer loop ``vmap``\ s them over the layers, so every laye
 Hamiltonian is maximized at once inside one compiled iteration.
 
 Each strategy is a small frozen dataclass (hashable: part of the compile-cache key) with
-a pure ``maximize(objective, theta0, steps, prox=None) -> InnerResult``. ``objective``
-maps a pytree ``θ`` to a scalar to be *maximized* (the smooth part); ``prox(θ, s)`` is
-the proximal map of the non-smooth terms and constraints for a step ``s`` (only
-:class:`ProximalGradient` takes one). A layer stops early once its gradient norm is at
-most ``gtol``. No strategy factors a matrix that can be singular: a non-finite result
-can only come from a non-finite objective, and the outer loop reports it as ``failed``.
+a pure ``maximize(objective, theta0, steps, prox=None, start=None) -> InnerResult``.
+``objective`` maps a pytree ``θ`` to a scalar to be *maximized* (the smooth part);
+``prox(θ, s)`` is the proximal map of the non-smooth terms and constraints for a step
+``s`` (only :class:`ProximalGradient` takes one); ``start`` is the objective's value and
+gradient at ``theta0`` when the caller has them (the outer iteration has them from the
+costate pass): the first evaluation is then not made, and not counted. A layer stops
+early once its gradient norm is at most ``gtol``. No strategy factors a matrix that can
+be singular: a non-finite result can only come from a non-finite objective, and the outer
+loop reports it as ``failed``.
 
 Cost per iteration and per layer (``n = d² + d`` unknowns, N samples): L-BFGS and
 proximal gradient take ``O(N d²)`` per evaluation (one evaluation per accepted
@@ -58,10 +61,80 @@ def _zero_int() -> Array:
     return jnp.zeros((), jnp.int32)
 
 
+Start = tuple[Array, Any]
+"""The objective's value and gradient (a pytree like ``θ``) at the start, when known."""
+
+
+def _negated(start: Start) -> tuple[Array, Array]:
+    """``(F, ∇F)`` on the flat vector for ``F = −objective`` from ``start``."""
+    return -start[0], -ravel_pytree(start[1])[0]
+
+
+def _first_count(start: Start | None) -> Array:
+    """The evaluations counted before the loop: the one at the start unless given."""
+    return jnp.asarray(0 if start is not None else 1, jnp.int32)
+
+
+class LBFGSMemory(NamedTuple):
+    """The L-BFGS memory of :func:`lbfgs_direction` on a flat vector (n,): the updates
+    done (``count``), the last point ``v`` and gradient ``g``, and the last ``m`` pairs
+    ``S`` (m, n) of point differences and ``Y`` (m, n) of gradient differences with their
+    weights ``rho = 1/(yᵀs)`` (m,), oldest first (a pair never stored is zero, weight 0)."""
+
+    count: Array
+    v: Array
+    g: Array
+    S: Array
+    Y: Array
+    rho: Array
+
+
+def lbfgs_memory(v: Array, size: int) -> LBFGSMemory:
+    """The empty memory of ``size`` pairs for vectors shaped like ``v``."""
+    pairs = jnp.zeros((size, *v.shape), v.dtype)
+    return LBFGSMemory(_zero_int(), jnp.zeros_like(v), jnp.zeros_like(v), pairs, pairs,
+                       jnp.zeros((size,), v.dtype))
+
+
+def _vdot(a: Array, b: Array) -> Array:
+    return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST)
+
+
+def lbfgs_direction(g: Array, memory: LBFGSMemory, v: Array) -> tuple[Array, LBFGSMemory]:
+    """``optax.scale_by_lbfgs``'s update, the same arithmetic in the same order: store the
+    pair ``s = v − v_prev``, ``y = g − g_prev`` (weight ``1/(yᵀs)``, 0 when ``yᵀs = 0``;
+    none before the first update), then ``p = H g`` by the two-loop recursion (Nocedal &
+    Wright 2006, Algorithm 7.4) from ``H₀ = γI``, ``γ = sᵀy/yᵀy`` (``min(1, 1/‖g‖)`` at the
+    first update). The memory is kept oldest first, so the recursion runs over static
+    indices, unrolled: optax's ring buffer takes a ``lax.scan`` with a gather per pair,
+    which made a fifth of an E-MSA iteration on the CPU (docs/solvers.md). Returns ``p``
+    and the new memory."""
+    s, y = v - memory.v, g - memory.g
+    sy = _vdot(y, s)
+    weight = jnp.where(sy == 0.0, 0.0, 1.0 / sy)
+    stored = memory.count > 0
+    s, y, weight = (jnp.where(stored, a, jnp.zeros_like(a)) for a in (s, y, weight))
+    S = jnp.concatenate([memory.S[1:], s[None]])
+    Y = jnp.concatenate([memory.Y[1:], y[None]])
+    rho = jnp.concatenate([memory.rho[1:], weight[None]])
+    yy = jnp.sum(y * y)
+    gamma = jnp.where(yy > 0.0, _vdot(y, s) / yy, 1.0)
+    gamma = jnp.where(stored, gamma, jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.sum(g * g))))
+    p, alphas = g, [None] * rho.shape[0]
+    for i in reversed(range(rho.shape[0])):
+        alphas[i] = rho[i] * _vdot(S[i], p)
+        p = p + (-alphas[i]) * Y[i]
+    p = gamma * p
+    for i in range(rho.shape[0]):
+        p = p + (alphas[i] - rho[i] * _vdot(Y[i], p)) * S[i]
+    count = jnp.minimum(memory.count + 1, jnp.iinfo(jnp.int32).max)
+    return p, LBFGSMemory(count, v, g, S, Y, rho)
+
+
 class LBFGSState(NamedTuple):
     """The backtracking L-BFGS between two evaluations of ``F = −objective`` on the flat
     vector ``θ`` (n,): the accepted point ``v``, ``F`` there (``value``) and its gradient
-    ``g``, ``F`` at the start (``value0``), optax's L-BFGS ``memory``, the search direction
+    ``g``, ``F`` at the start (``value0``), the :class:`LBFGSMemory`, the search direction
     ``d``, its slope ``gᵀd`` and the next trial step ``t``, the trials of the current
     search, the searches done (``steps``), the ``evaluations``, the ``rejected`` trials and
     whether the first evaluation has been made (``started``)."""
@@ -70,7 +143,7 @@ class LBFGSState(NamedTuple):
     value: Array
     g: Array
     value0: Array
-    memory: Any
+    memory: LBFGSMemory
     d: Array
     slope: Array
     t: Array
@@ -111,15 +184,15 @@ class LBFGS:
                              f"of {', '.join(self.LINESEARCHES)}")
 
     def maximize(self, objective: Objective, theta0: Any, steps: int,
-                 prox: Prox | None = None) -> InnerResult:
+                 prox: Prox | None = None, start: Start | None = None) -> InnerResult:
         if prox is not None:
             raise ValueError("L-BFGS maximizes smooth unconstrained objectives: use the "
                              "proximal-gradient inner solver for l1 or constraints")
         if self.linesearch == "zoom":
-            return self._zoom(objective, theta0, steps)
+            return self._zoom(objective, theta0, steps, start)
         state = jax.lax.while_loop(lambda s: ~self.finished(s, steps),
                                    lambda s: self.advance(objective, s, theta0),
-                                   self.start(theta0))
+                                   self.start(theta0, start))
         return self.outcome(state, theta0)
 
     # The backtracking variant one evaluation at a time (init / step / terminate): the
@@ -130,36 +203,48 @@ class LBFGS:
         backtracking line search does, optax's zoom does not."""
         return self.linesearch == "backtracking"
 
-    def start(self, theta0: Any) -> LBFGSState:
-        """The state before the first evaluation (at ``theta0``)."""
+    def start(self, theta0: Any, start: Start | None = None) -> LBFGSState:
+        """The state before the first evaluation (at ``theta0``); with ``start``, the
+        objective's value and gradient there, the state after it (that evaluation not
+        counted): the first direction is computed from them."""
         if not self.stepwise:
             raise ValueError("only the backtracking L-BFGS runs one evaluation at a time")
         v0, _ = ravel_pytree(theta0)
         zero, scalar = _zero_int(), jnp.zeros((), v0.dtype)
-        return LBFGSState(v0, scalar, v0, scalar, optax.scale_by_lbfgs(self.memory).init(v0),
-                          jnp.zeros_like(v0), scalar, jnp.ones((), v0.dtype), zero, zero,
-                          zero, zero, jnp.zeros((), bool))
+        state = LBFGSState(v0, scalar, v0, scalar, lbfgs_memory(v0, self.memory),
+                           jnp.zeros_like(v0), scalar, jnp.ones((), v0.dtype), zero, zero,
+                           zero, zero, jnp.zeros((), bool))
+        if start is None:
+            return state
+        value, grad = _negated(start)
+        return self._evaluated(state, value, grad)._replace(evaluations=zero)
 
     def advance(self, objective: Objective, state: LBFGSState, theta0: Any) -> LBFGSState:
         """One evaluation of ``F = −objective``: the first at the start, then the trials of
-        the line searches. Each search starts at the unit step along the L-BFGS direction
-        (the scaled steepest-descent step when that does not descend, the memory then
-        cleared), backtracks by :func:`_shrink` and ends at the first trial that meets
-        Armijo's condition (taken) or after ``max_linesearch_steps`` trials (the point
-        stays); then the next direction is computed."""
+        the line searches (:meth:`_evaluated`)."""
         F, _, _ = _flat(objective, theta0)
-        s, started = state, state.started
-        value_t, g_t = F(jnp.where(started, s.v + s.t * s.d, s.v))
+        s = state
+        value_t, g_t = F(jnp.where(s.started, s.v + s.t * s.d, s.v))
+        return self._evaluated(s, value_t, g_t)
+
+    def _evaluated(self, s: LBFGSState, value_t: Array, g_t: Array) -> LBFGSState:
+        """The state after the evaluation ``F = value_t``, ``∇F = g_t`` at the trial point
+        (the start before the first evaluation). Each search starts at the unit step along
+        the L-BFGS direction (the scaled steepest-descent step when that does not descend,
+        the memory then cleared), backtracks by :func:`_shrink` and ends at the first trial
+        that meets Armijo's condition (taken) or after ``max_linesearch_steps`` trials
+        (the point stays); then the next direction is computed."""
+        started = s.started
         ok = started & _armijo(s.value, s.slope, s.t, value_t)
         trials = s.trials + started.astype(jnp.int32)
         ended = started & (ok | (trials >= self.max_linesearch_steps))
         take = ok | ~started
         v = jnp.where(ok, s.v + s.t * s.d, s.v)
         value, g = jnp.where(take, value_t, s.value), jnp.where(take, g_t, s.g)
-        tx = optax.scale_by_lbfgs(memory_size=self.memory)
-        p, memory = tx.update(g, s.memory, v)
+        p, memory = lbfgs_direction(g, s.memory, v)
         descent = jnp.vdot(g, p) > 0
-        memory = jax.tree.map(lambda a, b: jnp.where(descent, a, b), memory, tx.init(v))
+        memory = jax.tree.map(lambda a, b: jnp.where(descent, a, b), memory,
+                              lbfgs_memory(v, self.memory))
         d = -jnp.where(descent, p, g * jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.vdot(g, g))))
         new = ended | ~started  # a search begins: its direction, the unit step
         keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(new, x, y), a, b)  # noqa: E731
@@ -184,12 +269,16 @@ class LBFGS:
         return InnerResult(unravel(state.v), -state.value0, -state.value, state.steps,
                            state.evaluations, _zero_int(), state.rejected)
 
-    def _zoom(self, objective: Objective, theta0: Any, steps: int) -> InnerResult:
+    def _zoom(self, objective: Objective, theta0: Any, steps: int, start: Start | None
+              ) -> InnerResult:
         F = lambda th: -objective(th)  # noqa: E731
         search = optax.scale_by_zoom_linesearch(self.max_linesearch_steps,
                                                 initial_guess_strategy="one")
         opt = optax.lbfgs(memory_size=self.memory, linesearch=search)
-        v0, g0 = jax.value_and_grad(F)(theta0)
+        if start is None:
+            v0, g0 = jax.value_and_grad(F)(theta0)
+        else:
+            v0, g0 = -start[0], jax.tree.map(jnp.negative, start[1])
 
         def cond(c):
             _, _, value, grad, i, _, _ = c
@@ -204,7 +293,7 @@ class LBFGS:
             return (theta, state, otu.tree_get(state, "value"), otu.tree_get(state, "grad"),
                     i + 1, ev + n, rej + jnp.maximum(n - 1, 0))
 
-        init = (theta0, opt.init(theta0), v0, g0, _zero_int(), jnp.ones((), jnp.int32),
+        init = (theta0, opt.init(theta0), v0, g0, _zero_int(), _first_count(start),
                 _zero_int())
         theta, _, value, _, i, ev, rej = jax.lax.while_loop(cond, body, init)
         return InnerResult(theta, -v0, -value, i, ev, _zero_int(), rej)
@@ -291,11 +380,13 @@ def _flat(objective: Objective, theta0: Any) -> tuple[Callable, Array, Callable]
 
 
 def _newton_loop(F: Callable, v0: Array, steps: int, gtol: float, max_trials: int,
-                 direction: Callable[[Array, Array], tuple[Array, Array]]
+                 direction: Callable[[Array, Array], tuple[Array, Array]],
+                 start: Start | None = None
                  ) -> tuple[Array, Array, Array, Array, Array, Array, Array]:
     """The common loop of the Newton-type strategies: ``direction(v, g) -> (d, hvps)``,
-    then Armijo backtracking. Returns ``v, value0, value, steps, evals, hvps, rejected``."""
-    value0, g0 = F(v0)
+    then Armijo backtracking, from ``start`` (the objective's value and gradient at
+    ``v0``) when given. Returns ``v, value0, value, steps, evals, hvps, rejected``."""
+    value0, g0 = F(v0) if start is None else _negated(start)
 
     def cond(c):
         _, value, g, i, _, _, _ = c
@@ -307,7 +398,7 @@ def _newton_loop(F: Callable, v0: Array, steps: int, gtol: float, max_trials: in
         v, value, g, trials = _backtrack(F, v, value, g, d, max_trials)
         return (v, value, g, i + 1, ev + trials, hv + n_hvp, rej + jnp.maximum(trials - 1, 0))
 
-    init = (v0, value0, g0, _zero_int(), jnp.ones((), jnp.int32), _zero_int(), _zero_int())
+    init = (v0, value0, g0, _zero_int(), _first_count(start), _zero_int(), _zero_int())
     v, value, _, i, ev, hv, rej = jax.lax.while_loop(cond, body, init)
     return v, value0, value, i, ev, hv, rej
 
@@ -326,7 +417,7 @@ class NewtonCG:
     name: ClassVar[str] = "newton-cg"
 
     def maximize(self, objective: Objective, theta0: Any, steps: int,
-                 prox: Prox | None = None) -> InnerResult:
+                 prox: Prox | None = None, start: Start | None = None) -> InnerResult:
         if prox is not None:
             raise ValueError("Newton-CG maximizes smooth unconstrained objectives: use the "
                              "proximal-gradient inner solver for l1 or constraints")
@@ -339,7 +430,7 @@ class NewtonCG:
             return _truncated_cg(hvp, g, self.cg_iters, rtol)
 
         v, value0, value, i, ev, hv, rej = _newton_loop(F, v0, steps, self.gtol,
-                                                        self.max_backtracks, direction)
+                                                        self.max_backtracks, direction, start)
         return InnerResult(unravel(v), -value0, -value, i, ev, hv, rej)
 
 
@@ -358,7 +449,7 @@ class DenseNewton:
     name: ClassVar[str] = "dense-newton"
 
     def maximize(self, objective: Objective, theta0: Any, steps: int,
-                 prox: Prox | None = None) -> InnerResult:
+                 prox: Prox | None = None, start: Start | None = None) -> InnerResult:
         if prox is not None:
             raise ValueError("the dense Newton solver maximizes smooth unconstrained "
                              "objectives: use the proximal-gradient inner solver")
@@ -373,7 +464,7 @@ class DenseNewton:
             return -(V @ ((V.T @ g) / mag)), jnp.asarray(n, jnp.int32)
 
         v, value0, value, i, ev, hv, rej = _newton_loop(F, v0, steps, self.gtol,
-                                                        self.max_backtracks, direction)
+                                                        self.max_backtracks, direction, start)
         return InnerResult(unravel(v), -value0, -value, i, ev, hv, rej)
 
 
@@ -393,13 +484,13 @@ class ProximalGradient:
     name: ClassVar[str] = "proximal-gradient"
 
     def maximize(self, objective: Objective, theta0: Any, steps: int,
-                 prox: Prox | None = None) -> InnerResult:
+                 prox: Prox | None = None, start: Start | None = None) -> InnerResult:
         F, v0, unravel = _flat(objective, theta0)
         if prox is None:
             P = lambda v, s: v  # noqa: E731
         else:
             P = lambda v, s: ravel_pytree(prox(unravel(v), s))[0]  # noqa: E731
-        value0, g0 = F(v0)
+        value0, g0 = F(v0) if start is None else _negated(start)
         hg = jax.jvp(lambda v: F(v)[1], (v0,), (g0,))[1]
         tiny = jnp.finfo(v0.dtype).tiny
         s0 = jnp.sqrt(jnp.vdot(g0, g0)) / (jnp.sqrt(jnp.vdot(hg, hg)) + tiny)
@@ -428,7 +519,7 @@ class ProximalGradient:
         def cond(c):
             return (c[4] < steps) & (c[7] > self.gtol) & jnp.isfinite(c[1])
 
-        init = (v0, value0, g0, s0, _zero_int(), jnp.ones((), jnp.int32), _zero_int(),
+        init = (v0, value0, g0, s0, _zero_int(), _first_count(start), _zero_int(),
                 jnp.asarray(jnp.inf, v0.dtype))
         v, value, _, _, i, ev, rej, _ = jax.lax.while_loop(cond, step, init)
         return InnerResult(unravel(v), -value0, -value, i, ev, jnp.ones((), jnp.int32), rej)

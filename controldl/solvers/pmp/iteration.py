@@ -16,18 +16,26 @@ at its result minus at ``θ_k``, the l1 term included; a lower bound of the true
 the inner iterations, the rejected line-search trials and the work in
 gradient-evaluation equivalents.
 
-**Work.** One forward plus one backward pass over all samples and layers is 1 (per
-layer, three products of an (N, d) by a (d, d) matrix: the step, the costate and the
-θ-gradient). An iteration costs 1 (the forward pass, the costate pass and, from them,
-the gradient of the stationarity diagnostic) + the inner work: every layer runs in the
-same vmapped loop, so an inner evaluation costs the weight of
-:func:`~controldl.solvers.pmp.hamiltonian.evaluation_weight` times the *largest*
-number of evaluations over the layers, and a Hessian-vector product counts as two
-evaluations. This is a lower bound: inside the vmapped loop a layer whose line search
-ends early waits for the slowest one, so more trials may be computed than any one
-layer counts. With the backtracking L-BFGS (:func:`stepwise`) every pass of the one
-loop evaluates every layer and the readout, and the count is exact: the passes times
-both weights.
+**Work**, in gradient-evaluation equivalents, counted from the products of an (N, d) by a
+(d, d) matrix (or a layer's convolution) and of the readout that the compiled program
+performs (:func:`~controldl.solvers.pmp.hamiltonian.work_weights`; a test reads them
+against the optimized program): one gradient of J is ``3L`` layer products and three
+readout products. The forward pass and the one backward pass that gives the costates
+and the gradient (:func:`~controldl.solvers.pmp.hamiltonian.costates_and_gradient`) take
+four layer products per layer; the inner maximizations start from the value and gradient
+at ``θ_k`` that these passes give (not evaluated again); an evaluation of every layer's
+``H̃_t`` then takes five layer products per layer (``H_t``: two), the readout's a few
+readout products. With the backtracking L-BFGS (:func:`stepwise`) every pass of the one
+loop evaluates every layer and the readout, and the count is exact: the passes times both
+weights. With the other inner maximizers every layer runs in the same vmapped loop and the
+count, the *largest* number of evaluations over the layers times the weight (a
+Hessian-vector product counts as two evaluations), is a lower bound.
+
+**Several iterations per dispatch** (:func:`run`): a ``lax.while_loop`` runs up to
+``Control.count`` iterations on the device, stacking each one's report (:class:`Entry`),
+and stops early where a stopping rule that the device can check holds; the host records
+every entry and applies every stopping rule to each, in order (see
+:mod:`controldl.solvers.pmp.solvers`).
 
 **Mini-batches** (the paper's practice): with ``batch_size`` the iteration draws that
 many samples without replacement and runs steps 1–3 on them (the costates then carry
@@ -86,13 +94,20 @@ class StepInfo(NamedTuple):
 
 
 def layer_update(form: P.Formulation, config: Config, knobs: H.Knobs, readout: H.Theta,
-                 Y: Array, d: H.LayerData) -> tuple[InnerResult, Array]:
+                 Y: Array, d: H.LayerData, grad: H.Theta | None = None,
+                 running: H.RunningPart | None = None) -> tuple[InnerResult, Array]:
     """One layer's maximization from ``d.theta_k``: the inner result and the gap
-    (objective at the result minus at ``θ_k``, the l1 term included)."""
+    (objective at the result minus at ``θ_k``, the l1 term included). ``grad``: the
+    layer's part of ``∇f`` at ``θ_k`` from the costate pass; the maximization then starts
+    from the value and gradient there (:func:`~controldl.solvers.pmp.hamiltonian.
+    layer_start`) instead of evaluating them."""
     prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
-
-    objective = H.layer_objective(form, config.extended, knobs, d, readout, Y)
-    res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox)
+    if running is None:
+        running = H.running_part(form, d, readout, Y)
+    objective = H.layer_objective(form, config.extended, knobs, d, readout, Y, running)
+    start = None if grad is None else H.layer_start(form, d, running, grad)
+    res = config.layer_inner.maximize(objective, d.theta_k, config.inner_steps, prox,
+                                      start=start)
     return res, layer_gap(form, res, d.theta_k)
 
 
@@ -104,22 +119,25 @@ def layer_gap(form: P.Formulation, res: InnerResult, theta_k: H.Theta) -> Array:
 
 
 def _layer_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
-                   xs: Array, ps: Array, Y: Array) -> tuple[tuple[Array, Array],
-                                                            InnerResult, Array]:
+                   xs: Array, ps: Array, Y: Array, grad: Params | None = None
+                   ) -> tuple[tuple[Array, Array], InnerResult, Array]:
     """Every layer's maximization at once: the new ``(A, b)``, the stacked inner results
-    and the per-layer gaps."""
+    and the per-layer gaps (from ``grad``'s seeds when given)."""
     data = H.layer_data(form, params, xs, ps)
     readout = (params.W, params.c)
-    res, gap = jax.vmap(lambda d: layer_update(form, config, knobs, readout, Y, d))(data)
+    seeds = None if grad is None else (grad.A, grad.b)
+    res, gap = jax.vmap(lambda d, g: layer_update(form, config, knobs, readout, Y, d, g))(
+        data, seeds)
     return res.theta, res, gap
 
 
 def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
-                   data: H.ReadoutData, extra: Any = None
+                   data: H.ReadoutData, extra: Any = None, grad: H.Theta | None = None
                    ) -> tuple[tuple[Array, Array], InnerResult, Array]:
     """The terminal control's maximization (the readout unchanged when frozen) of
     :func:`~controldl.solvers.pmp.hamiltonian.readout_smooth_objective` minus
-    ``extra(φ)`` when given."""
+    ``extra(φ)`` when given; from :func:`~controldl.solvers.pmp.hamiltonian.readout_start`
+    with ``grad`` (``∇_φ J`` from the costate pass)."""
     phi = data.phi_k
     if not form.train_readout:
         zero = jnp.zeros((), jnp.int32)
@@ -130,32 +148,64 @@ def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
         value = H.readout_smooth_objective(form, config.extended, knobs, data, f)
         return value if extra is None else value - extra(f)
 
+    start = None if grad is None else H.readout_start(form, data, grad)
     return _readout_result(config.readout_inner.maximize(objective, phi, config.inner_steps,
-                                                         None))
+                                                         None, start=start))
 
 
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
-              y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
+              y: Array, key: Array, config: Config, tol: Array | None = None
+              ) -> tuple[Params, StepInfo]:
     """One MSA (``config.extended`` false) or E-MSA iteration from ``params``; with
     ``config.checkpoint_every`` the bounded-memory sweep of
-    :mod:`controldl.solvers.pmp.checkpointed` (the same iterate)."""
+    :mod:`controldl.solvers.pmp.checkpointed` (the same iterate). The forward pass, one
+    backward pass for the costates and ``∇f`` (which gives the stationarity and the
+    inner maximizations' starting values), then the maximizations; not those where the
+    stationarity is at most ``tol`` (the outer tolerance: the solve stops at ``params``,
+    which is returned as the new iterate, with no inner work)."""
     if config.batch_size is not None:  # sharded like the full data (under on_mesh)
         X0, Y, y = parallel.draw_batch(key, config.batch_size, X0, Y, y)
     if config.checkpoint_every is not None:
-        return checkpointed.iteration(form, params, knobs, X0, Y, y, config, checkpointed.Updates(
-            layer_update, readout_update, assemble))
+        return checkpointed.iteration(form, params, knobs, X0, Y, y, config,
+                                      checkpointed.Updates(layer_update, readout_update,
+                                                           assemble))
+    xs, ps, grad, at_k = at_iterate(form, params, X0, Y, y)
+
+    def maximize() -> tuple[tuple, tuple]:
+        if stepwise(config):
+            return _lockstep_updates(form, config, knobs, params, xs, ps, Y, grad)
+        return (_layer_updates(form, config, knobs, params, xs, ps, Y, grad),
+                readout_update(form, config, knobs,
+                               H.ReadoutData(xs, Y, ps[-1], (params.W, params.c)),
+                               grad=(grad.W, grad.c)))
+
+    if tol is None:
+        layers, readout = maximize()
+    else:
+        layers, readout = jax.lax.cond(at_k[2] <= tol, lambda: _held(params, maximize),
+                                       maximize)
+    return assemble(form, config, at_k, layers, readout, "stored", stepwise(config))
+
+
+def at_iterate(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Array
+               ) -> tuple[Array, Array, Params, tuple[Array, Array, Array]]:
+    """The outer part of an iteration at ``θ_k``: the states ``xs`` and costates ``ps``
+    (L+1, N, d), ``∇f`` and ``(J, accuracy, stationarity)``, from the forward pass and
+    one backward pass (:func:`~controldl.solvers.pmp.hamiltonian.costates_and_gradient`)."""
     xs = P.trajectory(form, params, X0)
-    ps = P.costates(form, params, xs, Y)
+    ps, grad = H.costates_and_gradient(form, params, xs, Y)
     J = P.cost_terms_from_states(form, params, xs, Y)["total"]
     acc = P.accuracy_or_zero(form, P.outputs(form, params.W, params.c, xs[-1]), y)
-    stationarity = H.stationarity_from_costates(form, params, xs, ps, Y)
-    if stepwise(config):
-        layers, readout = _lockstep_updates(form, config, knobs, params, xs, ps, Y)
-        return assemble(form, config, (J, acc, stationarity), layers, readout, 0.0, True)
-    layers = _layer_updates(form, config, knobs, params, xs, ps, Y)
-    readout = readout_update(form, config, knobs,
-                             H.ReadoutData(xs, Y, ps[-1], (params.W, params.c)))
-    return assemble(form, config, (J, acc, stationarity), layers, readout, 0.0)
+    return xs, ps, grad, (J, acc, P.stationarity_from_gradient(form, params, grad))
+
+
+def _held(params: Params, maximize: Any) -> tuple[tuple, tuple]:
+    """What ``maximize`` returns, with the controls and readout of ``params`` kept, no
+    evaluations and zero gaps (an iterate within the outer tolerance)."""
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(maximize))
+    (_, lay, gap), (_, rd, rgap) = zeros
+    theta, phi = (params.A, params.b), (params.W, params.c)
+    return (theta, lay._replace(theta=theta), gap), (phi, rd._replace(theta=phi), rgap)
 
 
 def stepwise(config: Config) -> bool:
@@ -167,14 +217,17 @@ def stepwise(config: Config) -> bool:
 
 
 def _lockstep_updates(form: P.Formulation, config: Config, knobs: H.Knobs, params: Params,
-                      xs: Array, ps: Array, Y: Array) -> tuple[tuple, tuple]:
+                      xs: Array, ps: Array, Y: Array, grad: Params | None = None
+                      ) -> tuple[tuple, tuple]:
     """Every layer's maximization and the readout's in one ``while_loop``, each pass one
     evaluation of every objective (the layers ``vmap``-ped), a finished maximization held
-    where it is, until all are finished. The iterates are those of running each
-    maximization alone; each objective appears once in the compiled program (the nested
-    loops of :meth:`~controldl.solvers.pmp.inner.LBFGS.maximize` hold it twice per
-    maximizer and a loop per line search). Returns :func:`_layer_updates`' and
-    :func:`readout_update`'s results."""
+    where it is, until all are finished; with ``grad`` (``∇f`` at ``θ_k`` from the costate
+    pass) each starts from its value and gradient there, without a pass to evaluate them.
+    The iterates are those of running each maximization alone; each objective appears
+    once in the compiled program (the nested loops of
+    :meth:`~controldl.solvers.pmp.inner.LBFGS.maximize` hold it twice per maximizer and a
+    loop per line search). Returns :func:`_layer_updates`' and :func:`readout_update`'s
+    results."""
     data = H.layer_data(form, params, xs, ps)
     phi, steps = (params.W, params.c), config.inner_steps
     lay, rd = config.layer_inner, config.readout_inner
@@ -195,7 +248,14 @@ def _lockstep_updates(form: P.Formulation, config: Config, knobs: H.Knobs, param
         layers = jnp.any(~jax.vmap(lambda s: lay.finished(s, steps))(c[0]))
         return layers | (~rd.finished(c[1], steps) if train else False)
 
-    start = (jax.vmap(lay.start)(data.theta_k), rd.start(phi) if train else None)
+    if grad is None:
+        start = (jax.vmap(lay.start)(data.theta_k), rd.start(phi) if train else None)
+    else:
+        seeds = jax.vmap(lambda d, run, g: H.layer_start(form, d, run, g))(
+            data, running, (grad.A, grad.b))
+        start = (jax.vmap(lay.start)(data.theta_k, seeds),
+                 rd.start(phi, H.readout_start(form, rdata, (grad.W, grad.c))) if train
+                 else None)
     end = jax.lax.while_loop(pending, lambda c: (jax.vmap(layer)(data, running, c[0]),
                                                   readout(c[1])), start)
     res = jax.vmap(lay.outcome)(end[0], data.theta_k)
@@ -216,38 +276,235 @@ def _hold(done: Array, old: Any, new: Any) -> Any:
 
 
 def assemble(form: P.Formulation, config: Config, at_k: tuple[Array, Array, Array],
-             layers: tuple, readout: tuple, extra_work: float, lockstep: bool = False
+             layers: tuple, readout: tuple, outer: str, lockstep: bool = False
              ) -> tuple[Params, StepInfo]:
     """The new iterate and the :class:`StepInfo` from ``(J, accuracy, stationarity)`` at
-    ``θ_k``, the layers' ``((A, b), stacked inner results, gaps)``, the readout's
-    ``((W, c), inner result, gap)`` and the work beyond the two passes and the inner
-    evaluations. ``lockstep`` (:func:`_lockstep_updates`): every pass of the loop
-    evaluated every layer and the readout, so the inner work is the passes (the most
-    evaluations of any maximizer) times both weights."""
+    ``θ_k``, the layers' ``((A, b), stacked inner results, gaps)`` and the readout's
+    ``((W, c), inner result, gap)``; ``outer`` is ``"stored"`` or ``"checkpointed"`` (the
+    sweep's recomputations, :func:`~controldl.solvers.pmp.hamiltonian.work_weights`).
+    ``lockstep`` (:func:`_lockstep_updates`): every pass of the loop evaluated every layer
+    and the readout, so the inner work is the passes (the most evaluations of any
+    maximizer) times both weights."""
     J, acc, stationarity = at_k
     (A, b), lay, gap = layers
     (W, c), rd, readout_gap = readout
     new = Params(A, b, W, c)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in new]))
-    w_layer, w_readout = H.evaluation_weight(form, config.extended)
+    w = H.work_weights(form, config.extended, outer == "checkpointed")
+    w_readout = w.readout if form.train_readout else 0.0
     if lockstep:
-        inner = (w_layer + w_readout) * jnp.maximum(jnp.max(lay.evaluations), rd.evaluations)
+        inner = (w.layers + w_readout) * jnp.maximum(jnp.max(lay.evaluations),
+                                                      rd.evaluations)
+    elif outer == "checkpointed":  # the sweep maximizes one layer at a time
+        inner = (w.layers / form.layers * jnp.sum(lay.evaluations + 2 * lay.hvps)
+                 + w_readout * (rd.evaluations + 2 * rd.hvps))
     else:
-        inner = (w_layer * (jnp.max(lay.evaluations) + 2 * jnp.max(lay.hvps))
+        inner = (w.layers * (jnp.max(lay.evaluations) + 2 * jnp.max(lay.hvps))
                  + w_readout * (rd.evaluations + 2 * rd.hvps))
     info = StepInfo(J, acc, stationarity, gap, readout_gap, lay.steps,
                     jnp.max(lay.evaluations) + rd.evaluations,
-                    jnp.sum(lay.rejected) + rd.rejected, 1.0 + extra_work + inner, finite)
+                    jnp.sum(lay.rejected) + rd.rejected, w.outer + inner, finite)
     return new, info
 
 
-def compiled_iteration(form: P.Formulation, config: Config, args: tuple) -> Any:
-    """The compiled :func:`iteration` for ``args = (params, knobs, X0, Y, y, key)``,
-    cached on the formulation's structure, ``config`` and the shapes, dtypes and
-    placements of the arguments (the formulation's numbers and the knobs are traced)."""
-    fn = functools.partial(iteration, config=config)
+class Probe(NamedTuple):
+    """The starts of :func:`gap_probe` (static): ``starts`` perturbed starts besides
+    ``θ_k`` itself, each entry of ``θ_k`` moved by ``U(−scale, scale)``, and ``steps``
+    inner iterations from each."""
 
-    key = ("pmp-iteration", form.static_key(), config, signature(args))
+    starts: int
+    scale: float
+    steps: int
+
+
+def gap_probe(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
+              key: Array, config: Config, probe: Probe) -> tuple[Array, Array]:
+    """A lower bound of the Hamiltonian gap ``max_θ H̃_t(θ) − H̃_t(θ_k)`` of every layer
+    (``H_t`` for MSA) and of the readout at ``params``: the inner maximizer run for
+    ``probe.steps`` iterations from ``θ_k`` and from ``probe.starts`` perturbed starts
+    (projected onto the constraints), the largest objective reached (the l1 term taken
+    at the point reached) minus the objective at ``θ_k`` (its l1 term at ``θ_k``). Li et
+    al.'s code perturbs the inner start the same way (``msa_perturb_init``, U(±0.005)).
+    Returns the layers' (L,) and the readout's gap."""
+    xs = P.trajectory(form, params, X0)
+    ps, _ = H.costates_and_gradient(form, params, xs, Y)
+    data = H.layer_data(form, params, xs, ps)
+    phi = (params.W, params.c)
+    prox = (lambda th, s: H.layer_prox(form, th, s)) if H.has_layer_prox(form) else None
+    n = probe.starts + 1
+    k_layers, k_readout = jax.random.split(key)
+
+    def deltas(k: Array, theta: H.Theta) -> H.Theta:
+        keys = jax.random.split(k, len(theta))
+        moved = tuple(probe.scale * jax.random.uniform(kk, (n, *v.shape), v.dtype, -1.0, 1.0)
+                      for kk, v in zip(keys, theta, strict=True))
+        return tuple(m.at[0].set(0.0) for m in moved)  # the first start is θ_k itself
+
+    def layer(d: H.LayerData, k: Array) -> Array:
+        objective = H.layer_objective(form, config.extended, knobs, d, phi, Y)
+        full = lambda th: objective(th) - H.layer_l1(form, th)  # noqa: E731
+
+        def reach(delta: H.Theta) -> Array:
+            start = tuple(a + b for a, b in zip(d.theta_k, delta, strict=True))
+            start = start if prox is None else prox(start, jnp.zeros((), X0.dtype))
+            res = config.layer_inner.maximize(objective, start, probe.steps, prox)
+            return res.value - H.layer_l1(form, res.theta)
+
+        return jnp.max(jax.vmap(reach)(deltas(k, d.theta_k))) - full(d.theta_k)
+
+    gaps = jax.vmap(layer)(data, jax.random.split(k_layers, form.layers))
+    if not form.train_readout:
+        return gaps, jnp.zeros((), X0.dtype)
+    rdata = H.ReadoutData(xs, Y, ps[-1], phi)
+    objective = lambda f: H.readout_smooth_objective(  # noqa: E731
+        form, config.extended, knobs, rdata, f)
+
+    def reach_readout(delta: H.Theta) -> Array:
+        start = tuple(a + b for a, b in zip(phi, delta, strict=True))
+        return config.readout_inner.maximize(objective, start, probe.steps).value
+
+    readout = jnp.max(jax.vmap(reach_readout)(deltas(k_readout, phi))) - objective(phi)
+    return gaps, readout
+
+
+def compiled_gap_probe(form: P.Formulation, config: Config, probe: Probe, args: tuple
+                       ) -> Any:
+    """The compiled :func:`gap_probe` for ``args = (params, knobs, X0, Y, key)``."""
+    fn = functools.partial(gap_probe, config=config, probe=probe)
+    key = ("pmp-gap-probe", form.static_key(), config, probe, signature(args))
+    return COMPILED.get(key, lambda: compile_or_load(fn, (form, *args), key))
+
+
+K_MAX = 64
+"""The most iterations one dispatch runs (:func:`run`; the stacked reports' length)."""
+
+
+class Control(NamedTuple):
+    """The traced arguments of one dispatch (:func:`run`): the first ``iteration`` k,
+    the most iterations to run (``count`` ≤ :data:`K_MAX`), the mini-batch seed, the
+    solve's ``max_iter`` and ``epoch`` (with mini-batches the full-data evaluation is made
+    at every ``epoch``-th iteration and at ``max_iter``), the costs at iteration 0 and
+    k−1 (NaN when not yet known), the device's early stops (``tol``: stationarity at most
+    this, −1 for none; ``target``: cost at most this, −inf for none), the divergence
+    factor and ``rho_growth`` (ρ is multiplied by it after an iteration whose cost rose; 1
+    keeps ρ fixed)."""
+
+    iteration: Array
+    count: Array
+    batch_seed: Array
+    max_iter: Array
+    epoch: Array
+    first_cost: Array
+    last_cost: Array
+    tol: Array
+    target: Array
+    diverge: Array
+    rho_growth: Array
+
+
+def one_iteration(dtype: Any) -> Control:
+    """The :class:`Control` of one iteration from the start on the full batch (the
+    shapes and dtypes every dispatch has; for compiling or inspecting :func:`run`)."""
+    ints = lambda *v: (jnp.asarray(x, jnp.int32) for x in v)  # noqa: E731
+    floats = lambda *v: (jnp.asarray(x, dtype) for x in v)  # noqa: E731
+    return Control(*ints(0, 1), jnp.asarray(0, jnp.uint32), *ints(1, 1),
+                   *floats(jnp.nan, jnp.nan, -1.0, -jnp.inf, 1e3, 1.0))
+
+
+class Entry(NamedTuple):
+    """One iteration's report as the host receives it: the :class:`StepInfo` at ``θ_k``,
+    the full-data ``(J, accuracy, stationarity)`` at ``θ_k`` when a mini-batch run records
+    it (NaN otherwise) and the ρ the iteration used."""
+
+    info: StepInfo
+    full: Array
+    rho: Array
+
+
+class Dispatch(NamedTuple):
+    """What one dispatch returns: the iterate and knobs of the last iteration it ran
+    (``last``, ``last_knobs``), that iteration's new iterate and the knobs that follow
+    (``next``, ``next_knobs``), the iterations ``done`` and the stacked :class:`Entry`
+    reports (:data:`K_MAX`, …; the first ``done`` are filled)."""
+
+    last: Params
+    last_knobs: H.Knobs
+    next: Params
+    next_knobs: H.Knobs
+    done: Array
+    entries: Entry
+
+
+def _full_evaluation(form: P.Formulation, config: Config, params: Params, X0: Array,
+                     Y: Array, y: Array, k: Array, c: Control) -> Array:
+    """``(J, accuracy, stationarity)`` on all samples at ``params`` where a mini-batch
+    run records iteration ``k``; NaN otherwise (and always on the full batch)."""
+    nan = jnp.full((3,), jnp.nan, X0.dtype)
+    if config.batch_size is None:
+        return nan
+    due = (k % c.epoch == 0) | (k == c.max_iter)
+    return jax.lax.cond(due, lambda: jnp.stack(evaluation(form, params, X0, Y, y)),
+                        lambda: nan)
+
+
+def _stops(info: StepInfo, k: Array, first: Array, c: Control) -> Array:
+    """Whether the host will stop at this iteration by a rule the device can check
+    (the host decides; an early exit only): the cost not finite or diverged, non-finite
+    controls, the stationarity at most ``tol``, the cost at most ``target``, ``max_iter``."""
+    return ((~jnp.isfinite(info.cost)) | (info.cost > c.diverge * jnp.abs(first))
+            | (~info.finite) | (info.stationarity <= c.tol) | (info.cost <= c.target)
+            | (k >= c.max_iter))
+
+
+def run(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
+        y: Array, control: Control, config: Config) -> Dispatch:
+    """Up to ``control.count`` iterations from ``params`` on the device (a
+    ``lax.while_loop`` around :func:`iteration`): each one's :class:`Entry` is stacked,
+    the new iterate taken, ρ grown by ``rho_growth`` after a rise of the cost; the loop
+    ends after the first iteration at which :func:`_stops` holds."""
+    c = control
+    dtype = X0.dtype
+
+    def one(k: Array, params: Params, knobs: H.Knobs) -> tuple[Params, StepInfo, Array]:
+        key = jnp.stack([c.batch_seed, k.astype(jnp.uint32)])
+        new, info = iteration(form, params, knobs, X0, Y, y, key, config,
+                              None if config.batch_size is not None else c.tol)
+        return new, info, _full_evaluation(form, config, params, X0, Y, y, k, c)
+
+    shapes = jax.eval_shape(one, c.iteration, params, knobs)
+    empty = Entry(*(jax.tree.map(lambda a: jnp.zeros((K_MAX, *a.shape), a.dtype), part)
+                    for part in shapes[1:]), jnp.zeros((K_MAX,), dtype))
+
+    def body(carry):
+        j, params, knobs, _, _, first, last, _, entries = carry
+        k = c.iteration + j
+        new, info, full = one(k, params, knobs)
+        first = jnp.where(k == 0, info.cost, first)
+        entries = jax.tree.map(lambda buf, v: buf.at[j].set(v), entries,
+                               Entry(info, full, knobs.rho))
+        rose = (k > 0) & (info.cost > last)
+        grown = knobs._replace(rho=jnp.where(rose, knobs.rho * c.rho_growth, knobs.rho))
+        stop = _stops(info, k, first, c)
+        return j + 1, new, grown, params, knobs, first, info.cost, stop, entries
+
+    def cond(carry):
+        j, stop = carry[0], carry[7]
+        return (j < c.count) & ~stop
+
+    start = (jnp.zeros((), jnp.int32), params, knobs, params, knobs,
+             c.first_cost.astype(dtype), c.last_cost.astype(dtype), jnp.zeros((), bool),
+             empty)
+    j, new, new_knobs, last, last_knobs, _, _, _, entries = jax.lax.while_loop(
+        cond, body, start)
+    return Dispatch(last, last_knobs, new, new_knobs, j, entries)
+
+
+def compiled_run(form: P.Formulation, config: Config, args: tuple) -> Any:
+    """The compiled :func:`run` for ``args = (params, knobs, X0, Y, y, control)``, cached
+    on the formulation's structure, ``config`` and the shapes, dtypes and placements of
+    the arguments (the formulation's numbers, the knobs and the control are traced)."""
+    fn = functools.partial(run, config=config)
+    key = ("pmp-run", K_MAX, form.static_key(), config, signature(args))
 
     def build() -> Any:  # a later process loads the saved executable
         with parallel.on_mesh(parallel.mesh_of(args[2])):
@@ -262,9 +519,3 @@ def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Arra
     mini-batch runs)."""
     J, z = P.cost_and_outputs(form, params, X0, Y)
     return J, P.accuracy_or_zero(form, z, y), P.stationarity_residual(form, params, X0, Y)
-
-
-def compiled_evaluation(form: P.Formulation, args: tuple) -> Any:
-    """The compiled :func:`evaluation` for ``args = (params, X0, Y, y)``."""
-    return COMPILED.get(("pmp-evaluation", form.static_key(), signature(args)),
-                        lambda: jax.jit(evaluation).lower(form, *args).compile())

@@ -289,7 +289,8 @@ class _Loop:
             self.stationarity = info.stationarity
 
     def after_step(self, info: _Info, k: int, recorded: bool) -> Status | None:
-        """The status that ends the solve after the accepted step to iterate ``k``."""
+        """The status that ends a mini-batch solve after the accepted step to iterate
+        ``k``."""
         s = self.solver
         if recorded:
             stop = self.record(k, info.full_J, info.full_accuracy, rho=info.rho_used,
@@ -300,28 +301,92 @@ class _Loop:
                 return stop
         if info.stationarity <= s.tol:  # NaN (not evaluated) compares False
             return Status.CONVERGED
-        if not self.batched and abs(info.J_start - info.J) <= s.rtol * abs(info.J_start):
-            return Status.STALLED
         if k >= self.monitor.stopping.max_iter:
             return Status.MAX_ITER
         return None
 
     def iterate(self, params: Params) -> tuple[Params, Status, int, str | None]:
         """Iterations from ``params`` until a stopping rule: ``(params, status,
-        iterations, failure message or None)``. The first call also returns the
-        stationarity at ``params``."""
+        iterations, failure message or None)``."""
+        if self.batched:
+            return self._iterate_batches(params)
+        return self._iterate_full(params)
+
+    def _call(self, params: Params, prev: Params, rho: Any, k: int, record: bool,
+              go: bool, tol: float) -> tuple[Any, _Info]:
         s, (tform, X0, Y, y) = self.solver, self.data
+        key = np.asarray([s.batch_seed, k], np.uint32)
+        dtype = DTYPES[s.dtype]
+        out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
+                        np.bool_(record), np.bool_(k == 0), np.bool_(go), dtype(tol))
+        return out, _Info.of(out)
+
+    def _converged(self, stationarity: float) -> bool:
+        """The stationarity at most ``tol``, compared in the run's precision as the
+        compiled step compares it (it makes no trial then)."""
+        dtype = DTYPES[self.solver.dtype]
+        return bool(dtype(stationarity) <= dtype(self.solver.tol))
+
+    def _iterate_full(self, params: Params) -> tuple[Params, Status, int, str | None]:
+        """The full batch: call ``k`` reports ``J``, the accuracy and the stationarity at
+        ``θ_k`` (from its expansion's costates: the stationarity of an accepted point is
+        not computed twice), entry ``k`` is recorded with the trials of call ``k − 1``,
+        and call ``k`` makes trials only when the solve goes on from ``θ_k`` (not at
+        ``max_iter``, not after a stall, not where the stationarity is within ``tol``;
+        from the start always, as the rules below test ``θ_0`` only when no trial is
+        accepted). The statuses and iterates are those of one stationarity per call."""
+        s = self.solver
+        max_iter = self.monitor.stopping.max_iter
+        rho = DTYPES[s.dtype](s.rho)
+        prev = Params(*(np.zeros_like(v) for v in params))
+        self.tally.work = NW.start_work(self.shape)
+        k, last, stalled = 0, None, False
+        while True:
+            go = k < max_iter and not stalled
+            out, info = self._call(params, prev, rho, k, True, go, -np.inf if k == 0 else s.tol)
+            self.stationarity = info.stationarity_start
+            if last is None:
+                extra = dict(rho=float(rho), accepted=None, trials=0, rejected=0,
+                             inner_iterations=0)
+            else:
+                extra = dict(rho=last.rho_used, accepted=True, trials=last.trials,
+                             rejected=last.rejected, inner_iterations=last.trials * s.inner_steps,
+                             ratio=last.ratio)
+            stop = self.record(k, info.full_J_start, info.full_accuracy_start,
+                               stationarity=info.stationarity_start, **extra)
+            if k == 0 and not info.failed and (stop is not None or max_iter == 0):
+                return params, stop or Status.MAX_ITER, 0, None
+            if k > 0:
+                if stop is not None:
+                    return params, stop, k, None
+                if self._converged(info.stationarity_start):
+                    return params, Status.CONVERGED, k, None
+                if stalled:
+                    return params, Status.STALLED, k, None
+                if k >= max_iter:
+                    return params, Status.MAX_ITER, k, None
+            self.count(info, True)
+            if info.failed:
+                return params, Status.FAILED, k, FAILED_MESSAGE.format(k=k)
+            if not info.accepted:
+                done = self._converged(info.stationarity_start)
+                return params, Status.CONVERGED if done else Status.STALLED, k, None
+            stalled = abs(info.J_start - info.J) <= s.rtol * abs(info.J_start)
+            last, k = info, k + 1
+            params, prev, rho = out.params, out.displacement, out.rho
+
+    def _iterate_batches(self, params: Params) -> tuple[Params, Status, int, str | None]:
+        """Mini-batches: the full cost, accuracy and stationarity of the returned point
+        are computed on all samples when its entry is recorded (once per epoch)."""
+        s = self.solver
         max_iter = self.monitor.stopping.max_iter
         rho = DTYPES[s.dtype](s.rho)
         prev = Params(*(np.zeros_like(v) for v in params))
         self.tally.work = NW.start_work(self.shape)  # the stationarity at the start
         k = 0
         while True:
-            recorded = not self.batched or (k + 1) % self.epoch == 0 or k + 1 == max_iter
-            key = np.asarray([s.batch_seed, k], np.uint32)
-            out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
-                            np.bool_(k == 0 or recorded), np.bool_(k == 0))
-            info = _Info.of(out)
+            recorded = (k + 1) % self.epoch == 0 or k + 1 == max_iter
+            out, info = self._call(params, prev, rho, k, k == 0 or recorded, True, -np.inf)
             if k == 0:
                 self.stationarity = info.stationarity_start
                 stop = self.record(0, info.full_J_start, info.full_accuracy_start,

@@ -367,11 +367,12 @@ class _Search(NamedTuple):
 
 
 def search(form: Formulation, st: Structure, knobs: Knobs, ex: Expansion, prev: Params,
-           r0: jax.Array, X0: jax.Array, Y: jax.Array) -> _Search:
+           r0: jax.Array, X0: jax.Array, Y: jax.Array, go: jax.Array = True) -> _Search:
     """Trials until one is accepted, ``max_retries`` were made, ``ρ`` exceeds
     ``rho_max``, or a step is not finite (``failed``). A rejected trial multiplies ``ρ``
     by ``rho_increase``, except that a rejected trial with momentum is repeated without
-    it at the same ``ρ``. Nothing is tried when the expansion is not finite."""
+    it at the same ``ρ``. Nothing is tried when the expansion is not finite, nor without
+    ``go`` (the solve stops at ``θ_k``)."""
     dtype = ex.J.dtype
     has_prev = jnp.any(jnp.stack([jnp.any(a != 0) for a in prev]))
     none = Trial(ex.params, ex.J, ex.z, jnp.zeros((), dtype), jnp.zeros((), jnp.bool_),
@@ -381,7 +382,7 @@ def search(form: Formulation, st: Structure, knobs: Knobs, ex: Expansion, prev: 
 
     def cond(s):
         return ((~s.last.ok) & (~s.failed) & (s.tries < knobs.max_retries)
-                & (s.r <= knobs.rho_max))
+                & (s.r <= knobs.rho_max) & go)
 
     def body(s):
         t = trial(form, st, knobs, ex, prev, s.r, s.with_momentum, X0, Y)
@@ -404,54 +405,58 @@ def next_rho(knobs: Knobs, s: _Search) -> jax.Array:
 
 
 def iteration(form: Formulation, st: Structure, params: Params, prev: Params,
-              rho: jax.Array, knobs: Knobs, X0: jax.Array, Y: jax.Array
-              ) -> tuple[Expansion, _Search, Params]:
+              rho: jax.Array, knobs: Knobs, X0: jax.Array, Y: jax.Array,
+              go: Any = True) -> tuple[Expansion, _Search, Params]:
     """One outer iteration on the samples ``X0`` (N, d), ``Y`` (N, m) from ``params``
     with the previous accepted step ``prev`` and the penalty ``rho``: the expansion, the
     acceptance loop's final state and the returned point (``params`` unless a trial was
-    accepted)."""
+    accepted). ``go`` a function of the expansion: whether to search at all."""
     ex = expand(form, st, knobs, params, X0, Y)
-    s = search(form, st, knobs, ex, prev, jnp.clip(rho, knobs.rho_min, knobs.rho_max), X0, Y)
+    s = search(form, st, knobs, ex, prev, jnp.clip(rho, knobs.rho_min, knobs.rho_max), X0, Y,
+               go(ex) if callable(go) else go)
     kept = jax.tree.map(lambda a, b_: jnp.where(s.last.ok, a, b_), s.last.params, params)
     return ex, s, kept
 
 
 def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: jax.Array,
          knobs: Knobs, X0: jax.Array, Y: jax.Array, y: jax.Array, key: jax.Array,
-         record: jax.Array, first: jax.Array) -> StepOut:
-    """One iteration on the full batch, or on a mini-batch drawn with ``key``. With
-    mini-batches, ``record`` asks for the full cost and accuracy before and after and
-    the stationarity (:func:`controldl.problem.stationarity_residual`) on all the samples
-    at the returned point (NaN otherwise); on the full batch they are always computed.
-    With ``first``, also the stationarity at ``params`` (on the full batch from the
-    expansion's costates, :func:`.hamiltonian.stationarity_from_costates`; NaN
-    otherwise), so that the solve compiles no other program."""
-    if st.batch_size is None:
-        Xb, Yb = X0, Y
-    else:
-        Xb, Yb = parallel.draw_batch(key, st.batch_size, X0, Y)  # sharded (on_mesh)
-    ex, s, kept = iteration(form, st, params, prev, rho, knobs, Xb, Yb)
-    ok = s.last.ok
+         record: jax.Array, first: jax.Array, go: jax.Array, tol: jax.Array) -> StepOut:
+    """One iteration on the full batch, or on a mini-batch drawn with ``key``.
 
-    def full():
-        J0, z0 = P.cost_and_outputs(form, params, X0, Y)
-        J1, z1 = P.cost_and_outputs(form, kept, X0, Y)
-        return (J0, P.accuracy_or_zero(form, z0, y), J1, P.accuracy_or_zero(form, z1, y),
-                P.stationarity_residual(form, kept, X0, Y))
-
+    On the full batch the stationarity (:func:`controldl.problem.stationarity_residual`)
+    at ``params`` comes from the expansion's costates
+    (:func:`.hamiltonian.stationarity_from_costates`), and the trials are made only with
+    ``go`` and where it exceeds ``tol`` (else the solve ends at ``params``: converged,
+    ``max_iter`` or stalled); the cost, accuracy and stationarity of the returned point are
+    those the next call reports at its start (not computed twice). With mini-batches,
+    ``record`` asks for the full cost and accuracy before and after and the stationarity on
+    all the samples at the returned point (NaN otherwise), and ``first`` for the
+    stationarity at ``params``; so that the solve compiles no other program."""
+    nan = jnp.full((), jnp.nan, X0.dtype)
     if st.batch_size is None:
+        stationarity = lambda ex: H.stationarity_from_costates(  # noqa: E731
+            form, params, ex.xs, ex.ps, Y)
+        ex, s, kept = iteration(form, st, params, prev, rho, knobs, X0, Y,
+                                lambda ex: go & (stationarity(ex) > tol))
+        ok = s.last.ok
         z1 = jnp.where(ok, s.last.z, ex.z)
         recorded = (ex.J, P.accuracy_or_zero(form, ex.z, y), jnp.where(ok, s.last.J, ex.J),
-                    P.accuracy_or_zero(form, z1, y), P.stationarity_residual(form, kept, X0, Y))
+                    P.accuracy_or_zero(form, z1, y), nan)
+        stationarity_start = stationarity(ex)
     else:
-        nan = jnp.full((), jnp.nan, X0.dtype)
+        Xb, Yb = parallel.draw_batch(key, st.batch_size, X0, Y)  # sharded (on_mesh)
+        ex, s, kept = iteration(form, st, params, prev, rho, knobs, Xb, Yb, go)
+        ok = s.last.ok
+
+        def full():
+            J0, z0 = P.cost_and_outputs(form, params, X0, Y)
+            J1, z1 = P.cost_and_outputs(form, kept, X0, Y)
+            return (J0, P.accuracy_or_zero(form, z0, y), J1, P.accuracy_or_zero(form, z1, y),
+                    P.stationarity_residual(form, kept, X0, Y))
+
         recorded = jax.lax.cond(record, full, lambda: (nan,) * 5)
-    if st.batch_size is None:
-        start = lambda: H.stationarity_from_costates(form, params, ex.xs, ex.ps, Y)  # noqa: E731
-    else:
-        start = lambda: P.stationarity_residual(form, params, X0, Y)  # noqa: E731
-    nan = jnp.full((), jnp.nan, X0.dtype)
-    stationarity_start = jax.lax.cond(first, start, lambda: nan)
+        stationarity_start = jax.lax.cond(
+            first, lambda: P.stationarity_residual(form, params, X0, Y), lambda: nan)
     displacement = jax.tree.map(lambda a, b_: jnp.where(ok, a - b_, 0.0), kept, params)
     return StepOut(kept, displacement, ex.J, jnp.where(ok, s.last.J, ex.J), ok, s.failed,
                    s.tries, s.tries - ok.astype(s.tries.dtype), s.r, next_rho(knobs, s),
@@ -495,10 +500,10 @@ def _build(form: Formulation, st: Structure, signature: tuple, devices: int | No
     knobs = Knobs(*(scalar() for _ in Knobs._fields))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
 
-    def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first):
-        return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first)
+    def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first, go, tol):
+        return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first, go, tol)
 
     args = (form_spec, params, params, scalar(), knobs, X0, Y, y, key, scalar(jnp.bool_),
-            scalar(jnp.bool_))
+            scalar(jnp.bool_), scalar(jnp.bool_), scalar())
     with parallel.on_mesh(mesh):  # a later process loads the saved executable
         return compile_or_load(fn, args, cache_key)

@@ -18,8 +18,11 @@ parts of an iteration are converted at the same rate:
 - ``inner_steps > 1``: per trial and extra inner step, two models with their residuals
   (the layers' and the readout's; their one-layer forward passes are in the model count)
   and the dense algebra;
-- the stationarity at the returned point: one gradient; with mini-batches (``N'`` the
-  batch size) the full cost before and after the step (2/3) when an entry is recorded.
+- the stationarity at the returned point: on the full batch from the next expansion's
+  costates (:func:`.hamiltonian.stationarity_from_costates`: the step again and the
+  control gradient, two layer products of three, 2/3); with mini-batches (``N'`` the
+  batch size) one gradient on all samples, and the full cost before and after the step
+  (2/3), when an entry is recorded.
 
 Flops of the activations, losses and element-wise work are left out (as in ``G``).
 """
@@ -78,13 +81,13 @@ def iteration_work(s: WorkShape, trials: int, recorded: bool) -> float:
     inner = (s.inner_steps - 1) * (2.0 * _model_flops(s) + _dense_model_flops(s)
                                    + _solve_flops(s)) / G
     full_batch = s.batch >= s.N
-    stationarity = 1.0 if (recorded or full_batch) else 0.0
+    stationarity = 2.0 / 3.0 if full_batch else (1.0 if recorded else 0.0)
     full_costs = 2.0 / 3.0 if (recorded and not full_batch) else 0.0
     return expansion + trials * (per_trial + inner) + stationarity + full_costs
 
 
 def start_work(s: WorkShape) -> float:
     """The stationarity at the starting point: from the first expansion's costates on
-    the full batch (the θ-gradient products, 1/3); a gradient on all samples with
+    the full batch (2/3, as every later one); a gradient on all samples with
     mini-batches (1)."""
-    return 1.0 / 3.0 if s.batch >= s.N else 1.0
+    return 2.0 / 3.0 if s.batch >= s.N else 1.0

@@ -14,6 +14,17 @@ acceptance test, no momentum, no trust region). It stops with
   oscillation of basic MSA; ``stats["cost_increases"]`` counts the iterations whose
   cost rose);
 - ``max_iter``, ``max_time``, ``target_reached`` as every solver.
+
+**Several iterations per dispatch.** The compiled program runs up to
+:data:`~controldl.solvers.pmp.iteration.K_MAX` iterations on the device
+(:func:`~controldl.solvers.pmp.iteration.run`) and returns each one's report; the host
+records them in order and applies every rule above to each, so the history and the
+stopping iteration are those of one iteration per call. The device ends a dispatch early
+at an iteration where a rule it can check holds (the host still decides). The number per
+dispatch grows until a dispatch takes :data:`DISPATCH_S` seconds: the host's share of the
+time (the call, the transfer, the history) stays small. Within a dispatch the entries'
+``time_s`` are spread evenly over its duration; ``max_time`` and interruptions are seen at
+the end of a dispatch.
 """
 
 from __future__ import annotations
@@ -24,7 +35,6 @@ import math
 from typing import Any, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from controldl import parallel
@@ -42,16 +52,14 @@ from controldl.solvers.options import (
 )
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import inner as I
-from controldl.solvers.pmp.iteration import (
-    Config,
-    StepInfo,
-    compiled_evaluation,
-    compiled_iteration,
-)
+from controldl.solvers.pmp import iteration as IT
+from controldl.solvers.pmp.iteration import Config, StepInfo
 from controldl.status import Status
 
 DIVERGE_FACTOR = 1e3
 """A cost above this many times its starting value counts as ``diverged``."""
+DISPATCH_S = 0.05
+"""The duration one dispatch of several iterations aims at (seconds)."""
 
 
 class LoopState(NamedTuple):
@@ -141,22 +149,22 @@ class PontryaginSolver(Solver):
     def knobs(self, dtype: Any) -> H.Knobs:
         """The traced numbers of the iteration (ρ, μ)."""
 
-    def adapt(self, knobs: H.Knobs, cost_rose: bool) -> H.Knobs:
-        """The knobs for the next iteration (fixed unless an option says otherwise)."""
-        return knobs
+    def rho_growth(self) -> float:
+        """The factor on ρ after an iteration whose cost rose (1: ρ fixed)."""
+        return 1.0
 
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         loop = OuterLoop.build(self, problem, params, monitor)
         state = loop.init(params)
         if monitor.resumed is not None:
             state = loop.restore(monitor.resumed.restore(state))
-        info, status = None, None
+        count, info, status = 1, None, None
         while status is None:
             monitor.snapshot(state.iteration, state)
-            new, info = loop.step(state)
-            status = loop.terminate(state, info)
-            if status is None:
-                state = loop.advance(state, new, info)
+            t0 = monitor.elapsed()
+            out = loop.dispatch(state, count)
+            state, info, status = loop.replay(state, out, t0)
+            count = loop.next_count(state, out, monitor.elapsed() - t0)
         return loop.postprocess(state, info, status)
 
 
@@ -168,15 +176,14 @@ def _placed(mesh: Any, params: Params, knobs: H.Knobs, dtype: Any) -> tuple[Para
 
 @dataclasses.dataclass(frozen=True)
 class OuterLoop:
-    """One solve's compiled iteration and data, with the loop's pure-ish steps."""
+    """One solve's compiled dispatch of iterations and data, with the loop's steps."""
 
     solver: PontryaginSolver
     problem: Problem
     monitor: Monitor
     arrays: tuple
     mesh: Any
-    step_fn: Any
-    full_fn: Any
+    run_fn: Any
     notes: dict
 
     @classmethod
@@ -189,14 +196,14 @@ class OuterLoop:
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
                         solver.batch_size, solver.checkpoint_every)
-        key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
-        with monitor.compiling():
-            step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, key))
-            full_fn = (compiled_evaluation(form, (params, X0, Y, y))
-                       if solver.batch_size is not None else None)
         notes = {"inner": {"layers": layer.name, "readout": readout.name,
                            "steps": int(solver.inner_steps)}}
-        return cls(solver, problem, monitor, (X0, Y, y), mesh, step_fn, full_fn, notes)
+        loop = cls(solver, problem, monitor, (X0, Y, y), mesh, None, notes)
+        control = loop.control(LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0,
+                                         math.nan, 0), 1)
+        with monitor.compiling():
+            run_fn = IT.compiled_run(form, config, (params, knobs, X0, Y, y, control))
+        return dataclasses.replace(loop, run_fn=run_fn)
 
     def init(self, params: Params) -> LoopState:
         dtype = DTYPES[self.solver.dtype]
@@ -210,37 +217,99 @@ class OuterLoop:
                                 DTYPES[self.solver.dtype])
         return saved._replace(params=params, knobs=knobs)
 
-    def step(self, state: LoopState) -> tuple[Params, StepInfo]:
-        """One compiled iteration from ``state.params``; its report on the host."""
-        key = parallel.replicate(self.mesh, np.asarray([self.solver.batch_seed,
-                                                        state.iteration], np.uint32))
-        form = self.problem.formulation
-        new, info = self.step_fn(form, state.params, state.knobs, *self.arrays, key)
-        return new, StepInfo(*jax.device_get(tuple(info)))
+    def control(self, state: LoopState, count: int) -> IT.Control:
+        """The traced arguments of a dispatch of at most ``count`` iterations from
+        ``state`` (the early stops the device can check: the solver's and the common
+        tolerance on the full batch, the target cost)."""
+        solver, stopping = self.solver, self.monitor.stopping
+        dtype = DTYPES[solver.dtype]
+        tol = -1.0
+        if solver.batch_size is None:  # at most the tolerances in the run's precision
+            tol = max(solver.tol, stopping.tol if stopping.tol is not None else -1.0)
+            tol = float(np.nextafter(dtype(tol), dtype(-np.inf)) if dtype(tol) > tol
+                        else dtype(tol))
+        target = -math.inf if stopping.target_cost is None else stopping.target_cost
+        epoch = (1 if solver.batch_size is None
+                 else max(self.problem.data.n_train // solver.batch_size, 1))
+        ints = (state.iteration, count, stopping.max_iter, epoch)
+        c = IT.Control(*(np.asarray(v, np.int32) for v in ints[:2]),
+                       np.asarray(solver.batch_seed, np.uint32),
+                       *(np.asarray(v, np.int32) for v in ints[2:]),
+                       *(np.asarray(v, dtype) for v in (state.first_cost, state.last_cost, tol,
+                                                       target, DIVERGE_FACTOR,
+                                                       solver.rho_growth())))
+        return parallel.replicate(self.mesh, c)
 
-    def _record(self, state: LoopState, info: StepInfo) -> str | None:
-        """The history entry of ``θ_k`` (full-data cost once per epoch with mini-batches);
-        the monitor's stop, if any."""
+    def dispatch(self, state: LoopState, count: int) -> IT.Dispatch:
+        """Up to ``count`` compiled iterations from ``state.params`` (a device call)."""
+        return self.run_fn(self.problem.formulation, state.params, state.knobs,
+                           *self.arrays, self.control(state, count))
+
+    def next_count(self, state: LoopState, out: IT.Dispatch, seconds: float) -> int:
+        """Iterations for the next dispatch: as many as take :data:`DISPATCH_S` at the
+        last dispatch's pace, at most :data:`~controldl.solvers.pmp.iteration.K_MAX`,
+        up to ``max_iter`` and, at that pace, the time left."""
+        pace = seconds / max(int(out.done), 1)
+        count = int(DISPATCH_S / max(pace, 1e-9))
+        stopping = self.monitor.stopping
+        if stopping.max_time is not None:
+            count = min(count, int((stopping.max_time - self.monitor.elapsed()) / pace) + 1)
+        return max(1, min(count, IT.K_MAX, stopping.max_iter - state.iteration + 1))
+
+    def replay(self, state: LoopState, out: IT.Dispatch, t0: float
+               ) -> tuple[LoopState, StepInfo, Status | None]:
+        """Record the dispatch's iterations in order and apply the stopping rules to each
+        (:meth:`terminate`); the state after the last one, or at the one that stops.
+        ``max_time`` and an interruption act at the end of the dispatch; a stop the
+        device did not see (a rule checked in another precision) runs the dispatch again
+        up to that iteration for its iterate."""
+        done = int(out.done)
+        entries = jax.device_get(out.entries)
+        t1 = self.monitor.elapsed()
+        start, pending = state, None
+        for i in range(done):
+            entry = IT.Entry(*jax.tree.map(lambda a, i=i: a[i], tuple(entries)))
+            info = StepInfo(*entry.info)
+            at = t0 + (t1 - t0) * (i + 1) / done
+            status = self.terminate(state, info, entry, at)
+            last = i == done - 1
+            if status in (Status.MAX_TIME, Status.INTERRUPTED) and not last:
+                pending, status = pending or status, None
+            status = status or (pending if last else None)
+            if status is not None:
+                params, knobs = out.last, out.last_knobs
+                if not last:
+                    again = self.dispatch(start, i + 1)
+                    params, knobs = again.last, again.last_knobs
+                return state._replace(params=params, knobs=knobs), info, status
+            state = self.advance(state, info)
+        return state._replace(params=out.next, knobs=out.next_knobs), info, None
+
+    def _record(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float
+                ) -> str | None:
+        """The history entry of ``θ_k`` (full-data cost once per epoch with mini-batches,
+        computed on the device); the monitor's stop, if any."""
         solver, k = self.solver, state.iteration
         if solver.batch_size is not None:
             epoch = max(self.problem.data.n_train // solver.batch_size, 1)
             if k % epoch and k != self.monitor.stopping.max_iter:
                 return None
-            full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
-            J, acc, stat = jax.device_get(full)
+            J, acc, stat = entry.full
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
         return self.monitor.record(
-            k, J, acc if classify else None, stationarity=float(stat), work=state.work,
-            hamiltonian_gap=float(np.max(info.gap)), readout_gap=float(info.readout_gap),
+            k, J, acc if classify else None, at=at, stationarity=float(stat),
+            work=state.work, inner_ascent=float(np.max(info.gap)),
+            readout_ascent=float(info.readout_gap),
             inner_iterations=int(np.max(info.inner_steps)),
             inner_evaluations=int(info.evaluations), rejected=int(info.rejected),
-            rho=float(state.knobs.rho))
+            rho=float(entry.rho))
 
-    def terminate(self, state: LoopState, info: StepInfo) -> Status | None:
+    def terminate(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float
+                  ) -> Status | None:
         """The status that ends the solve at ``θ_k``, or ``None`` to go on."""
-        stop = self._record(state, info)
+        stop = self._record(state, info, entry, at)
         cost = float(info.cost)
         first = cost if state.iteration == 0 else state.first_cost
         if stop is not None:
@@ -252,9 +321,9 @@ class OuterLoop:
         if not bool(info.finite):
             bad = np.flatnonzero(~np.isfinite(info.gap)).tolist()
             self.notes["message"] = ("the inner maximization returned non-finite controls "
-                                     f"(layers {bad}, readout gap {float(info.readout_gap)})")
+                                     f"(layers {bad}, readout ascent {float(info.readout_gap)})")
             return Status.FAILED
-        if self.solver.batch_size is None and float(info.stationarity) <= self.solver.tol:
+        if self.solver.batch_size is None and self._within(info.stationarity, self.solver.tol):
             return Status.CONVERGED
         patience = self.solver.patience
         if patience is not None and state.iteration - state.best_iteration >= patience \
@@ -264,18 +333,25 @@ class OuterLoop:
             return Status.MAX_ITER
         return None
 
-    def advance(self, state: LoopState, new: Params, info: StepInfo) -> LoopState:
-        """The state at ``θ_{k+1}``."""
+    def _within(self, stationarity: Any, tol: float) -> bool:
+        """``stationarity ≤ tol`` in the run's precision, as the device compares it (it
+        makes no inner maximization there)."""
+        dtype = DTYPES[self.solver.dtype]
+        return bool(dtype(stationarity) <= dtype(tol))
+
+    def advance(self, state: LoopState, info: StepInfo) -> LoopState:
+        """The bookkeeping of the state at ``θ_{k+1}`` (its iterate and knobs come from
+        the device)."""
         cost = float(info.cost)
         first = cost if state.iteration == 0 else state.first_cost
         rose = state.iteration > 0 and cost > state.last_cost
         better = cost < state.best_cost
-        knobs = self.solver.adapt(state.knobs, rose)
-        knobs = parallel.replicate(self.mesh, knobs)
-        return LoopState(new, knobs, state.iteration + 1, state.work + float(info.work),
-                         first, cost if better else state.best_cost,
-                         state.iteration if better else state.best_iteration, cost,
-                         state.cost_increases + int(rose))
+        return state._replace(iteration=state.iteration + 1,
+                              work=state.work + float(info.work), first_cost=first,
+                              best_cost=cost if better else state.best_cost,
+                              best_iteration=state.iteration if better
+                              else state.best_iteration,
+                              last_cost=cost, cost_increases=state.cost_increases + int(rose))
 
     def postprocess(self, state: LoopState, info: StepInfo, status: Status) -> RunResult:
         k = max(state.iteration, 1)
@@ -285,8 +361,8 @@ class OuterLoop:
         stats = {
             **self.notes,
             "stationarity": float(info.stationarity),
-            "hamiltonian_gap": np.asarray(info.gap, np.float64).tolist(),
-            "readout_gap": float(info.readout_gap),
+            "inner_ascent": np.asarray(info.gap, np.float64).tolist(),
+            "readout_ascent": float(info.readout_gap),
             "work": state.work,
             "cost_increases": rises,
             "oscillating": rises >= max(2, k // 4),
@@ -336,7 +412,50 @@ class EMSA(PontryaginSolver):
     def knobs(self, dtype: Any) -> H.Knobs:
         return H.Knobs(parallel.device_array(self.rho, dtype), parallel.device_array(0.0, dtype))
 
-    def adapt(self, knobs: H.Knobs, cost_rose: bool) -> H.Knobs:
-        if not (self.adaptive_rho and cost_rose):
-            return knobs
-        return knobs._replace(rho=knobs.rho * self.rho_factor)
+    def rho_growth(self) -> float:
+        return self.rho_factor if self.adaptive_rho else 1.0
+
+
+class HamiltonianGap(NamedTuple):
+    """:func:`hamiltonian_gap`'s result: per layer (``layers``, L floats) and for the
+    readout a lower bound of ``max_θ H̃_t(θ) − H̃_t(θ_t)`` (``H_t`` for MSA), with the
+    probe that found it (``starts``, ``scale``, ``steps``, ``seed``)."""
+
+    layers: list[float]
+    readout: float
+    starts: int
+    scale: float
+    steps: int
+    seed: int
+
+
+def hamiltonian_gap(problem: Problem, params: Any, solver: PontryaginSolver | None = None,
+                    starts: int = 8, scale: float = 1.0, steps: int = 50, seed: int = 0
+                    ) -> HamiltonianGap:
+    """How far ``params`` is from meeting the discrete maximum condition of ``solver``'s
+    objective (E-MSA's ``H̃_t`` by default, basic MSA's ``H_t``), layer by layer: a lower
+    bound of ``max_θ H̃_t(θ) − H̃_t(θ_t)`` found by the solver's inner maximizer, run for
+    ``steps`` iterations from ``θ_t`` and from ``starts`` starts ``θ_t + U(−scale, scale)``
+    (entrywise, drawn with ``seed``; :func:`~controldl.solvers.pmp.iteration.gap_probe`).
+
+    It is 0 only if no start found a higher value: not a proof that ``θ_t`` maximizes
+    ``H̃_t``, and the maximum condition itself is necessary for optimality only under
+    the convexity assumption of Li & Hao (2018, Theorem 1). At a stationary point of J the
+    ascent from ``θ_t`` alone is about ``‖∇J‖²`` (``H̃_t``'s gradient at ``θ_t`` is
+    ``−∂J/∂θ_t``); what the perturbed starts add is measured in docs/solvers.md.
+    Not part of a solve's time: call it on a solution."""
+    from controldl.solvers.base import as_params
+
+    solver = EMSA() if solver is None else solver
+    form = problem.formulation
+    dtype = DTYPES[solver.dtype]
+    params = Params(*(parallel.device_array(v, dtype) for v in as_params(problem, params)))
+    knobs = solver.knobs(dtype)
+    layer, readout = solver.inner_solvers(problem)
+    config = Config(solver.extended, layer, readout, int(solver.inner_steps), None)
+    args = (params, knobs, problem.initial_states(dtype), problem.targets(dtype),
+            jax.random.PRNGKey(seed))
+    probe = IT.Probe(int(starts), float(scale), int(steps))
+    gaps, rgap = IT.compiled_gap_probe(form, config, probe, args)(form, *args)
+    return HamiltonianGap(np.asarray(gaps, np.float64).tolist(), float(rgap), int(starts),
+                          float(scale), int(steps), int(seed))
