@@ -32,6 +32,9 @@ ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "softplus", "identity
 DENSE_MODELS: tuple[str, ...] = ("resnet", "mlp", "inside")
 """The models with dense controls ``A_t`` (d, d), ``b_t`` (d,)."""
 MODELS: tuple[str, ...] = (*DENSE_MODELS, "conv")
+CONTROL_SETS: tuple[str, ...] = ("real", "binary", "ternary")
+"""The sets of the controls' entries: real numbers, ``α_t·{−1, +1}``, ``α_t·{−1, 0, +1}``
+(:mod:`controldl.problem.discrete`)."""
 READOUTS: tuple[str, ...] = ("flatten", "pool")
 """The convolutional model's readout features: the whole state, or the channels' means."""
 LOSSES: tuple[str, ...] = ("logistic", "cross_entropy", "sigmoid_mse", "squared")

@@ -154,7 +154,8 @@ def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
               "train_readout": False, "lipschitz_bound": 0.5, "box_bound": 3.0}
     conv = {"model": "conv", "width": 3 * 64, "channels": 3, "kernel_size": 5,
             "readout": "pool", "loss": "cross_entropy"}  # the image model's own keys
-    assert set(values) | set(conv) == set(FORMULATION_KEYS)  # a new key gets a value here
+    discrete = {"controls": "ternary", "sparsity": 0.5}  # no constraint on a discrete set
+    assert set(values) | set(conv) | set(discrete) == set(FORMULATION_KEYS)  # every key
 
     def parsed(values: dict, *data: str) -> dict:
         argv = ["train", "--n-samples", "20", *data]
@@ -166,6 +167,7 @@ def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
 
     assert parsed(values) == values
     assert parsed(conv, "--dataset", "digits", "--n-samples", "100") == conv
+    assert parsed(discrete) == discrete
 
 
 def _data_file(tmp_path, case):

@@ -19,6 +19,9 @@ formulas come from :mod:`controldl.model`; this package assembles them over samp
 - :mod:`~controldl.problem.cost`: ``J``, assembled once;
 - :mod:`~controldl.problem.pontryagin`: the Hamiltonian, the costates, the gradient;
 - :mod:`~controldl.problem.constraints`: the projection and ``h·‖A_t‖₂``;
+- :mod:`~controldl.problem.discrete`: binary and ternary controls (the scale, the
+  projection, the sparsity term, the entrywise maximization, the straight-through
+  estimator);
 - :mod:`~controldl.problem.stationarity`: the first-order measure every solver reports.
 """
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from controldl import model
 from controldl.data import Dataset
-from controldl.model import ACTIVATIONS, LOSSES, MODELS, READOUTS
+from controldl.model import ACTIVATIONS, CONTROL_SETS, LOSSES, MODELS, READOUTS
 
 
 class Params(NamedTuple):
@@ -154,6 +154,12 @@ class Formulation:
                                   "(default 3)", from_data=True)
     readout: str = key("flatten", "choice", "conv: the readout's input, the whole state "
                        "(flatten) or each channel's mean (pool)", choices=READOUTS)
+    controls: str = key("real", "choice", "the set of every entry of A_t (a conv kernel's "
+                        "too): real; binary α_t·{−1,+1}; ternary α_t·{−1,0,+1}, with "
+                        "α_t = 1/√fan_in fixed (b_t and the readout stay real)",
+                        choices=CONTROL_SETS)
+    sparsity: float = key(0.0, "weight", "ternary controls: weight s of s·h·Σ_t nnz(A_t), the "
+                          "number of non-zero entries, in J")
     image_shape: tuple[int, int, int] | None = None
 
     @property
@@ -163,6 +169,12 @@ class Formulation:
             return None
         _, H, W = self.image_shape
         return model.ConvGeometry(int(self.channels), int(H), int(W), int(self.kernel_size))
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the entries of ``A_t`` take values in a discrete set (``controls``
+        binary or ternary, :mod:`controldl.problem.discrete`)."""
+        return self.controls != "real"
 
     @property
     def feature_dim(self) -> int:
@@ -212,7 +224,8 @@ class Formulation:
         return dataclasses.asdict(self)
 
 
-WEIGHT_KEYS: tuple[str, ...] = ("l2", "l1", "smooth", "running", "readout_l2", "terminal")
+WEIGHT_KEYS: tuple[str, ...] = ("l2", "l1", "smooth", "running", "readout_l2", "terminal",
+                                 "sparsity")
 """The cost weights; with ``horizon`` and the bounds they are the traced numbers."""
 
 TRACED_KEYS: tuple[str, ...] = ("horizon", *WEIGHT_KEYS, "lipschitz_bound", "box_bound")
@@ -331,6 +344,7 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
         values["width"] = wanted
     if values["width"] < n:
         raise ValueError(f"width {values['width']} is smaller than the input dimension {n}")
+    _check_controls(values)
     if values["terminal"] == 0 and values["running"] == 0:
         raise ValueError("terminal 0 and running 0 leave no loss in the cost; give a "
                          "running weight > 0 for a purely integral cost")
@@ -338,6 +352,21 @@ def make_formulation(data: Dataset, **options: Any) -> Formulation:
         n_inputs=n, n_outputs=_output_dim(data, values["loss"]), task=data.task,
         n_classes=data.n_classes if data.task == "classification" else None, **values,
         **conv)
+
+
+def _check_controls(values: dict[str, Any]) -> None:
+    """A sparsity weight only with ternary controls; no constraint on a discrete set (the
+    box and the Lipschitz bound are projections onto convex sets of real matrices)."""
+    if values["sparsity"] > 0 and values["controls"] != "ternary":
+        raise ValueError(f"sparsity weighs the non-zero entries of ternary controls; with "
+                         f"controls={values['controls']} give sparsity 0 or controls=ternary")
+    bounds = [k for k in ("lipschitz_bound", "box_bound") if values[k] is not None]
+    if values["controls"] != "real" and bounds:
+        verb = "constrain" if len(bounds) > 1 else "constrains"
+        raise ValueError(f"{' and '.join(bounds)} {verb} real controls; controls="
+                         f"{values['controls']} fixes every entry of A_t to ±α_t"
+                         f"{' or 0' if values['controls'] == 'ternary' else ''}: drop "
+                         f"{' and '.join(bounds)}")
 
 
 def _conv_options(data: Dataset, mdl: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -297,8 +297,11 @@ def as_params(problem: Problem, init: Any) -> Params:
                              "(width, layers and outputs must match)")
         if not np.all(np.isfinite(np.asarray(getattr(init, k)))):
             raise ValueError(f"warm start: {k} contains NaN or infinity")
-    return P.project(problem.formulation,
-                     Params(*(parallel.device_array(v, np.float64) for v in init)))
+    form = problem.formulation
+    params = P.project(form, Params(*(parallel.device_array(v, np.float64) for v in init)))
+    if form.discrete:  # onto the set (the identity for a discrete solution)
+        params = params._replace(A=P.discrete.project(form, params.A))
+    return params
 
 
 def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float | None,
@@ -462,7 +465,12 @@ def _solution(problem: Problem, result: RunResult, monitor: Monitor, start: _Sta
     if start.resumed is not None:
         result.stats["resumed_from_iteration"] = start.resumed.iteration
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
-    terms, train_acc, test_acc, residual = _evaluation(problem, final, with_stationarity=True)
+    form = problem.formulation
+    if form.discrete:  # α·s exactly, whatever the solver's precision; no stationarity
+        final = P.discrete.exact(form, final)
+        result.stats["zero_fraction"] = P.discrete.zero_fraction(final.A)
+    terms, train_acc, test_acc, residual = _evaluation(problem, final,
+                                                       with_stationarity=not form.discrete)
     status = result.status
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED
