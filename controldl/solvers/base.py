@@ -260,6 +260,26 @@ class Solver(abc.ABC):
         """A short human-readable name (e.g. ``gd/adam``)."""
         return self.name
 
+    controls: ClassVar[tuple[str, ...]] = ("real",)
+    """The control sets (``Formulation.controls``) this solver solves; :meth:`check_problem`
+    refuses the others."""
+
+    def check_problem(self, problem: Problem) -> None:
+        """Raise ``ValueError`` (one line) when this solver cannot solve ``problem``: here,
+        a control set outside :attr:`controls` (a solver for real controls cannot
+        maximize over a discrete set)."""
+        sets = problem.formulation.controls
+        if sets not in self.controls:
+            raise ValueError(f"solver {self.name!r} solves controls={'/'.join(self.controls)}, "
+                             f"not controls={sets}: {self.refusal(sets)}")
+
+    def refusal(self, controls: str) -> str:
+        """What to do instead when :meth:`check_problem` refuses ``controls``."""
+        if controls == "real":
+            return "use msa, emsa or gd for real controls"
+        return ("the Hamiltonian's maximization over a discrete set is Li & Hao's "
+                "discrete-msa; gradient descent (gd) uses the straight-through estimator")
+
     @abc.abstractmethod
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         """Minimize ``J`` from ``params``; call ``monitor.record`` every iteration and stop
@@ -420,6 +440,7 @@ def solve(
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
     solver = as_solver(solver)
+    solver.check_problem(problem)
     rules = {"max_iter": max_iter, "max_time": max_time, "target_cost": target_cost,
              "tol": tol}
     if checkpoint_every_s is not None and not solver.resumable:
