@@ -4,6 +4,14 @@ One iteration: ``g = ∇J(θ_k)`` by reverse-mode autodiff (full batch, or a min
 estimate), ``θ_{k+1} = Π(θ_k + update(g))`` where ``update`` is the optax optimizer and
 ``Π`` the projection onto the constraints (:func:`controldl.problem.project`). The step
 is compiled once per (formulation, optimizer, shapes) and reused by later solves.
+
+On a discrete formulation (``controls`` binary or ternary) gradient descent is the
+straight-through estimator (:func:`controldl.problem.discrete.straight_through`): the
+iterate's ``A`` holds latent weights ``u`` in units of ``α``, the forward pass sees
+``α·q(u)`` (BinaryConnect's sign, or the ternary-weight-network threshold), the optimizer
+steps ``u`` with ``∂J/∂u = α·∂J/∂A`` and ``Π`` clips ``u`` to ``[−1, 1]``; the solution
+holds the projected weights ``α·q(u)``. First-order optax optimizers only (L-BFGS's line
+search needs a continuous objective).
 """
 
 from __future__ import annotations
@@ -158,12 +166,13 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     batch = solver.batch_size
     remat = solver.checkpoint_every
     N = args[1].shape[0]
+    seen = _forward_params(form)
 
     def iteration(form, params, opt_state, X0, Y, y, key):
         if batch is not None:  # the full batch draws nothing: its key passes through
             key, sub = jax.random.split(key)  # the batch is sharded like the data
             X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
-        f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
+        f = lambda p: P.cost_and_outputs(form, seen(p), X0, Y, remat)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
             g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
@@ -176,9 +185,13 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         else:
             updates, opt_state = opt.update(g, opt_state, params)
         new = P.project(form, optax.apply_updates(params, updates))
+        if form.discrete:  # BinaryConnect's clip of the latent weights
+            new = new._replace(A=jnp.clip(new.A, -1.0, 1.0))
         if not form.train_readout:
             new = new._replace(W=params.W, c=params.c)
-        residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
+        residual = (jnp.full((), jnp.nan, J.dtype) if form.discrete  # no gradient on a set
+                    else P.stationarity_from_gradient(form, params,
+                                                      _smooth_part(form, params, g)))
         acc = P.accuracy_or_zero(form, z, y)
         return new, opt_state, key, jnp.stack([J, acc, residual, work])
 
@@ -196,6 +209,14 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
         return compile_or_load(iteration, lower_args, key)
 
 
+def _forward_params(form: P.Formulation) -> Any:
+    """What the forward pass sees of the iterate: itself, or on a discrete formulation the
+    straight-through estimator's ``α·q(u)`` of the latent weights ``u``."""
+    if form.discrete:
+        return lambda p: P.discrete.straight_through(form, p)
+    return lambda p: p
+
+
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
     """``∇f = ∇J − ∇(l1 term)``: the gradient of J's smooth part from autodiff's gradient
     of J (whose l1 part is ``β·h·sign(θ)``); ``g`` itself without l1."""
@@ -208,8 +229,10 @@ def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
 def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
     """The compiled full-batch cost and accuracy (for mini-batch runs and the last entry)."""
 
+    seen = _forward_params(form)
+
     def full(form, params, X0, Y, y):
-        J, z = P.cost_and_outputs(form, params, X0, Y)
+        J, z = P.cost_and_outputs(form, seen(params), X0, Y)
         return J, P.accuracy_or_zero(form, z, y)
 
     key = ("gd-full-cost", form.static_key(), signature(args))
@@ -251,6 +274,7 @@ class GradientDescent(Solver):
                                "``last_iteration``/``last_cost``.")
 
     name: ClassVar[str] = "gd"
+    controls: ClassVar[tuple[str, ...]] = ("real", "binary", "ternary")
     default_max_iter: ClassVar[int] = 5000
     tolerance_option: ClassVar[str | None] = "grad_tol"
     stop_on_growth: ClassVar[bool] = True
@@ -264,6 +288,15 @@ class GradientDescent(Solver):
 
     def label(self) -> str:
         return f"gd/{self.optimizer}"
+
+    def check_problem(self, problem: Problem) -> None:
+        """On a discrete formulation, a first-order optimizer (the straight-through
+        estimator); L-BFGS's line search needs a continuous objective."""
+        super().check_problem(problem)
+        if problem.formulation.discrete and self.optimizer == "lbfgs":
+            raise ValueError(f"gd on controls={problem.formulation.controls} is the "
+                             "straight-through estimator, for first-order optimizers: lbfgs's "
+                             "line search needs a continuous objective (use adam or sgd)")
 
     def structure(self) -> tuple:
         """What a compiled step depends on: the optimizer's kind, the schedule (with its
@@ -309,6 +342,8 @@ class GradientDescent(Solver):
         dtype = DTYPES[self.dtype]
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(parallel.device_array(v, dtype) for v in params))
+        if form.discrete:  # the straight-through estimator's latent weights u = A/α
+            params = params._replace(A=P.discrete.latent(form, params.A))
         # The mini-batches' key (the full batch draws nothing: a constant placeholder).
         key = (np.zeros(2, np.uint32) if self.batch_size is None
                else jax.random.PRNGKey(0))
@@ -335,6 +370,9 @@ class GradientDescent(Solver):
                  "last_iteration": last.iteration, "last_cost": last.cost,
                  "devices": parallel.describe(mesh)}
         returned = best.params if use_best else last.params
+        if form.discrete:  # the projected weights α·q(u)
+            returned = P.discrete.from_latent(form, returned)
+            stats["estimator"] = P.discrete.ESTIMATORS[form.controls]
         return RunResult(returned, run.status, run.iterations, stats)
 
 
