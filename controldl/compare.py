@@ -65,6 +65,11 @@ LEFT_OUT_NOTE: str = (
     "not at the tolerance, which it approaches sublinearly.")
 """What the report of a default comparison says about the solvers it leaves out."""
 
+DISCRETE_SPECS: tuple[str, ...] = ("adam", "discrete-msa")
+"""The default line-up of a problem with binary or ternary controls: gradient descent with
+Adam (the straight-through estimator) and Li & Hao's discrete MSA (the other solvers
+refuse a discrete set)."""
+
 DEFAULT_MAX_TIME: float = 25.0
 """The default time cap of each row, in seconds (compilation included)."""
 
@@ -75,9 +80,12 @@ __all__ = ["Comparison", "DEFAULT_SPECS", "Row", "Spec", "compare", "default_spe
            "parse_spec", "parse_specs", "table_markdown", "write_report"]
 
 
-def default_specs() -> list[str]:
-    """The default line-up: every spec of :data:`DEFAULT_SPECS` whose solver is available."""
+def default_specs(problem: Problem | None = None) -> list[str]:
+    """The default line-up: every spec of :data:`DEFAULT_SPECS` whose solver is available
+    (:data:`DISCRETE_SPECS` for a problem with discrete controls)."""
     have = set(solvers.available())
+    if problem is not None and problem.formulation.discrete:
+        return [s for s in DISCRETE_SPECS if solver_name(s.split(":", 1)[0]) in have]
     pmp = next((name for name in PMP_CHOICES if name in have), None)
     specs = [s.format(pmp=pmp) for s in DEFAULT_SPECS if pmp is not None or "{pmp}" not in s]
     return [s for s in specs if solver_name(s.split(":", 1)[0]) in have]
@@ -274,7 +282,9 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     final cost of the run. ``cold``: clear the compile caches before each row (see the
     module docstring); ``False`` lets a row reuse what an earlier one compiled.
     """
-    parsed = parse_specs(list(default_specs() if not specs else specs))
+    parsed = parse_specs(list(default_specs(problem) if not specs else specs))
+    for p in parsed:  # every refusal before anything runs
+        p.make().check_problem(problem)
     solutions: dict[str, Solution] = {}
     for p in parsed:
         solver = _with_tolerance(p, tol)

@@ -12,7 +12,7 @@ HELP = "compare solvers on one problem: a table, figures and a short report"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from controldl.compare import DEFAULT_MAX_TIME, default_specs
+    from controldl.compare import DEFAULT_MAX_TIME, DISCRETE_SPECS, default_specs
 
     p = sub.add_parser(
         "compare", help=HELP,
@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solvers", default=None, metavar="SPEC,SPEC,...",
                    help="solver specs name[:key=value...], e.g. adam:lr=0.03, emsa, "
                         "casadi:transcription=multiple, casadi:from=adam (warm start from an "
-                        f"earlier row). Default: {','.join(default_specs())}; plain sgd is "
+                        f"earlier row). Default: {','.join(default_specs())} "
+                        f"({','.join(DISCRETE_SPECS)} with --controls binary or ternary); "
+                        "plain sgd is "
                         "left out (it does not reach the tolerance in time), and so is casadi "
                         "from the shared start (slower than adam + polish, and it stops at "
                         "another local minimum)")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                               "use a spec with from=LABEL to warm-start one from another")
     problem = common.problem_from_args(args)
     specs = [s for s in (args.solvers or "").split(",") if s.strip()] or None
-    parse_specs(specs or default_specs())  # every spec checked before anything runs
+    parse_specs(specs or default_specs(problem))  # every spec checked before anything runs
     kw = common.solve_kwargs(args)
     kw.pop("init")
     print(f"problem: {problem.describe()}", file=sys.stderr, flush=True)

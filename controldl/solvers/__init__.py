@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "msa": "controldl.solvers.pmp:MSA",
     "emsa": "controldl.solvers.pmp:EMSA",
     "pmp-newton": "controldl.solvers.pmp.newton:PMPNewton",
+    "discrete-msa": "controldl.solvers.pmp.discrete:DiscreteMSA",
     "casadi": "controldl.solvers.direct:CasadiDirect",
 }
 
