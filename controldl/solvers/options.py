@@ -95,15 +95,27 @@ def devices_option() -> Any:
                   "result equals the single-device one. None: one device.", low=1)
 
 
-def batch_size_option(note: str = "With mini-batches the history records the full cost "
-                      "once per epoch.") -> Any:
-    """The ``batch_size`` option of the solvers that take mini-batches."""
-    return option(None, f"mini-batch size (None: full batch). {note}", low=1)
+def batch_size_option(note: str = "") -> Any:
+    """The ``batch_size`` option of the solvers that take mini-batches (the batches and
+    the epochs: :mod:`controldl.solvers.epochs`)."""
+    return option(None, "mini-batch size B (None: full batch). An epoch is ⌊N/B⌋ batches "
+                  "taken in order from a permutation of the samples drawn per epoch; the N "
+                  "mod B samples left over are skipped in that epoch. The history records "
+                  "the full cost and the test accuracy once per epoch."
+                  + (f" {note}" if note else ""), low=1)
 
 
 def batch_seed_option() -> Any:
     """The ``batch_seed`` option of the solvers that draw mini-batches."""
-    return option(0, "seed of the mini-batch draws.", low=0)
+    return option(0, "seed of the mini-batch order: epoch e's permutation is drawn from "
+                  "(batch_seed, e).", low=0)
+
+
+def record_every_option() -> Any:
+    """The ``record_every`` option of the solvers that iterate over the data."""
+    return option(None, "also record the full training cost and the test accuracy every "
+                  "this many iterations (batches) inside an epoch; on the full batch, the "
+                  "test accuracy every this many iterations (None: once per epoch).", low=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,7 @@ import numpy as np
 from controldl import parallel
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.epochs import Epochs, iterations_per_epoch
 from controldl.solvers.options import (
     DTYPES,
     batch_seed_option,
@@ -182,6 +183,9 @@ class PMPNewton(Solver):
             raise ValueError(f"need rho_min <= rho <= rho_max, got {self.rho_min}, "
                              f"{self.rho}, {self.rho_max}")
 
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
+
     def structure(self) -> NS.Structure:
         """The structural options (static in the compiled step)."""
         return NS.Structure(curvature=self.curvature, inner_steps=int(self.inner_steps),
@@ -240,9 +244,9 @@ class _Loop:
                  monitor: Monitor) -> None:
         self.solver, self.step, self.data, self.monitor = solver, step, data, monitor
         self.classify = problem.formulation.task == "classification"
-        N = problem.data.n_train
-        self.batched = solver.batch_size is not None
-        self.epoch = max(N // solver.batch_size, 1) if self.batched else 1
+        self.epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed)
+        self.batched = self.epochs.batched
+        self.epoch = self.epochs.per_epoch
         self.shape = solver.work_shape(problem)
         self.knobs = solver.knobs()
         self.tally = _Tally()
@@ -294,8 +298,8 @@ class _Loop:
         k = 0
         while True:
             recorded = not self.batched or (k + 1) % self.epoch == 0 or k + 1 == max_iter
-            key = np.asarray([s.batch_seed, k], np.uint32)
-            out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
+            rows = self.epochs.rows(k)
+            out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, rows,
                             np.bool_(k == 0 or recorded), np.bool_(k == 0))
             info = _Info.of(out)
             if k == 0:
