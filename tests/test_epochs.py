@@ -202,3 +202,28 @@ def test_train_epochs_2_interrupted_after_the_first_epoch_resumes_to_the_same_ru
     for k in ("A", "b", "W", "c"):
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-12)
 
+
+def _images(dtype, n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    X = (rng.normal(size=(n, 1, 6, 6)) + y[:, None, None, None]).astype(dtype)
+    return cdl.Dataset(X, y)
+
+
+def test_image_data_stored_in_float32_defaults_to_float32_and_the_user_can_override():
+    from controldl.solvers.options import default_dtype
+
+    assert default_dtype(_images(np.float32)) == "float32"
+    assert default_dtype(_images(np.float64)) == "float64"  # digits' standardized pixels
+    assert default_dtype(cdl.data.ring(20, seed=0)) == "float64"
+    flat = _images(np.float32)
+    assert default_dtype(cdl.Dataset(flat.X_train.reshape(48, -1), flat.y_train)) == "float64"
+    problem = cdl.Problem(_images(np.float32), model="conv", channels=2, layers=2)
+    single = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05, batch_size=16), epochs=2)
+    double = cdl.solve(problem, cdl.GradientDescent("adam", lr=0.05, batch_size=16,
+                                                    dtype="float64"), epochs=2)
+    assert single.stats["dtype"] == "float32" and double.stats["dtype"] == "float64"
+    emsa = cdl.solve(problem, EMSA(batch_size=16, inner_steps=2), max_iter=2)
+    assert emsa.stats["dtype"] == "float32"
+    np.testing.assert_allclose([h["cost"] for h in single.history],
+                               [h["cost"] for h in double.history], rtol=1e-4)

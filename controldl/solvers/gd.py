@@ -32,7 +32,6 @@ from controldl.solvers.base import (
 )
 from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
@@ -40,6 +39,7 @@ from controldl.solvers.options import (
     dtype_option,
     option,
     record_every_option,
+    resolve_dtype,
 )
 from controldl.status import Status
 
@@ -230,7 +230,7 @@ class GradientDescent(Solver):
                              "without l1 and constraints) is at most ``grad_tol``; the common "
                              "tolerance ``tol`` of :func:`controldl.solve` stops it too. Full "
                              "batch only.", low=0)
-    dtype: str = dtype_option()
+    dtype: str | None = dtype_option()
     momentum: float | None = option(None, "passed to optimizers that take it (sgd).",
                                     traced=True)
     devices: int | None = devices_option()
@@ -301,7 +301,7 @@ class GradientDescent(Solver):
 
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
-        dtype = DTYPES[self.dtype]
+        dtype = resolve_dtype(self.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = parallel.replicate(mesh, Params(*(parallel.device_array(v, dtype)
                                                    for v in params)))
@@ -325,6 +325,7 @@ class GradientDescent(Solver):
                  "returned": "best" if use_best else "last",
                  "best_iteration": best.iteration, "best_cost": best.cost,
                  "last_iteration": last.iteration, "last_cost": last.cost,
+                 "dtype": np.dtype(dtype).name,
                  "devices": parallel.describe(mesh)}
         returned = best.params if use_best else last.params
         return RunResult(returned, run.status, run.iterations, stats)

@@ -86,7 +86,25 @@ def option(default: Any, help: str, *, low: float | None = None, high: float | N
 
 def dtype_option() -> Any:
     """The ``dtype`` option the JAX solvers share."""
-    return option("float64", "float64 (default) or float32.", choices=tuple(DTYPES))
+    return option(None, "float64 or float32; None: the data's default (float32 for images "
+                  "stored in single precision, such as MNIST; float64 otherwise: "
+                  "controldl.solvers.options.default_dtype).", choices=tuple(DTYPES))
+
+
+def default_dtype(data: Any) -> str:
+    """The one place where the JAX solvers' default precision is decided (their ``dtype``
+    option left ``None``): ``"float32"`` for image data stored in single precision (inputs
+    ``(N, C, H, W)`` of float32, as :func:`controldl.data.mnist` gives), ``"float64"``
+    otherwise (the generated 2-D problems, tabular files, and scikit-learn's digits, whose
+    standardized pixels are float64). A given ``dtype`` overrides it."""
+    single = np.asarray(data.X_train).dtype == np.float32
+    return "float32" if single and data.image_shape is not None else "float64"
+
+
+def resolve_dtype(dtype: str | None, data: Any) -> Any:
+    """The NumPy dtype of a ``dtype`` option: itself, or :func:`default_dtype` of
+    ``data`` when ``None``."""
+    return DTYPES[default_dtype(data) if dtype is None else dtype]
 
 
 def devices_option() -> Any:

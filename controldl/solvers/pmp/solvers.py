@@ -31,7 +31,6 @@ from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
 from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
@@ -39,6 +38,7 @@ from controldl.solvers.options import (
     dtype_option,
     option,
     record_every_option,
+    resolve_dtype,
 )
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import inner as I
@@ -91,7 +91,7 @@ class PontryaginSolver(Solver):
     batch_size: int | None = batch_size_option()
     batch_seed: int = batch_seed_option()
     record_every: int | None = record_every_option()
-    dtype: str = dtype_option()
+    dtype: str | None = dtype_option()
     devices: int | None = devices_option()
     checkpoint_every: int | None = option(
         None, "bounded memory: keep the states only every this many layers and maximize "
@@ -172,11 +172,16 @@ class OuterLoop:
     epochs: Epochs
     full: FullData
 
+    @property
+    def dtype(self) -> Any:
+        """The precision of the iterations (:func:`~controldl.solvers.options.resolve_dtype`)."""
+        return resolve_dtype(self.solver.dtype, self.problem.data)
+
     @classmethod
     def build(cls, solver: PontryaginSolver, problem: Problem, params: Params,
               monitor: Monitor) -> OuterLoop:
         form = problem.formulation
-        dtype = DTYPES[solver.dtype]
+        dtype = resolve_dtype(solver.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
         params, knobs = _placed(mesh, params, solver.knobs(dtype), dtype)
         layer, readout = solver.inner_solvers(problem)
@@ -195,7 +200,7 @@ class OuterLoop:
                    epochs, full)
 
     def init(self, params: Params) -> LoopState:
-        dtype = DTYPES[self.solver.dtype]
+        dtype = self.dtype
         params, knobs = _placed(self.mesh, params, self.solver.knobs(dtype), dtype)
         return LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
 
@@ -203,7 +208,7 @@ class OuterLoop:
         """A saved state (NumPy leaves) with its iterate and knobs placed as :meth:`init`
         places them (the batch of iteration ``k`` follows from ``batch_seed`` and ``k``)."""
         params, knobs = _placed(self.mesh, saved.params, saved.knobs,
-                                DTYPES[self.solver.dtype])
+                                self.dtype)
         return saved._replace(params=params, knobs=knobs)
 
     def step(self, state: LoopState) -> tuple[Params, StepInfo]:
@@ -295,6 +300,7 @@ class OuterLoop:
             "rho": float(state.knobs.rho),
             "mu": float(state.knobs.mu),
             "devices": parallel.describe(self.mesh),
+            "dtype": np.dtype(self.dtype).name,
         }
         return RunResult(state.params, status, state.iteration, stats)
 
