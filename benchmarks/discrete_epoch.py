@@ -32,10 +32,12 @@ import jax
 import numpy as np
 
 import controldl as cdl
+from controldl import parallel
 from controldl.problem import discrete as D
 from controldl.problem import init_params
 from controldl.solvers import gd as G
 from controldl.solvers.base import Monitor, Stopping, training_arrays
+from controldl.solvers.epochs import Epochs
 from controldl.solvers.pmp import discrete as DM
 
 BATCH = 100
@@ -47,14 +49,18 @@ def binaryconnect(problem: cdl.Problem, params: Any, lr: float) -> Any:
     form = problem.formulation
     solver = G.GradientDescent("adam", lr=lr, batch_size=BATCH, dtype="float32")
     X0, Y, y, _ = training_arrays(problem, np.float32, BATCH, None)
-    state = [params._replace(A=D.latent(form, params.A)), None, jax.random.PRNGKey(0)]
+    order = Epochs.of(problem, BATCH).order
+    state = [params._replace(A=D.latent(form, params.A)), None, 0]
     state[1] = G._compiled_init(solver, 0, state[0])
-    step = G._compiled_step(form, solver, 0, (state[0], X0, Y, y, state[2]))
+    step = G._compiled_step(form, solver, 0, (state[0], X0, Y, y,
+                                              parallel.device_array(order.rows(0))))
 
     def run(k: int) -> None:
         for _ in range(k):
-            state[0], state[1], state[2], out = step(state[0], state[1], X0, Y, y, state[2])
+            rows = parallel.device_array(order.rows(state[2]))
+            state[0], state[1], out = step(state[0], state[1], X0, Y, y, rows)
             np.asarray(out)
+            state[2] += 1
 
     return run
 
@@ -71,7 +77,7 @@ def discrete_msa(problem: cdl.Problem, params: Any, lr: float) -> Any:
         for _ in range(k):
             i = state[3]
             state[0], state[1], state[2], info = loop.step(form, *state[:3], loop.knobs(i),
-                                                           *loop.arrays, loop._key(i))
+                                                           *loop.arrays, loop.rows(i))
             jax.device_get(tuple(info))
             state[3] = i + 1
 

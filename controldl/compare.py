@@ -271,13 +271,17 @@ def _factor_of_lowest_final(solutions: dict[str, Solution]) -> float | None:
 
 def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int = 0,
             init_scheme: str = "normal", max_iter: int | None = None,
-            max_time: float | None = DEFAULT_MAX_TIME, target_cost: float | None = None,
+            epochs: int | None = None, max_time: float | None = DEFAULT_MAX_TIME,
+            target_cost: float | None = None,
             tol: float | None = COMMON_TOL, cold: bool = True, progress: bool = False,
             log: Any = None) -> Comparison:
     """Solve ``problem`` with every spec (see the module docstring) and collect the results.
 
     Every solver stops at the common stationarity tolerance ``tol``, at ``max_time``
-    seconds or at ``target_cost`` when given. ``target_cost`` is also the target of the
+    seconds or at ``target_cost`` when given; ``epochs`` limits every row whose solver
+    iterates over the data (:meth:`~controldl.solvers.base.Solver.iterations_per_epoch`)
+    to that many passes, unless its spec sets ``max_iter`` (the others keep their
+    limit). ``target_cost`` is also the target of the
     time-to-target column; without it the target is :data:`TARGET_FACTOR` × the lowest
     final cost of the run. ``cold``: clear the compile caches before each row (see the
     module docstring); ``False`` lets a row reuse what an earlier one compiled.
@@ -290,9 +294,12 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
         solver = _with_tolerance(p, tol)
         if cold:
             clear_compile_caches()
+        by_epochs = (epochs is not None and p.max_iter is None
+                     and solver.iterations_per_epoch(problem) is not None)
         sol = solvers.solve(problem, solver, init=solutions.get(p.warm_from), seed=seed,
-                            init_scheme=init_scheme,
-                            max_iter=p.max_iter if p.max_iter is not None else max_iter,
+                            init_scheme=init_scheme, epochs=epochs if by_epochs else None,
+                            max_iter=(None if by_epochs else p.max_iter
+                                      if p.max_iter is not None else max_iter),
                             max_time=max_time, tol=tol, progress=progress,
                             target_cost=_row_target(p, target_cost, solutions))
         solutions[p.label] = sol

@@ -56,7 +56,7 @@ def _jax_ops() -> SimpleNamespace:
         rows=lambda x, C: jnp.reshape(x, (C, -1)),
         flat=jnp.ravel,
         column=lambda v: jnp.reshape(v, (-1, 1)),
-        ones=lambda r, c: jnp.ones((r, c)),
+        ones=lambda r, c: np.ones((r, c), np.float32),  # exact; promotes to the operand
         pad_image=_jax_pad_image,
         window=_jax_window,
     )

@@ -254,8 +254,10 @@ def test_discrete_msa_resumes_exactly(tmp_path):
 
 def test_discrete_msa_decreases_the_cost_and_records_flips_and_zeros():
     pb = _problem("binary")
-    sol = cdl.solve(pb, DM.DiscreteMSA(lr=0.03), max_iter=60)
+    sol = cdl.solve(pb, DM.DiscreteMSA(lr=0.05, batch_size=10, ema_rate=0.9), epochs=20)
     h = sol.history
+    per = pb.data.n_train // 10
+    assert [e["iteration"] for e in h] == list(range(0, 20 * per + 1, per))  # every epoch
     assert h[-1]["cost"] < 0.8 * h[0]["cost"]
     assert sum(e["flips"] for e in h) > 0 and h[0]["zero_fraction"] == 0.0
     assert all(e["test_accuracy"] is not None for e in h)

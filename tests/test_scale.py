@@ -42,11 +42,11 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
         X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
                                           jax.numpy.asarray(p.data.y_train))
         params, key = parallel.replicate(mesh, (cdl.init_params(p.formulation, seed=0),
-                                                jax.random.PRNGKey(0)))
+                                                parallel.device_array(parallel.NO_ROWS)))
         builds = compile_count()
         step = _compiled_step(p.formulation, solver, 0, (params, X0, Y, y, key))
         shardings = jax.tree.leaves(step.func.input_shardings[0])
-        x0_sharding = shardings[-4]  # (form, params, opt_state, X0, Y, y, key): X0
+        x0_sharding = shardings[-3]  # (form, params, opt_state, X0, Y, y): X0 (rows unused)
         shardings = shardings[len(jax.tree.leaves(p.formulation)):]  # params first
         print(json.dumps({"one": one.cost["total"], "four": four.cost["total"],
                           "shards": [s.data.shape[0] for s in X0.addressable_shards],
@@ -112,7 +112,7 @@ def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_pa
                                           jax.numpy.asarray(p.data.y_train))
         params, knobs, key = parallel.replicate(mesh, (
             cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
-            jax.numpy.zeros((2,), jax.numpy.uint32)))
+            parallel.device_array(parallel.NO_ROWS)))
         layer, readout = solver.inner_solvers(p)
         config = Config(True, layer, readout, solver.inner_steps, None)
         builds = compile_count()
@@ -173,11 +173,11 @@ def test_minibatches_on_four_devices_equal_one_device_batch_by_batch():
             runs[name].append(four.stats["devices"]["count"])
         mesh = parallel.data_mesh(4)
         X0, = parallel.shard_samples(mesh, p.initial_states())
-        key = parallel.replicate(mesh, jax.random.PRNGKey(3))
-        draw = jax.jit(lambda k, x: parallel.draw_batch(k, 64, x)[0])
+        key = parallel.replicate(mesh, parallel.BatchOrder(120, 64, seed=3).rows(0))
+        draw = jax.jit(lambda k, x: parallel.draw_batch(k, x)[0])
         with parallel.on_mesh(mesh):
             sharded = draw.lower(key, X0).compile()(key, X0)
-        plain = jax.jit(lambda k, x: parallel.draw_batch(k, 64, x)[0])(key, X0)
+        plain = jax.jit(lambda k, x: parallel.draw_batch(k, x)[0])(key, X0)
         runs["shards"] = [s.data.shape[0] for s in sharded.addressable_shards]
         runs["plain"] = [s.data.shape[0] for s in plain.addressable_shards]
         runs["same_rows"] = bool(jnp.all(sharded == plain))
@@ -230,7 +230,7 @@ def test_bounded_memory_iteration_needs_a_fraction_of_the_stored_temporaries():
     layer, readout = solver.inner_solvers(p)
     args = (cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
             p.initial_states(), p.targets(), jax.numpy.asarray(p.data.y_train),
-            jax.numpy.zeros((2,), jax.numpy.uint32))
+            np.zeros(0, np.int32))
     temp = {k: compiled_iteration(p.formulation, Config(True, layer, readout, 2, None, k),
                                   args).memory_analysis().temp_size_in_bytes
             for k in (None, default_every(64))}

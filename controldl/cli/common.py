@@ -201,11 +201,19 @@ def problem_notes(problem: Problem) -> list[str]:
 
 
 def add_stopping_flags(p: argparse.ArgumentParser, tol: float = COMMON_TOL,
-                       tol_meaning: str = "the common stationarity tolerance: converged once"
-                       ) -> None:
+                       tol_meaning: str = "the common stationarity tolerance: converged once",
+                       epochs: bool = True) -> None:
+    """The stopping rules and the initialization; ``--epochs`` (instead of
+    ``--max-iter``) unless ``epochs`` is false."""
     g = p.add_argument_group("stopping and initialization")
-    g.add_argument("--max-iter", type=int, default=None,
-                   help="iteration limit (default: the solver's own)")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--max-iter", type=int, default=None,
+                        help="iteration limit (default: the solver's own)")
+    if epochs:
+        length.add_argument("--epochs", type=nonneg_int, default=None,
+                            help="instead of --max-iter: this many passes over the training "
+                                 "samples (floor(N / batch size) iterations each with "
+                                 "mini-batches, 1 on the full batch; not for casadi)")
     g.add_argument("--max-time", type=nonneg_float, default=None,
                    help="time limit in seconds, compilation included")
     g.add_argument("--target-cost", type=finite_float, default=None,
@@ -341,5 +349,7 @@ def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_iter is not None and args.max_iter < 0:
         raise CLIError(f"--max-iter must be >= 0, got {args.max_iter}")
     return dict(init=args.warm_start, seed=args.seed, init_scheme=args.init,
-                max_iter=args.max_iter, max_time=args.max_time, target_cost=args.target_cost,
+                max_iter=args.max_iter, epochs=getattr(args, "epochs", None),
+                max_time=args.max_time,
+                target_cost=args.target_cost,
                 tol=args.tol or None, progress=bool(args.progress) and sys.stderr.isatty())

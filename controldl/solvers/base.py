@@ -157,20 +157,25 @@ class Monitor:
 
     def __init__(self, stopping: Stopping, progress: bool = False, label: str = "",
                  callback: Callable[[dict[str, Any]], Any] | None = None,
-                 stop_on_growth: bool = True, long_run: C.LongRun | None = None) -> None:
+                 stop_on_growth: bool = True, long_run: C.LongRun | None = None,
+                 per_epoch: int | None = None) -> None:
         self.stopping = stopping
         self.stop_on_growth = stop_on_growth
         self.long_run = long_run or C.LongRun()
+        self.per_epoch = per_epoch
         resumed = self.long_run.resumed
         self.start = time.perf_counter() - (resumed.elapsed_s if resumed else 0.0)
         self.compile_time_s = resumed.compile_time_s if resumed else 0.0
         self.history: list[dict[str, Any]] = list(resumed.history) if resumed else []
         self.callback = callback
         self._bar = None
+        self._label = label or "solve"
         if progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=stopping.max_iter, desc=label or "solve", unit="it",
+            batches = per_epoch is not None and per_epoch > 1
+            self._bar = tqdm(total=stopping.max_iter, desc=self._label,
+                             unit="batch" if batches else "it",
                              disable=not sys.stderr.isatty() and progress != "always",
                              leave=False)
 
@@ -199,17 +204,46 @@ class Monitor:
     def out_of_time(self) -> bool:
         return self.stopping.max_time is not None and self.elapsed() >= self.stopping.max_time
 
+    def epoch(self, iteration: int) -> float | None:
+        """``iteration / per_epoch``: the epochs done before ``iteration`` (``None`` when
+        the solver's iterations are no passes over the data)."""
+        return None if self.per_epoch is None else iteration / self.per_epoch
+
+    def poll(self, iteration: int) -> Status | None:
+        """Between two recorded iterations (a mini-batch run records the full cost once
+        per epoch): advance the progress bar to ``iteration`` and return ``interrupted``
+        once a signal was received or ``max_time`` once the time is up, else ``None``."""
+        self._progress(iteration)
+        if self.long_run.interrupt.requested:
+            return Status.INTERRUPTED
+        if self.out_of_time():
+            return Status.MAX_TIME
+        return None
+
+    def _progress(self, iteration: int, cost: float | None = None) -> None:
+        """The bar at ``iteration`` (batches, and the epoch in its description when an
+        epoch has several), with the last recorded cost."""
+        bar = self._bar
+        if bar is None:
+            return
+        if self.per_epoch is not None and self.per_epoch > 1:
+            epochs = -(-self.stopping.max_iter // self.per_epoch)
+            epoch = min(iteration // self.per_epoch + 1, max(epochs, 1))
+            bar.set_description_str(f"{self._label} epoch {epoch}/{epochs}", refresh=False)
+        if cost is not None:
+            bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
+        bar.update(int(iteration) - bar.n)
+
     def record(self, iteration: int, cost: float, train_accuracy: float | None = None,
                **extra: Any) -> str | None:
         cost = float(cost)
         entry = {"iteration": int(iteration), "time_s": self.elapsed(), "cost": cost,
                  "train_accuracy": None if train_accuracy is None else float(train_accuracy)}
+        if self.per_epoch is not None:
+            entry["epoch"] = self.epoch(int(iteration))
         entry.update(extra)
         self.history.append(entry)
-        if self._bar is not None:
-            self._bar.n = int(iteration)
-            self._bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
-            self._bar.refresh()
+        self._progress(int(iteration), cost)
         if self.callback is not None:
             self.callback(entry)
         return self._verdict(cost, entry.get("stationarity"))
@@ -279,6 +313,13 @@ class Solver(abc.ABC):
             return "use msa, emsa or gd for real controls"
         return ("the Hamiltonian's maximization over a discrete set is Li & Hao's "
                 "discrete-msa; gradient descent (gd) uses the straight-through estimator")
+
+    def iterations_per_epoch(self, problem: Problem) -> int | None:
+        """Iterations in one pass over the training samples (``⌊N / batch_size⌋`` with
+        mini-batches, 1 for a full-batch iteration: :mod:`controldl.solvers.epochs`);
+        ``None`` where an iteration is no pass over the data (IPOPT's), so ``epochs``
+        does not apply."""
+        return None
 
     @abc.abstractmethod
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
@@ -394,6 +435,7 @@ def solve(
     seed: int = 0,
     init_scheme: str = "normal",
     max_iter: int | None = None,
+    epochs: int | None = None,
     max_time: float | None = None,
     target_cost: float | None = None,
     tol: float | None = None,
@@ -417,6 +459,9 @@ def solve(
             ``max_iter`` defaults to the solver's own default, ``tol`` is the common
             stationarity tolerance). ``max_iter`` and ``max_time`` count the whole run,
             the part before a resumed checkpoint included.
+        epochs: instead of ``max_iter``, this many passes over the training samples
+            (``epochs ×`` :meth:`Solver.iterations_per_epoch` iterations; the batches and
+            what the history records: :mod:`controldl.solvers.epochs`).
         progress: show a progress bar (only on a terminal).
         callback: called with every history entry.
         resume: continue from a checkpoint (a :class:`~controldl.solvers.checkpoint.
@@ -441,18 +486,14 @@ def solve(
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
     solver = as_solver(solver)
     solver.check_problem(problem)
-    rules = {"max_iter": max_iter, "max_time": max_time, "target_cost": target_cost,
-             "tol": tol}
+    rules = {"max_iter": epochs_to_iterations(problem, solver, epochs, max_iter),
+             "max_time": max_time, "target_cost": target_cost, "tol": tol}
     if checkpoint_every_s is not None and not solver.resumable:
         raise ValueError(f"solver {solver.name!r} keeps no checkpoint: drop "
                          "checkpoint_every_s")
     start = _start(problem, solver, init, seed, init_scheme, rules, resume)
-    long_run = C.LongRun(
-        resumed=start.resumed, every_s=checkpoint_every_s,
-        directory=None if checkpoint_dir is None else Path(checkpoint_dir),
-        context=C.Context(problem, start.record, dataclasses.asdict(start.stopping), start.warm))
-    monitor = Monitor(start.stopping, progress=progress, label=solver.label(), callback=callback,
-                      stop_on_growth=solver.stop_on_growth, long_run=long_run)
+    long_run, monitor = _monitor(problem, solver, start, progress, callback,
+                                 checkpoint_dir, checkpoint_every_s)
     with long_run.interrupt.installed(tuple(signals)):
         with monitor.compiling():  # one-time setup (small compiles) before the first iteration
             params = _initial_params(problem, start, init_scheme)
@@ -465,6 +506,39 @@ def solve(
     if solution.status == Status.INTERRUPTED and long_run.interrupt.requested:
         raise C.SolveInterrupted(solution)
     return solution
+
+
+def epochs_to_iterations(problem: Problem, solver: Solver, epochs: Any,
+                         max_iter: int | None) -> int | None:
+    """``max_iter``, or ``epochs ×`` :meth:`Solver.iterations_per_epoch` iterations when
+    ``epochs`` is given, checked: an integer ``epochs >= 0``, not given with ``max_iter``,
+    for a solver whose iterations pass over the data."""
+    if epochs is None:
+        return max_iter
+    if max_iter is not None:
+        raise ValueError("give max_iter or epochs, not both")
+    if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    per_epoch = solver.iterations_per_epoch(problem)
+    if per_epoch is None:
+        raise ValueError(f"solver {solver.name!r} does not iterate over the data in epochs "
+                         "(an iteration is not a pass over the samples): give max_iter")
+    return int(epochs) * per_epoch
+
+
+def _monitor(problem: Problem, solver: Solver, start: _Start, progress: bool,
+             callback: Any, checkpoint_dir: Any, checkpoint_every_s: float | None
+             ) -> tuple[C.LongRun, Monitor]:
+    """The solve's :class:`~controldl.solvers.checkpoint.LongRun` (interruption, periodic
+    checkpoints, the resumed checkpoint) and its :class:`Monitor`."""
+    long_run = C.LongRun(
+        resumed=start.resumed, every_s=checkpoint_every_s,
+        directory=None if checkpoint_dir is None else Path(checkpoint_dir),
+        context=C.Context(problem, start.record, dataclasses.asdict(start.stopping), start.warm))
+    monitor = Monitor(start.stopping, progress=progress, label=solver.label(), callback=callback,
+                      stop_on_growth=solver.stop_on_growth, long_run=long_run,
+                      per_epoch=solver.iterations_per_epoch(problem))
+    return long_run, monitor
 
 
 def _initial_params(problem: Problem, start: _Start, init_scheme: str) -> Params:

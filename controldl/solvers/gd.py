@@ -38,13 +38,16 @@ from controldl.solvers.base import (
     signature,
     training_arrays,
 )
+from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
+    batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    record_every_option,
+    resolve_dtype,
 )
 from controldl.status import Status
 
@@ -143,7 +146,8 @@ def _init_function(solver: GradientDescent, steps: int) -> Any:
 def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
                    args: tuple) -> Any:
     """The jitted-and-compiled iteration for one structure of formulation and optimizer,
-    set of shapes and placement, called as ``step(params, opt_state, X0, Y, y, key)``.
+    set of shapes and placement, called as ``step(params, opt_state, X0, Y, y, rows)``
+    (``rows``: the batch's, :mod:`controldl.solvers.epochs`).
     Cached on what is static: the formulation's numbers (horizon, weights, bounds) and
     the optimizer's injected hyperparameters (learning rate, momentum) are arguments, so a
     learning-rate grid or a sweep of horizons at fixed L compiles once."""
@@ -154,8 +158,9 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
 
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple,
                 key: tuple) -> Any:
-    """One compiled iteration ``(params, opt_state, X0, Y, y, key) → (new, opt_state, key,
-    [J, accuracy, stationarity, work])``: ``J`` and the accuracy at ``params``, the one
+    """One compiled iteration ``(params, opt_state, X0, Y, y, rows) → (new, opt_state,
+    [J, accuracy, stationarity, work])`` on the batch of ``rows`` (all samples on the full
+    batch): ``J`` and the accuracy at ``params``, the one
     stationarity measure (:func:`controldl.problem.stationarity_from_gradient`, from the
     gradient already computed; a mini-batch estimate with ``batch_size``) and the
     iteration's work in gradient-evaluation equivalents (``batch/N`` for a mini-batch,
@@ -168,10 +173,9 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     N = args[1].shape[0]
     seen = _forward_params(form)
 
-    def iteration(form, params, opt_state, X0, Y, y, key):
-        if batch is not None:  # the full batch draws nothing: its key passes through
-            key, sub = jax.random.split(key)  # the batch is sharded like the data
-            X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
+    def iteration(form, params, opt_state, X0, Y, y, rows):
+        if batch is not None:  # the batch is sharded like the data
+            X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
         f = lambda p: P.cost_and_outputs(form, seen(p), X0, Y, remat)  # noqa: E731
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
@@ -193,17 +197,17 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
                     else P.stationarity_from_gradient(form, params,
                                                       _smooth_part(form, params, g)))
         acc = P.accuracy_or_zero(form, z, y)
-        return new, opt_state, key, jnp.stack([J, acc, residual, work])
+        return new, opt_state, jnp.stack([J, acc, residual, work])
 
     def lower_args() -> tuple:  # only when compiling: the optimizer's state's shapes
-        params, X0, Y, y, key = args
+        params, X0, Y, y, rows = args
         opt_state = jax.eval_shape(_init_function(solver, steps), params,
                                    solver.injected_numbers())  # what _compiled_init returns
         if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
             opt_state = jax.tree.map(
                 lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
                 if hasattr(s, "shape") else s, opt_state)
-        return form, params, opt_state, X0, Y, y, key
+        return form, params, opt_state, X0, Y, y, rows
 
     with parallel.on_mesh(parallel.mesh_of(args[1])):  # traced under the data's mesh
         return compile_or_load(iteration, lower_args, key)
@@ -217,6 +221,14 @@ def _forward_params(form: P.Formulation) -> Any:
     return lambda p: p
 
 
+def _projected(form: P.Formulation) -> Any:
+    """The parameters a recorded iterate is evaluated at: itself, or on a discrete
+    formulation the projected weights ``α·q(u)`` of the latent ones."""
+    if form.discrete:
+        return lambda p: P.discrete.from_latent(form, p)
+    return lambda p: p
+
+
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
     """``∇f = ∇J − ∇(l1 term)``: the gradient of J's smooth part from autodiff's gradient
     of J (whose l1 part is ``β·h·sign(θ)``); ``g`` itself without l1."""
@@ -224,20 +236,6 @@ def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
         return g
     gl1 = jax.grad(lambda A, b: P.l1_cost(form, A, b), argnums=(0, 1))(params.A, params.b)
     return g._replace(A=g.A - gl1[0], b=g.b - gl1[1])
-
-
-def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
-    """The compiled full-batch cost and accuracy (for mini-batch runs and the last entry)."""
-
-    seen = _forward_params(form)
-
-    def full(form, params, X0, Y, y):
-        J, z = P.cost_and_outputs(form, seen(params), X0, Y)
-        return J, P.accuracy_or_zero(form, z, y)
-
-    key = ("gd-full-cost", form.static_key(), signature(args))
-    compiled = COMPILED.get(key, lambda: compile_or_load(full, (form, *args), key))
-    return functools.partial(compiled, form)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,13 +251,15 @@ class GradientDescent(Solver):
     schedule: str = option("constant", "``constant``, ``cosine``, ``exponential`` or "
                            "``warmup_cosine`` over ``max_iter`` iterations.", choices=SCHEDULES)
     batch_size: int | None = batch_size_option()
+    batch_seed: int = batch_seed_option()
+    record_every: int | None = record_every_option()
     grad_tol: float = option(1e-9, "converged when the stationarity "
                              "``‖θ − Π(prox_l1(θ − ∇f))‖₂`` "
                              "(:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` "
                              "without l1 and constraints) is at most ``grad_tol``; the common "
                              "tolerance ``tol`` of :func:`controldl.solve` stops it too. Full "
                              "batch only.", low=0)
-    dtype: str = dtype_option()
+    dtype: str | None = dtype_option()
     momentum: float | None = option(None, "passed to optimizers that take it (sgd).",
                                     traced=True)
     devices: int | None = devices_option()
@@ -298,6 +298,9 @@ class GradientDescent(Solver):
                              "straight-through estimator, for first-order optimizers: lbfgs's "
                              "line search needs a continuous objective (use adam or sgd)")
 
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
+
     def structure(self) -> tuple:
         """What a compiled step depends on: the optimizer's kind, the schedule (with its
         learning rate unless constant), whether momentum is given, the batch size, the
@@ -320,12 +323,11 @@ class GradientDescent(Solver):
         extra = {} if self.momentum is None else {"momentum": self.momentum}
         return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
 
-    def _start(self, params: Params, key: Any, steps: int, mesh: Any, monitor: Monitor
-               ) -> _State:
+    def _start(self, params: Params, steps: int, mesh: Any, monitor: Monitor) -> _State:
         """The loop's first state: fresh at ``params``, or the resumed checkpoint's
         (placed as the fresh one)."""
         opt_state = parallel.replicate(mesh, _compiled_init(self, steps, params))
-        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
+        start = _State(0, params, opt_state, 0.0, _Iterate(params, math.inf, -1), steps)
         if monitor.resumed is None:
             return start
         saved = monitor.resumed.restore(start)  # numbers as numbers, arrays as NumPy
@@ -334,31 +336,27 @@ class GradientDescent(Solver):
             return parallel.replicate(mesh, jax.tree.map(parallel.device_array, tree))
 
         return saved._replace(params=place(saved.params), opt_state=place(saved.opt_state),
-                              key=place(saved.key),
                               best=saved.best._replace(params=place(saved.best.params)))
 
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
-        dtype = DTYPES[self.dtype]
+        dtype = resolve_dtype(self.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
-        params = Params(*(parallel.device_array(v, dtype) for v in params))
+        params = parallel.replicate(mesh, Params(*(parallel.device_array(v, dtype)
+                                                   for v in params)))
+        epochs = Epochs.of(problem, self.batch_size, self.batch_seed, self.record_every)
+        rows = parallel.replicate(mesh, parallel.device_array(epochs.rows(0)))
         if form.discrete:  # the straight-through estimator's latent weights u = A/α
             params = params._replace(A=P.discrete.latent(form, params.A))
-        # The mini-batches' key (the full batch draws nothing: a constant placeholder).
-        key = (np.zeros(2, np.uint32) if self.batch_size is None
-               else jax.random.PRNGKey(0))
-        params, key = parallel.replicate(mesh, (params, key))
         # a schedule spans the first run's max_iter, also after a resume
         steps = monitor.stopping.max_iter if self.schedule != "constant" else 0
         with monitor.compiling():
-            start = self._start(params, key, steps, mesh, monitor)
+            start = self._start(params, steps, mesh, monitor)
             steps = start.schedule_steps
-            step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
-            full_cost = (None if self.batch_size is None  # the step's own J serves
-                         else _compiled_full_cost(form, (params, X0, Y, y)))
-        loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
-                     self.grad_tol, None if self.batch_size is None
-                     else max(problem.data.n_train // self.batch_size, 1))
+            step = _compiled_step(form, self, steps, (params, X0, Y, y, rows))
+            full = FullData(problem, (X0, Y, y), params, mesh, monitor)
+        loop = _Loop(step, full, (X0, Y, y), monitor, form.task == "classification",
+                     self.grad_tol, epochs, mesh, _projected(form))
         run = loop.run(start)
         best, last = run.best, run.last
         # A converged run returns the iterate that met the tolerance (the best one may
@@ -368,6 +366,7 @@ class GradientDescent(Solver):
                  "returned": "best" if use_best else "last",
                  "best_iteration": best.iteration, "best_cost": best.cost,
                  "last_iteration": last.iteration, "last_cost": last.cost,
+                 "dtype": np.dtype(dtype).name,
                  "devices": parallel.describe(mesh)}
         returned = best.params if use_best else last.params
         if form.discrete:  # the projected weights α·q(u)
@@ -386,15 +385,14 @@ class _Iterate(NamedTuple):
 
 class _State(NamedTuple):
     """The loop's state before iteration ``iteration``: the iterate, the optimizer's state
-    (optax pytree: Adam's moments and count, L-BFGS's memory…), the mini-batch key, the
-    work done, the best recorded iterate so far (cost ``inf`` before any) and the length
-    of the learning-rate schedule (0: constant). What a checkpoint of gradient descent
-    holds."""
+    (optax pytree: Adam's moments and count, L-BFGS's memory…), the work done, the best
+    recorded iterate so far (cost ``inf`` before any) and the length of the learning-rate
+    schedule (0: constant). What a checkpoint of gradient descent holds (the batch of
+    iteration ``k`` follows from ``batch_seed`` and ``k``)."""
 
     iteration: int
     params: Params
     opt_state: Any
-    key: Any
     work: float
     best: _Iterate
     schedule_steps: int
@@ -413,44 +411,77 @@ class _Outcome(NamedTuple):
 
 @dataclasses.dataclass
 class _Loop:
-    """The iterations of :class:`GradientDescent`: record the cost (the full cost once per
-    ``epoch`` iterations with mini-batches, ``epoch`` is ``None`` for the full batch), the
-    stationarity and the cumulative work; keep the best and the last recorded iterate."""
+    """The iterations of :class:`GradientDescent`: record the cost (every iteration on the
+    full batch; the full cost at the iterations :class:`~controldl.solvers.epochs.Epochs`
+    records with mini-batches), the test accuracy where it asks, the stationarity and the
+    cumulative work; keep the best and the last recorded iterate."""
 
     step: Any
-    full_cost: Any
+    full: FullData
     data: tuple
     monitor: Monitor
     classify: bool
     grad_tol: float
-    epoch: int | None
+    epochs: Epochs
+    mesh: Any
+    view: Any = None  # the parameters the full cost sees (projected on a discrete set)
+    _no_rows: Any = None
 
     def run(self, start: _State) -> _Outcome:
         max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
-        params, opt_state, key, done, best = start[1:6]
+        params, opt_state, done, best = start[1:5]
         last, residual, status, k = None, math.nan, Status.MAX_ITER, start.iteration
         for k in range(start.iteration, max_iter + 1):
             monitor.snapshot(k, start._replace(iteration=k, params=params,
-                                               opt_state=opt_state, key=key, work=done,
-                                               best=best))
-            new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
+                                               opt_state=opt_state, work=done, best=best))
+            new, next_state, out = self.step(params, opt_state, *self.data, self._rows(k))
             J, acc, residual, work = (float(v) for v in np.asarray(out))
-            stop = None
-            if self.epoch is None:
-                stop = monitor.record(k, J, acc if self.classify else None,
-                                      stationarity=residual, work=done + 1.0)
-                if stop is None and residual <= self.grad_tol:
-                    stop = Status.CONVERGED
-            elif k % self.epoch == 0 or k == max_iter:
-                J, acc = (float(v) for v in self.full_cost(params, *self.data))
-                stop = monitor.record(k, J, acc if self.classify else None, work=done)
+            stop = self._record(k, params, J, acc, residual, done)
             if monitor.history and monitor.history[-1]["iteration"] == k:
+                J = monitor.history[-1]["cost"]
                 last = _Iterate(params, J, k)
                 if J < best.cost or not math.isfinite(best.cost):
                     best = last
             if stop or k == max_iter:
                 status = stop or status
                 break
-            params, opt_state, key = new, next_state, next_key
+            params, opt_state = new, next_state
             done += work
-        return _Outcome(status, k, best, last, residual if self.epoch is None else math.nan)
+        return _Outcome(status, k, best, last,
+                        math.nan if self.epochs.batched else residual)
+
+    def _record(self, k: int, params: Params, J: float, acc: float, residual: float,
+                done: float) -> Status | None:
+        """The history entry of iterate ``k`` where one is due (a mini-batch run records
+        the full cost; a signal or the time limit between two records records the iterate
+        it stops at); the status that stops the run, if any."""
+        monitor, max_iter = self.monitor, self.monitor.stopping.max_iter
+        if not self.epochs.batched:
+            stop = monitor.record(k, J, acc if self.classify else None,
+                                  stationarity=residual, work=done + 1.0,
+                                  **self._test(params, k))
+            if stop is None and residual <= self.grad_tol:
+                stop = Status.CONVERGED
+            return stop
+        stop = monitor.poll(k)
+        if stop is None and not self.epochs.recorded(k, max_iter):
+            return None
+        J, acc = self.full.cost(self.view(params))
+        return (monitor.record(k, J, acc if self.classify else None, work=done,
+                               **self._test(params, k)) or stop)
+
+    def _rows(self, k: int) -> Any:
+        """Iteration ``k``'s batch rows on the device(s) (the full batch's placeholder
+        placed once)."""
+        if self.epochs.batched:
+            return parallel.replicate(self.mesh, parallel.device_array(self.epochs.rows(k)))
+        if self._no_rows is None:
+            self._no_rows = parallel.replicate(self.mesh, parallel.device_array(
+                parallel.NO_ROWS))
+        return self._no_rows
+
+    def _test(self, params: Params, k: int) -> dict[str, float | None]:
+        """``{"test_accuracy": …}`` where the record of ``k`` carries it, else empty."""
+        if not self.classify or not self.epochs.with_test(k, self.monitor.stopping.max_iter):
+            return {}
+        return {"test_accuracy": self.full.test_accuracy(self.view(params))}

@@ -2,8 +2,9 @@ r"""Li & Hao's discrete MSA (ICML 2018, arXiv 1803.01299): the method of success
 approximations over binary or ternary controls, with their error control and moving
 average, as in their published code (``LiQianxiao/discrete-MSA``).
 
-One compiled iteration, every layer at once, on a mini-batch of ``S`` samples drawn by
-:func:`controldl.parallel.draw_batch`:
+One compiled iteration, every layer at once, on a mini-batch of ``S`` samples (the batches
+and the epochs of :mod:`controldl.solvers.epochs`, gathered by
+:func:`controldl.parallel.draw_batch`):
 
 1. the forward pass, the states ``x(t)``;
 2. the backward pass, reverse-mode differentiation of ``J`` through the forward pass,
@@ -33,7 +34,8 @@ splitting our layer into ``u = A x + b`` and the parameter-free rest gives
 ``Σ_i p_{u,i} x_iᵀ = ∇_A H_t`` at the current ``A``.
 
 **Moving-average schedule.** ``a`` starts at ``ema_rate`` and after every epoch
-(``⌊N/S⌋`` iterations) ``1 − a`` is multiplied by ``ema_decay``, as the paper's notebooks
+(:func:`~controldl.solvers.epochs.iterations_per_epoch`) ``1 − a`` is multiplied by
+``ema_decay``, as the paper's notebooks
 do (``set_ema_rates(0.999)``, ``train_epoch(..., ema_decay=0.95)``). With the full batch,
 which the paper does not use, every iteration is an epoch and the default keeps ``a``
 fixed.
@@ -57,14 +59,16 @@ from controldl.compilation import RUN_ONCE_OPTIONS, compile_or_load
 from controldl.problem import Params, Problem
 from controldl.problem import discrete as D
 from controldl.solvers.base import COMPILED, Monitor, RunResult, Solver, signature, training_arrays
+from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    record_every_option,
+    resolve_dtype,
 )
 from controldl.status import Status
 
@@ -137,13 +141,13 @@ def hamiltonian_gradients(form: P.Formulation, params: Params, X0: Array, Y: Arr
 
 
 def iteration(form: P.Formulation, params: Params, ema: tuple[Array, Array], opt_state: Any,
-              knobs: Knobs, X0: Array, Y: Array, y: Array, key: Array,
+              knobs: Knobs, X0: Array, Y: Array, y: Array, rows: Array,
               batch_size: int | None) -> tuple[Params, tuple[Array, Array], Any, StepInfo]:
-    """One discrete-MSA iteration from ``params`` (see the module docstring): the new
-    iterate, moving average ``(m, its total weight)`` and Adam state, and the
-    :class:`StepInfo` of ``θ_k``."""
+    """One discrete-MSA iteration from ``params`` on the batch of ``rows`` (all samples on
+    the full batch; see the module docstring): the new iterate, moving average ``(m, its
+    total weight)`` and Adam state, and the :class:`StepInfo` of ``θ_k``."""
     if batch_size is not None:  # sharded like the full data (under on_mesh)
-        X0, Y, y = parallel.draw_batch(key, batch_size, X0, Y, y)
+        X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
     J, z, M, real_grad = hamiltonian_gradients(form, params, X0, Y)
     acc = P.accuracy_or_zero(form, z, y)
     a = knobs.ema_rate
@@ -181,13 +185,6 @@ def _compiled(name: str, fn: Any, form: P.Formulation, args: tuple, extra: Any =
     return COMPILED.get(key, build)
 
 
-def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Array
-               ) -> tuple[Array, Array]:
-    """``(J, accuracy)`` at ``params`` on the given samples (0 accuracy for regression)."""
-    J, z = P.cost_and_outputs(form, params, X0, Y)
-    return J, P.accuracy_or_zero(form, z, y)
-
-
 @dataclasses.dataclass(frozen=True)
 class DiscreteMSA(Solver):
     """Li & Hao's discrete MSA for binary and ternary controls (options: the fields,
@@ -217,7 +214,8 @@ class DiscreteMSA(Solver):
                        "parameters).", low=0, open_low=True, traced=True)
     batch_size: int | None = batch_size_option()
     batch_seed: int = batch_seed_option()
-    dtype: str = dtype_option()
+    record_every: int | None = record_every_option()
+    dtype: str | None = dtype_option()
     devices: int | None = devices_option()
 
     name: ClassVar[str] = "discrete-msa"
@@ -231,6 +229,9 @@ class DiscreteMSA(Solver):
     def refusal(self, controls: str) -> str:
         return ("its maximization is over a discrete set; give controls=binary or ternary, "
                 "or use msa, emsa or gd for real controls")
+
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
 
     def resolved_rho(self, controls: str) -> float:
         """``rho``, or the paper's value for ``controls`` (:data:`PAPER_RHO`)."""
@@ -253,38 +254,34 @@ class DiscreteMSA(Solver):
 
 @dataclasses.dataclass
 class _Loop:
-    """One solve: the compiled programs, the data and the host loop."""
+    """One solve: the compiled iteration, the data, the batches and records
+    (:class:`~controldl.solvers.epochs.Epochs`, :class:`~controldl.solvers.epochs.FullData`)
+    and the host loop."""
 
     solver: DiscreteMSA
     problem: Problem
     monitor: Monitor
     arrays: tuple
-    test: tuple | None
     mesh: Any
     step: Any
-    full: Any
-    accuracy: Any
+    full: FullData
+    epochs: Epochs
     start: State
-    epoch: int
+    dtype: Any
 
     @classmethod
     def build(cls, solver: DiscreteMSA, problem: Problem, params: Params, monitor: Monitor
               ) -> _Loop:
-        form, dtype = problem.formulation, DTYPES[solver.dtype]
+        form, dtype = problem.formulation, resolve_dtype(solver.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
         place = lambda tree: parallel.replicate(mesh, jax.tree.map(  # noqa: E731
             lambda v: parallel.device_array(v, dtype if _floating(v) else None), tree))
         params = place(Params(*params))
-        test = None
-        if problem.data.has_test and form.task == "classification":
-            test = parallel.replicate(mesh, (problem.initial_states(dtype, test=True),
-                                             parallel.device_array(problem.data.y_test)))
+        epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed, solver.record_every)
         with monitor.compiling():
-            opt_state = place(_compiled("discrete-msa-init", _init, form,
-                                        ((params.b, params.W, params.c),
-                                         np.asarray(solver.lr, dtype)),
-                                        options=RUN_ONCE_OPTIONS)(
-                form, (params.b, params.W, params.c), np.asarray(solver.lr, dtype)))
+            real, lr = (params.b, params.W, params.c), np.asarray(solver.lr, dtype)
+            opt_state = place(_compiled("discrete-msa-init", _init, form, (real, lr),
+                                        options=RUN_ONCE_OPTIONS)(form, real, lr))
             start = State(0, params, place(jnp.zeros_like(params.A)),
                           place(np.zeros((), dtype)), opt_state, 0.0)
             if monitor.resumed is not None:
@@ -292,89 +289,85 @@ class _Loop:
                 start = start._replace(**{k: place(getattr(start, k)) for k in
                                           ("params", "ema", "ema_weight", "opt_state")})
             knobs = place(Knobs(*(np.zeros((), dtype),) * 3))
-            key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
+            rows = parallel.replicate(mesh, parallel.device_array(epochs.rows(0)))
             step = _compiled("discrete-msa-iteration",
                              functools.partial(iteration, batch_size=solver.batch_size), form,
                              (start.params, (start.ema, start.ema_weight), start.opt_state,
-                              knobs, X0, Y, y, key),
-                             extra=solver.batch_size)
-            full = _compiled("discrete-msa-evaluation", evaluation, form,
-                             (start.params, X0, Y, y))
-            accuracy = None if test is None else _compiled(
-                "discrete-msa-accuracy", _accuracy, form, (start.params, *test))
-        epoch = max(problem.data.n_train // solver.batch_size, 1) if solver.batch_size else 1
-        return cls(solver, problem, monitor, (X0, Y, y), test, mesh, step, full, accuracy,
-                   start, epoch)
+                              knobs, X0, Y, y, rows), extra=solver.batch_size)
+            full = FullData(problem, (X0, Y, y), params, mesh, monitor)
+        return cls(solver, problem, monitor, (X0, Y, y), mesh, step, full, epochs, start,
+                   dtype)
 
     def knobs(self, k: int) -> Knobs:
         """The traced numbers of iteration ``k``, placed like the iterate."""
-        dtype = DTYPES[self.solver.dtype]
         rho = self.solver.resolved_rho(self.problem.formulation.controls)
-        rate = self.solver.ema_rate_at(k, self.epoch)
-        return parallel.replicate(self.mesh, Knobs(*(parallel.device_array(v, dtype) for v in
-                                                     (rho, rate, float(self.solver.debias)))))
+        rate = self.solver.ema_rate_at(k, self.epochs.per_epoch)
+        return parallel.replicate(self.mesh, Knobs(*(parallel.device_array(v, self.dtype)
+                                                     for v in (rho, rate,
+                                                               float(self.solver.debias)))))
 
-    def _key(self, k: int) -> Array:
-        return parallel.replicate(self.mesh, np.asarray([self.solver.batch_seed, k],
-                                                        np.uint32))
+    def rows(self, k: int) -> Array:
+        """Iteration ``k``'s batch rows on the device(s)."""
+        return parallel.replicate(self.mesh, parallel.device_array(self.epochs.rows(k)))
 
-    def record(self, state: State, info: StepInfo, flips: int) -> Status | None:
-        """The history entry of ``θ_k``: the full training cost and accuracy once per
-        epoch with mini-batches (the batch's every iteration with the full batch), the
-        test accuracy, the zero fraction and the flips since the last entry."""
+    def record(self, state: State, info: StepInfo, flips: float) -> Status | None:
+        """The history entry of ``θ_k`` where one is due (the full training cost and
+        accuracy where :class:`~controldl.solvers.epochs.Epochs` records with mini-batches,
+        and where a signal or the time limit stops the run between two records; the
+        batch's every iteration with the full batch), with the test accuracy where it asks,
+        the zero fraction and the flips since the last entry; the status that stops the
+        run, if any."""
         form, k = self.problem.formulation, state.iteration
-        if self.solver.batch_size is not None:
-            J, acc = (float(v) for v in jax.device_get(self.full(form, state.params,
-                                                                 *self.arrays)))
+        max_iter, stop = self.monitor.stopping.max_iter, None
+        if self.epochs.batched:
+            stop = self.monitor.poll(k)
+            if stop is None and not self.epochs.recorded(k, max_iter) \
+                    and math.isfinite(float(info.cost)):
+                return None
+            J, acc = self.full.cost(state.params)
         else:
             J, acc = float(info.cost), float(info.accuracy)
-        test = None if self.accuracy is None else float(self.accuracy(form, state.params,
-                                                                      *self.test))
         classify = form.task == "classification"
+        test = ({"test_accuracy": self.full.test_accuracy(state.params)}
+                if classify and self.epochs.with_test(k, max_iter) else {})
+        zeros = D.zero_fraction(jax.device_get(state.params.A))
         return self.monitor.record(k, J, acc if classify else None, work=state.work,
-                                   test_accuracy=test, flips=int(flips),
-                                   zero_fraction=D.zero_fraction(jax.device_get(
-                                       state.params.A)))
+                                   flips=int(flips), zero_fraction=zeros, **test) or stop
 
     def run(self) -> RunResult:
         monitor, form = self.monitor, self.problem.formulation
         max_iter, state = monitor.stopping.max_iter, self.start
-        status, flips, k = Status.MAX_ITER, 0, state.iteration
-        N = self.problem.data.n_train
-        work = (self.solver.batch_size or N) / N
+        status, flips, k = Status.MAX_ITER, 0.0, state.iteration
+        work = (self.solver.batch_size or self.problem.data.n_train) / self.problem.data.n_train
         for k in range(state.iteration, max_iter + 1):
             state = state._replace(iteration=k)
             monitor.snapshot(k, state)
             params, ema, opt_state, info = self.step(form, state.params,
                                                      (state.ema, state.ema_weight),
                                                      state.opt_state, self.knobs(k),
-                                                     *self.arrays, self._key(k))
-            info = StepInfo(*jax.device_get(tuple(info)))
-            finite, stop = math.isfinite(float(info.cost)), None
-            if k % self.epoch == 0 or k == max_iter or not finite:
-                stop = self.record(state, info, flips)
-                flips = 0
-                if stop is None and not finite:
-                    stop = Status.DIVERGED
+                                                     *self.arrays, self.rows(k))
+            info = StepInfo(*(float(v) for v in jax.device_get(tuple(info))))
+            stop = self.record(state, info, flips)
+            if stop is None and not math.isfinite(info.cost):
+                stop = Status.DIVERGED
+            if monitor.history and monitor.history[-1]["iteration"] == k:
+                flips = 0.0
             if stop or k == max_iter:
                 status = stop or status
                 break
-            flips += int(info.flips)
+            flips += info.flips
             state = State(k + 1, params, *ema, opt_state, state.work + work)
-        stats = {"rho": self.solver.resolved_rho(form.controls), "epoch_iterations": self.epoch,
+        stats = {"rho": self.solver.resolved_rho(form.controls),
+                 "epoch_iterations": self.epochs.per_epoch,
                  "ema_decay": self.solver.resolved_ema_decay(),
-                 "ema_rate_last": self.solver.ema_rate_at(k, self.epoch),
-                 "devices": parallel.describe(self.mesh)}
+                 "ema_rate_last": self.solver.ema_rate_at(k, self.epochs.per_epoch),
+                 "dtype": np.dtype(self.dtype).name, "devices": parallel.describe(self.mesh)}
         return RunResult(state.params, status, k, stats)
 
 
 def _init(form: P.Formulation, real: tuple, lr: Array) -> Any:
     """Adam's initial state for ``real = (b, W, c)`` with learning rate ``lr``."""
     return _adam(lr).init(real)
-
-
-def _accuracy(form: P.Formulation, params: Params, X0: Array, y: Array) -> Array:
-    return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
 
 
 def _floating(v: Any) -> bool:

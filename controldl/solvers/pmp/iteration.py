@@ -29,9 +29,9 @@ layer counts. With the backtracking L-BFGS (:func:`stepwise`) every pass of the 
 loop evaluates every layer and the readout, and the count is exact: the passes times
 both weights.
 
-**Mini-batches** (the paper's practice): with ``batch_size`` the iteration draws that
-many samples without replacement and runs steps 1–3 on them (the costates then carry
-``1/batch_size``).
+**Mini-batches** (the paper's practice): with ``batch_size`` the iteration takes the
+batch of the rows it is given (:mod:`controldl.solvers.epochs`: epochs of a permutation,
+batches in order) and runs steps 1–3 on it (the costates then carry ``1/batch_size``).
 """
 
 from __future__ import annotations
@@ -134,12 +134,12 @@ def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
 
 
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
-              y: Array, key: Array, config: Config) -> tuple[Params, StepInfo]:
+              y: Array, rows: Array, config: Config) -> tuple[Params, StepInfo]:
     """One MSA (``config.extended`` false) or E-MSA iteration from ``params``; with
     ``config.checkpoint_every`` the bounded-memory sweep of
     :mod:`controldl.solvers.pmp.checkpointed` (the same iterate)."""
     if config.batch_size is not None:  # sharded like the full data (under on_mesh)
-        X0, Y, y = parallel.draw_batch(key, config.batch_size, X0, Y, y)
+        X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
     if config.checkpoint_every is not None:
         from controldl.solvers.pmp import checkpointed
 
@@ -242,7 +242,7 @@ def assemble(form: P.Formulation, config: Config, at_k: tuple[Array, Array, Arra
 
 
 def compiled_iteration(form: P.Formulation, config: Config, args: tuple) -> Any:
-    """The compiled :func:`iteration` for ``args = (params, knobs, X0, Y, y, key)``,
+    """The compiled :func:`iteration` for ``args = (params, knobs, X0, Y, y, rows)``,
     cached on the formulation's structure, ``config`` and the shapes, dtypes and
     placements of the arguments (the formulation's numbers and the knobs are traced)."""
     fn = functools.partial(iteration, config=config)

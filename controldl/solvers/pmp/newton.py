@@ -61,14 +61,15 @@ import numpy as np
 from controldl import parallel
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.epochs import Epochs, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    resolve_dtype,
 )
 from controldl.solvers.pmp import newton_step as NS
 from controldl.solvers.pmp import newton_work as NW
@@ -166,7 +167,7 @@ class PMPNewton(Solver):
                          low=0)
     batch_size: int | None = batch_size_option("The acceptance test then uses the batch cost.")
     batch_seed: int = batch_seed_option()
-    dtype: str = dtype_option()
+    dtype: str | None = dtype_option()
     devices: int | None = devices_option()
     layer_block: int | None = option(None, "build the layers' models this many layers at a time "
                                      "(memory for long horizons; used with inner_steps=1). "
@@ -182,6 +183,9 @@ class PMPNewton(Solver):
             raise ValueError(f"need rho_min <= rho <= rho_max, got {self.rho_min}, "
                              f"{self.rho}, {self.rho_max}")
 
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
+
     def structure(self) -> NS.Structure:
         """The structural options (static in the compiled step)."""
         return NS.Structure(curvature=self.curvature, inner_steps=int(self.inner_steps),
@@ -189,9 +193,8 @@ class PMPNewton(Solver):
                             costate=self.costate_weight > 0, momentum=self.momentum > 0,
                             layer_block=self.layer_block)
 
-    def knobs(self) -> NS.Knobs:
-        """The numeric options (traced in the compiled step)."""
-        dtype = DTYPES[self.dtype]
+    def knobs(self, dtype: Any = np.float64) -> NS.Knobs:
+        """The numeric options (traced in the compiled step) in ``dtype``."""
         return NS.Knobs(*(dtype(v) for v in (
             self.rho_min, self.rho_max, self.rho_increase, self.rho_decrease,
             self.sufficient_decrease, self.max_retries, self.costate_weight,
@@ -215,7 +218,7 @@ class PMPNewton(Solver):
             raise ValueError(f"pmp-newton builds its layer models in the pre-activation "
                              f"A x + b, which the {form.model!r} model does not have; use "
                              "gd, msa or emsa")
-        dtype = DTYPES[self.dtype]
+        dtype = resolve_dtype(self.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
         params = Params(*(np.asarray(v, dtype) for v in params))
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in (*params, X0, Y, y))
@@ -240,11 +243,12 @@ class _Loop:
                  monitor: Monitor) -> None:
         self.solver, self.step, self.data, self.monitor = solver, step, data, monitor
         self.classify = problem.formulation.task == "classification"
-        N = problem.data.n_train
-        self.batched = solver.batch_size is not None
-        self.epoch = max(N // solver.batch_size, 1) if self.batched else 1
+        self.epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed)
+        self.batched = self.epochs.batched
+        self.epoch = self.epochs.per_epoch
         self.shape = solver.work_shape(problem)
-        self.knobs = solver.knobs()
+        self.dtype = resolve_dtype(solver.dtype, problem.data)
+        self.knobs = solver.knobs(self.dtype)
         self.tally = _Tally()
         self.stationarity = math.nan
 
@@ -288,14 +292,14 @@ class _Loop:
         stationarity at ``params``."""
         s, (tform, X0, Y, y) = self.solver, self.data
         max_iter = self.monitor.stopping.max_iter
-        rho = DTYPES[s.dtype](s.rho)
+        rho = self.dtype(s.rho)
         prev = Params(*(np.zeros_like(v) for v in params))
         self.tally.work = NW.start_work(self.shape)  # the stationarity at the start
         k = 0
         while True:
             recorded = not self.batched or (k + 1) % self.epoch == 0 or k + 1 == max_iter
-            key = np.asarray([s.batch_seed, k], np.uint32)
-            out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
+            rows = self.epochs.rows(k)
+            out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, rows,
                             np.bool_(k == 0 or recorded), np.bool_(k == 0))
             info = _Info.of(out)
             if k == 0:

@@ -417,9 +417,10 @@ def iteration(form: Formulation, st: Structure, params: Params, prev: Params,
 
 
 def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: jax.Array,
-         knobs: Knobs, X0: jax.Array, Y: jax.Array, y: jax.Array, key: jax.Array,
+         knobs: Knobs, X0: jax.Array, Y: jax.Array, y: jax.Array, rows: jax.Array,
          record: jax.Array, first: jax.Array) -> StepOut:
-    """One iteration on the full batch, or on a mini-batch drawn with ``key``. With
+    """One iteration on the full batch, or on the mini-batch of ``rows``
+    (:mod:`controldl.solvers.epochs`). With
     mini-batches, ``record`` asks for the full cost and accuracy before and after and
     the stationarity (:func:`controldl.problem.stationarity_residual`) on all the samples
     at the returned point (NaN otherwise); on the full batch they are always computed.
@@ -429,7 +430,7 @@ def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: ja
     if st.batch_size is None:
         Xb, Yb = X0, Y
     else:
-        Xb, Yb = parallel.draw_batch(key, st.batch_size, X0, Y)  # sharded (on_mesh)
+        Xb, Yb = parallel.draw_batch(rows, X0, Y)  # sharded (on_mesh)
     ex, s, kept = iteration(form, st, params, prev, rho, knobs, Xb, Yb)
     ok = s.last.ok
 
@@ -493,12 +494,12 @@ def _build(form: Formulation, st: Structure, signature: tuple, devices: int | No
 
     form_spec = jax.tree.map(lambda _: scalar(), form)
     knobs = Knobs(*(scalar() for _ in Knobs._fields))
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
+    rows = jax.ShapeDtypeStruct((st.batch_size or 0,), jnp.int32, sharding=whole)
 
-    def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first):
-        return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first)
+    def fn(f, params, prev, rho, knobs, X0, Y, y, rows, record, first):
+        return step(f, st, params, prev, rho, knobs, X0, Y, y, rows, record, first)
 
-    args = (form_spec, params, params, scalar(), knobs, X0, Y, y, key, scalar(jnp.bool_),
+    args = (form_spec, params, params, scalar(), knobs, X0, Y, y, rows, scalar(jnp.bool_),
             scalar(jnp.bool_))
     with parallel.on_mesh(mesh):  # a later process loads the saved executable
         return compile_or_load(fn, args, cache_key)

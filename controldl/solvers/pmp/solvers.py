@@ -24,20 +24,21 @@ import math
 from typing import Any, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from controldl import parallel
 from controldl.problem import Params, Problem
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    record_every_option,
+    resolve_dtype,
 )
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import inner as I
@@ -89,7 +90,8 @@ class PontryaginSolver(Solver):
                                   "many iterations (None: never).", low=1)
     batch_size: int | None = batch_size_option()
     batch_seed: int = batch_seed_option()
-    dtype: str = dtype_option()
+    record_every: int | None = record_every_option()
+    dtype: str | None = dtype_option()
     devices: int | None = devices_option()
     checkpoint_every: int | None = option(
         None, "bounded memory: keep the states only every this many layers and maximize "
@@ -109,6 +111,9 @@ class PontryaginSolver(Solver):
 
     def label(self) -> str:
         return self.name
+
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
 
     def inner_solvers(self, problem: Problem) -> tuple[Any, Any]:
         """The strategies for the layers and for the readout."""
@@ -164,65 +169,80 @@ class OuterLoop:
     step_fn: Any
     full_fn: Any
     notes: dict
+    epochs: Epochs
+    full: FullData
+
+    @property
+    def dtype(self) -> Any:
+        """The precision of the iterations (:func:`~controldl.solvers.options.resolve_dtype`)."""
+        return resolve_dtype(self.solver.dtype, self.problem.data)
 
     @classmethod
     def build(cls, solver: PontryaginSolver, problem: Problem, params: Params,
               monitor: Monitor) -> OuterLoop:
         form = problem.formulation
-        dtype = DTYPES[solver.dtype]
+        dtype = resolve_dtype(solver.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
         params, knobs = _placed(mesh, params, solver.knobs(dtype), dtype)
         layer, readout = solver.inner_solvers(problem)
         config = Config(solver.extended, layer, readout, int(solver.inner_steps),
                         solver.batch_size, solver.checkpoint_every)
-        key = parallel.replicate(mesh, jnp.zeros((2,), jnp.uint32))
+        epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed, solver.record_every)
+        rows = parallel.replicate(mesh, parallel.device_array(epochs.rows(0)))
         with monitor.compiling():
-            step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, key))
+            step_fn = compiled_iteration(form, config, (params, knobs, X0, Y, y, rows))
             full_fn = (compiled_evaluation(form, (params, X0, Y, y))
                        if solver.batch_size is not None else None)
+            full = FullData(problem, (X0, Y, y), params, mesh, monitor)
         notes = {"inner": {"layers": layer.name, "readout": readout.name,
                            "steps": int(solver.inner_steps)}}
-        return cls(solver, problem, monitor, (X0, Y, y), mesh, step_fn, full_fn, notes)
+        return cls(solver, problem, monitor, (X0, Y, y), mesh, step_fn, full_fn, notes,
+                   epochs, full)
 
     def init(self, params: Params) -> LoopState:
-        dtype = DTYPES[self.solver.dtype]
+        dtype = self.dtype
         params, knobs = _placed(self.mesh, params, self.solver.knobs(dtype), dtype)
         return LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
 
     def restore(self, saved: LoopState) -> LoopState:
         """A saved state (NumPy leaves) with its iterate and knobs placed as :meth:`init`
-        places them (the mini-batch draws follow from ``batch_seed`` and the iteration)."""
+        places them (the batch of iteration ``k`` follows from ``batch_seed`` and ``k``)."""
         params, knobs = _placed(self.mesh, saved.params, saved.knobs,
-                                DTYPES[self.solver.dtype])
+                                self.dtype)
         return saved._replace(params=params, knobs=knobs)
 
     def step(self, state: LoopState) -> tuple[Params, StepInfo]:
         """One compiled iteration from ``state.params``; its report on the host."""
-        key = parallel.replicate(self.mesh, np.asarray([self.solver.batch_seed,
-                                                        state.iteration], np.uint32))
+        rows = parallel.replicate(self.mesh,
+                                  parallel.device_array(self.epochs.rows(state.iteration)))
         form = self.problem.formulation
-        new, info = self.step_fn(form, state.params, state.knobs, *self.arrays, key)
+        new, info = self.step_fn(form, state.params, state.knobs, *self.arrays, rows)
         return new, StepInfo(*jax.device_get(tuple(info)))
 
     def _record(self, state: LoopState, info: StepInfo) -> str | None:
-        """The history entry of ``θ_k`` (full-data cost once per epoch with mini-batches);
-        the monitor's stop, if any."""
-        solver, k = self.solver, state.iteration
-        if solver.batch_size is not None:
-            epoch = max(self.problem.data.n_train // solver.batch_size, 1)
-            if k % epoch and k != self.monitor.stopping.max_iter:
+        """The history entry of ``θ_k`` (the full-data cost where
+        :class:`~controldl.solvers.epochs.Epochs` records with mini-batches, and where a
+        signal or the time limit stops the run between two records); the monitor's stop,
+        if any."""
+        k, max_iter, stop = state.iteration, self.monitor.stopping.max_iter, None
+        if self.epochs.batched:
+            stop = self.monitor.poll(k)
+            if stop is None and not self.epochs.recorded(k, max_iter):
                 return None
             full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
             J, acc, stat = jax.device_get(full)
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
+        test = ({"test_accuracy": self.full.test_accuracy(state.params)}
+                if classify and self.epochs.with_test(k, max_iter) else {})
         return self.monitor.record(
             k, J, acc if classify else None, stationarity=float(stat), work=state.work,
+            **test,
             hamiltonian_gap=float(np.max(info.gap)), readout_gap=float(info.readout_gap),
             inner_iterations=int(np.max(info.inner_steps)),
             inner_evaluations=int(info.evaluations), rejected=int(info.rejected),
-            rho=float(state.knobs.rho))
+            rho=float(state.knobs.rho)) or stop
 
     def terminate(self, state: LoopState, info: StepInfo) -> Status | None:
         """The status that ends the solve at ``θ_k``, or ``None`` to go on."""
@@ -280,6 +300,7 @@ class OuterLoop:
             "rho": float(state.knobs.rho),
             "mu": float(state.knobs.mu),
             "devices": parallel.describe(self.mesh),
+            "dtype": np.dtype(self.dtype).name,
         }
         return RunResult(state.params, status, state.iteration, stats)
 
