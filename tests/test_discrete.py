@@ -303,3 +303,35 @@ def test_compare_binary_adam_against_discrete_msa(tmp_path, capsys):
     for label in ("adam", "discrete-msa"):
         meta = json.loads((out / "solutions" / label / "meta.json").read_text())
         assert meta["stats"]["zero_fraction"] == 0.0
+
+
+def test_conv_kernels_take_the_same_sets():
+    data = cdl.data.digits(n_samples=60, seed=0)
+    pb = cdl.Problem(data, model="conv", channels=2, kernel_size=3, layers=2, horizon=1.0,
+                     controls="ternary", sparsity=1e-4, loss="cross_entropy")
+    form = pb.formulation
+    assert D.scale(form) == pytest.approx(1 / np.sqrt(2 * 3 * 3))  # fan-in C·k·k
+    sol = cdl.solve(pb, DM.DiscreteMSA(batch_size=14), epochs=2)
+    s = np.asarray(sol.params.A) / D.scale(form)
+    assert s.shape == (2, 2, 2, 3, 3) and set(np.unique(s)) <= {-1.0, 0.0, 1.0}
+    assert sol.stats["zero_fraction"] == pytest.approx(np.mean(s == 0))
+
+
+def test_a_warm_start_from_the_real_initialization_starts_both_from_its_projection():
+    """Warm-started from the real initialization, discrete-msa projects it and the
+    straight-through estimator takes it as its latent weights: both start from the network
+    of the shared (projected) initialization, so their first recorded costs agree with a
+    cold start; the estimator's latent weights then differ (they keep the magnitudes)."""
+    pb = _problem("binary", l2=0.0)
+    real = P.init_params(_problem("real").formulation, seed=0)
+    first = {}
+    for label, solver, init in [("cold", "discrete-msa", None), ("msa", "discrete-msa", real),
+                                ("bc", "adam:lr=0.05", real)]:
+        sol = cdl.solve(pb, solver, max_iter=1, init=init)
+        first[label] = sol.history[0]["cost"]
+    assert first["msa"] == pytest.approx(first["cold"], rel=1e-12)
+    assert first["bc"] == pytest.approx(first["cold"], rel=1e-12)
+    cold = cdl.solve(pb, "adam:lr=0.05", max_iter=5)
+    warm = cdl.solve(pb, "adam:lr=0.05", max_iter=5, init=real)
+    assert not np.array_equal(cold.params.b, warm.params.b) or \
+        not np.array_equal(cold.params.A, warm.params.A)

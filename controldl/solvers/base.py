@@ -343,7 +343,10 @@ def warm_start_record(init: Any) -> tuple[Any, WarmStart | None]:
 
 def as_params(problem: Problem, init: Any) -> Params:
     """Warm-start parameters from a :class:`Solution`, a solution directory or a
-    :class:`Params`, checked against the problem's shapes."""
+    :class:`Params`, checked against the problem's shapes. On a discrete formulation real
+    values of ``A`` are kept as they are: ``discrete-msa`` projects them onto the set, the
+    straight-through estimator takes them as its latent weights (so a warm start from the
+    real initialization starts both from the network of the shared one)."""
     init, _ = warm_start_record(init)
     if isinstance(init, Solution):
         init = init.params
@@ -358,11 +361,10 @@ def as_params(problem: Problem, init: Any) -> Params:
                              "(width, layers and outputs must match)")
         if not np.all(np.isfinite(np.asarray(getattr(init, k)))):
             raise ValueError(f"warm start: {k} contains NaN or infinity")
-    form = problem.formulation
-    params = P.project(form, Params(*(parallel.device_array(v, np.float64) for v in init)))
-    if form.discrete:  # onto the set (the identity for a discrete solution)
-        params = params._replace(A=P.discrete.project(form, params.A))
-    return params
+    # real values on a discrete formulation are kept: discrete-msa projects them onto the
+    # set, the straight-through estimator takes them as its latent weights
+    return P.project(problem.formulation,
+                     Params(*(parallel.device_array(v, np.float64) for v in init)))
 
 
 def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float | None,

@@ -10,8 +10,10 @@ straight-through estimator (:func:`controldl.problem.discrete.straight_through`)
 iterate's ``A`` holds latent weights ``u`` in units of ``α``, the forward pass sees
 ``α·q(u)`` (BinaryConnect's sign, or the ternary-weight-network threshold), the optimizer
 steps ``u`` with ``∂J/∂u = α·∂J/∂A`` and ``Π`` clips ``u`` to ``[−1, 1]``; the solution
-holds the projected weights ``α·q(u)``. First-order optax optimizers only (L-BFGS's line
-search needs a continuous objective).
+holds the projected weights ``α·q(u)``. The latent weights start at ``clip(A/α, −1, 1)``
+of the initial ``A``: the shared initialization's signs, or the real values of a warm
+start (BinaryConnect's own start, from a real initialization). First-order optax
+optimizers only (L-BFGS's line search needs a continuous objective).
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ class _Loop:
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
         place = lambda tree: parallel.replicate(mesh, jax.tree.map(  # noqa: E731
             lambda v: parallel.device_array(v, dtype if _floating(v) else None), tree))
-        params = place(Params(*params))
+        params = place(Params(*params)._replace(A=D.project(form, params.A)))  # a warm start
         epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed, solver.record_every)
         with monitor.compiling():
             real, lr = (params.b, params.W, params.c), np.asarray(solver.lr, dtype)
