@@ -28,8 +28,9 @@ draws one initialization and one batch order, shared by its rows.
 
 Each row runs in a child process of its own; its peak resident memory is the child's
 ``ru_maxrss``, reported with its growth during the solve (from the peak before the solve
-started, after the data were loaded). With ``--jax-cache off`` every row compiles cold. ``results.json`` is rewritten after every row and a run with the same
-``--out`` and settings skips the rows already done (resumable).
+started, after the data were loaded). With ``--jax-cache off`` every row compiles cold.
+``results.json`` is rewritten after every row and a run with the same ``--out`` and
+settings skips the rows already done (resumable).
 """
 
 from __future__ import annotations
