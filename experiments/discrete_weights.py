@@ -27,8 +27,9 @@ Adam's learning rates (full precision; the straight-through rows) were tuned per
 draws one initialization and one batch order, shared by its rows.
 
 Each row runs in a child process of its own; its peak resident memory is the child's
-``ru_maxrss``, reported with its growth during the solve (from the peak before the solve
-started, after the data were loaded). With ``--jax-cache off`` every row compiles cold.
+``ru_maxrss`` at the last history entry (the training), reported with its growth from the
+peak before the solve (after the data were loaded) and with the peak after the solve's
+final float64 evaluation. With ``--jax-cache off`` every row compiles cold.
 ``results.json`` is rewritten after every row and a run with the same ``--out`` and
 settings skips the rows already done (resumable).
 """
@@ -133,7 +134,9 @@ def solver_of(s: Setting, row: str, seed: int) -> Any:
 
 def run_row(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str, Any]:
     """One row, in this (child) process: the solve's record and the process's peak
-    resident memory before and after it (``ru_maxrss``, MiB)."""
+    resident memory (``ru_maxrss``, MiB) before the solve, at its last history entry (the
+    training, per-epoch evaluations included) and after it (with the solve's final
+    evaluation in float64 on every training sample, which can exceed the training's)."""
     common.configure_process()
     common.configure_jax_cache(jax_cache or "off")
     import controldl as cdl
@@ -141,10 +144,12 @@ def run_row(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str,
 
     problem = problem_of(s, ROWS[row])
     real = P.init_params(problem.replace(controls="real", sparsity=0.0).formulation, seed=seed)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mib()
     epoch = problem.data.n_train // s.batch
-    sol = cdl.solve(problem, solver_of(s, row, seed), init=real, epochs=s.epochs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    during: list[float] = []  # the peak so far at every history entry (training only)
+    sol = cdl.solve(problem, solver_of(s, row, seed), init=real, epochs=s.epochs,
+                    callback=lambda entry: during.append(_peak_rss_mib()))
+    peak = _peak_rss_mib()
     history = [{"epoch": h["iteration"] / epoch, "time_s": h["time_s"], "cost": h["cost"],
                 "train_accuracy": h.get("train_accuracy"),
                 "test_accuracy": h.get("test_accuracy"),
@@ -157,7 +162,13 @@ def run_row(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str,
             "dtype": sol.stats.get("dtype"),
             "compile_time_s": sol.compile_time_s, "wall_time_s": sol.wall_time_s,
             "train_time_s": history[-1]["time_s"], "epoch_iterations": epoch,
-            "peak_rss_mib": peak, "rss_before_solve_mib": before, "history": history}
+            "peak_rss_mib": peak, "training_peak_rss_mib": during[-1],
+            "rss_before_solve_mib": before, "history": history}
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far (``ru_maxrss``), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str, Any]:
@@ -217,7 +228,7 @@ def body(run: common.Run) -> None:
                 results["rows"][k] = rec
                 run.log(f"{k}: test acc {rec['test_accuracy']:.4f} after {s.epochs} epochs, "
                         f"zeros {rec['zero_fraction']:.3f}, {rec['train_time_s']:.0f} s, "
-                        f"peak {rec['peak_rss_mib']:.0f} MiB")
+                        f"training peak {rec['training_peak_rss_mib']:.0f} MiB")
                 run.write_json(results)
     results["summary"] = {name: summarize(results["rows"], name, rows, run.seeds)
                           for name in settings}
@@ -257,8 +268,10 @@ def summarize(records: dict[str, Any], name: str, rows: list[str], seeds: list[i
             "compile_time_s": common.stats(r["compile_time_s"] for r in recs),
             "train_time_s": common.stats(r["train_time_s"] for r in recs),
             "peak_rss_mib": common.stats(r["peak_rss_mib"] for r in recs),
-            "rss_growth_mib": common.stats(r["peak_rss_mib"] - r["rss_before_solve_mib"]
-                                           for r in recs),
+            "training_peak_rss_mib": common.stats(r["training_peak_rss_mib"] for r in recs),
+            "training_rss_growth_mib": common.stats(r["training_peak_rss_mib"]
+                                                    - r["rss_before_solve_mib"]
+                                                    for r in recs),
             "rss_before_solve_mib": common.stats(r["rss_before_solve_mib"] for r in recs)}
     out["checks"] = checks(out)
     return out
@@ -321,12 +334,13 @@ def markdown(results: dict[str, Any], settings: dict[str, Setting], rows: list[s
         summ = results["summary"][name]
         table = common.md_table(
             ["row", "test acc, epoch 1", f"test acc, epoch {s.epochs}", "training J",
-             "zero fraction", "s / epoch", "compile [s]", "peak RSS [MiB]",
-             "RSS growth in the solve [MiB]"],
+             "zero fraction", "s / epoch", "compile [s]", "training peak RSS [MiB]",
+             "its growth [MiB]", "peak RSS with the final evaluation [MiB]"],
             [[row, common.pm(r["test_accuracy_epoch1"]), common.pm(r["test_accuracy"]),
               common.pm(r["cost"]), common.pm(r["zero_fraction"], ".3f"),
               common.pm(r["s_per_epoch"], ".3g"), common.pm(r["compile_time_s"], ".3g"),
-              common.pm(r["peak_rss_mib"], ".4g"), common.pm(r["rss_growth_mib"], ".4g")]
+              common.pm(r["training_peak_rss_mib"], ".4g"),
+              common.pm(r["training_rss_growth_mib"], ".4g"), common.pm(r["peak_rss_mib"], ".4g")]
              for row, r in summ.items() if row != "checks"])
         checks_ = ", ".join(f"{k} {common.fmt(v, '.3g')}" for k, v in summ["checks"].items())
         parts += [f"## {name}", "", table, "", f"Checks: {checks_ or '—'}.", ""]
