@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", default="gd", choices=names,
                    help=f"{', '.join(names)}: gd (optax), msa / emsa (Li et al.'s "
                         "Pontryagin algorithms), pmp-newton (layer-wise trust-region Newton "
-                        "on the augmented Hamiltonian), casadi (IPOPT) (default gd)")
+                        "on the augmented Hamiltonian), discrete-msa (Li & Hao's, for "
+                        "--controls binary or ternary), casadi (IPOPT) (default gd)")
     common.add_stopping_flags(p)
     common.add_long_run_flags(p)
     common.add_solver_option_flags(p)
