@@ -61,10 +61,11 @@ ROWS: dict[str, str] = {"adam": "real", "binaryconnect": "binary", "msa-binary":
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One dataset's problem and budget: the dense ResNet's ``layers`` (``horizon`` =
-    ``layers``, h = 1), the batch, the epochs, the precision, the ternary rows' sparsity
-    weight, Adam's learning rates (full precision ``lr_real``; straight-through
-    ``lr_ste``) and an optional training subset."""
+    """One problem and budget: the dataset, the ResNet's ``layers`` (``horizon`` =
+    ``layers``, h = 1), dense over the flattened images or, with ``channels``, convolutional
+    (3 × 3 kernels, the flattened state read out), the batch, the epochs, the precision, the
+    ternary rows' sparsity weight, Adam's learning rates (full precision ``lr_real``;
+    straight-through ``lr_ste``) and an optional training subset."""
 
     dataset: str
     layers: int
@@ -75,13 +76,18 @@ class Setting:
     batch: int = 100
     dtype: str | None = None
     n_samples: int | None = None
+    channels: int | None = None
 
+
+CONV_SPARSITY = 1e-3
 
 SETTINGS: dict[str, Setting] = {
     "digits": Setting("digits", layers=4, epochs=30, sparsity=3e-5, lr_real=0.01,
                       lr_ste=0.03),
     "mnist": Setting("mnist", layers=3, epochs=10, sparsity=3e-7, lr_real=1e-3,
                      lr_ste=0.01),
+    "digits-conv": Setting("digits", layers=3, epochs=30, sparsity=CONV_SPARSITY,
+                           lr_real=0.01, lr_ste=0.03, channels=4),
 }
 """The problems and budgets. Adam's learning rates were tuned per dataset on seed 0 by the
 training cost (digits: 20 epochs, lr in {1e-3, 3e-3, 1e-2, 3e-2} (real), {1e-3, 3e-3, 1e-2,
@@ -96,7 +102,8 @@ QUICK: dict[str, Setting] = {"digits": Setting("digits", layers=2, epochs=2, spa
 
 def configure(p: Any) -> None:
     p.add_argument("--datasets", default=None, metavar="NAMES",
-                   help="comma-separated subset of digits,mnist (default both; quick: digits)")
+                   help=f"comma-separated subset of {','.join(SETTINGS)} (default all; "
+                        "quick: digits)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of every row (default: 30 on digits, 5 on MNIST)")
     p.add_argument("--rows", default=None, metavar="NAMES",
@@ -107,15 +114,18 @@ def configure(p: Any) -> None:
 
 
 def problem_of(s: Setting, controls: str) -> Any:
-    """The problem of a row (dense ResNet over the flattened images)."""
+    """The problem of a row (a dense ResNet over the flattened images, or a conv ResNet)."""
     import controldl as cdl
 
     size = {} if s.n_samples is None else {"n_samples": s.n_samples}
     data = cdl.data.make_dataset(s.dataset, seed=0, **size)
-    width = int(np.prod(data.X_train.shape[1:]))
     extra = {"sparsity": s.sparsity} if controls == "ternary" else {}
-    return cdl.Problem(data, model="resnet", controls=controls, width=width, layers=s.layers,
-                       horizon=float(s.layers), loss="cross_entropy", l2=0.0, **extra)
+    if s.channels is None:
+        extra["width"] = int(np.prod(data.X_train.shape[1:]))
+    else:
+        extra.update(model="conv", channels=s.channels, kernel_size=3)
+    return cdl.Problem(data, controls=controls, layers=s.layers, horizon=float(s.layers),
+                       loss="cross_entropy", l2=0.0, **extra)
 
 
 def solver_of(s: Setting, row: str, seed: int) -> Any:
@@ -132,7 +142,8 @@ def solver_of(s: Setting, row: str, seed: int) -> Any:
                                dtype=s.dtype, return_best=False)
 
 
-def run_row(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str, Any]:
+def run_row(name: str, s: Setting, row: str, seed: int, jax_cache: str | None
+            ) -> dict[str, Any]:
     """One row, in this (child) process: the solve's record and the process's peak
     resident memory (``ru_maxrss``, MiB) before the solve, at its last history entry (the
     training, per-epoch evaluations included) and after it (with the solve's final
@@ -154,7 +165,7 @@ def run_row(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str,
                 "train_accuracy": h.get("train_accuracy"),
                 "test_accuracy": h.get("test_accuracy"),
                 "zero_fraction": h.get("zero_fraction")} for h in sol.history]
-    return {"dataset": s.dataset, "row": row, "seed": seed, "controls": ROWS[row],
+    return {"dataset": name, "row": row, "seed": seed, "controls": ROWS[row],
             "solver": sol.solver.get("label"), "status": sol.status,
             "cost": sol.cost["total"], "train_accuracy": sol.train_accuracy,
             "test_accuracy": sol.test_accuracy,
@@ -171,11 +182,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(s: Setting, row: str, seed: int, jax_cache: str | None) -> dict[str, Any]:
+def run_child(name: str, s: Setting, row: str, seed: int, jax_cache: str | None
+              ) -> dict[str, Any]:
     """:func:`run_row` in a fresh child process (spawned: nothing compiled is shared)."""
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        return pool.submit(run_row, s, row, seed, jax_cache).result()
+        return pool.submit(run_row, name, s, row, seed, jax_cache).result()
 
 
 # --------------------------------------------------------------------------- the run
@@ -186,15 +198,18 @@ def key(dataset: str, row: str, seed: int) -> str:
 
 
 def load_done(run: common.Run, settings: dict[str, Setting]) -> dict[str, Any]:
-    """The rows of an earlier run in ``--out`` whose dataset has the same settings now
-    (resumption; a dataset whose settings changed is run again)."""
+    """The settings and rows of ``--out``'s earlier runs with this run's settings added
+    (resumption): the rows of a setting that changed are dropped (run again), those of the
+    settings this run does not touch are kept."""
     path = run.out / "results.json"
-    if not path.is_file():
-        return {}
-    old = json.loads(path.read_text())
-    same = {name for name, s in settings.items()
-            if old.get("settings", {}).get(name) == dataclasses.asdict(s)}
-    return {k: v for k, v in old.get("rows", {}).items() if v.get("dataset") in same}
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    kept = dict(old.get("settings", {}))
+    rows = dict(old.get("rows", {}))
+    for name, s in settings.items():
+        if kept.get(name) != dataclasses.asdict(s):
+            rows = {k: v for k, v in rows.items() if v.get("dataset") != name}
+            kept[name] = dataclasses.asdict(s)
+    return {"settings": kept, "rows": rows}
 
 
 def chosen(run: common.Run) -> tuple[dict[str, Setting], list[str]]:
@@ -215,28 +230,27 @@ def chosen(run: common.Run) -> tuple[dict[str, Setting], list[str]]:
 
 def body(run: common.Run) -> None:
     settings, rows = chosen(run)
-    done = load_done(run, settings)
-    results = {"settings": {k: dataclasses.asdict(v) for k, v in settings.items()},
-               "rows": done}
+    results = load_done(run, settings)
     for name, s in settings.items():
         for seed in run.seeds:
             for row in rows:
                 k = key(name, row, seed)
-                if k in done:
+                if k in results["rows"]:
                     continue
-                rec = run_child(s, row, seed, run.jax_cache)
+                rec = run_child(name, s, row, seed, run.jax_cache)
                 results["rows"][k] = rec
                 run.log(f"{k}: test acc {rec['test_accuracy']:.4f} after {s.epochs} epochs, "
                         f"zeros {rec['zero_fraction']:.3f}, {rec['train_time_s']:.0f} s, "
                         f"training peak {rec['training_peak_rss_mib']:.0f} MiB")
                 run.write_json(results)
+    every = {name: Setting(**v) for name, v in results["settings"].items()}
     results["summary"] = {name: summarize(results["rows"], name, rows, run.seeds)
-                          for name in settings}
-    for name in settings:
+                          for name in every}
+    for name in every:
         run.save_figure(figure(results["rows"], name, rows, run.seeds),
                         f"discrete_{name}.png")
     run.write_json(results)
-    run.write_markdown(markdown(results, settings, rows, run))
+    run.write_markdown(markdown(results, every, rows, run))
 
 
 # --------------------------------------------------------------------------- summary

@@ -35,10 +35,9 @@ splitting our layer into ``u = A x + b`` and the parameter-free rest gives
 
 **Moving-average schedule.** ``a`` starts at ``ema_rate`` and after every epoch
 (:func:`~controldl.solvers.epochs.iterations_per_epoch`) ``1 − a`` is multiplied by
-``ema_decay``, as the paper's notebooks
-do (``set_ema_rates(0.999)``, ``train_epoch(..., ema_decay=0.95)``). With the full batch,
-which the paper does not use, every iteration is an epoch and the default keeps ``a``
-fixed.
+``ema_decay``, as the paper's notebooks do (``set_ema_rates(0.999)``,
+``train_epoch(..., ema_decay=0.95)``). With the full batch, which the paper does not use,
+every iteration is an epoch and the default keeps ``a`` fixed.
 """
 
 from __future__ import annotations
