@@ -165,6 +165,8 @@ class Monitor:
         self.start = time.perf_counter() - (resumed.elapsed_s if resumed else 0.0)
         self.compile_time_s = resumed.compile_time_s if resumed else 0.0
         self.history: list[dict[str, Any]] = list(resumed.history) if resumed else []
+        self.evaluation_time_s = float(self.history[-1].get("evaluation_time_s", 0.0)
+                                       if self.history else 0.0)
         self.callback = callback
         self._bar = None
         self._label = label or "solve"
@@ -187,6 +189,18 @@ class Monitor:
             yield
         finally:
             self.compile_time_s += time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Time spent on the history's full-data evaluations (a mini-batch run's full
+        training cost and test accuracy): counted in ``evaluation_time_s``, which the
+        history entries of a run that iterates over the data carry (cumulative), so that
+        a learning curve can be drawn against the training time alone."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.evaluation_time_s += time.perf_counter() - t0
 
     @property
     def resumed(self) -> C.Checkpoint | None:
@@ -239,6 +253,7 @@ class Monitor:
                  "train_accuracy": None if train_accuracy is None else float(train_accuracy)}
         if self.per_epoch is not None:
             entry["epoch"] = self.epoch(int(iteration))
+            entry["evaluation_time_s"] = self.evaluation_time_s
         entry.update(extra)
         self.history.append(entry)
         self._progress(int(iteration), cost)

@@ -121,13 +121,17 @@ class FullData:
     def cost(self, params: Params) -> tuple[float, float]:
         """``(J, training accuracy)`` at ``params`` on every training sample (the
         accuracy is 0 for regression)."""
-        J, acc = jax.device_get(self._program("cost", params)(params, *self.train))
+        program = self._program("cost", params)
+        with self.monitor.evaluating():
+            J, acc = jax.device_get(program(params, *self.train))
         return float(J), float(acc)
 
     def test_accuracy(self, params: Params) -> float | None:
         if self.test is None:
             return None
-        return float(self._program("test", params)(params, *self.test))
+        program = self._program("test", params)
+        with self.monitor.evaluating():
+            return float(program(params, *self.test))
 
 
 def _cost_and_accuracy(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array,

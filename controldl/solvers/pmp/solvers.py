@@ -229,8 +229,9 @@ class OuterLoop:
             stop = self.monitor.poll(k)
             if stop is None and not self.epochs.recorded(k, max_iter):
                 return None
-            full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
-            J, acc, stat = jax.device_get(full)
+            with self.monitor.evaluating():
+                full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
+                J, acc, stat = jax.device_get(full)
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
