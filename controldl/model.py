@@ -70,9 +70,10 @@ def _jax_conv(geometry: ConvGeometry, K: Any, X: Any) -> Any:
     import jax
 
     C, H, W = geometry.channels, geometry.height, geometry.width
-    img = X.reshape(1, C, H, W)
-    out = jax.lax.conv_general_dilated(img, kernels_of_matrix(K, geometry.kernel_size),
-                                       (1, 1), "SAME",
+    dtype = jax.numpy.result_type(X, K)  # promoted as a matrix product would be
+    img = X.reshape(1, C, H, W).astype(dtype)
+    kernels = kernels_of_matrix(K, geometry.kernel_size).astype(dtype)
+    out = jax.lax.conv_general_dilated(img, kernels, (1, 1), "SAME",
                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
     return out.reshape(C, H * W)
 

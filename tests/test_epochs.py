@@ -228,5 +228,8 @@ def test_image_data_stored_in_float32_defaults_to_float32_and_the_user_can_overr
     assert single.stats["dtype"] == "float32" and double.stats["dtype"] == "float64"
     emsa = cdl.solve(problem, EMSA(batch_size=16, inner_steps=2), max_iter=2)
     assert emsa.stats["dtype"] == "float32"
+    # L-BFGS in float32 (optax's line search evaluates promoted iterates: cast back)
+    lbfgs = cdl.solve(problem, cdl.GradientDescent("lbfgs"), max_iter=3)
+    assert lbfgs.stats["dtype"] == "float32" and lbfgs.cost["total"] < single.history[0]["cost"]
     np.testing.assert_allclose([h["cost"] for h in single.history],
                                [h["cost"] for h in double.history], rtol=1e-4)

@@ -68,6 +68,37 @@ class ProblemDefaults:
 DEFAULTS = ProblemDefaults()
 """The defaults of every problem built without options (see :class:`ProblemDefaults`)."""
 
+@dataclasses.dataclass(frozen=True)
+class DatasetDefaults:
+    """What ``controldl train`` and ``compare`` take for one built-in dataset where a flag
+    is not given, over :data:`DEFAULTS`: formulation keys for every model (``formulation``)
+    and for the conv model (``conv``), and solver options (``solver``, applied to each
+    solver that takes them as they are: L-BFGS keeps the full batch). ``chosen`` says what
+    they were chosen on. The library's :class:`~controldl.problem.Problem` does not apply
+    them (pass them: ``Problem(data, **d.formulation, **d.conv)``)."""
+
+    formulation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    conv: dict[str, Any] = dataclasses.field(default_factory=dict)
+    solver: dict[str, Any] = dataclasses.field(default_factory=dict)
+    chosen: str = ""
+
+    def problem_options(self, model: str | None) -> dict[str, Any]:
+        """The formulation defaults for ``model`` (``None``: the default model)."""
+        return {**self.formulation, **(self.conv if model == "conv" else {})}
+
+
+DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
+    "mnist": DatasetDefaults(
+        conv={"channels": 8, "input_pool": 2, "layers": 4, "horizon": 2.0},
+        solver={"batch_size": 128},
+        chosen="on MNIST itself, so that `controldl train --dataset mnist --model conv "
+               "--solver gd --optimizer adam --epochs 1` (lr 0.01, float32) reaches 97 % "
+               "test accuracy in about a minute of a 2-core CPU: 14 × 14 states (the "
+               "images averaged over 2 × 2 blocks) of 8 channels, 4 layers with h = 0.5, "
+               "mini-batches of 128 (docs/mnist.md)"),
+}
+"""The per-dataset defaults (:class:`DatasetDefaults`), by dataset name."""
+
 READOUT_L2_ZERO_NOTE = ("readout_l2 = 0: with the {loss} loss on separable data J has no "
                         "minimizer (its infimum is at ‖W‖ → ∞), so no solver can converge")
 """What a user who sets ``readout_l2`` to 0 with a classification loss is told."""

@@ -167,7 +167,10 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     def iteration(form, params, opt_state, X0, Y, y, rows):
         if batch is not None:  # the batch is sharded like the data
             X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
-        f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
+        def f(p):  # optax's line search may promote a float32 iterate: cast it back
+            p = jax.tree.map(lambda a, r: a.astype(r.dtype), p, params)
+            return P.cost_and_outputs(form, p, X0, Y, remat)
+
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
             g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
