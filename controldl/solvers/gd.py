@@ -438,8 +438,8 @@ class _Loop:
                 parallel.NO_ROWS))
         return self._no_rows
 
-    def _test(self, params: Params, k: int) -> dict[str, float | None]:
-        """``{"test_accuracy": …}`` where the record of ``k`` carries it, else empty."""
+    def _test(self, params: Params, k: int) -> dict[str, float]:
+        """The test accuracy and cost where the record of ``k`` carries them, else empty."""
         if not self.classify or not self.epochs.with_test(k, self.monitor.stopping.max_iter):
             return {}
-        return {"test_accuracy": self.full.test_accuracy(params)}
+        return self.full.test(params)

@@ -235,7 +235,7 @@ class OuterLoop:
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
-        test = ({"test_accuracy": self.full.test_accuracy(state.params)}
+        test = (self.full.test(state.params)
                 if classify and self.epochs.with_test(k, max_iter) else {})
         return self.monitor.record(
             k, J, acc if classify else None, stationarity=float(stat), work=state.work,
