@@ -266,7 +266,7 @@ class Solution:
         arrays = self.arrays()
 
         def write(tmp: Path) -> None:
-            np.savez(tmp / "arrays.npz", **arrays)
+            np.savez_compressed(tmp / "arrays.npz", **arrays)
             write_json(tmp / "meta.json", meta)
             if self.checkpoint is not None:
                 from controldl.solvers import checkpoint

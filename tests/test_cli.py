@@ -152,8 +152,8 @@ def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
               "loss": "sigmoid_mse", "l2": 0.5, "l1": 0.25, "smooth": 0.125,
               "running": 0.0625, "readout_l2": 0.03125, "terminal": 2.0,
               "train_readout": False, "lipschitz_bound": 0.5, "box_bound": 3.0}
-    conv = {"model": "conv", "width": 3 * 64, "channels": 3, "kernel_size": 5,
-            "readout": "pool", "loss": "cross_entropy"}  # the image model's own keys
+    conv = {"model": "conv", "width": 3 * 16, "channels": 3, "kernel_size": 3,
+            "readout": "pool", "loss": "cross_entropy", "input_pool": 2}  # the image model's
     discrete = {"controls": "ternary", "sparsity": 0.5}  # no constraint on a discrete set
     assert set(values) | set(conv) | set(discrete) == set(FORMULATION_KEYS)  # every key
 

@@ -89,6 +89,9 @@ def test_epochs_set_the_length_and_the_history_records_each_epoch_with_test_accu
     assert [h["iteration"] for h in sol.history] == [e * per_epoch for e in range(4)]
     assert [h["epoch"] for h in sol.history] == [0.0, 1.0, 2.0, 3.0]
     assert all(0.0 <= h["test_accuracy"] <= 1.0 for h in sol.history)
+    spent = [h["evaluation_time_s"] for h in sol.history]  # the records' own time
+    assert spent[0] > 0 and spent == sorted(spent)
+    assert all(h["evaluation_time_s"] < h["time_s"] for h in sol.history)
     # the recorded cost is the full training cost, the accuracy the test split's
     params = P.init_params(problem.formulation, seed=0)
     assert sol.history[0]["cost"] == pytest.approx(
@@ -225,5 +228,8 @@ def test_image_data_stored_in_float32_defaults_to_float32_and_the_user_can_overr
     assert single.stats["dtype"] == "float32" and double.stats["dtype"] == "float64"
     emsa = cdl.solve(problem, EMSA(batch_size=16, inner_steps=2), max_iter=2)
     assert emsa.stats["dtype"] == "float32"
+    # L-BFGS in float32 (optax's line search evaluates promoted iterates: cast back)
+    lbfgs = cdl.solve(problem, cdl.GradientDescent("lbfgs"), max_iter=3)
+    assert lbfgs.stats["dtype"] == "float32" and lbfgs.cost["total"] < single.history[0]["cost"]
     np.testing.assert_allclose([h["cost"] for h in single.history],
                                [h["cost"] for h in double.history], rtol=1e-4)

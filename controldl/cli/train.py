@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming {solver.label()} at iteration {kwargs['resume'].iteration} "
               f"from {args.resume}", flush=True)
     else:
-        problem, solver = common.problem_from_args(args), common.solver_from_args(args)
+        problem = common.problem_from_args(args)
+        solver = common.solver_from_args(args, problem.data.n_train)
         kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
     if args.processes > 1 and not in_group:  # the checks above ran once, here: launch
         return distributed.launch(args.argv, args.processes)

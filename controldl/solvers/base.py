@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-import functools
 import math
 import os
 import signal
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from controldl import parallel
@@ -167,6 +165,8 @@ class Monitor:
         self.start = time.perf_counter() - (resumed.elapsed_s if resumed else 0.0)
         self.compile_time_s = resumed.compile_time_s if resumed else 0.0
         self.history: list[dict[str, Any]] = list(resumed.history) if resumed else []
+        self.evaluation_time_s = float(self.history[-1].get("evaluation_time_s", 0.0)
+                                       if self.history else 0.0)
         self.callback = callback
         self._bar = None
         self._label = label or "solve"
@@ -189,6 +189,18 @@ class Monitor:
             yield
         finally:
             self.compile_time_s += time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Time spent on the history's full-data evaluations (a mini-batch run's full
+        training cost and test accuracy): counted in ``evaluation_time_s``, which the
+        history entries of a run that iterates over the data carry (cumulative), so that
+        a learning curve can be drawn against the training time alone."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.evaluation_time_s += time.perf_counter() - t0
 
     @property
     def resumed(self) -> C.Checkpoint | None:
@@ -241,6 +253,7 @@ class Monitor:
                  "train_accuracy": None if train_accuracy is None else float(train_accuracy)}
         if self.per_epoch is not None:
             entry["epoch"] = self.epoch(int(iteration))
+            entry["evaluation_time_s"] = self.evaluation_time_s
         entry.update(extra)
         self.history.append(entry)
         self._progress(int(iteration), cost)
@@ -377,44 +390,11 @@ def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float 
 def _evaluation(problem: Problem, params: Params, with_stationarity: bool
                 ) -> tuple[dict[str, float], float | None, float | None, float | None]:
     """:func:`evaluate` and, with ``with_stationarity``, :func:`controldl.stationarity` at
-    ``params`` (float64), the training-set figures from one compiled program (``None``
-    when the cost is not finite)."""
-    form = problem.formulation
-    params = Params(*(parallel.device_array(v, np.float64) for v in params))
-    X0, Y = problem.initial_states(), problem.targets()
-    classify = form.task == "classification"
-    y = parallel.device_array(problem.data.y_train if classify
-                              else np.zeros(len(X0), np.int32))
-    terms, train, residual = _evaluate_jit(form, params, X0, Y, y, with_stationarity)
-    terms = {k: float(v) for k, v in terms.items()}
-    residual = float(residual) if with_stationarity and math.isfinite(terms["total"]) else None
-    if not classify:
-        return terms, None, None, residual
-    test = None
-    if problem.data.has_test:
-        test = float(_accuracy_jit(form, params, problem.initial_states(test=True),
-                                   parallel.device_array(problem.data.y_test)))
-    return terms, float(train), test, residual
+    ``params`` (float64, in blocks of samples: :mod:`controldl.solvers.evaluation`;
+    ``None`` when the cost is not finite)."""
+    from controldl.solvers.evaluation import evaluation
 
-
-@functools.partial(jax.jit, static_argnames="with_stationarity",
-                   compiler_options=RUN_ONCE_OPTIONS)
-def _evaluate_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array,
-                  y: jax.Array, with_stationarity: bool) -> tuple[dict[str, jax.Array],
-                                                                   jax.Array, jax.Array]:
-    """``(cost terms, accuracy on labels y (0 for regression), stationarity residual or
-    0)`` at ``params`` for initial states ``X0`` (N, d) and targets ``Y`` (N, m)."""
-    terms = P.cost_terms(form, params, X0, Y)
-    zero = jnp.zeros((), X0.dtype)
-    acc = P.accuracy_or_zero(form, P.predict(form, params, X0), y)
-    residual = P.stationarity_residual(form, params, X0, Y) if with_stationarity else zero
-    return terms, acc, residual
-
-
-@functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS)
-def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Array
-                  ) -> jax.Array:
-    return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
+    return evaluation(problem, params, with_stationarity)
 
 
 def as_solver(solver: Any) -> Solver:

@@ -8,9 +8,10 @@
 - **Length**: ``epochs=E`` (:func:`controldl.solve`, ``--epochs``) is ``max_iter = E ×``
   :meth:`Epochs.per_epoch`.
 - **Recording**: a mini-batch run records, in its history, the full training cost and
-  accuracy and the test accuracy at every epoch boundary (iteration ``k`` with
-  ``k mod per_epoch = 0``), every ``record_every`` iterations when asked, and at the last
-  iteration (also when a signal or the time limit stops it between two records). A
+  accuracy and the test accuracy and cost (``J`` on the test split) at every epoch
+  boundary (iteration ``k`` with ``k mod per_epoch = 0``), every ``record_every``
+  iterations when asked, and at the last iteration (also when a signal or the time limit
+  stops it between two records). A
   full-batch run records every iteration (its step's own cost), with the test accuracy
   every ``record_every`` iterations when asked. Each entry carries ``epoch = k /
   per_epoch``.
@@ -88,8 +89,9 @@ class Epochs:
 
 class FullData:
     """The compiled evaluations of a run on all its samples: the full training cost and
-    accuracy (one forward pass, no stored states) and the test accuracy (``None`` without
-    a test split or for regression), at parameters placed as the solver places them.
+    accuracy (one forward pass, no stored states) and the test accuracy and cost
+    (``None`` without a test split or for regression), at parameters placed as the solver
+    places them.
     Each program is compiled at its first use (a full-batch run that records no test
     accuracy builds neither), its time counted as the monitor's compile time."""
 
@@ -104,40 +106,45 @@ class FullData:
     def _program(self, name: str, params: Params) -> Any:
         if name not in self._programs:
             fn, args = ((_cost_and_accuracy, self.train) if name == "cost"
-                        else (_accuracy, self.test))
+                        else (_cost_and_accuracy, self.test_data))
             with self.monitor.compiling():
                 self._programs[name] = _compiled(fn, self.form, (params, *args))
         return self._programs[name]
 
     @functools.cached_property
-    def test(self) -> tuple | None:
-        """The test split's ``(X0, y)`` placed as the parameters (replicated on a mesh)."""
+    def test_data(self) -> tuple | None:
+        """The test split's ``(X0, Y, y)`` placed as the parameters (replicated on a
+        mesh)."""
         data = self.problem.data
         if self.form.task != "classification" or not data.has_test:
             return None
         X = self.problem.initial_states(self.dtype, test=True)
-        return parallel.replicate(self.mesh, (X, parallel.device_array(data.y_test)))
+        Y = self.problem.targets(self.dtype, test=True)
+        return parallel.replicate(self.mesh, (X, Y, parallel.device_array(data.y_test)))
 
     def cost(self, params: Params) -> tuple[float, float]:
         """``(J, training accuracy)`` at ``params`` on every training sample (the
         accuracy is 0 for regression)."""
-        J, acc = jax.device_get(self._program("cost", params)(params, *self.train))
+        program = self._program("cost", params)
+        with self.monitor.evaluating():
+            J, acc = jax.device_get(program(params, *self.train))
         return float(J), float(acc)
 
-    def test_accuracy(self, params: Params) -> float | None:
-        if self.test is None:
-            return None
-        return float(self._program("test", params)(params, *self.test))
+    def test(self, params: Params) -> dict[str, float]:
+        """``{"test_accuracy", "test_cost"}`` at ``params`` (``J`` with the test split's
+        mean loss); empty without a test split or for regression."""
+        if self.test_data is None:
+            return {}
+        program = self._program("test", params)
+        with self.monitor.evaluating():
+            J, acc = jax.device_get(program(params, *self.test_data))
+        return {"test_accuracy": float(acc), "test_cost": float(J)}
 
 
 def _cost_and_accuracy(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array,
                        y: jax.Array) -> tuple[jax.Array, jax.Array]:
     J, z = P.cost_and_outputs(form, params, X0, Y)
     return J, P.accuracy_or_zero(form, z, y)
-
-
-def _accuracy(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Array) -> jax.Array:
-    return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
 
 
 def _compiled(fn: Any, form: P.Formulation, args: tuple) -> Any:

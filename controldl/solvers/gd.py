@@ -178,7 +178,10 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     def iteration(form, params, opt_state, X0, Y, y, rows):
         if batch is not None:  # the batch is sharded like the data
             X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
-        f = lambda p: P.cost_and_outputs(form, seen(p), X0, Y, remat)  # noqa: E731
+        def f(p):  # optax's line search may promote a float32 iterate: cast it back
+            p = jax.tree.map(lambda a, r: a.astype(r.dtype), p, params)
+            return P.cost_and_outputs(form, seen(p), X0, Y, remat)
+
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         if not form.train_readout:
             g = g._replace(W=jnp.zeros_like(g.W), c=jnp.zeros_like(g.c))
@@ -482,8 +485,8 @@ class _Loop:
                 parallel.NO_ROWS))
         return self._no_rows
 
-    def _test(self, params: Params, k: int) -> dict[str, float | None]:
-        """``{"test_accuracy": …}`` where the record of ``k`` carries it, else empty."""
+    def _test(self, params: Params, k: int) -> dict[str, float]:
+        """The test accuracy and cost where the record of ``k`` carries them, else empty."""
         if not self.classify or not self.epochs.with_test(k, self.monitor.stopping.max_iter):
             return {}
-        return {"test_accuracy": self.full.test_accuracy(self.view(params))}
+        return self.full.test(self.view(params))

@@ -327,7 +327,7 @@ class _Loop:
         else:
             J, acc = float(info.cost), float(info.accuracy)
         classify = form.task == "classification"
-        test = ({"test_accuracy": self.full.test_accuracy(state.params)}
+        test = (self.full.test(state.params)
                 if classify and self.epochs.with_test(k, max_iter) else {})
         zeros = D.zero_fraction(jax.device_get(state.params.A))
         return self.monitor.record(k, J, acc if classify else None, work=state.work,

@@ -229,12 +229,13 @@ class OuterLoop:
             stop = self.monitor.poll(k)
             if stop is None and not self.epochs.recorded(k, max_iter):
                 return None
-            full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
-            J, acc, stat = jax.device_get(full)
+            with self.monitor.evaluating():
+                full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
+                J, acc, stat = jax.device_get(full)
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
-        test = ({"test_accuracy": self.full.test_accuracy(state.params)}
+        test = (self.full.test(state.params)
                 if classify and self.epochs.with_test(k, max_iter) else {})
         return self.monitor.record(
             k, J, acc if classify else None, stationarity=float(stat), work=state.work,
