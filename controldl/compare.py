@@ -69,6 +69,11 @@ LEFT_OUT_NOTE: str = (
     "not at the tolerance, which it approaches sublinearly.")
 """What the report of a default comparison says about the solvers it leaves out."""
 
+DISCRETE_SPECS: tuple[str, ...] = ("adam", "discrete-msa")
+"""The default line-up of a problem with binary or ternary controls: gradient descent with
+Adam (the straight-through estimator) and Li & Hao's discrete MSA (the other solvers
+refuse a discrete set)."""
+
 DEFAULT_MAX_TIME: float = 25.0
 """The default time cap of each row, in seconds (compilation included)."""
 
@@ -79,9 +84,12 @@ __all__ = ["Comparison", "DEFAULT_SPECS", "Row", "Spec", "compare", "default_spe
            "parse_spec", "parse_specs", "table_markdown", "write_report"]
 
 
-def default_specs() -> list[str]:
-    """The default line-up: every spec of :data:`DEFAULT_SPECS` whose solver is available."""
+def default_specs(problem: Problem | None = None) -> list[str]:
+    """The default line-up: every spec of :data:`DEFAULT_SPECS` whose solver is available
+    (:data:`DISCRETE_SPECS` for a problem with discrete controls)."""
     have = set(solvers.available())
+    if problem is not None and problem.formulation.discrete:
+        return [s for s in DISCRETE_SPECS if solver_name(s.split(":", 1)[0]) in have]
     pmp = next((name for name in PMP_CHOICES if name in have), None)
     specs = [s.format(pmp=pmp) for s in DEFAULT_SPECS if pmp is not None or "{pmp}" not in s]
     return [s for s in specs if solver_name(s.split(":", 1)[0]) in have]
@@ -295,14 +303,18 @@ def _factor_of_lowest_final(solutions: dict[str, Solution]) -> float | None:
 
 def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int = 0,
             init_scheme: str = "normal", max_iter: int | None = None,
-            max_time: float | None = DEFAULT_MAX_TIME, target_cost: float | None = None,
+            epochs: int | None = None, max_time: float | None = DEFAULT_MAX_TIME,
+            target_cost: float | None = None,
             tol: float | None = COMMON_TOL, cold: bool = True, progress: bool = False,
             log: Any = None, done: Mapping[str, Solution] | None = None,
             signals: tuple[int, ...] = (signal.SIGINT,)) -> Comparison:
     """Solve ``problem`` with every spec (see the module docstring) and collect the results.
 
     Every solver stops at the common stationarity tolerance ``tol``, at ``max_time``
-    seconds or at ``target_cost`` when given. ``target_cost`` is also the target of the
+    seconds or at ``target_cost`` when given; ``epochs`` limits every row whose solver
+    iterates over the data (:meth:`~controldl.solvers.base.Solver.iterations_per_epoch`)
+    to that many passes, unless its spec sets ``max_iter`` (the others keep their
+    limit). ``target_cost`` is also the target of the
     time-to-target column; without it the target is :data:`TARGET_FACTOR` × the lowest
     final cost of the run. ``cold``: clear the compile caches before each row (see the
     module docstring); ``False`` lets a row reuse what an earlier one compiled.
@@ -312,15 +324,17 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     (default Ctrl-C) stop the row that runs: :class:`CompareInterrupted` (a
     ``KeyboardInterrupt``) then carries the comparison of the rows that finished.
     """
-    spec_list = [str(s) for s in (default_specs() if not specs else specs)]
+    spec_list = [str(s) for s in (default_specs(problem) if not specs else specs)]
     parsed = parse_specs(spec_list)
+    for p in parsed:  # every refusal before anything runs
+        p.make().check_problem(problem)
     done = dict(done or {})
     unknown = sorted(set(done) - {p.label for p in parsed})
     if unknown:
         raise ValueError(f"finished rows {', '.join(unknown)} are not solvers of this "
                          "comparison")
-    settings = dict(seed=seed, init_scheme=init_scheme, max_iter=max_iter, max_time=max_time,
-                    target_cost=target_cost, tol=tol, cold=cold)
+    settings = dict(seed=seed, init_scheme=init_scheme, max_iter=max_iter, epochs=epochs,
+                    max_time=max_time, target_cost=target_cost, tol=tol, cold=cold)
     solutions: dict[str, Solution] = {}
     for p in parsed:
         if p.label in done:
@@ -342,10 +356,14 @@ def _run_row(problem: Problem, p: Spec, solutions: dict[str, Solution],
     solver = _with_tolerance(p, settings["tol"])
     if settings["cold"]:
         clear_compile_caches()
+    epochs = settings["epochs"]
+    by_epochs = (epochs is not None and p.max_iter is None
+                 and solver.iterations_per_epoch(problem) is not None)
     return solvers.solve(problem, solver, init=solutions.get(p.warm_from),
                          seed=settings["seed"], init_scheme=settings["init_scheme"],
-                         max_iter=p.max_iter if p.max_iter is not None
-                         else settings["max_iter"],
+                         epochs=epochs if by_epochs else None,
+                         max_iter=(None if by_epochs else p.max_iter if p.max_iter is not None
+                                   else settings["max_iter"]),
                          max_time=settings["max_time"], tol=settings["tol"],
                          progress=progress, signals=signals,
                          target_cost=_row_target(p, settings["target_cost"], solutions))
@@ -396,7 +414,7 @@ def finished_rows(out: str | Path, problem: Problem, specs: Sequence[str] | None
     if not results.get("interrupted"):
         raise ValueError(f"{out} holds a complete comparison: nothing to resume (run "
                          "without --resume to run it again)")
-    spec_list = [str(s) for s in (default_specs() if not specs else specs)]
+    spec_list = [str(s) for s in (default_specs(problem) if not specs else specs)]
     diffs = [] if results.get("specs") == spec_list else [
         f"solvers {','.join(results.get('specs') or [])}"]
     saved = results.get("settings", {})

@@ -14,11 +14,14 @@ The primitives an ``ops`` namespace must provide: ``tanh``, ``exp``, ``log1p``, 
 ``relu`` (``max(u, 0)``), ``sum`` (of all entries), ``logsumexp`` (of a vector), and for
 the convolutional model the layout primitives ``rows(x, C)`` (a flat sample (C·H·W,) as the
 matrix (C, H·W), channel-major), ``flat`` (the inverse), ``column(v)`` (a vector as a
-column), ``ones(r, c)``, ``pad_image(X, geometry)`` (the image (C, H·W) with its 'same'
-zero padding, in the backend's own layout) and ``window(Xp, geometry, i, j)`` (the
-shifted slice of the padded image at tap ``(i, j)``, as (C, H·W)). JAX pads the
-(C, H, W) array and slices it; CasADi appends one zero column and takes the columns of
-:func:`tap_columns`. Matrix products use ``@``, which both backends overload.
+column), ``ones(r, c)``, and ``conv(geometry, K, X)``: the 'same'-padded cross-correlation
+``K ⋆ X`` of the image ``X`` (C, H·W) with the kernel matrix ``K`` (C, k·k·C), as (C, H·W).
+CasADi builds it by :func:`conv_taps`, the sum over the taps of (C, C) products with
+shifted slices of the padded image (appending one zero column and taking the columns of
+:func:`tap_columns`); JAX calls ``jax.lax.conv_general_dilated`` on the same kernels
+(:func:`kernels_of_matrix`), several times faster on 28 × 28 images than the taps (measured
+in ``benchmarks/conv.py``); ``tests/test_model_backends.py`` holds the two to each other,
+values and derivatives. Matrix products use ``@``, which both backends overload.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "softplus", "identity
 DENSE_MODELS: tuple[str, ...] = ("resnet", "mlp", "inside")
 """The models with dense controls ``A_t`` (d, d), ``b_t`` (d,)."""
 MODELS: tuple[str, ...] = (*DENSE_MODELS, "conv")
-READOUTS: tuple[str, ...] = ("flatten", "pool")
-"""The convolutional model's readout features: the whole state, or the channels' means."""
+CONTROL_SETS: tuple[str, ...] = ("real", "binary", "ternary")
+"""The sets of the controls' entries: real numbers, ``α_t·{−1, +1}``, ``α_t·{−1, 0, +1}``
+(:mod:`controldl.problem.discrete`)."""
+READOUTS: tuple[str, ...] = ("flatten", "pool", "channel_mean")
+"""The convolutional model's readout features: the whole state, each channel's mean over
+the pixels, or each pixel's mean over the channels (Li et al.'s ``Lower`` layer)."""
 LOSSES: tuple[str, ...] = ("logistic", "cross_entropy", "sigmoid_mse", "squared")
 
 
@@ -53,25 +60,25 @@ def _jax_ops() -> SimpleNamespace:
         rows=lambda x, C: jnp.reshape(x, (C, -1)),
         flat=jnp.ravel,
         column=lambda v: jnp.reshape(v, (-1, 1)),
-        ones=lambda r, c: jnp.ones((r, c)),
-        pad_image=_jax_pad_image,
-        window=_jax_window,
+        ones=lambda r, c: np.ones((r, c), np.float32),  # exact; promotes to the operand
+        conv=_jax_conv,
     )
 
 
-def _jax_pad_image(X: Any, geometry: ConvGeometry) -> Any:
-    """(C, H·W) → (C, H + 2p, W + 2p) with zeros around."""
-    import jax.numpy as jnp
+def _jax_conv(geometry: ConvGeometry, K: Any, X: Any) -> Any:
+    """``K ⋆ X`` for the image ``X`` (C, H·W) and the kernel matrix ``K`` (C, k·k·C) by
+    ``jax.lax.conv_general_dilated`` ('SAME' padding, stride 1: the cross-correlation of
+    :func:`conv_taps`), as (C, H·W). Under ``vmap`` over samples XLA batches it into one
+    convolution."""
+    import jax
 
-    p = (geometry.kernel_size - 1) // 2
-    img = jnp.reshape(X, (geometry.channels, geometry.height, geometry.width))
-    return jnp.pad(img, ((0, 0), (p, p), (p, p)))
-
-
-def _jax_window(Xp: Any, geometry: ConvGeometry, i: int, j: int) -> Any:
-    """The (C, H·W) slice ``Xp[:, i:i+H, j:j+W]`` of the padded image."""
-    H, W = geometry.height, geometry.width
-    return Xp[:, i:i + H, j:j + W].reshape(geometry.channels, H * W)
+    C, H, W = geometry.channels, geometry.height, geometry.width
+    dtype = jax.numpy.result_type(X, K)  # promoted as a matrix product would be
+    img = X.reshape(1, C, H, W).astype(dtype)
+    kernels = kernels_of_matrix(K, geometry.kernel_size).astype(dtype)
+    out = jax.lax.conv_general_dilated(img, kernels, (1, 1), "SAME",
+                                       dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return out.reshape(C, H * W)
 
 
 def _casadi_ops() -> SimpleNamespace:
@@ -90,9 +97,8 @@ def _casadi_ops() -> SimpleNamespace:
         flat=lambda M: ca.vec(M.T),
         column=lambda v: v,
         ones=lambda r, c: ca.DM.ones(r, c),
-        pad_image=lambda X, geometry: ca.horzcat(X, ca.DM.zeros(X.shape[0], 1)),
-        window=lambda Xp, geometry, i, j: Xp[:, [int(v) for v in tap_columns(geometry)[
-            i * geometry.kernel_size + j]]],
+        conv=lambda geometry, K, X: conv_taps(geometry, K, ca.horzcat(
+            X, ca.DM.zeros(X.shape[0], 1))),
     )
 
 
@@ -210,21 +216,45 @@ def tap_columns(geometry: ConvGeometry) -> list[np.ndarray]:
 
 def conv(ops: Any, geometry: ConvGeometry, K: Any, b: Any, x: Any) -> Any:
     """``u = K ⋆ x + b``, 'same' zero padding, stride 1 (cross-correlation, as in deep
-    learning): ``u[o, r, s] = Σ_{c,i,j} K[o, c, i, j]·x[c, r+i−p, s+j−p] + b[o]``, written
-    as ``Σ_t K_t @ shifted_t(x)`` over the taps ``t = (i, j)``, ``K_t = K[:, :, i, j]`` the
-    t-th (C, C) column block of the kernel matrix ``K`` (C, k·k·C) and ``shifted_t`` the
-    window of the zero-padded image at the tap (``ops.window``).
+    learning): ``u[o, r, s] = Σ_{c,i,j} K[o, c, i, j]·x[c, r+i−p, s+j−p] + b[o]``, ``K``
+    the kernel matrix (C, k·k·C) of :func:`kernel_matrix`; ``K ⋆ x`` is the backend's
+    ``ops.conv`` (:func:`conv_taps` on CasADi, XLA's convolution on JAX).
 
     Shapes: ``x`` (C·H·W,) channel-major, ``b`` (C,) → ``u`` (C·H·W,).
     """
-    C, HW, k = geometry.channels, geometry.pixels, geometry.kernel_size
-    Xp = ops.pad_image(ops.rows(x, C), geometry)
-    U = ops.column(b) @ ops.ones(1, HW)
-    for i in range(k):
-        for j in range(k):
-            t = i * k + j
-            U = U + K[:, t * C:(t + 1) * C] @ ops.window(Xp, geometry, i, j)
+    C, HW = geometry.channels, geometry.pixels
+    U = ops.conv(geometry, K, ops.rows(x, C)) + ops.column(b) @ ops.ones(1, HW)
     return ops.flat(U)
+
+
+def conv_taps(geometry: ConvGeometry, K: Any, Xp: Any) -> Any:
+    """``K ⋆ X = Σ_t K_t @ shifted_t(X)`` over the taps ``t = (i, j)`` (row-major),
+    ``K_t = K[:, :, i, j]`` the t-th (C, C) column block of the kernel matrix ``K``
+    (C, k·k·C) and ``shifted_t`` the columns :func:`tap_columns` of the image extended by
+    one zero column, ``Xp`` (C, H·W + 1) → (C, H·W). Any backend whose matrices take
+    column indexing and ``@`` (CasADi, NumPy)."""
+    C = geometry.channels
+    U = 0
+    for t, cols in enumerate(tap_columns(geometry)):
+        U = U + K[:, t * C:(t + 1) * C] @ Xp[:, [int(v) for v in cols]]
+    return U
+
+
+def kernels_of_matrix(K: Any, k: int) -> Any:
+    """The kernels (C_out, C_in, k, k) of a kernel matrix (C_out, k·k·C_in): the inverse of
+    :func:`kernel_matrix` (a reshape and a transpose)."""
+    C_out = K.shape[0]
+    return K.reshape(C_out, k, k, K.shape[1] // (k * k)).transpose(0, 3, 1, 2)
+
+
+def average_pool(X: Any, s: int) -> Any:
+    """Images ``X`` (N, C, H, W) averaged over ``s × s`` blocks → (N, C, H/s, W/s) (NumPy
+    or JAX arrays; ``s`` divides H and W): the conv model's ``input_pool``, applied to the
+    inputs before the embedding."""
+    if s == 1:
+        return X
+    N, C, H, W = X.shape
+    return X.reshape(N, C, H // s, s, W // s, s).mean(axis=(3, 5))
 
 
 def kernel_matrix(K: Any) -> Any:
@@ -237,13 +267,16 @@ def kernel_matrix(K: Any) -> Any:
 
 def features(ops: Any, readout_name: str, channels: int, x: Any) -> Any:
     """The readout's input: ``flatten``: the state ``x`` itself; ``pool``: the mean of
-    each channel over the pixels (global average pooling), (C,)."""
+    each channel over the pixels (global average pooling), (C,); ``channel_mean``: the
+    mean of each pixel over the channels, (H·W,) (Li et al.'s ``Lower``)."""
     if readout_name == "flatten":
         return x
     if readout_name == "pool":
         X = ops.rows(x, channels)
         hw = X.shape[1]
         return ops.flat(X @ ops.ones(hw, 1)) / hw
+    if readout_name == "channel_mean":
+        return ops.flat(ops.ones(1, channels) @ ops.rows(x, channels)) / channels
     raise ValueError(f"unknown readout {readout_name!r}; expected one of {', '.join(READOUTS)}")
 
 

@@ -7,7 +7,10 @@ computation (states, costates, losses) across the devices and inserts the reduct
 (the means over samples) itself. Nothing else changes, so the result equals the
 single-device one up to the order of floating-point sums.
 
-Mini-batches: :func:`draw_batch` draws the batch inside the compiled step; traced under
+Mini-batches (every solver that takes them draws here): :class:`BatchOrder` says which
+rows iteration ``k`` uses — epoch ``e = k // per_epoch`` is the permutation of the samples
+drawn from ``(batch_seed, e)``, cut into consecutive batches taken in order — and
+:func:`draw_batch` gathers those rows inside the compiled step; traced under
 :func:`on_mesh` the batch is sharded over the devices like the full data.
 
 A sample count that does not divide: with one process, :func:`pad_samples` appends copies
@@ -224,19 +227,67 @@ def on_mesh(mesh: Mesh | None) -> Iterator[None]:
         yield
 
 
-def draw_batch(key: Any, batch: int, *arrays: Any) -> tuple[Any, ...]:
-    """``batch`` rows drawn without replacement (``jax.random.choice``) from the arrays'
-    common leading axis, the same rows of each (from the real samples of padded ones:
-    :class:`Weighted`, whose draws are plain arrays). Traceable; traced under :func:`on_mesh`
-    the rows are placed split over the ``samples`` axis (a gather alone would leave
-    them replicated), so a batch is sharded as the full data is."""
-    n = min(sample_count(a) for a in arrays)  # the real samples come first
-    idx = jax.random.choice(key, n, (batch,), replace=False)
-    rows = tuple(rows_of(a)[idx] for a in arrays)  # real samples only: no padding left
+def batches_per_epoch(n: int, batch: int) -> int:
+    """Mini-batches in one epoch of ``n`` samples: ``⌊n / batch⌋`` (``batch ≤ n``). The
+    ``n mod batch`` samples left at the end of an epoch's permutation are not used in that
+    epoch (a different set in each epoch, since each epoch draws its own permutation):
+    every batch has ``batch`` distinct rows, so one compiled step serves every batch."""
+    if batch > n:
+        raise ValueError(f"batch_size {batch} exceeds the {n} training samples")
+    if batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch}")
+    return n // batch
+
+
+@dataclasses.dataclass
+class BatchOrder:
+    """The mini-batches of a run, as a user expects epochs: epoch ``e`` is the permutation
+    of the ``n`` training samples drawn from ``(seed, e)``
+    (``numpy.random.default_rng([seed, e]).permutation(n)``), cut into
+    :func:`batches_per_epoch` consecutive batches of ``batch`` rows, taken in order.
+    Iteration ``k`` uses batch ``k mod per_epoch`` of epoch ``k // per_epoch``: the order
+    is a function of ``(seed, k)`` alone, so a resumed run draws what the uninterrupted run
+    draws. Host-side NumPy, computed once per epoch; the rows go to the compiled step as
+    an argument (:func:`draw_batch`)."""
+
+    n: int
+    batch: int
+    seed: int = 0
+    _cached: tuple[int, np.ndarray] | None = dataclasses.field(default=None, repr=False,
+                                                               compare=False)
+
+    @property
+    def per_epoch(self) -> int:
+        return batches_per_epoch(self.n, self.batch)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The order of the samples in ``epoch`` (n,)."""
+        if self._cached is None or self._cached[0] != epoch:
+            order = np.random.default_rng([int(self.seed), int(epoch)]).permutation(self.n)
+            self._cached = (epoch, order.astype(np.int32))
+        return self._cached[1]
+
+    def rows(self, iteration: int) -> np.ndarray:
+        """The rows (batch,) int32 of iteration ``iteration``'s batch."""
+        epoch, j = divmod(int(iteration), self.per_epoch)
+        return self.permutation(epoch)[j * self.batch:(j + 1) * self.batch]
+
+
+NO_ROWS = np.zeros(0, np.int32)
+"""What a full-batch step takes in place of a batch's rows (it draws nothing)."""
+
+
+def draw_batch(rows: Any, *arrays: Any) -> tuple[Any, ...]:
+    """The rows ``rows`` (batch,) (:meth:`BatchOrder.rows`) of each array's leading axis.
+    Traceable; traced under :func:`on_mesh` the rows are placed split over the ``samples``
+    axis (a gather alone would leave them replicated), so a batch is sharded as the full
+    data is. The rows index the real samples (the first ones of padded :class:`Weighted`
+    arrays, whose draws are plain arrays: no padding is left in a batch)."""
+    out = tuple(rows_of(a)[rows] for a in arrays)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or SAMPLES not in mesh.axis_names:
-        return rows
-    return tuple(jax.lax.with_sharding_constraint(r, PartitionSpec(SAMPLES)) for r in rows)
+        return out
+    return tuple(jax.lax.with_sharding_constraint(r, PartitionSpec(SAMPLES)) for r in out)
 
 
 def shardings(mesh: Mesh | None) -> tuple[Any, Any]:

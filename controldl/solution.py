@@ -20,7 +20,7 @@ import numpy as np
 from controldl import problem as P
 from controldl.data import Dataset
 from controldl.io import atomic_directory, jsonable, marked, write_json
-from controldl.problem import FORMULATION_KEYS, Params, Problem
+from controldl.problem import FORMULATION_KEYS, Params, Problem, discrete
 from controldl.status import Status
 
 SOLUTION_FILES: tuple[str, ...] = ("arrays.npz", "meta.json")
@@ -37,7 +37,7 @@ def solver_family(name: str) -> str:
     """``gd``, ``pmp`` or ``direct``: the family whose hints fit solver ``name``."""
     if name in ("casadi",) or name.startswith("casadi"):
         return "direct"
-    if name in ("msa", "emsa") or name.startswith("pmp"):
+    if name in ("msa", "emsa", "discrete-msa") or name.startswith("pmp"):
         return "pmp"
     return "gd" if name == "gd" else ""
 
@@ -257,8 +257,14 @@ class Solution:
         }))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The contents of ``arrays.npz``."""
+        """The contents of ``arrays.npz``; for discrete controls also their signs
+        ``A_sign`` (int8, the shape of ``A``) and scales ``A_scale`` (L,), with
+        ``A = A_scale[t]·A_sign[t]`` exactly."""
         out = {k: np.asarray(v) for k, v in self.params._asdict().items()}
+        form = self.problem.formulation
+        if form.discrete:
+            out.update(A_sign=discrete.signs(form, self.params.A),
+                       A_scale=discrete.scales(form))
         out.update(data_arrays(self.problem))
         return out
 
@@ -277,7 +283,7 @@ class Solution:
         arrays = self.arrays()
 
         def write(tmp: Path) -> None:
-            np.savez(tmp / "arrays.npz", **arrays)
+            np.savez_compressed(tmp / "arrays.npz", **arrays)
             write_json(tmp / "meta.json", meta)
             if self.checkpoint is not None:
                 self.checkpoint.write(tmp / CHECKPOINT_DIRECTORY)
@@ -300,6 +306,8 @@ def problem_record(problem: Problem) -> dict[str, Any]:
     record = {k: getattr(form, k) for k in FORMULATION_KEYS}
     record.update(task=form.task, n_classes=form.n_classes, n_inputs=form.n_inputs,
                   n_outputs=form.n_outputs, step=form.h, data=problem.data.source)
+    if form.discrete:
+        record["control_scale"] = {"rule": discrete.SCALE_RULE, "value": discrete.scale(form)}
     return record
 
 
@@ -380,6 +388,7 @@ def load(directory: str | os.PathLike) -> Solution:
         if getattr(params, k).shape != shape:
             raise ValueError(f"{arrays_path}: {k} has shape {getattr(params, k).shape}, "
                              f"expected {shape} from meta.json")
+    _check_discrete(problem, arrays, arrays_path)
     nan = lambda v: math.nan if v is None else float(v)  # noqa: E731
     return Solution(
         problem=problem, params=params,
@@ -394,6 +403,21 @@ def load(directory: str | os.PathLike) -> Solution:
         versions=meta.get("versions", {}), stationarity=meta.get("stationarity"),
         warm_start=_warm_start(meta.get("warm_start")),
     )
+
+
+def _check_discrete(problem: Problem, arrays: dict[str, np.ndarray], where: Any) -> None:
+    """A discrete solution's ``A`` is exactly ``A_scale[t]·A_sign[t]`` (when the signs
+    are saved) and lies in the set."""
+    form = problem.formulation
+    if not form.discrete:
+        return
+    s = discrete.signs(form, arrays["A"])
+    if "A_sign" in arrays:
+        expected = np.asarray(arrays["A_scale"], np.float64).reshape(
+            (-1,) + (1,) * (s.ndim - 1)) * arrays["A_sign"].astype(np.float64)
+        if not np.array_equal(arrays["A_sign"], s) or not np.array_equal(expected,
+                                                                          arrays["A"]):
+            raise ValueError(f"{where}: A is not A_scale·A_sign ({form.controls} controls)")
 
 
 def _warm_start(record: Any) -> WarmStart | None:

@@ -165,9 +165,10 @@ def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
               "loss": "sigmoid_mse", "l2": 0.5, "l1": 0.25, "smooth": 0.125,
               "running": 0.0625, "readout_l2": 0.03125, "terminal": 2.0,
               "train_readout": False, "lipschitz_bound": 0.5, "box_bound": 3.0}
-    conv = {"model": "conv", "width": 3 * 64, "channels": 3, "kernel_size": 5,
-            "readout": "pool", "loss": "cross_entropy"}  # the image model's own keys
-    assert set(values) | set(conv) == set(FORMULATION_KEYS)  # a new key gets a value here
+    conv = {"model": "conv", "width": 3 * 16, "channels": 3, "kernel_size": 3,
+            "readout": "pool", "loss": "cross_entropy", "input_pool": 2}  # the image model's
+    discrete = {"controls": "ternary", "sparsity": 0.5}  # no constraint on a discrete set
+    assert set(values) | set(conv) | set(discrete) == set(FORMULATION_KEYS)  # every key
 
     def parsed(values: dict, *data: str) -> dict:
         argv = ["train", "--n-samples", "20", *data]
@@ -179,6 +180,7 @@ def test_every_formulation_key_is_a_flag_that_reaches_the_problem():
 
     assert parsed(values) == values
     assert parsed(conv, "--dataset", "digits", "--n-samples", "100") == conv
+    assert parsed(discrete) == discrete
 
 
 def _data_file(tmp_path, case):

@@ -86,6 +86,41 @@ def test_pool_readout_is_the_channel_mean():
     assert form.param_shapes() == {"A": (2, 2, 2, 3, 3), "b": (2, 2), "W": (3, 2), "c": (3,)}
 
 
+def test_channel_mean_readout_is_each_pixels_mean_over_the_channels():
+    problem = cdl.Problem(images(), **BASE, readout="channel_mean")
+    form = problem.formulation
+    X = np.asarray(problem.initial_states())
+    feats = np.asarray(P.features(form, jnp.asarray(X)))
+    assert np.allclose(feats, X.reshape(12, 2, 20).mean(axis=1), atol=1e-14)
+    assert form.param_shapes()["W"] == (3, 20)
+
+
+def test_input_pool_averages_blocks_before_the_zero_channels():
+    """``input_pool=2`` on 1 × 4 × 6 images: the state is 2 channels of 2 × 3 pixels, the
+    first the 2 × 2 block means of the image (a loop), the other zero; ``predict`` takes
+    the raw images and the kernel size is checked against the pooled state."""
+    data = images(shape=(1, 4, 6))
+    problem = cdl.Problem(data, **BASE, input_pool=2)
+    form = problem.formulation
+    assert form.geometry == model.ConvGeometry(2, 2, 3, 3) and problem.width == 12
+    X0 = np.asarray(problem.initial_states()).reshape(12, 2, 2, 3)
+    img = data.X_train[:, 0]
+    blocks = np.array([[[img[n, 2 * r:2 * r + 2, 2 * c:2 * c + 2].mean() for c in range(3)]
+                        for r in range(2)] for n in range(12)])
+    np.testing.assert_allclose(X0[:, 0], blocks, atol=1e-15)
+    assert np.all(X0[:, 1] == 0)
+    params = random_params(form, seed=4)
+    sol_like = P.predict(form, P.Params(*map(jnp.asarray, params)), P.embed(form, data.X_train))
+    np.testing.assert_allclose(np.asarray(sol_like), np.asarray(P.predict(
+        form, P.Params(*map(jnp.asarray, params)), problem.initial_states())), atol=1e-14)
+    with pytest.raises(ValueError, match="does not divide"):
+        cdl.Problem(images(), **BASE, input_pool=2)  # 4 × 5
+    with pytest.raises(ValueError, match="at most 3 for 2×3 states"):
+        cdl.Problem(data, **{**BASE, "kernel_size": 5}, input_pool=2)
+    with pytest.raises(ValueError, match="options of the conv model"):
+        cdl.Problem(cdl.data.ring(20, seed=0), input_pool=2)
+
+
 def test_inputs_are_embedded_by_zero_channels():
     problem = cdl.Problem(images(), **{**BASE, "channels": 3})
     X0 = np.asarray(problem.initial_states()).reshape(12, 3, 4, 5)
@@ -97,9 +132,19 @@ def test_inputs_are_embedded_by_zero_channels():
 # --------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("readout", ["flatten", "pool"])
-def test_costate_gradient_equals_autodiff_with_every_cost_term(readout):
-    problem = cdl.Problem(images(), **BASE, **ALL_TERMS, readout=readout)
+VARIANTS = [dict(readout="flatten"), dict(readout="pool"), dict(readout="channel_mean"),
+            dict(readout="channel_mean", input_pool=2)]
+"""The readouts, and Li et al.'s architecture in our model (pooled inputs, channel mean)."""
+
+
+def variant_problem(variant: dict, **terms) -> cdl.Problem:
+    shape = (1, 4, 6) if variant.get("input_pool") else (1, 4, 5)
+    return cdl.Problem(images(shape=shape), **BASE, **terms, **variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_costate_gradient_equals_autodiff_with_every_cost_term(variant):
+    problem = variant_problem(variant, **ALL_TERMS)
     form = problem.formulation
     params = P.Params(*(jnp.asarray(v) for v in random_params(form, seed=1)))
     X0, Y = problem.initial_states(), problem.targets()
@@ -110,9 +155,9 @@ def test_costate_gradient_equals_autodiff_with_every_cost_term(readout):
         assert np.linalg.norm(a - b) <= 1e-10 * np.linalg.norm(a), k
 
 
-@pytest.mark.parametrize("readout", ["flatten", "pool"])
-def test_casadi_cost_and_gradient_match_jax_with_every_cost_term(readout):
-    problem = cdl.Problem(images(), **BASE, **ALL_TERMS, readout=readout)
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_casadi_cost_and_gradient_match_jax_with_every_cost_term(variant):
+    problem = variant_problem(variant, **ALL_TERMS)
     form = problem.formulation
     params = random_params(form, seed=2)
     jp = P.Params(*(jnp.asarray(v) for v in params))

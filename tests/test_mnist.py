@@ -93,3 +93,32 @@ def test_the_shipped_files_are_the_standard_split():
     assert data.n_train == 100 and len(data.y_test) == 10_000
     assert np.bincount(data.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,
                                                   974, 1009]
+
+
+def test_train_on_mnist_takes_the_dataset_defaults_unless_a_flag_is_given(tmp_path):
+    """``--dataset mnist --model conv``: DATASET_DEFAULTS' conv keys and batch size, float32
+    (the images' precision); a flag overrides its key; L-BFGS keeps the full batch."""
+    from controldl.problem import DATASET_DEFAULTS
+
+    _fake_mnist(tmp_path / "m", n_train=300)
+    flags = ["--dataset", "mnist", "--data-dir", str(tmp_path / "m"), "--model", "conv",
+             "--tol", "0", "--progress", "false"]
+    assert main(["train", *flags, "--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    meta = __import__("json").loads((tmp_path / "a" / "meta.json").read_text())
+    conv = DATASET_DEFAULTS["mnist"].conv
+    assert {k: meta["problem"][k] for k in conv} == conv
+    assert meta["solver"]["options"]["batch_size"] == 128 and meta["stats"]["dtype"] == "float32"
+    assert meta["iterations"] == 2 and meta["history"][-1]["epoch"] == 1.0  # 300 // 128
+    assert main(["train", *flags, "--layers", "2", "--channels", "3", "--batch-size", "8",
+                 "--max-iter", "2", "--out", str(tmp_path / "b")]) == 0
+    meta = __import__("json").loads((tmp_path / "b" / "meta.json").read_text())
+    assert (meta["problem"]["layers"], meta["problem"]["channels"]) == (2, 3)
+    assert meta["problem"]["input_pool"] == 2 and meta["solver"]["options"]["batch_size"] == 8
+    assert main(["train", *flags, "--optimizer", "lbfgs", "--max-iter", "1", "--out",
+                 str(tmp_path / "c")]) == 0
+    meta = __import__("json").loads((tmp_path / "c" / "meta.json").read_text())
+    assert meta["solver"]["options"]["batch_size"] is None
+    assert main(["train", *flags, "--n-samples", "100", "--max-iter", "1", "--out",
+                 str(tmp_path / "d")]) == 0  # fewer images than a batch: the full batch
+    meta = __import__("json").loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["solver"]["options"]["batch_size"] is None

@@ -103,17 +103,40 @@ def test_conv_step_values_and_jacobians(act):
     geo, h = model.ConvGeometry(2, 3, 4, 3), 0.3
     d = 2 * 12
     x, K, b = rng.normal(size=d), rng.normal(size=(2, 18)), rng.normal(size=2)
-    f = lambda xx: model.step(JAX, "conv", act, h, xx, jnp.asarray(K), jnp.asarray(b), geo)  # noqa: E731
-    ref = np.asarray(f(jnp.asarray(x)))
-    jref = np.asarray(jax.jacobian(f)(jnp.asarray(x)))
+    f = lambda xx, KK: model.step(JAX, "conv", act, h, xx, KK, jnp.asarray(b), geo)  # noqa: E731
+    ref = np.asarray(f(jnp.asarray(x), jnp.asarray(K)))
+    jref = np.asarray(jax.jacobian(f)(jnp.asarray(x), jnp.asarray(K)))
+    # CasADi's vec is column-major: d/dK in the order K[:, 0], K[:, 1], …
+    kref = np.asarray(jax.jacobian(f, argnums=1)(jnp.asarray(x), jnp.asarray(K)))
+    kref = kref.transpose(0, 2, 1).reshape(d, -1)
 
     def fn(xs, Ks, bs):
         y = model.step(CA, "conv", act, h, xs, Ks, bs, geo)
-        return y, ca.jacobian(y, xs)
+        return y, ca.jacobian(y, xs), ca.jacobian(y, Ks)
 
-    val, jac = casadi_eval(fn, ((d, 1), x), ((2, 18), K), ((2, 1), b))
+    val, jac, kjac = casadi_eval(fn, ((d, 1), x), ((2, 18), K), ((2, 1), b))
     assert close(val[:, 0], ref)
     assert close(jac, jref)
+    assert close(kjac, kref)
+
+
+def test_jax_convolution_is_the_tap_formula():
+    """JAX's ``ops.conv`` (XLA's convolution) equals :func:`model.conv_taps` evaluated
+    with NumPy on a 3-channel 5 × 6 image and 3 × 3 kernels, and 5 × 5 kernels."""
+    rng = np.random.default_rng(8)
+    for k in (3, 5):
+        geo = model.ConvGeometry(3, 5, 6, k)
+        X, K = rng.normal(size=(3, 30)), rng.normal(size=(3, k * k * 3))
+        taps = model.conv_taps(geo, K, np.hstack([X, np.zeros((3, 1))]))
+        assert close(np.asarray(JAX.conv(geo, jnp.asarray(K), jnp.asarray(X))), taps)
+
+
+@pytest.mark.parametrize("readout", model.READOUTS)
+def test_conv_readout_features_on_both_backends(readout):
+    x = np.random.default_rng(9).normal(size=24)  # 2 channels of 3 × 4 pixels
+    ref = np.asarray(model.features(JAX, readout, 2, jnp.asarray(x)))
+    val, = casadi_eval(lambda xs: model.features(CA, readout, 2, xs), ((24, 1), x))
+    assert close(val[:, 0], ref)
 
 
 @pytest.mark.parametrize("act", model.ACTIVATIONS)

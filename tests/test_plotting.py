@@ -170,3 +170,24 @@ def test_three_features_get_every_figure_on_a_principal_plane(tmp_path):
     assert sorted(p.name for p in written) == ["controls.png", "decision_regions.png",
                                                "deformed_grid.png", "history.png",
                                                "layers.png"]
+
+def test_history_draws_mini_batch_runs_per_epoch_with_test_accuracy_against_time():
+    mini = [{"iteration": 4 * e, "epoch": float(e), "time_s": 1.0 + e, "cost": 1.0 / (e + 1),
+             "train_accuracy": 0.5 + 0.1 * e, "test_accuracy": 0.45 + 0.1 * e}
+            for e in range(4)]
+    full = [{"iteration": i, "epoch": float(i), "time_s": 0.5 + 0.3 * i, "cost": 0.9 ** i,
+             "train_accuracy": 0.6} for i in range(4)]
+    fig = plotting.history_figure({"adam": mini, "lbfgs": full})
+    cost, cost_time, acc, acc_time = fig.axes
+    assert cost.get_xlabel() == "epoch" and acc.get_xlabel() == "epoch"
+    assert "wall time" in acc_time.get_xlabel()
+    np.testing.assert_allclose(cost.get_lines()[0].get_xdata(), [0, 1, 2, 3])  # not 0, 4, …
+    dashed = [ln for ln in acc.get_lines() if ln.get_linestyle() == "--"]
+    assert [ln.get_label() for ln in dashed] == ["adam (test)"]
+    np.testing.assert_allclose(dashed[0].get_ydata(), [0.45, 0.55, 0.65, 0.75])
+    timed = [ln for ln in acc_time.get_lines() if ln.get_linestyle() == "--"]
+    np.testing.assert_allclose(timed[0].get_xdata(), [1, 2, 3, 4])
+    plotting.plt.close(fig)
+    only_full = plotting.history_figure({"lbfgs": full})  # full batch: per iteration
+    assert only_full.axes[0].get_xlabel() == "iteration" and len(only_full.axes) == 3
+    plotting.plt.close(only_full)

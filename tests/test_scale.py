@@ -42,11 +42,11 @@ def test_sharded_gradient_descent_equals_one_device_and_is_sharded():
         X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
                                           jax.numpy.asarray(p.data.y_train))
         params, key = parallel.replicate(mesh, (cdl.init_params(p.formulation, seed=0),
-                                                jax.random.PRNGKey(0)))
+                                                parallel.device_array(parallel.NO_ROWS)))
         builds = compile_count()
         step = _compiled_step(p.formulation, solver, 0, (params, X0, Y, y, key))
         shardings = jax.tree.leaves(step.func.input_shardings[0])
-        x0_sharding = shardings[-4]  # (form, params, opt_state, X0, Y, y, key): X0
+        x0_sharding = shardings[-3]  # (form, params, opt_state, X0, Y, y): X0 (rows unused)
         shardings = shardings[len(jax.tree.leaves(p.formulation)):]  # params first
         print(json.dumps({"one": one.cost["total"], "four": four.cost["total"],
                           "shards": [s.data.shape[0] for s in X0.addressable_shards],
@@ -103,20 +103,21 @@ def test_cli_devices_gives_the_same_cost_emsa_and_the_samples_are_sharded(tmp_pa
         import controldl as cdl
         from controldl import parallel
         from controldl.solvers.base import compile_count
-        from controldl.solvers.pmp.iteration import Config, compiled_run, one_iteration
+        from controldl.solvers.pmp.iteration import (Config, batch_rows, compiled_run,
+                                                     one_iteration)
         p = cdl.Problem(cdl.data.load_file("{tmp_path}/r.npz"), width=3, layers=5,
                         l2=1e-3, running=0.2, smooth=0.01)
         solver = cdl.EMSA(devices=4)
         mesh = parallel.data_mesh(4)
         X0, Y, y = parallel.shard_samples(mesh, p.initial_states(), p.targets(),
                                           jax.numpy.asarray(p.data.y_train))
-        params, knobs, control = parallel.replicate(mesh, (
+        params, knobs, rows, control = parallel.replicate(mesh, (
             cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
-            one_iteration(jax.numpy.float64)))
+            batch_rows(None, 0, 1, None), one_iteration(jax.numpy.float64)))
         layer, readout = solver.inner_solvers(p)
         config = Config(True, layer, readout, solver.inner_steps, None)
         builds = compile_count()
-        step = compiled_run(p.formulation, config, (params, knobs, X0, Y, y, control))
+        step = compiled_run(p.formulation, config, (params, knobs, X0, Y, y, rows, control))
         flat = jax.tree.leaves(step.input_shardings[0])
         n_form = len(jax.tree.leaves(p.formulation))
         X0_sharding, A_sharding = flat[n_form + 6], flat[n_form]
@@ -173,11 +174,11 @@ def test_minibatches_on_four_devices_equal_one_device_batch_by_batch():
             runs[name].append(four.stats["devices"]["count"])
         mesh = parallel.data_mesh(4)
         X0, = parallel.shard_samples(mesh, p.initial_states())
-        key = parallel.replicate(mesh, jax.random.PRNGKey(3))
-        draw = jax.jit(lambda k, x: parallel.draw_batch(k, 64, x)[0])
+        key = parallel.replicate(mesh, parallel.BatchOrder(120, 64, seed=3).rows(0))
+        draw = jax.jit(lambda k, x: parallel.draw_batch(k, x)[0])
         with parallel.on_mesh(mesh):
             sharded = draw.lower(key, X0).compile()(key, X0)
-        plain = jax.jit(lambda k, x: parallel.draw_batch(k, 64, x)[0])(key, X0)
+        plain = jax.jit(lambda k, x: parallel.draw_batch(k, x)[0])(key, X0)
         runs["shards"] = [s.data.shape[0] for s in sharded.addressable_shards]
         runs["plain"] = [s.data.shape[0] for s in plain.addressable_shards]
         runs["same_rows"] = bool(jnp.all(sharded == plain))
@@ -223,14 +224,14 @@ def test_bounded_memory_iteration_needs_a_fraction_of_the_stored_temporaries():
     the checkpointed sweep (k = 8) needs under a tenth of the stored version's temporary
     memory (which holds all 2·N·(L+1)·d states and costates and more)."""
     from controldl.solvers.pmp.checkpointed import default_every
-    from controldl.solvers.pmp.iteration import Config, compiled_run, one_iteration
+    from controldl.solvers.pmp.iteration import Config, batch_rows, compiled_run, one_iteration
 
     p = cdl.Problem(cdl.data.ring(2000, seed=0), width=3, layers=64, horizon=4.0, l2=1e-3)
     solver = cdl.EMSA(inner_steps=2)
     layer, readout = solver.inner_solvers(p)
     args = (cdl.init_params(p.formulation, seed=0), solver.knobs(jax.numpy.float64),
             p.initial_states(), p.targets(), jax.numpy.asarray(p.data.y_train),
-            one_iteration(jax.numpy.float64))
+            batch_rows(None, 0, 1, None), one_iteration(jax.numpy.float64))
     temp = {k: compiled_run(p.formulation, Config(True, layer, readout, 2, None, k),
                                   args).memory_analysis().temp_size_in_bytes
             for k in (None, default_every(64))}

@@ -16,7 +16,13 @@ from typing import Any
 from controldl import data as D
 from controldl import io, solvers
 from controldl.idx import MNIST_DIR_ENV
-from controldl.problem import DEFAULTS, FORMULATION_KEYS, READOUT_L2_ZERO_NOTE, Problem
+from controldl.problem import (
+    DATASET_DEFAULTS,
+    DEFAULTS,
+    FORMULATION_KEYS,
+    READOUT_L2_ZERO_NOTE,
+    Problem,
+)
 from controldl.problem.formulation import KEY_INFO, KEYS
 from controldl.solvers.base import COMMON_TOL
 from controldl.solvers.options import OptionInfo, solver_options
@@ -103,9 +109,11 @@ def add_problem_flags(p: argparse.ArgumentParser) -> None:
     """The data and formulation flags; their defaults are :data:`controldl.problem.DEFAULTS`."""
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
+    own = "; ".join(f"{name}: {_describe_defaults(d)}" for name, d in DATASET_DEFAULTS.items())
     src.add_argument("--dataset", default=None, metavar="NAME",
                      help=f"built-in dataset: {', '.join(D.DATASETS)} "
-                          f"(default: {DEFAULTS.dataset})")
+                          f"(default: {DEFAULTS.dataset}). Where a flag is not given, a "
+                          f"dataset's own defaults apply ({own})")
     src.add_argument("--data", default=None, metavar="FILE",
                      help="a .npz file with arrays X (N, n) and y (N,), or a .csv whose last "
                           "column is the label")
@@ -133,6 +141,14 @@ def add_problem_flags(p: argparse.ArgumentParser) -> None:
         _add_key_flag(g, name)
 
 
+def _describe_defaults(d: Any) -> str:
+    """One dataset's defaults for ``--help``."""
+    items = [*(f"{k} {v}" for k, v in d.formulation.items()),
+             *(f"{k} {v} with --model conv" for k, v in d.conv.items()),
+             *(f"{k} {v} for the solvers that take it" for k, v in d.solver.items())]
+    return ", ".join(items).replace("_", "-")
+
+
 FLAG_OF_KEY: dict[str, str] = {"train_readout": "--frozen-readout"}
 """Formulation keys whose flag is not ``--KEY`` (with dashes): a switch that defaults to
 true is turned off by its flag."""
@@ -150,7 +166,8 @@ def _add_key_flag(g: Any, name: str) -> None:
         g.add_argument(flag, dest=name, action="store_false" if field.default else "store_true",
                        help=f"{info.help} (this flag turns it {'off' if field.default else 'on'})")
         return
-    kwargs: dict[str, Any] = {"dest": name, "default": None if info.from_data else field.default}
+    kwargs: dict[str, Any] = {"dest": name, "default": None}  # None: the declared default
+    # (make_formulation), or the dataset's (DATASET_DEFAULTS, problem_from_args)
     if info.kind == "choice":
         kwargs["choices"] = info.choices
     else:
@@ -181,8 +198,20 @@ def dataset_from_args(args: argparse.Namespace) -> D.Dataset:
 
 
 def formulation_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The formulation keys given by the flags (one flag per key, ``dest`` the key)."""
-    return {name: getattr(args, name) for name in FORMULATION_KEYS}
+    """The formulation keys given by the flags (one flag per key, ``dest`` the key), and
+    where a flag is not given the built-in dataset's default (:data:`controldl.problem.
+    DATASET_DEFAULTS`) or ``None`` (the declared default)."""
+    given = {name: getattr(args, name) for name in FORMULATION_KEYS}
+    defaults = dataset_defaults(args)
+    if defaults is None:
+        return given
+    return {**given, **{k: v for k, v in defaults.problem_options(given["model"]).items()
+                        if given.get(k) is None}}
+
+
+def dataset_defaults(args: argparse.Namespace) -> Any:
+    """The per-dataset defaults of ``--dataset`` (``None`` for another source or none)."""
+    return None if getattr(args, "data", None) else DATASET_DEFAULTS.get(args.dataset or "")
 
 
 def problem_from_args(args: argparse.Namespace) -> Problem:
@@ -202,11 +231,19 @@ def problem_notes(problem: Problem) -> list[str]:
 
 
 def add_stopping_flags(p: argparse.ArgumentParser, tol: float = COMMON_TOL,
-                       tol_meaning: str = "the common stationarity tolerance: converged once"
-                       ) -> None:
+                       tol_meaning: str = "the common stationarity tolerance: converged once",
+                       epochs: bool = True) -> None:
+    """The stopping rules and the initialization; ``--epochs`` (instead of
+    ``--max-iter``) unless ``epochs`` is false."""
     g = p.add_argument_group("stopping and initialization")
-    g.add_argument("--max-iter", type=int, default=None,
-                   help="iteration limit (default: the solver's own)")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--max-iter", type=int, default=None,
+                        help="iteration limit (default: the solver's own)")
+    if epochs:
+        length.add_argument("--epochs", type=nonneg_int, default=None,
+                            help="instead of --max-iter: this many passes over the training "
+                                 "samples (floor(N / batch size) iterations each with "
+                                 "mini-batches, 1 on the full batch; not for casadi)")
     g.add_argument("--max-time", type=nonneg_float, default=None,
                    help="time limit in seconds, compilation included")
     g.add_argument("--target-cost", type=finite_float, default=None,
@@ -352,16 +389,19 @@ def solver_name(text: str) -> str:
 
 SOLVER_HELP = ("gd (gradient descent, optax), msa / emsa (Li et al.'s Pontryagin algorithms), "
                "pmp-newton (layer-wise trust-region Newton on the augmented Hamiltonian), "
+               "discrete-msa (Li & Hao's, for --controls binary or ternary), "
                "casadi (IPOPT), or any optax optimizer by name (adam, sgd, lbfgs, …: "
                "gradient descent with it, as --solver gd --optimizer NAME)")
 """The help of ``--solver``."""
 
 
-def solver_from_args(args: argparse.Namespace) -> solvers.Solver:
+def solver_from_args(args: argparse.Namespace, n_train: int | None = None
+                     ) -> solvers.Solver:
     """The solver of ``--solver`` with its flags (an optimizer's name fixes ``--optimizer``);
     its own stationarity tolerance (when it declares one) is the common ``--tol`` unless
-    its own flag sets it. A flag the solver does not have is one line naming the ones it
-    has."""
+    its own flag sets it; the dataset's solver defaults fill what the flags leave unset
+    (:func:`with_dataset_defaults`; ``n_train`` training samples). A flag the solver does
+    not have is one line naming the ones it has."""
     name, fixed = solvers.resolve(args.solver)
     options = solver_options_from_args(args, name)
     for key, value in fixed.items():
@@ -375,7 +415,29 @@ def solver_from_args(args: argparse.Namespace) -> solvers.Solver:
     if args.tol and option is not None and option not in options:
         options[option] = args.tol
     _check_applicable(args, cls, options)
-    return cls(**options)
+    return with_dataset_defaults(cls, options, dataset_defaults(args), n_train)
+
+
+def with_dataset_defaults(cls: type, options: dict[str, Any], defaults: Any,
+                          n_train: int | None = None) -> Any:
+    """``cls(**options)`` with each solver default of the dataset (``defaults.solver``)
+    that the flags leave unset, where the solver takes it as it is (L-BFGS refuses a batch
+    size: it keeps the full batch; so does a subset of fewer than ``n_train`` samples than
+    a batch)."""
+    solver = cls(**options)
+    for key, value in ({} if defaults is None else defaults.solver).items():
+        if key in options or key not in solver_options(cls):
+            continue
+        if key == "batch_size" and n_train is not None and value > n_train:
+            continue
+        if key in cls.inapplicable({**options, key: value}):  # e.g. L-BFGS's batch size
+            continue
+        try:
+            solver = cls(**{**options, key: value})
+        except ValueError:
+            continue
+        options = {**options, key: value}
+    return solver
 
 
 def _check_applicable(args: argparse.Namespace, cls: type, options: dict[str, Any]) -> None:
@@ -406,5 +468,7 @@ def solve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_iter is not None and args.max_iter < 0:
         raise CLIError(f"--max-iter must be >= 0, got {args.max_iter}")
     return dict(init=args.warm_start, seed=args.seed, init_scheme=args.init,
-                max_iter=args.max_iter, max_time=args.max_time, target_cost=args.target_cost,
+                max_iter=args.max_iter, epochs=getattr(args, "epochs", None),
+                max_time=args.max_time,
+                target_cost=args.target_cost,
                 tol=args.tol or None, progress=bool(args.progress) and sys.stderr.isatty())

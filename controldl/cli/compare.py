@@ -14,7 +14,7 @@ HELP = "compare solvers on one problem: a table, figures and a short report"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from controldl.compare import DEFAULT_MAX_TIME, default_specs
+    from controldl.compare import DEFAULT_MAX_TIME, DISCRETE_SPECS, default_specs
 
     p = sub.add_parser(
         "compare", help=HELP,
@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--solver`, i.e. a solver or an optax optimizer), e.g. adam:lr=0.03, "
                         "emsa, "
                         "casadi:transcription=multiple, casadi:from=adam (warm start from an "
-                        f"earlier row). Default: {','.join(default_specs())}; plain sgd is "
+                        f"earlier row). Default: {','.join(default_specs())} "
+                        f"({','.join(DISCRETE_SPECS)} with --controls binary or ternary); "
+                        "plain sgd is "
                         "left out (it does not reach the tolerance in time), and so is casadi "
                         "from the shared start (slower than adam + polish, and it stops at "
                         "another local minimum). Given more than once, the lists are "
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                               "use a spec with from=LABEL to warm-start one from another")
     problem = common.problem_from_args(args)
     specs = _specs(args.solvers)
-    for spec in parse_specs(specs or default_specs()):  # checked before anything runs
+    for spec in parse_specs(specs or default_specs(problem)):  # checked before anything runs
         check_fits(problem, spec.make())
     common.check_out(args.out, "comparison", args, input_paths(problem))
     kw = common.solve_kwargs(args)

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         problem, solver, kwargs, out_dir = _resumed(args)
         out_dir = Path(args.out) if args.out is not None else out_dir
     else:
-        problem, solver = common.problem_from_args(args), common.solver_from_args(args)
+        problem = common.problem_from_args(args)
+        solver = common.solver_from_args(args, problem.data.n_train)
         kwargs, out_dir = common.solve_kwargs(args), Path(args.out or "runs/train")
     common.check_out(out_dir, "solution", args, input_paths(problem))
     if args.processes > 1 and not in_group:  # the checks above ran once, here: launch

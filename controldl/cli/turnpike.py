@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"the first solver of every horizon: {common.SOLVER_HELP} (default gd)")
     common.add_stopping_flags(p, tol=TURNPIKE_TOL,
                               tol_meaning="the stationarity a horizon must reach to count "
-                                          "as converged")
+                                          "as converged", epochs=False)
     common.add_solver_option_flags(p)
     p.set_defaults(run=run, layers=None, horizon=None)
     for action in p._actions:

@@ -369,65 +369,114 @@ def _series(hist: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
 def history_figure(histories: Any, title: str = "", target: float | None = None,
                    tolerance: float | None = None) -> Figure:
     """One line per run: the cost ``J`` against the iteration and against the wall time
-    (compilation included), the training accuracy, and the stationarity
+    (compilation included), the training accuracy (and the test accuracy, dashed, where
+    the histories record it: then also against the wall time), and the stationarity
     ``‖θ − Π(prox(θ − ∇J))‖`` (:func:`controldl.stationarity`) when the histories record
-    it. ``target`` (a cost) is marked on the cost panels, ``tolerance`` (a stationarity)
-    on the stationarity panel, as dashed horizontal lines. On the time axis the span
-    before the first recorded iterate (compilation and setup) is shaded.
+    it. Learning curves of mini-batch runs are drawn against the **epoch** (passes over
+    the training data: ``k / ⌊N/B⌋``, a full-batch iteration being one) instead of the
+    iteration. ``target`` (a cost) is marked on the cost panels, ``tolerance`` (a
+    stationarity) on the stationarity panel, as dashed horizontal lines. On the time axes
+    the span before the first recorded iterate (compilation and setup) is shaded. The
+    panels are laid out in rows of at most three (two rows of two for four).
 
     ``histories``: ``{label: history}`` (a history is a solution's ``history`` list),
     ``{label: Solution}``, one :class:`~controldl.solution.Solution` or a list of them
     (:func:`labelled`)."""
     histories = {k: v.history if isinstance(v, Solution) else v
                  for k, v in labelled(histories, "history_figure").items()}
+    runs = {k: h for k, h in histories.items() if h}
     has_stat = tolerance is not None or any(
-        h.get("stationarity") is not None for hist in histories.values() for h in hist)
-    if has_stat:  # two rows of two: readable at the width of a page
-        fig, axes = plt.subplots(2, 2, figsize=(12, 8.4))
-        axes = axes.ravel()
-    else:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    times, starts = [], []
-    for label, hist in histories.items():
-        if not hist:
-            continue
-        it, t, cost = _series(hist, "iteration"), _series(hist, "time_s"), _series(hist, "cost")
-        few = {"marker": "o", "ms": 3} if len(hist) <= 3 else {}
-        axes[0].plot(it, cost, label=label, **few)
-        axes[1].plot(t, cost, label=label, **few)
-        times.append(np.nanmax(t))
-        starts.append(np.nanmin(t))
-        acc = _series(hist, "train_accuracy")
-        if np.isfinite(acc).any():  # the iterations where it was recorded (L-BFGS: sparse)
-            kept = np.isfinite(acc)
-            axes[2].plot(it[kept], acc[kept], label=label, **few)
-        if has_stat:
-            axes[3].plot(it, _series(hist, "stationarity"), label=label, **few)
-    labels = ("iteration", "wall time [s] (compilation included)", "iteration", "iteration")
-    ylabels = ("cost J", "cost J", "training accuracy", "stationarity (proximal gradient)")
-    for ax, xl, yl in zip(axes, labels, ylabels, strict=False):
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.grid(alpha=0.3)
-    for ax in axes[:2]:
-        _cost_axis(ax, target)
-    _time_axis(axes[1], max(times, default=0.0))
-    if starts and min(starts) > 0:  # before the first recorded iterate: compilation, setup
-        axes[1].axvspan(0.0, min(starts), color="0.92", zorder=0)
+        h.get("stationarity") is not None for hist in runs.values() for h in hist)
+    has_test = any(h.get("test_accuracy") is not None for hist in runs.values() for h in hist)
+    x = "epoch" if _by_epoch(runs) else "iteration"
+    panels = ["cost", "cost-time", "accuracy", *(["accuracy-time"] if has_test else []),
+              *(["stationarity"] if has_stat else [])]
+    fig, ax = _panel_grid(panels)
+    for label, hist in runs.items():
+        _history_lines(ax, label, hist, x)
+    names = {"cost": (x, "cost J"), "cost-time": ("wall time [s] (compilation included)",
+                                                  "cost J"),
+             "accuracy": (x, "accuracy (test dashed)" if has_test else "training accuracy"),
+             "accuracy-time": ("wall time [s] (compilation included)",
+                               "accuracy (test dashed)"),
+             "stationarity": (x, "stationarity (proximal gradient)")}
+    for key, a in ax.items():
+        a.set_xlabel(names[key][0])
+        a.set_ylabel(names[key][1])
+        a.grid(alpha=0.3)
+    for key in ("cost", "cost-time"):
+        _cost_axis(ax[key], target)
+    times = [_series(h, "time_s") for h in runs.values()]
+    for key in ("cost-time", "accuracy-time"):
+        if key in ax:
+            _time_axis(ax[key], max((np.nanmax(t) for t in times), default=0.0))
+            start = min((np.nanmin(t) for t in times), default=0.0)
+            if start > 0:  # before the first recorded iterate: compilation, setup
+                ax[key].axvspan(0.0, start, color="0.92", zorder=0)
     if has_stat:
-        _log_if_positive(axes[3])
-        if tolerance is not None and tolerance > 0:
-            axes[3].set_yscale("log")
-            if not any(np.isfinite(ln.get_ydata()).any() for ln in axes[3].get_lines()):
-                axes[3].set_ylim(tolerance / 10, tolerance * 10)
-        if tolerance is not None:
-            axes[3].axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g}")
-            axes[3].legend(fontsize=8)
-    axes[0].legend(fontsize=8)
+        _stationarity_axis(ax["stationarity"], tolerance)
+    ax["cost"].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _panel_grid(panels: list[str]) -> tuple[Figure, dict[str, Any]]:
+    """A figure with one axis per panel name, in rows of at most three (2 × 2 for four),
+    about 5 × 4.2 inches each; ``{name: axis}``."""
+    n = len(panels)
+    cols = 2 if n == 4 else min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for extra in flat[n:]:
+        fig.delaxes(extra)
+    return fig, dict(zip(panels, flat[:n], strict=True))
+
+
+def _by_epoch(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> bool:
+    """Whether every history records epochs and one of them is a mini-batch run (its
+    epochs differ from its iterations)."""
+    hists = list(histories.values())
+    if not hists or not all(h.get("epoch") is not None for hist in hists for h in hist):
+        return False
+    return any(h["epoch"] != h["iteration"] for hist in hists for h in hist)
+
+
+def _history_lines(ax: dict[str, Any], label: str, hist: Sequence[Mapping[str, Any]],
+                   x: str) -> None:
+    """One run's lines on the panels ``ax`` of :func:`history_figure` (``x``: the key of
+    the horizontal axis, ``iteration`` or ``epoch``)."""
+    xs, t, cost = _series(hist, x), _series(hist, "time_s"), _series(hist, "cost")
+    few = {"marker": "o", "ms": 3} if len(hist) <= 3 else {}
+    (line,) = ax["cost"].plot(xs, cost, label=label, **few)
+    ax["cost-time"].plot(t, cost, label=label, **few)
+    style = dict(color=line.get_color(), **few)
+    train, test = _series(hist, "train_accuracy"), _series(hist, "test_accuracy")
+    for key, xv in (("accuracy", xs), ("accuracy-time", t)):
+        if key not in ax:
+            continue
+        if np.isfinite(train).any():  # where recorded (L-BFGS: every tenth iteration)
+            ok = np.isfinite(train)
+            ax[key].plot(xv[ok], train[ok], label=label, **style)
+        if np.isfinite(test).any():
+            ok = np.isfinite(test)
+            ax[key].plot(xv[ok], test[ok], ls="--", label=f"{label} (test)", **style)
+    if "stationarity" in ax:
+        ax["stationarity"].plot(xs, _series(hist, "stationarity"), label=label, **few)
+
+
+def _stationarity_axis(ax: Any, tolerance: float | None) -> None:
+    """Log scale where possible, the tolerance as a dashed line."""
+    _log_if_positive(ax)
+    if tolerance is not None and tolerance > 0:
+        ax.set_yscale("log")
+        if not any(np.isfinite(ln.get_ydata()).any() for ln in ax.get_lines()):
+            ax.set_ylim(tolerance / 10, tolerance * 10)
+    if tolerance is not None:
+        ax.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g}")
+        ax.legend(fontsize=8)
 
 
 def _log_if_positive(ax: Any) -> None:

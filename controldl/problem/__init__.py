@@ -19,6 +19,9 @@ formulas come from :mod:`controldl.model`; this package assembles them over samp
 - :mod:`~controldl.problem.cost`: ``J``, assembled once;
 - :mod:`~controldl.problem.pontryagin`: the Hamiltonian, the costates, the gradient;
 - :mod:`~controldl.problem.constraints`: the projection and ``h·‖A_t‖₂``;
+- :mod:`~controldl.problem.discrete`: binary and ternary controls (the scale, the
+  projection, the sparsity term, the entrywise maximization, the straight-through
+  estimator);
 - :mod:`~controldl.problem.stationarity`: the first-order measure every solver reports.
 """
 
@@ -57,11 +60,13 @@ from controldl.problem.dynamics import (
     trajectory,
 )
 from controldl.problem.formulation import (
+    DATASET_DEFAULTS,
     DEFAULTS,
     FORMULATION_KEYS,
     READOUT_L2_ZERO_NOTE,
     TRACED_KEYS,
     WEIGHT_KEYS,
+    DatasetDefaults,
     Formulation,
     Params,
     ProblemDefaults,
@@ -86,7 +91,8 @@ from controldl.problem.stationarity import (
 )
 
 __all__ = [
-    "COST_TERMS", "DEFAULTS", "FORMULATION_KEYS", "JAX", "READOUT_L2_ZERO_NOTE",
+    "COST_TERMS", "DATASET_DEFAULTS", "DEFAULTS", "DatasetDefaults", "FORMULATION_KEYS", "JAX",
+    "READOUT_L2_ZERO_NOTE",
     "READOUT_TERMS", "TRACED_KEYS", "WEIGHT_KEYS", "Array", "Formulation", "Params",
     "Problem", "ProblemDefaults", "accuracy_from_outputs", "accuracy_or_zero", "assemble",
     "clip_spectral_norm",

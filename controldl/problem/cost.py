@@ -8,7 +8,10 @@ r"""The cost ``J``, assembled once.
         + \underbrace{\frac{α}{2h} \sum_{t=0}^{L-2} (‖A_{t+1} - A_t‖_F^2
           + ‖b_{t+1} - b_t‖^2)}_{\text{smooth}}
         + \underbrace{γ h \sum_{t=1}^{L} \frac1N \sum_i ℓ(z_i(t), y_i)}_{\text{running}}
-        + \underbrace{\frac{κ}{2}(‖W‖_F^2 + ‖c‖^2)}_{\text{readout\_l2}}.
+        + \underbrace{\frac{κ}{2}(‖W‖_F^2 + ‖c‖^2)}_{\text{readout\_l2}}
+        \;[+\; \underbrace{s\,h \sum_t \mathrm{nnz}(A_t)}_{\text{sparsity}}].
+
+The last term exists for ternary controls only (:mod:`controldl.problem.discrete`).
 
 :func:`assemble` is the one place the terms are put together, from the two quantities
 that depend on the states: the terminal mean loss ``(1/N) Σ_i ℓ(z_i(L), y_i)`` and the
@@ -22,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from controldl import model
+from controldl.problem.discrete import sparsity_cost
 from controldl.problem.dynamics import JAX, forward, mean_loss, outputs, trajectory
 from controldl.problem.formulation import Formulation, Params
 
@@ -29,6 +33,15 @@ Array = jax.Array
 
 COST_TERMS: tuple[str, ...] = ("terminal", "l2", "l1", "smooth", "running", "readout_l2")
 """Names of the cost terms, in the order of docs/design.md (``total`` is their sum)."""
+
+DISCRETE_TERMS: tuple[str, ...] = ("sparsity",)
+"""The term a ternary formulation adds (:func:`terms_of`)."""
+
+
+def terms_of(form: Formulation) -> tuple[str, ...]:
+    """The cost terms of ``form``: :data:`COST_TERMS`, and ``sparsity`` for ternary
+    controls."""
+    return COST_TERMS + (DISCRETE_TERMS if form.controls == "ternary" else ())
 
 READOUT_TERMS: tuple[str, ...] = ("terminal", "running", "readout_l2")
 """The terms of J that depend on the readout ``(W, c)``."""
@@ -83,14 +96,17 @@ def readout_terms(form: Formulation, W: Array, c: Array, terminal_loss: Array,
 
 def assemble(form: Formulation, params: Params, terminal_loss: Array, loss_sum: Array
              ) -> dict[str, Array]:
-    """Every term of :data:`COST_TERMS` and their sum ``total``, given the terminal mean loss
+    """Every term of :func:`terms_of` and their sum ``total``, given the terminal mean loss
     ``(1/N) Σ_i ℓ(z_i(L), y_i)`` and the running sum ``Σ_{t=1}^{L} (1/N) Σ_i ℓ(z_i(t), y_i)``
     (scalars); the control terms are computed from ``params.A`` (L, d, d), ``params.b`` (L, d)."""
     A, b, W, c = params
     l2 = jax.vmap(lambda A_t, b_t: model.layer_l2(JAX, form.l2, form.h, A_t, b_t))(A, b)
     terms = {"l2": jnp.sum(l2), "l1": l1_cost(form, A, b), "smooth": smooth_cost(form, A, b),
              **readout_terms(form, W, c, terminal_loss, loss_sum)}
-    terms = {k: terms[k] for k in COST_TERMS}
+    if form.controls == "ternary":
+        terms["sparsity"] = (sparsity_cost(form, A) if form.uses("sparsity")
+                             else jnp.zeros((), A.dtype))
+    terms = {k: terms[k] for k in terms_of(form)}
     terms["total"] = sum(terms.values())
     return terms
 

@@ -22,9 +22,13 @@ JAX = model.ops_for("jax")
 def embed(form: Formulation, X: Array) -> Array:
     """``x(0) = (X, 0, …, 0)``: pad the inputs (N, n) with zeros to width d → (N, d).
     Images (N, C₀, H, W) are flattened channel-major first, so the padding adds zero
-    channels (the conv model's augmentation). NumPy inputs are padded by NumPy (on the
-    host, nothing compiled), others by ``jax.numpy``."""
+    channels (the conv model's augmentation); with the conv model's ``input_pool`` s they
+    are first averaged over s × s blocks (:func:`model.average_pool`). NumPy inputs are
+    padded by NumPy (on the host, nothing compiled), others by ``jax.numpy``."""
     xp = np if isinstance(X, np.ndarray) else jnp
+    if form.model == "conv" and (form.input_pool or 1) > 1:
+        X = model.average_pool(xp.reshape(X, (X.shape[0], *form.image_shape)),
+                               int(form.input_pool))
     X = xp.reshape(X, (X.shape[0], -1))
     return xp.pad(X, ((0, 0), (0, form.width - X.shape[1])))
 
@@ -51,6 +55,15 @@ def outputs(form: Formulation, W: Array, c: Array, X: Array) -> Array:
     return features(form, X) @ W.T + c
 
 
+def layer_unroll(form: Formulation) -> int | bool:
+    """The ``unroll`` of the scans over the layers: all of them for the conv model, whose
+    convolutions XLA:CPU computes several times slower inside a loop than unrolled (a
+    gradient through 4 conv layers of 128 MNIST-sized images: 0.19 s in a scan against
+    0.010 s unrolled, ``benchmarks/conv.py``; jax-ml/jax#12868), one for the dense models
+    (compiled once per step whatever L)."""
+    return True if form.model == "conv" else 1
+
+
 def step_batch(form: Formulation, X: Array, A: Array, b: Array) -> Array:
     """One layer for all samples: (N, d) → (N, d)."""
     return jax.vmap(step, in_axes=(None, 0, None, None))(form, X, A, b)
@@ -63,13 +76,14 @@ def trajectory(form: Formulation, params: Params, X0: Array) -> Array:
         x_next = step_batch(form, x, *theta)
         return x_next, x_next
 
-    _, xs = jax.lax.scan(body, X0, (params.A, params.b))
+    _, xs = jax.lax.scan(body, X0, (params.A, params.b), unroll=layer_unroll(form))
     return jnp.concatenate([X0[None], xs], axis=0)
 
 
 def final_state(form: Formulation, params: Params, X0: Array) -> Array:
     """``x(L)`` (N, d) without storing the intermediate states."""
-    x, _ = jax.lax.scan(lambda x, th: (step_batch(form, x, *th), None), X0, (params.A, params.b))
+    x, _ = jax.lax.scan(lambda x, th: (step_batch(form, x, *th), None), X0, (params.A, params.b),
+                        unroll=layer_unroll(form))
     return x
 
 
@@ -107,7 +121,7 @@ def forward(form: Formulation, params: Params, X0: Array, Y: Array,
         return (x, run), None
 
     def block(carry, thetas):
-        return jax.lax.scan(layer, carry, thetas)[0]
+        return jax.lax.scan(layer, carry, thetas, unroll=layer_unroll(form))[0]
 
     carry = (X0, jnp.zeros((), X0.dtype))
     thetas = (params.A, params.b)

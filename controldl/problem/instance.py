@@ -15,6 +15,7 @@ from controldl.compilation import COMPILED, RUN_ONCE_OPTIONS, compile_or_load, s
 from controldl.conv import init_kernels
 from controldl.data import Dataset
 from controldl.parallel import device_array
+from controldl.problem import discrete
 from controldl.problem.constraints import project
 from controldl.problem.dynamics import embed
 from controldl.problem.formulation import (
@@ -83,12 +84,14 @@ class Problem:
         """One line: the model, width, L, T, h, every weight, the constraints and the data
         with its split (what ``controldl train`` prints before it starts)."""
         f, data = self.formulation, self.data
-        weights = ", ".join(f"{k} {getattr(f, k):g}" for k in WEIGHT_KEYS)
+        weights = ", ".join(f"{k} {getattr(f, k):g}" for k in WEIGHT_KEYS
+                            if k != "sparsity" or f.controls == "ternary")
         bounds = "".join(f", {k} {getattr(f, k):g}" for k in ("lipschitz_bound", "box_bound")
                          if getattr(f, k) is not None)
         split = (f"{data.n_train} training and {len(data.X_test)} test points"
                  if data.has_test else f"{data.n_train} training points, no test split")
-        return (f"{f.model} with σ = {f.activation}, width {f.width}, L = {f.layers}, "
+        controls = f"{f.controls} controls (α = {discrete.scale(f):.4g}), " if f.discrete else ""
+        return (f"{f.model} with σ = {f.activation}, {controls}width {f.width}, L = {f.layers}, "
                 f"T = {f.horizon:g} (h = {f.h:g}), loss {f.loss}; {weights}{bounds}"
                 f"{'' if f.train_readout else ', frozen readout'}; data "
                 f"{data.source.get('name', 'arrays')}: {split}")
@@ -123,6 +126,9 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
     and ``W`` with its own fan-in);
     ``zeros``: every control and the readout zero (Li et al.'s flat start).
 
+    Discrete controls (``controls`` binary or ternary) start at the Euclidean projection of
+    the drawn ``A`` onto ``α·{set}`` (:func:`controldl.problem.discrete.project`).
+
     The draws are ``jax.random``'s (``kA, kW = split(PRNGKey(seed))``, then
     ``normal(kA, …)`` for ``A`` and ``normal(kW, …)`` for ``W``, in ``dtype``), computed on
     the host by :mod:`controldl.rng`: the same numbers in every process and on every
@@ -147,6 +153,8 @@ def init_params(form: Formulation, seed: int = 0, scheme: str = "normal", scale:
         drawn["A"] = (init_kernels(kA, shapes["A"], scale, dtype) if form.geometry is not None
                       else scale / math.sqrt(form.width) * rng.normal(kA, shapes["A"], dtype))
         drawn["W"] = scale / math.sqrt(form.feature_dim) * rng.normal(kW, shapes["W"], dtype)
+    if form.discrete:  # the projection onto the set: the same start for every solver
+        drawn["A"] = discrete.project(form, drawn["A"]).astype(dtype)
     params = Params(*(device_array(drawn[k], dtype) for k in Params._fields))
     if scheme == "zeros" or (form.box_bound is None and form.lipschitz_bound is None):
         return params  # project() is the identity here

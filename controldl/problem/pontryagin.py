@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from controldl.problem.cost import control_cost, readout_objective, running_cost_at, smooth_cost
-from controldl.problem.dynamics import mean_loss, step_batch, trajectory
+from controldl.problem.dynamics import layer_unroll, mean_loss, step_batch, trajectory
 from controldl.problem.formulation import Formulation, Params
 
 Array = jax.Array
@@ -53,7 +53,8 @@ def costates(form: Formulation, params: Params, xs: Array, Y: Array) -> Array:
         return p, p
 
     ts = jnp.arange(form.layers)
-    _, ps = jax.lax.scan(body, p_L, (xs[:-1], A, b, ts), reverse=True)
+    _, ps = jax.lax.scan(body, p_L, (xs[:-1], A, b, ts), reverse=True,
+                         unroll=layer_unroll(form))
     return jnp.concatenate([ps, p_L[None]], axis=0)
 
 

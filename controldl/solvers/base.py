@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-import functools
 import math
 import os
 import signal
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from controldl import parallel
@@ -39,6 +37,7 @@ from controldl.problem import Params, Problem
 from controldl.solution import Solution, WarmStart
 from controldl.solvers import checkpoint as C
 from controldl.solvers import memory as M
+from controldl.solvers.options import default_dtype
 from controldl.status import Status
 
 
@@ -173,20 +172,27 @@ class Monitor:
 
     def __init__(self, stopping: Stopping, progress: bool = False, label: str = "",
                  callback: Callable[[dict[str, Any]], Any] | None = None,
-                 stop_on_growth: bool = True, long_run: C.LongRun | None = None) -> None:
+                 stop_on_growth: bool = True, long_run: C.LongRun | None = None,
+                 per_epoch: int | None = None) -> None:
         self.stopping = stopping
         self.stop_on_growth = stop_on_growth
         self.long_run = long_run or C.LongRun()
+        self.per_epoch = per_epoch
         resumed = self.long_run.resumed
         self.start = time.perf_counter() - (resumed.elapsed_s if resumed else 0.0)
         self.compile_time_s = resumed.compile_time_s if resumed else 0.0
         self.history: list[dict[str, Any]] = list(resumed.history) if resumed else []
+        self.evaluation_time_s = float(self.history[-1].get("evaluation_time_s", 0.0)
+                                       if self.history else 0.0)
         self.callback = callback
         self._bar = None
+        self._label = label or "solve"
         if progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=stopping.max_iter, desc=label or "solve", unit="it",
+            batches = per_epoch is not None and per_epoch > 1
+            self._bar = tqdm(total=stopping.max_iter, desc=self._label,
+                             unit="batch" if batches else "it",
                              disable=not sys.stderr.isatty() and progress != "always",
                              leave=False)
 
@@ -206,6 +212,18 @@ class Monitor:
             interrupt.immediate = False
             self.compile_time_s += time.perf_counter() - t0
 
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Time spent on the history's full-data evaluations (a mini-batch run's full
+        training cost and test accuracy): counted in ``evaluation_time_s``, which the
+        history entries of a run that iterates over the data carry (cumulative), so that
+        a learning curve can be drawn against the training time alone."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.evaluation_time_s += time.perf_counter() - t0
+
     @property
     def resumed(self) -> C.Checkpoint | None:
         """The checkpoint this solve continues from (``None``: a fresh solve)."""
@@ -220,6 +238,36 @@ class Monitor:
     def out_of_time(self) -> bool:
         return self.stopping.max_time is not None and self.elapsed() >= self.stopping.max_time
 
+    def epoch(self, iteration: int) -> float | None:
+        """``iteration / per_epoch``: the epochs done before ``iteration`` (``None`` when
+        the solver's iterations are no passes over the data)."""
+        return None if self.per_epoch is None else iteration / self.per_epoch
+
+    def poll(self, iteration: int) -> Status | None:
+        """Between two recorded iterations (a mini-batch run records the full cost once
+        per epoch): advance the progress bar to ``iteration`` and return ``interrupted``
+        once a signal was received or ``max_time`` once the time is up, else ``None``."""
+        self._progress(iteration)
+        if self.long_run.interrupt.requested:
+            return Status.INTERRUPTED
+        if self.out_of_time():
+            return Status.MAX_TIME
+        return None
+
+    def _progress(self, iteration: int, cost: float | None = None) -> None:
+        """The bar at ``iteration`` (batches, and the epoch in its description when an
+        epoch has several), with the last recorded cost."""
+        bar = self._bar
+        if bar is None:
+            return
+        if self.per_epoch is not None and self.per_epoch > 1:
+            epochs = -(-self.stopping.max_iter // self.per_epoch)
+            epoch = min(iteration // self.per_epoch + 1, max(epochs, 1))
+            bar.set_description_str(f"{self._label} epoch {epoch}/{epochs}", refresh=False)
+        if cost is not None:
+            bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
+        bar.update(int(iteration) - bar.n)
+
     def record(self, iteration: int, cost: float, train_accuracy: float | None = None,
                at: float | None = None, **extra: Any) -> str | None:
         """Append the entry of ``iteration`` (its ``time_s`` is ``at``, seconds since the
@@ -229,12 +277,12 @@ class Monitor:
         entry = {"iteration": int(iteration), "time_s": self.elapsed() if at is None else at,
                  "cost": cost,
                  "train_accuracy": None if train_accuracy is None else float(train_accuracy)}
+        if self.per_epoch is not None:
+            entry["epoch"] = self.epoch(int(iteration))
+            entry["evaluation_time_s"] = self.evaluation_time_s
         entry.update(extra)
         self.history.append(entry)
-        if self._bar is not None:
-            self._bar.n = int(iteration)
-            self._bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
-            self._bar.refresh()
+        self._progress(int(iteration), cost)
         if self.callback is not None:
             self.callback(entry)
         return self._verdict(cost, entry.get("stationarity"))
@@ -300,6 +348,33 @@ class Solver(abc.ABC):
         ``None``: not estimated (no check)."""
         return None
 
+    controls: ClassVar[tuple[str, ...]] = ("real",)
+    """The control sets (``Formulation.controls``) this solver solves; :meth:`check_problem`
+    refuses the others."""
+
+    def check_problem(self, problem: Problem) -> None:
+        """Raise ``ValueError`` (one line) when this solver cannot solve ``problem``: here,
+        a control set outside :attr:`controls` (a solver for real controls cannot
+        maximize over a discrete set)."""
+        sets = problem.formulation.controls
+        if sets not in self.controls:
+            raise ValueError(f"solver {self.name!r} solves controls={'/'.join(self.controls)}, "
+                             f"not controls={sets}: {self.refusal(sets)}")
+
+    def refusal(self, controls: str) -> str:
+        """What to do instead when :meth:`check_problem` refuses ``controls``."""
+        if controls == "real":
+            return "use msa, emsa or gd for real controls"
+        return ("the Hamiltonian's maximization over a discrete set is Li & Hao's "
+                "discrete-msa; gradient descent (gd) uses the straight-through estimator")
+
+    def iterations_per_epoch(self, problem: Problem) -> int | None:
+        """Iterations in one pass over the training samples (``⌊N / batch_size⌋`` with
+        mini-batches, 1 for a full-batch iteration: :mod:`controldl.solvers.epochs`);
+        ``None`` where an iteration is no pass over the data (IPOPT's), so ``epochs``
+        does not apply."""
+        return None
+
     @abc.abstractmethod
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         """Minimize ``J`` from ``params``; call ``monitor.record`` every iteration and stop
@@ -322,7 +397,10 @@ def warm_start_record(init: Any) -> tuple[Any, WarmStart | None]:
 
 def as_params(problem: Problem, init: Any) -> Params:
     """Warm-start parameters from a :class:`Solution`, a solution directory or a
-    :class:`Params`, checked against the problem's shapes."""
+    :class:`Params`, checked against the problem's shapes. On a discrete formulation real
+    values of ``A`` are kept as they are: ``discrete-msa`` projects them onto the set, the
+    straight-through estimator takes them as its latent weights (so a warm start from the
+    real initialization starts both from the network of the shared one)."""
     init, _ = warm_start_record(init)
     if isinstance(init, Solution):
         init = init.params
@@ -337,6 +415,8 @@ def as_params(problem: Problem, init: Any) -> Params:
                              "(width, layers and outputs must match)")
         if not np.all(np.isfinite(np.asarray(getattr(init, k)))):
             raise ValueError(f"warm start: {k} contains NaN or infinity")
+    # real values on a discrete formulation are kept: discrete-msa projects them onto the
+    # set, the straight-through estimator takes them as its latent weights
     return P.project(problem.formulation,
                      Params(*(parallel.device_array(v, np.float64) for v in init)))
 
@@ -351,44 +431,11 @@ def evaluate(problem: Problem, params: Params) -> tuple[dict[str, float], float 
 def _evaluation(problem: Problem, params: Params, with_stationarity: bool
                 ) -> tuple[dict[str, float], float | None, float | None, float | None]:
     """:func:`evaluate` and, with ``with_stationarity``, :func:`controldl.stationarity` at
-    ``params`` (float64), the training-set figures from one compiled program (``None``
-    when the cost is not finite)."""
-    form = problem.formulation
-    params = Params(*(parallel.device_array(v, np.float64) for v in params))
-    X0, Y = problem.initial_states(), problem.targets()
-    classify = form.task == "classification"
-    y = parallel.device_array(problem.data.y_train if classify
-                              else np.zeros(len(X0), np.int32))
-    terms, train, residual = _evaluate_jit(form, params, X0, Y, y, with_stationarity)
-    terms = {k: float(v) for k, v in terms.items()}
-    residual = float(residual) if with_stationarity and math.isfinite(terms["total"]) else None
-    if not classify:
-        return terms, None, None, residual
-    test = None
-    if problem.data.has_test:
-        test = float(_accuracy_jit(form, params, problem.initial_states(test=True),
-                                   parallel.device_array(problem.data.y_test)))
-    return terms, float(train), test, residual
+    ``params`` (float64, in blocks of samples: :mod:`controldl.solvers.evaluation`;
+    ``None`` when the cost is not finite)."""
+    from controldl.solvers.evaluation import evaluation
 
-
-@functools.partial(jax.jit, static_argnames="with_stationarity",
-                   compiler_options=RUN_ONCE_OPTIONS)
-def _evaluate_jit(form: P.Formulation, params: Params, X0: jax.Array, Y: jax.Array,
-                  y: jax.Array, with_stationarity: bool) -> tuple[dict[str, jax.Array],
-                                                                   jax.Array, jax.Array]:
-    """``(cost terms, accuracy on labels y (0 for regression), stationarity residual or
-    0)`` at ``params`` for initial states ``X0`` (N, d) and targets ``Y`` (N, m)."""
-    terms = P.cost_terms(form, params, X0, Y)
-    zero = jnp.zeros((), X0.dtype)
-    acc = P.accuracy_or_zero(form, P.predict(form, params, X0), y)
-    residual = P.stationarity_residual(form, params, X0, Y) if with_stationarity else zero
-    return terms, acc, residual
-
-
-@functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS)
-def _accuracy_jit(form: P.Formulation, params: Params, X0: jax.Array, y: jax.Array
-                  ) -> jax.Array:
-    return P.accuracy_from_outputs(form, P.predict(form, params, X0), y)
+    return evaluation(problem, params, with_stationarity)
 
 
 def as_solver(solver: Any, options: dict[str, Any] | None = None) -> Solver:
@@ -417,6 +464,7 @@ def solve(
     seed: int = 0,
     init_scheme: str = "normal",
     max_iter: int | None = None,
+    epochs: int | None = None,
     max_time: float | None = None,
     target_cost: float | None = None,
     tol: float | None = None,
@@ -442,6 +490,9 @@ def solve(
             ``max_iter`` defaults to the solver's own default, ``tol`` is the common
             stationarity tolerance). ``max_iter`` and ``max_time`` count the whole run,
             the part before a resumed checkpoint included.
+        epochs: instead of ``max_iter``, this many passes over the training samples
+            (``epochs ×`` :meth:`Solver.iterations_per_epoch` iterations; the batches and
+            what the history records: :mod:`controldl.solvers.epochs`).
         progress: show a progress bar (only on a terminal).
         callback: called with every history entry.
         resume: continue from a checkpoint (a :class:`~controldl.solvers.checkpoint.
@@ -472,13 +523,23 @@ def solve(
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a controldl.Problem, got {type(problem).__name__}")
     solver = as_solver(solver, options)
-    if not jax.config.jax_enable_x64 and getattr(solver, "dtype", None) != "float32":
+    solver.check_problem(problem)
+    if not jax.config.jax_enable_x64 and _precision(solver, problem) != "float32":
         warnings.warn(FLOAT32_NOTE, UserWarning, stacklevel=2)
     with warnings.catch_warnings():  # said once above, not at every float64 array
         warnings.filterwarnings("ignore", message=JAX_TRUNCATION, category=UserWarning)
-        return _solve(problem, solver, init, seed, init_scheme, max_iter, max_time,
+        return _solve(problem, solver, init, seed, init_scheme,
+                      epochs_to_iterations(problem, solver, epochs, max_iter), max_time,
                       target_cost, tol, progress, callback, resume, checkpoint_dir,
                       checkpoint_every_s, signals)
+
+
+def _precision(solver: Solver, problem: Problem) -> str | None:
+    """The precision a JAX solver computes in (its ``dtype`` option, else the data's
+    default: :func:`~controldl.solvers.options.default_dtype`); ``None`` for the others."""
+    if not hasattr(solver, "dtype"):
+        return None
+    return solver.dtype or default_dtype(problem.data)
 
 
 FLOAT32_NOTE = ("JAX's float64 is off, so this solve computes in float32 (and a "
@@ -504,12 +565,8 @@ def _solve(problem: Problem, solver: Solver, init: Any, seed: int, init_scheme: 
                          "checkpoint_every_s")
     M.check_fits(problem, solver)  # before anything is allocated
     start = _start(problem, solver, init, seed, init_scheme, rules, resume)
-    long_run = C.LongRun(
-        resumed=start.resumed, every_s=checkpoint_every_s,
-        directory=None if checkpoint_dir is None else Path(checkpoint_dir),
-        context=C.Context(problem, start.record, dataclasses.asdict(start.stopping), start.warm))
-    monitor = Monitor(start.stopping, progress=progress, label=solver.label(), callback=callback,
-                      stop_on_growth=solver.stop_on_growth, long_run=long_run)
+    long_run, monitor = _monitor(problem, solver, start, progress, callback,
+                                 checkpoint_dir, checkpoint_every_s)
     with long_run.interrupt.installed(tuple(signals)):
         with monitor.compiling():  # one-time setup (small compiles) before the first iteration
             params = _initial_params(problem, start, init_scheme)
@@ -522,6 +579,39 @@ def _solve(problem: Problem, solver: Solver, init: Any, seed: int, init_scheme: 
     if solution.status == Status.INTERRUPTED and long_run.interrupt.requested:
         raise C.SolveInterrupted(solution)
     return solution
+
+
+def epochs_to_iterations(problem: Problem, solver: Solver, epochs: Any,
+                         max_iter: int | None) -> int | None:
+    """``max_iter``, or ``epochs ×`` :meth:`Solver.iterations_per_epoch` iterations when
+    ``epochs`` is given, checked: an integer ``epochs >= 0``, not given with ``max_iter``,
+    for a solver whose iterations pass over the data."""
+    if epochs is None:
+        return max_iter
+    if max_iter is not None:
+        raise ValueError("give max_iter or epochs, not both")
+    if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    per_epoch = solver.iterations_per_epoch(problem)
+    if per_epoch is None:
+        raise ValueError(f"solver {solver.name!r} does not iterate over the data in epochs "
+                         "(an iteration is not a pass over the samples): give max_iter")
+    return int(epochs) * per_epoch
+
+
+def _monitor(problem: Problem, solver: Solver, start: _Start, progress: bool,
+             callback: Any, checkpoint_dir: Any, checkpoint_every_s: float | None
+             ) -> tuple[C.LongRun, Monitor]:
+    """The solve's :class:`~controldl.solvers.checkpoint.LongRun` (interruption, periodic
+    checkpoints, the resumed checkpoint) and its :class:`Monitor`."""
+    long_run = C.LongRun(
+        resumed=start.resumed, every_s=checkpoint_every_s,
+        directory=None if checkpoint_dir is None else Path(checkpoint_dir),
+        context=C.Context(problem, start.record, dataclasses.asdict(start.stopping), start.warm))
+    monitor = Monitor(start.stopping, progress=progress, label=solver.label(), callback=callback,
+                      stop_on_growth=solver.stop_on_growth, long_run=long_run,
+                      per_epoch=solver.iterations_per_epoch(problem))
+    return long_run, monitor
 
 
 def _initial_params(problem: Problem, start: _Start, init_scheme: str) -> Params:
@@ -543,7 +633,12 @@ def _solution(problem: Problem, result: RunResult, monitor: Monitor, start: _Sta
     if start.resumed is not None:
         result.stats["resumed_from_iteration"] = start.resumed.iteration
     final = Params(*(np.asarray(v, np.float64) for v in result.params))
-    terms, train_acc, test_acc, residual = _evaluation(problem, final, with_stationarity=True)
+    form = problem.formulation
+    if form.discrete:  # α·s exactly, whatever the solver's precision; no stationarity
+        final = P.discrete.exact(form, final)
+        result.stats["zero_fraction"] = P.discrete.zero_fraction(final.A)
+    terms, train_acc, test_acc, residual = _evaluation(problem, final,
+                                                       with_stationarity=not form.discrete)
     status = result.status
     if not math.isfinite(terms["total"]):
         status = Status.DIVERGED

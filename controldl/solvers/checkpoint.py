@@ -236,7 +236,7 @@ def write(directory: str | Path, ck: Checkpoint) -> Path:
     }))
 
     def fill(tmp: Path) -> None:
-        np.savez(tmp / STATE_NPZ, **arrays)
+        np.savez_compressed(tmp / STATE_NPZ, **arrays)
         write_json(tmp / STATE_JSON, meta, indent=1)
 
     return atomic_directory(directory, fill, kind="checkpoint",

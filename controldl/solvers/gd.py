@@ -4,6 +4,16 @@ One iteration: ``g = ∇J(θ_k)`` by reverse-mode autodiff (full batch, or a min
 estimate), ``θ_{k+1} = Π(θ_k + update(g))`` where ``update`` is the optax optimizer and
 ``Π`` the projection onto the constraints (:func:`controldl.problem.project`). The step
 is compiled once per (formulation, optimizer, shapes) and reused by later solves.
+
+On a discrete formulation (``controls`` binary or ternary) gradient descent is the
+straight-through estimator (:func:`controldl.problem.discrete.straight_through`): the
+iterate's ``A`` holds latent weights ``u`` in units of ``α``, the forward pass sees
+``α·q(u)`` (BinaryConnect's sign, or the ternary-weight-network threshold), the optimizer
+steps ``u`` with ``∂J/∂u = α·∂J/∂A`` and ``Π`` clips ``u`` to ``[−1, 1]``; the solution
+holds the projected weights ``α·q(u)``. The latent weights start at ``clip(A/α, −1, 1)``
+of the initial ``A``: the shared initialization's signs, or the real values of a warm
+start (BinaryConnect's own start, from a real initialization). First-order optax
+optimizers only (L-BFGS's line search needs a continuous objective).
 """
 
 from __future__ import annotations
@@ -33,13 +43,16 @@ from controldl.solvers.base import (
     signature,
     training_arrays,
 )
+from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
+    batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    record_every_option,
+    resolve_dtype,
 )
 from controldl.solvers.registry import optax_optimizers, unknown_solver
 from controldl.status import Status
@@ -48,6 +61,10 @@ DEFAULT_LR: dict[str, float | None] = {"sgd": 0.1, "lbfgs": None}
 LINE_SEARCH: tuple[str, ...] = ("lbfgs",)
 """The optimizers whose step length their own line search chooses: they take no learning
 rate, schedule or momentum, and need the full batch."""
+LBFGS_ACCURACY_EVERY = 10
+"""L-BFGS records the training accuracy at iterations 0, 10, 20, …: its cost and gradient
+come from the line search, the accuracy needs a forward pass of its own (a tenth of a
+step on the default problem, measured by ``benchmarks/lbfgs_step.py``)."""
 
 
 def inapplicable_options(optimizer: str) -> dict[str, str]:
@@ -64,10 +81,8 @@ def inapplicable_options(optimizer: str) -> dict[str, str]:
     except (TypeError, ValueError):
         takes = True
     return {} if takes else {"momentum": f"optax.{optimizer} takes no momentum"}
-LBFGS_ACCURACY_EVERY = 10
-"""L-BFGS records the training accuracy at iterations 0, 10, 20, …: its cost and gradient
-come from the line search, the accuracy needs a forward pass of its own (a tenth of a
-step on the default problem, measured by ``benchmarks/lbfgs_step.py``)."""
+
+
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "warmup_cosine")
 
 
@@ -161,7 +176,8 @@ def _init_function(solver: GradientDescent, steps: int) -> Any:
 def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
                    args: tuple) -> Any:
     """The jitted-and-compiled iteration for one structure of formulation and optimizer,
-    set of shapes and placement, called as ``step(params, opt_state, X0, Y, y, key)``.
+    set of shapes and placement, called as ``step(params, opt_state, X0, Y, y, rows)``
+    (``rows``: the batch's, :mod:`controldl.solvers.epochs`).
     Cached on what is static: the formulation's numbers (horizon, weights, bounds) and
     the optimizer's injected hyperparameters (learning rate, momentum) are arguments, so a
     learning-rate grid or a sweep of horizons at fixed L compiles once."""
@@ -172,10 +188,11 @@ def _compiled_step(form: P.Formulation, solver: GradientDescent, steps: int,
 
 def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: tuple,
                 key: tuple) -> Any:
-    """One compiled iteration ``(params, opt_state, X0, Y, y, key) → (new, opt_state, key,
-    [J, accuracy, stationarity, work, work_at])``: ``J`` and the accuracy at ``params``, the
-    one stationarity measure (:func:`controldl.problem.stationarity_from_gradient`, from
-    the gradient already computed; a mini-batch estimate with ``batch_size``), the
+    """One compiled iteration ``(params, opt_state, X0, Y, y, rows) → (new, opt_state,
+    [J, accuracy, stationarity, work, work_at])`` on the batch of ``rows`` (all samples on
+    the full batch): ``J`` and the accuracy at ``params``, the one stationarity measure
+    (:func:`controldl.problem.stationarity_from_gradient`, from the gradient already
+    computed; a mini-batch estimate with ``batch_size``; NaN on a discrete set), the
     iteration's work in gradient-evaluation equivalents (``batch/N`` for a mini-batch,
     1 otherwise; for L-BFGS :func:`_lbfgs_iteration`'s exact count) and the part of it
     spent before ``J``, the accuracy and the stationarity at ``params`` were known
@@ -186,32 +203,41 @@ def _build_step(form: P.Formulation, solver: GradientDescent, steps: int, args: 
     batch = solver.batch_size
     remat = solver.checkpoint_every
     N = parallel.sample_count(args[2])  # the real samples (not the devices' padding)
+    seen = _forward_params(form)
 
-    def iteration(form, params, opt_state, X0, Y, y, key):
-        if batch is not None:  # the full batch draws nothing: its key passes through
-            key, sub = jax.random.split(key)  # the batch is sharded like the data
-            X0, Y, y = parallel.draw_batch(sub, batch, X0, Y, y)
-        f = lambda p: P.cost_and_outputs(form, p, X0, Y, remat)  # noqa: E731
+    def iteration(form, params, opt_state, X0, Y, y, rows):
+        if batch is not None:  # the batch is sharded like the data
+            X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
+
+        def f(p):  # optax's line search may promote a float32 iterate: cast it back
+            p = jax.tree.map(lambda a, r: a.astype(r.dtype), p, params)
+            return P.cost_and_outputs(form, seen(p), X0, Y, remat)
+
         if is_lbfgs:
-            return _lbfgs_iteration(form, opt, f, params, opt_state, X0, y, key)
+            return _lbfgs_iteration(form, opt, f, params, opt_state, X0, y)
         (J, z), g = jax.value_and_grad(f, has_aux=True)(params)
         g = _frozen_readout(form, g)
         work = jnp.asarray(1.0 if batch is None else batch / N, J.dtype)
         updates, opt_state = opt.update(g, opt_state, params)
-        new = _kept_readout(form, params, P.project(form, optax.apply_updates(params, updates)))
-        residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
+        new = P.project(form, optax.apply_updates(params, updates))
+        if form.discrete:  # BinaryConnect's clip of the latent weights
+            new = new._replace(A=jnp.clip(new.A, -1.0, 1.0))
+        new = _kept_readout(form, params, new)
+        residual = (jnp.full((), jnp.nan, J.dtype) if form.discrete  # no gradient on a set
+                    else P.stationarity_from_gradient(form, params,
+                                                      _smooth_part(form, params, g)))
         acc = P.accuracy_or_zero(form, z, y)
-        return new, opt_state, key, jnp.stack([J, acc, residual, work, work])
+        return new, opt_state, jnp.stack([J, acc, residual, work, work])
 
     def lower_args() -> tuple:  # only when compiling: the optimizer's state's shapes
-        params, X0, Y, y, key = args
+        params, X0, Y, y, rows = args
         opt_state = jax.eval_shape(_init_function(solver, steps), params,
                                    solver.injected_numbers())  # what _compiled_init returns
         if isinstance(params.A, jax.Array) and len(params.A.sharding.device_set) > 1:
             opt_state = jax.tree.map(
                 lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=params.A.sharding)
                 if hasattr(s, "shape") else s, opt_state)
-        return form, params, opt_state, X0, Y, y, key
+        return form, params, opt_state, X0, Y, y, rows
 
     with parallel.on_mesh(parallel.mesh_of(args[1])):  # traced under the data's mesh
         return compile_or_load(iteration, lower_args, key)
@@ -230,8 +256,7 @@ def _kept_readout(form: P.Formulation, params: Params, new: Params) -> Params:
 
 
 def _lbfgs_iteration(form: P.Formulation, opt: optax.GradientTransformation, f: Any,
-                     params: Params, opt_state: Any, X0: jax.Array, y: jax.Array,
-                     key: jax.Array) -> tuple:
+                     params: Params, opt_state: Any, X0: jax.Array, y: jax.Array) -> tuple:
     """One L-BFGS iteration at its true cost: ``J(θ_k)`` and ``∇J(θ_k)`` are those the
     previous zoom line search computed at its accepted point and keeps in ``opt_state``
     (:func:`optax.value_and_grad_from_state`); they are evaluated afresh only where the
@@ -262,7 +287,23 @@ def _lbfgs_iteration(form: P.Formulation, opt: optax.GradientTransformation, f: 
         work = work + jnp.where(due, 1.0 / 3.0, 0.0)
     at_k = work - jnp.asarray(searched, J.dtype)
     residual = P.stationarity_from_gradient(form, params, _smooth_part(form, params, g))
-    return new, opt_state, key, jnp.stack([J, acc, residual, work, at_k])
+    return new, opt_state, jnp.stack([J, acc, residual, work, at_k])
+
+
+def _forward_params(form: P.Formulation) -> Any:
+    """What the forward pass sees of the iterate: itself, or on a discrete formulation the
+    straight-through estimator's ``α·q(u)`` of the latent weights ``u``."""
+    if form.discrete:
+        return lambda p: P.discrete.straight_through(form, p)
+    return lambda p: p
+
+
+def _projected(form: P.Formulation) -> Any:
+    """The parameters a recorded iterate is evaluated at: itself, or on a discrete
+    formulation the projected weights ``α·q(u)`` of the latent ones."""
+    if form.discrete:
+        return lambda p: P.discrete.from_latent(form, p)
+    return lambda p: p
 
 
 def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
@@ -272,18 +313,6 @@ def _smooth_part(form: P.Formulation, params: Params, g: Params) -> Params:
         return g
     gl1 = jax.grad(lambda A, b: P.l1_cost(form, A, b), argnums=(0, 1))(params.A, params.b)
     return g._replace(A=g.A - gl1[0], b=g.b - gl1[1])
-
-
-def _compiled_full_cost(form: P.Formulation, args: tuple) -> Any:
-    """The compiled full-batch cost and accuracy (for mini-batch runs and the last entry)."""
-
-    def full(form, params, X0, Y, y):
-        J, z = P.cost_and_outputs(form, params, X0, Y)
-        return J, P.accuracy_or_zero(form, z, y)
-
-    key = ("gd-full-cost", form.static_key(), signature(args))
-    compiled = COMPILED.get(key, lambda: compile_or_load(full, (form, *args), key))
-    return functools.partial(compiled, form)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,13 +328,15 @@ class GradientDescent(Solver):
     schedule: str = option("constant", "``constant``, ``cosine``, ``exponential`` or "
                            "``warmup_cosine`` over ``max_iter`` iterations.", choices=SCHEDULES)
     batch_size: int | None = batch_size_option()
+    batch_seed: int = batch_seed_option()
+    record_every: int | None = record_every_option()
     grad_tol: float = option(1e-9, "converged when the stationarity "
                              "``‖θ − Π(prox_l1(θ − ∇f))‖₂`` "
                              "(:func:`controldl.problem.stationarity_residual`, ``‖∇J‖₂`` "
                              "without l1 and constraints) is at most ``grad_tol``; the common "
                              "tolerance ``tol`` of :func:`controldl.solve` stops it too. Full "
                              "batch only.", low=0)
-    dtype: str = dtype_option()
+    dtype: str | None = dtype_option()
     momentum: float | None = option(None, "passed to optimizers that take it (sgd).",
                                     traced=True)
     devices: int | None = devices_option()
@@ -320,6 +351,7 @@ class GradientDescent(Solver):
                                "``last_iteration``/``last_cost``.")
 
     name: ClassVar[str] = "gd"
+    controls: ClassVar[tuple[str, ...]] = ("real", "binary", "ternary")
     default_max_iter: ClassVar[int] = 5000
     tolerance_option: ClassVar[str | None] = "grad_tol"
     stop_on_growth: ClassVar[bool] = True
@@ -343,7 +375,7 @@ class GradientDescent(Solver):
         """The states kept for backpropagation (4 copies of every stored layer over the
         batch), the data, and the iterate with the optimizer's copies of it (5; L-BFGS's
         10 stored pairs, 25); the final evaluation's full-batch gradient after the run."""
-        size = np.dtype(DTYPES[self.dtype]).itemsize
+        size = sizes.itemsize(self.dtype)
         copies = 25 if self.optimizer == "lbfgs" else 5
         return M.MemoryEstimate((
             *M.data_parts(sizes, size),
@@ -351,6 +383,18 @@ class GradientDescent(Solver):
             M.states_part(sizes, 4, self.batch_size, self.checkpoint_every, size,
                           "the states kept for backpropagation"),
             M.final_evaluation_part(sizes)))
+
+    def check_problem(self, problem: Problem) -> None:
+        """On a discrete formulation, a first-order optimizer (the straight-through
+        estimator); L-BFGS's line search needs a continuous objective."""
+        super().check_problem(problem)
+        if problem.formulation.discrete and self.optimizer == "lbfgs":
+            raise ValueError(f"gd on controls={problem.formulation.controls} is the "
+                             "straight-through estimator, for first-order optimizers: lbfgs's "
+                             "line search needs a continuous objective (use adam or sgd)")
+
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
 
     def structure(self) -> tuple:
         """What a compiled step depends on: the optimizer's kind, the schedule (with its
@@ -374,12 +418,11 @@ class GradientDescent(Solver):
         extra = {} if self.momentum is None else {"momentum": self.momentum}
         return make_optimizer(self.optimizer, self.lr, self.schedule, steps, **extra)
 
-    def _start(self, params: Params, key: Any, steps: int, mesh: Any, monitor: Monitor
-               ) -> _State:
+    def _start(self, params: Params, steps: int, mesh: Any, monitor: Monitor) -> _State:
         """The loop's first state: fresh at ``params``, or the resumed checkpoint's
         (placed as the fresh one)."""
         opt_state = parallel.replicate(mesh, _compiled_init(self, steps, params))
-        start = _State(0, params, opt_state, key, 0.0, _Iterate(params, math.inf, -1), steps)
+        start = _State(0, params, opt_state, 0.0, _Iterate(params, math.inf, -1), steps)
         if monitor.resumed is None:
             return start
         saved = monitor.resumed.restore(start)  # numbers as numbers, arrays as NumPy
@@ -388,29 +431,27 @@ class GradientDescent(Solver):
             return parallel.replicate(mesh, jax.tree.map(parallel.device_array, tree))
 
         return saved._replace(params=place(saved.params), opt_state=place(saved.opt_state),
-                              key=place(saved.key),
                               best=saved.best._replace(params=place(saved.best.params)))
 
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         form = problem.formulation
-        dtype = DTYPES[self.dtype]
+        dtype = resolve_dtype(self.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices)
-        params = Params(*(parallel.device_array(v, dtype) for v in params))
-        # The mini-batches' key (the full batch draws nothing: a constant placeholder).
-        key = (np.zeros(2, np.uint32) if self.batch_size is None
-               else jax.random.PRNGKey(0))
-        params, key = parallel.replicate(mesh, (params, key))
+        params = parallel.replicate(mesh, Params(*(parallel.device_array(v, dtype)
+                                                   for v in params)))
+        epochs = Epochs.of(problem, self.batch_size, self.batch_seed, self.record_every)
+        rows = parallel.replicate(mesh, parallel.device_array(epochs.rows(0)))
+        if form.discrete:  # the straight-through estimator's latent weights u = A/α
+            params = params._replace(A=P.discrete.latent(form, params.A))
         # a schedule spans the first run's max_iter, also after a resume
         steps = monitor.stopping.max_iter if self.schedule != "constant" else 0
         with monitor.compiling():
-            start = self._start(params, key, steps, mesh, monitor)
+            start = self._start(params, steps, mesh, monitor)
             steps = start.schedule_steps
-            step = _compiled_step(form, self, steps, (params, X0, Y, y, key))
-            full_cost = (None if self.batch_size is None  # the step's own J serves
-                         else _compiled_full_cost(form, (params, X0, Y, y)))
-        loop = _Loop(step, full_cost, (X0, Y, y), monitor, form.task == "classification",
-                     self.grad_tol, None if self.batch_size is None
-                     else max(problem.data.n_train // self.batch_size, 1))
+            step = _compiled_step(form, self, steps, (params, X0, Y, y, rows))
+            full = FullData(problem, (X0, Y, y), params, mesh, monitor)
+        loop = _Loop(step, full, (X0, Y, y), monitor, form.task == "classification",
+                     self.grad_tol, epochs, mesh, _projected(form))
         run = loop.run(start)
         best, last = run.best, run.last
         # A converged run returns the iterate that met the tolerance (the best one may
@@ -420,8 +461,12 @@ class GradientDescent(Solver):
                  "returned": "best" if use_best else "last",
                  "best_iteration": best.iteration, "best_cost": best.cost,
                  "last_iteration": last.iteration, "last_cost": last.cost,
+                 "dtype": np.dtype(dtype).name,
                  "devices": parallel.describe(mesh)}
         returned = best.params if use_best else last.params
+        if form.discrete:  # the projected weights α·q(u)
+            returned = P.discrete.from_latent(form, returned)
+            stats["estimator"] = P.discrete.ESTIMATORS[form.controls]
         return RunResult(returned, run.status, run.iterations, stats)
 
 
@@ -435,15 +480,14 @@ class _Iterate(NamedTuple):
 
 class _State(NamedTuple):
     """The loop's state before iteration ``iteration``: the iterate, the optimizer's state
-    (optax pytree: Adam's moments and count, L-BFGS's memory…), the mini-batch key, the
-    work done, the best recorded iterate so far (cost ``inf`` before any) and the length
-    of the learning-rate schedule (0: constant). What a checkpoint of gradient descent
-    holds."""
+    (optax pytree: Adam's moments and count, L-BFGS's memory…), the work done, the best
+    recorded iterate so far (cost ``inf`` before any) and the length of the learning-rate
+    schedule (0: constant). What a checkpoint of gradient descent holds (the batch of
+    iteration ``k`` follows from ``batch_seed`` and ``k``)."""
 
     iteration: int
     params: Params
     opt_state: Any
-    key: Any
     work: float
     best: _Iterate
     schedule_steps: int
@@ -462,44 +506,78 @@ class _Outcome(NamedTuple):
 
 @dataclasses.dataclass
 class _Loop:
-    """The iterations of :class:`GradientDescent`: record the cost (the full cost once per
-    ``epoch`` iterations with mini-batches, ``epoch`` is ``None`` for the full batch), the
-    stationarity and the cumulative work; keep the best and the last recorded iterate."""
+    """The iterations of :class:`GradientDescent`: record the cost (every iteration on the
+    full batch; the full cost at the iterations :class:`~controldl.solvers.epochs.Epochs`
+    records with mini-batches), the test accuracy where it asks, the stationarity and the
+    cumulative work; keep the best and the last recorded iterate."""
 
     step: Any
-    full_cost: Any
+    full: FullData
     data: tuple
     monitor: Monitor
     classify: bool
     grad_tol: float
-    epoch: int | None
+    epochs: Epochs
+    mesh: Any
+    view: Any = None  # the parameters the full cost sees (projected on a discrete set)
+    _no_rows: Any = None
 
     def run(self, start: _State) -> _Outcome:
         max_iter, monitor = self.monitor.stopping.max_iter, self.monitor
-        params, opt_state, key, done, best = start[1:6]
+        params, opt_state, done, best = start[1:5]
         last, residual, status, k = None, math.nan, Status.MAX_ITER, start.iteration
         for k in range(start.iteration, max_iter + 1):
             monitor.snapshot(k, start._replace(iteration=k, params=params,
-                                               opt_state=opt_state, key=key, work=done,
-                                               best=best))
-            new, next_state, next_key, out = self.step(params, opt_state, *self.data, key)
+                                               opt_state=opt_state, work=done, best=best))
+            new, next_state, out = self.step(params, opt_state, *self.data, self._rows(k))
             J, acc, residual, work, at_k = (float(v) for v in np.asarray(out))
-            stop = None
-            if self.epoch is None:  # NaN: the accuracy was not computed (L-BFGS)
-                stop = monitor.record(k, J, acc if self.classify and acc == acc else None,
-                                      stationarity=residual, work=done + at_k)
-                if stop is None and residual <= self.grad_tol:
-                    stop = Status.CONVERGED
-            elif k % self.epoch == 0 or k == max_iter:
-                J, acc = (float(v) for v in self.full_cost(params, *self.data))
-                stop = monitor.record(k, J, acc if self.classify else None, work=done)
+            stop = self._record(k, params, J, acc, residual, done, at_k)
             if monitor.history and monitor.history[-1]["iteration"] == k:
+                J = monitor.history[-1]["cost"]
                 last = _Iterate(params, J, k)
                 if J < best.cost or not math.isfinite(best.cost):
                     best = last
             if stop or k == max_iter:
                 status = stop or status
                 break
-            params, opt_state, key = new, next_state, next_key
+            params, opt_state = new, next_state
             done += work
-        return _Outcome(status, k, best, last, residual if self.epoch is None else math.nan)
+        return _Outcome(status, k, best, last,
+                        math.nan if self.epochs.batched else residual)
+
+    def _record(self, k: int, params: Params, J: float, acc: float, residual: float,
+                done: float, at_k: float) -> Status | None:
+        """The history entry of iterate ``k`` where one is due (a mini-batch run records
+        the full cost; a signal or the time limit between two records records the iterate
+        it stops at; ``at_k``: the work of the step spent before ``J`` at ``θ_k`` was
+        known); the status that stops the run, if any."""
+        monitor, max_iter = self.monitor, self.monitor.stopping.max_iter
+        if not self.epochs.batched:  # NaN: the accuracy was not computed (L-BFGS)
+            stop = monitor.record(k, J, acc if self.classify and acc == acc else None,
+                                  stationarity=residual, work=done + at_k,
+                                  **self._test(params, k))
+            if stop is None and residual <= self.grad_tol:
+                stop = Status.CONVERGED
+            return stop
+        stop = monitor.poll(k)
+        if stop is None and not self.epochs.recorded(k, max_iter):
+            return None
+        J, acc = self.full.cost(self.view(params))
+        return (monitor.record(k, J, acc if self.classify else None, work=done,
+                               **self._test(params, k)) or stop)
+
+    def _rows(self, k: int) -> Any:
+        """Iteration ``k``'s batch rows on the device(s) (the full batch's placeholder
+        placed once)."""
+        if self.epochs.batched:
+            return parallel.replicate(self.mesh, parallel.device_array(self.epochs.rows(k)))
+        if self._no_rows is None:
+            self._no_rows = parallel.replicate(self.mesh, parallel.device_array(
+                parallel.NO_ROWS))
+        return self._no_rows
+
+    def _test(self, params: Params, k: int) -> dict[str, float]:
+        """The test accuracy and cost where the record of ``k`` carries them, else empty."""
+        if not self.classify or not self.epochs.with_test(k, self.monitor.stopping.max_iter):
+            return {}
+        return self.full.test(self.view(params))

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from controldl.data import available_memory_bytes
+from controldl.solvers.options import default_dtype
 
 
 class Sizes(NamedTuple):
@@ -48,6 +49,7 @@ class Sizes(NamedTuple):
     train_readout: bool = True
     constrained: bool = False
     conv: bool = False
+    default_dtype: str = "float64"
 
     @classmethod
     def of(cls, problem: Any) -> Sizes:
@@ -58,7 +60,13 @@ class Sizes(NamedTuple):
                    L=int(form.layers), m=int(form.n_outputs), features=int(form.feature_dim),
                    per_layer=per_layer, train_readout=bool(form.train_readout),
                    constrained=form.box_bound is not None or form.lipschitz_bound is not None,
-                   conv=form.geometry is not None)
+                   conv=form.geometry is not None, default_dtype=default_dtype(problem.data))
+
+    def itemsize(self, dtype: str | None) -> int:
+        """The bytes of one number of a solver whose ``dtype`` option is ``dtype``
+        (``None``: the data's default precision, :func:`controldl.solvers.options.
+        default_dtype`)."""
+        return np.dtype(self.default_dtype if dtype is None else dtype).itemsize
 
     def resized(self, **changes: int) -> Sizes:
         """These sizes with ``L``, ``N`` or ``d`` changed (the per-layer count follows

@@ -86,7 +86,25 @@ def option(default: Any, help: str, *, low: float | None = None, high: float | N
 
 def dtype_option() -> Any:
     """The ``dtype`` option the JAX solvers share."""
-    return option("float64", "float64 (default) or float32.", choices=tuple(DTYPES))
+    return option(None, "float64 or float32; None: the data's default (float32 for images "
+                  "stored in single precision, such as MNIST; float64 otherwise: "
+                  "controldl.solvers.options.default_dtype).", choices=tuple(DTYPES))
+
+
+def default_dtype(data: Any) -> str:
+    """The one place where the JAX solvers' default precision is decided (their ``dtype``
+    option left ``None``): ``"float32"`` for image data stored in single precision (inputs
+    ``(N, C, H, W)`` of float32, as :func:`controldl.data.mnist` gives), ``"float64"``
+    otherwise (the generated 2-D problems, tabular files, and scikit-learn's digits, whose
+    standardized pixels are float64). A given ``dtype`` overrides it."""
+    single = np.asarray(data.X_train).dtype == np.float32
+    return "float32" if single and data.image_shape is not None else "float64"
+
+
+def resolve_dtype(dtype: str | None, data: Any) -> Any:
+    """The NumPy dtype of a ``dtype`` option: itself, or :func:`default_dtype` of
+    ``data`` when ``None``."""
+    return DTYPES[default_dtype(data) if dtype is None else dtype]
 
 
 def devices_option() -> Any:
@@ -95,15 +113,27 @@ def devices_option() -> Any:
                   "result equals the single-device one. None: one device.", low=1)
 
 
-def batch_size_option(note: str = "With mini-batches the history records the full cost "
-                      "once per epoch.") -> Any:
-    """The ``batch_size`` option of the solvers that take mini-batches."""
-    return option(None, f"mini-batch size (None: full batch). {note}", low=1)
+def batch_size_option(note: str = "") -> Any:
+    """The ``batch_size`` option of the solvers that take mini-batches (the batches and
+    the epochs: :mod:`controldl.solvers.epochs`)."""
+    return option(None, "mini-batch size B (None: full batch). An epoch is ⌊N/B⌋ batches "
+                  "taken in order from a permutation of the samples drawn per epoch; the N "
+                  "mod B samples left over are skipped in that epoch. The history records "
+                  "the full cost and the test accuracy once per epoch."
+                  + (f" {note}" if note else ""), low=1)
 
 
 def batch_seed_option() -> Any:
     """The ``batch_seed`` option of the solvers that draw mini-batches."""
-    return option(0, "seed of the mini-batch draws.", low=0)
+    return option(0, "seed of the mini-batch order: epoch e's permutation is drawn from "
+                  "(batch_seed, e).", low=0)
+
+
+def record_every_option() -> Any:
+    """The ``record_every`` option of the solvers that iterate over the data."""
+    return option(None, "also record the full training cost and the test accuracy every "
+                  "this many iterations (batches) inside an epoch; on the full batch, the "
+                  "test accuracy every this many iterations (None: once per epoch).", low=1)
 
 
 @dataclasses.dataclass(frozen=True)

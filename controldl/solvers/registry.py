@@ -27,12 +27,15 @@ _REGISTRY: dict[str, str] = {
     "msa": "controldl.solvers.pmp:MSA",
     "emsa": "controldl.solvers.pmp:EMSA",
     "pmp-newton": "controldl.solvers.pmp.newton:PMPNewton",
+    "discrete-msa": "controldl.solvers.pmp.discrete:DiscreteMSA",
     "casadi": "controldl.solvers.direct:CasadiDirect",
 }
 
 
 HINTS: dict[str, str] = {"ipopt": "casadi", "direct": "casadi", "nlp": "casadi",
-                         "pmp": "emsa", "pontryagin": "emsa", "backprop": "gd"}
+                         "pmp": "emsa", "pontryagin": "emsa", "backprop": "gd",
+                         "binary": "discrete-msa", "ternary": "discrete-msa",
+                         "binaryconnect": "gd", "ste": "gd"}
 """Words a user may try for a solver that no name resembles, and the solver they mean
 (used only for the suggestion of :func:`unknown_solver`)."""
 

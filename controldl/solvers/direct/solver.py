@@ -189,6 +189,11 @@ class CasadiDirect(Solver):
             object.__setattr__(self, key, value)
         check_options(self)
 
+    def refusal(self, controls: str) -> str:
+        return ("the direct method on a discrete set is a mixed-integer nonlinear program, "
+                "which IPOPT does not solve and controldl does not relax silently; use "
+                "discrete-msa (Li & Hao) or gd (the straight-through estimator)")
+
     def label(self) -> str:
         return f"casadi/{self.transcription}/{self.hessian}"
 

@@ -37,9 +37,9 @@ and stops early where a stopping rule that the device can check holds; the host 
 every entry and applies every stopping rule to each, in order (see
 :mod:`controldl.solvers.pmp.solvers`).
 
-**Mini-batches** (the paper's practice): with ``batch_size`` the iteration draws that
-many samples without replacement and runs steps 1–3 on them (the costates then carry
-``1/batch_size``).
+**Mini-batches** (the paper's practice): with ``batch_size`` the iteration takes the
+batch of the rows it is given (:mod:`controldl.solvers.epochs`: epochs of a permutation,
+batches in order) and runs steps 1–3 on it (the costates then carry ``1/batch_size``).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from controldl import parallel
 from controldl import problem as P
@@ -154,7 +155,7 @@ def readout_update(form: P.Formulation, config: Config, knobs: H.Knobs,
 
 
 def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
-              y: Array, key: Array, config: Config, tol: Array | None = None
+              y: Array, rows: Array, config: Config, tol: Array | None = None
               ) -> tuple[Params, StepInfo]:
     """One MSA (``config.extended`` false) or E-MSA iteration from ``params``; with
     ``config.checkpoint_every`` the bounded-memory sweep of
@@ -164,7 +165,7 @@ def iteration(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y:
     stationarity is at most ``tol`` (the outer tolerance: the solve stops at ``params``,
     which is returned as the new iterate, with no inner work)."""
     if config.batch_size is not None:  # sharded like the full data (under on_mesh)
-        X0, Y, y = parallel.draw_batch(key, config.batch_size, X0, Y, y)
+        X0, Y, y = parallel.draw_batch(rows, X0, Y, y)
     if config.checkpoint_every is not None:
         return checkpointed.iteration(form, params, knobs, X0, Y, y, config,
                                       checkpointed.Updates(layer_update, readout_update,
@@ -381,19 +382,15 @@ K_MAX = 64
 
 class Control(NamedTuple):
     """The traced arguments of one dispatch (:func:`run`): the first ``iteration`` k,
-    the most iterations to run (``count`` ≤ :data:`K_MAX`), the mini-batch seed, the
-    solve's ``max_iter`` and ``epoch`` (with mini-batches the full-data evaluation is made
-    at every ``epoch``-th iteration and at ``max_iter``), the costs at iteration 0 and
-    k−1 (NaN when not yet known), the device's early stops (``tol``: stationarity at most
-    this, −1 for none; ``target``: cost at most this, −inf for none), the divergence
-    factor and ``rho_growth`` (ρ is multiplied by it after an iteration whose cost rose; 1
-    keeps ρ fixed)."""
+    the most iterations to run (``count`` ≤ :data:`K_MAX`), the solve's ``max_iter``, the
+    costs at iteration 0 and k−1 (NaN when not yet known), the device's early stops
+    (``tol``: stationarity at most this, −1 for none; ``target``: cost at most this, −inf
+    for none), the divergence factor and ``rho_growth`` (ρ is multiplied by it after an
+    iteration whose cost rose; 1 keeps ρ fixed)."""
 
     iteration: Array
     count: Array
-    batch_seed: Array
     max_iter: Array
-    epoch: Array
     first_cost: Array
     last_cost: Array
     tol: Array
@@ -407,17 +404,24 @@ def one_iteration(dtype: Any) -> Control:
     shapes and dtypes every dispatch has; for compiling or inspecting :func:`run`)."""
     ints = lambda *v: (jnp.asarray(x, jnp.int32) for x in v)  # noqa: E731
     floats = lambda *v: (jnp.asarray(x, dtype) for x in v)  # noqa: E731
-    return Control(*ints(0, 1), jnp.asarray(0, jnp.uint32), *ints(1, 1),
-                   *floats(jnp.nan, jnp.nan, -1.0, -jnp.inf, 1e3, 1.0))
+    return Control(*ints(0, 1, 1), *floats(jnp.nan, jnp.nan, -1.0, -jnp.inf, 1e3, 1.0))
+
+
+def batch_rows(rows_of: Any, first: int, count: int, batch: int | None) -> np.ndarray:
+    """The rows (:data:`K_MAX`, B) int32 of the mini-batches of iterations ``first`` …
+    ``first + count − 1`` (``rows_of(k)``: :meth:`controldl.solvers.epochs.Epochs.rows`),
+    the unused slots repeating the last; (:data:`K_MAX`, 0) on the full batch."""
+    if batch is None:
+        return np.zeros((K_MAX, 0), np.int32)
+    ks = [first + min(j, max(count, 1) - 1) for j in range(K_MAX)]
+    return np.stack([np.asarray(rows_of(k), np.int32) for k in ks])
 
 
 class Entry(NamedTuple):
-    """One iteration's report as the host receives it: the :class:`StepInfo` at ``θ_k``,
-    the full-data ``(J, accuracy, stationarity)`` at ``θ_k`` when a mini-batch run records
-    it (NaN otherwise) and the ρ the iteration used."""
+    """One iteration's report as the host receives it: the :class:`StepInfo` at ``θ_k``
+    (on the iteration's batch) and the ρ the iteration used."""
 
     info: StepInfo
-    full: Array
     rho: Array
 
 
@@ -435,18 +439,6 @@ class Dispatch(NamedTuple):
     entries: Entry
 
 
-def _full_evaluation(form: P.Formulation, config: Config, params: Params, X0: Array,
-                     Y: Array, y: Array, k: Array, c: Control) -> Array:
-    """``(J, accuracy, stationarity)`` on all samples at ``params`` where a mini-batch
-    run records iteration ``k``; NaN otherwise (and always on the full batch)."""
-    nan = jnp.full((3,), jnp.nan, X0.dtype)
-    if config.batch_size is None:
-        return nan
-    due = (k % c.epoch == 0) | (k == c.max_iter)
-    return jax.lax.cond(due, lambda: jnp.stack(evaluation(form, params, X0, Y, y)),
-                        lambda: nan)
-
-
 def _stops(info: StepInfo, k: Array, first: Array, c: Control) -> Array:
     """Whether the host will stop at this iteration by a rule the device can check
     (the host decides; an early exit only): the cost not finite or diverged, non-finite
@@ -457,31 +449,29 @@ def _stops(info: StepInfo, k: Array, first: Array, c: Control) -> Array:
 
 
 def run(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array,
-        y: Array, control: Control, config: Config) -> Dispatch:
+        y: Array, rows: Array, control: Control, config: Config) -> Dispatch:
     """Up to ``control.count`` iterations from ``params`` on the device (a
-    ``lax.while_loop`` around :func:`iteration`): each one's :class:`Entry` is stacked,
-    the new iterate taken, ρ grown by ``rho_growth`` after a rise of the cost; the loop
-    ends after the first iteration at which :func:`_stops` holds."""
+    ``lax.while_loop`` around :func:`iteration`), iteration ``j`` of the dispatch on the
+    mini-batch ``rows[j]`` (:func:`batch_rows`): each one's :class:`Entry` is stacked, the
+    new iterate taken, ρ grown by ``rho_growth`` after a rise of the cost; the loop ends
+    after the first iteration at which :func:`_stops` holds."""
     c = control
-    dtype = X0.dtype
 
-    def one(k: Array, params: Params, knobs: H.Knobs) -> tuple[Params, StepInfo, Array]:
-        key = jnp.stack([c.batch_seed, k.astype(jnp.uint32)])
-        new, info = iteration(form, params, knobs, X0, Y, y, key, config,
-                              None if config.batch_size is not None else c.tol)
-        return new, info, _full_evaluation(form, config, params, X0, Y, y, k, c)
+    def one(j: Array, params: Params, knobs: H.Knobs) -> tuple[Params, StepInfo]:
+        return iteration(form, params, knobs, X0, Y, y, rows[j], config,
+                         None if config.batch_size is not None else c.tol)
 
     shapes = jax.eval_shape(one, c.iteration, params, knobs)
-    empty = Entry(*(jax.tree.map(lambda a: jnp.zeros((K_MAX, *a.shape), a.dtype), part)
-                    for part in shapes[1:]), jnp.zeros((K_MAX,), dtype))
+    empty = Entry(jax.tree.map(lambda a: jnp.zeros((K_MAX, *a.shape), a.dtype), shapes[1]),
+                  jnp.zeros((K_MAX,), X0.dtype))
 
     def body(carry):
         j, params, knobs, _, _, first, last, _, entries = carry
         k = c.iteration + j
-        new, info, full = one(k, params, knobs)
+        new, info = one(j, params, knobs)
         first = jnp.where(k == 0, info.cost, first)
         entries = jax.tree.map(lambda buf, v: buf.at[j].set(v), entries,
-                               Entry(info, full, knobs.rho))
+                               Entry(info, knobs.rho))
         rose = (k > 0) & (info.cost > last)
         grown = knobs._replace(rho=jnp.where(rose, knobs.rho * c.rho_growth, knobs.rho))
         stop = _stops(info, k, first, c)
@@ -492,7 +482,7 @@ def run(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array
         return (j < c.count) & ~stop
 
     start = (jnp.zeros((), jnp.int32), params, knobs, params, knobs,
-             c.first_cost.astype(dtype), c.last_cost.astype(dtype), jnp.zeros((), bool),
+             c.first_cost.astype(X0.dtype), c.last_cost.astype(X0.dtype), jnp.zeros((), bool),
              empty)
     j, new, new_knobs, last, last_knobs, _, _, _, entries = jax.lax.while_loop(
         cond, body, start)
@@ -500,7 +490,7 @@ def run(form: P.Formulation, params: Params, knobs: H.Knobs, X0: Array, Y: Array
 
 
 def compiled_run(form: P.Formulation, config: Config, args: tuple) -> Any:
-    """The compiled :func:`run` for ``args = (params, knobs, X0, Y, y, control)``, cached
+    """The compiled :func:`run` for ``args = (params, knobs, X0, Y, y, rows, control)``, cached
     on the formulation's structure, ``config`` and the shapes, dtypes and placements of
     the arguments (the formulation's numbers, the knobs and the control are traced)."""
     fn = functools.partial(run, config=config)
@@ -519,3 +509,9 @@ def evaluation(form: P.Formulation, params: Params, X0: Array, Y: Array, y: Arra
     mini-batch runs)."""
     J, z = P.cost_and_outputs(form, params, X0, Y)
     return J, P.accuracy_or_zero(form, z, y), P.stationarity_residual(form, params, X0, Y)
+
+
+def compiled_evaluation(form: P.Formulation, args: tuple) -> Any:
+    """The compiled :func:`evaluation` for ``args = (params, X0, Y, y)``."""
+    return COMPILED.get(("pmp-evaluation", form.static_key(), signature(args)),
+                        lambda: jax.jit(evaluation).lower(form, *args).compile())

@@ -62,14 +62,15 @@ from controldl import parallel
 from controldl.problem import Params, Problem
 from controldl.solvers import memory as M
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.epochs import Epochs, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    resolve_dtype,
 )
 from controldl.solvers.pmp import newton_step as NS
 from controldl.solvers.pmp import newton_work as NW
@@ -167,7 +168,7 @@ class PMPNewton(Solver):
                          low=0)
     batch_size: int | None = batch_size_option("The acceptance test then uses the batch cost.")
     batch_seed: int = batch_seed_option()
-    dtype: str = dtype_option()
+    dtype: str | None = dtype_option()
     devices: int | None = devices_option()
     layer_block: int | None = option(None, "build the layers' models this many layers at a time "
                                      "(memory for long horizons; used with inner_steps=1). "
@@ -189,7 +190,7 @@ class PMPNewton(Solver):
         time), the Hessian blocks (6 matrices ``n × n``, ``n = d(d+1)``, per layer: the
         curvature, the penalties', their sum, its eigenvectors and factor), the data and
         the parameters; the final evaluation's full-batch gradient after the run."""
-        size = np.dtype(DTYPES[self.dtype]).itemsize
+        size = sizes.itemsize(self.dtype)
         s, batch = sizes, self.batch_size or sizes.N
         block = min(self.layer_block or s.L, s.L)
         n = s.d * (s.d + 1)
@@ -205,6 +206,9 @@ class PMPNewton(Solver):
                    "6 × (L + 1) × (d(d + 1))²", size, sharded=False),
             M.final_evaluation_part(s)))
 
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
+
     def structure(self) -> NS.Structure:
         """The structural options (static in the compiled step)."""
         return NS.Structure(curvature=self.curvature, inner_steps=int(self.inner_steps),
@@ -212,9 +216,8 @@ class PMPNewton(Solver):
                             costate=self.costate_weight > 0, momentum=self.momentum > 0,
                             layer_block=self.layer_block)
 
-    def knobs(self) -> NS.Knobs:
-        """The numeric options (traced in the compiled step)."""
-        dtype = DTYPES[self.dtype]
+    def knobs(self, dtype: Any = np.float64) -> NS.Knobs:
+        """The numeric options (traced in the compiled step) in ``dtype``."""
         return NS.Knobs(*(dtype(v) for v in (
             self.rho_min, self.rho_max, self.rho_increase, self.rho_decrease,
             self.sufficient_decrease, self.max_retries, self.costate_weight,
@@ -238,7 +241,7 @@ class PMPNewton(Solver):
             raise ValueError(f"pmp-newton builds its layer models in the pre-activation "
                              f"A x + b, which the {form.model!r} model does not have; use "
                              "gd, msa or emsa")
-        dtype = DTYPES[self.dtype]
+        dtype = resolve_dtype(self.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, self.batch_size, self.devices,
                                          pad=False)  # its models take plain sample means
         params = Params(*(np.asarray(v, dtype) for v in params))
@@ -264,11 +267,12 @@ class _Loop:
                  monitor: Monitor) -> None:
         self.solver, self.step, self.data, self.monitor = solver, step, data, monitor
         self.classify = problem.formulation.task == "classification"
-        N = problem.data.n_train
-        self.batched = solver.batch_size is not None
-        self.epoch = max(N // solver.batch_size, 1) if self.batched else 1
+        self.epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed)
+        self.batched = self.epochs.batched
+        self.epoch = self.epochs.per_epoch
         self.shape = solver.work_shape(problem)
-        self.knobs = solver.knobs()
+        self.dtype = resolve_dtype(solver.dtype, problem.data)
+        self.knobs = solver.knobs(self.dtype)
         self.tally = _Tally()
         self.stationarity = math.nan
 
@@ -314,17 +318,16 @@ class _Loop:
 
     def _call(self, params: Params, prev: Params, rho: Any, k: int, record: bool,
               go: bool, tol: float) -> tuple[Any, _Info]:
-        s, (tform, X0, Y, y) = self.solver, self.data
-        key = np.asarray([s.batch_seed, k], np.uint32)
-        dtype = DTYPES[s.dtype]
-        out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, key,
+        tform, X0, Y, y = self.data
+        dtype = self.dtype
+        out = self.step(tform, params, prev, rho, self.knobs, X0, Y, y, self.epochs.rows(k),
                         np.bool_(record), np.bool_(k == 0), np.bool_(go), dtype(tol))
         return out, _Info.of(out)
 
     def _converged(self, stationarity: float) -> bool:
         """The stationarity at most ``tol``, compared in the run's precision as the
         compiled step compares it (it makes no trial then)."""
-        dtype = DTYPES[self.solver.dtype]
+        dtype = self.dtype
         return bool(dtype(stationarity) <= dtype(self.solver.tol))
 
     def _iterate_full(self, params: Params) -> tuple[Params, Status, int, str | None]:
@@ -337,7 +340,7 @@ class _Loop:
         accepted). The statuses and iterates are those of one stationarity per call."""
         s = self.solver
         max_iter = self.monitor.stopping.max_iter
-        rho = DTYPES[s.dtype](s.rho)
+        rho = self.dtype(s.rho)
         prev = Params(*(np.zeros_like(v) for v in params))
         self.tally.work = NW.start_work(self.shape)
         k, last, stalled = 0, None, False
@@ -380,7 +383,7 @@ class _Loop:
         are computed on all samples when its entry is recorded (once per epoch)."""
         s = self.solver
         max_iter = self.monitor.stopping.max_iter
-        rho = DTYPES[s.dtype](s.rho)
+        rho = self.dtype(s.rho)
         prev = Params(*(np.zeros_like(v) for v in params))
         self.tally.work = NW.start_work(self.shape)  # the stationarity at the start
         k = 0

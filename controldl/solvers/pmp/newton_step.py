@@ -419,9 +419,10 @@ def iteration(form: Formulation, st: Structure, params: Params, prev: Params,
 
 
 def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: jax.Array,
-         knobs: Knobs, X0: jax.Array, Y: jax.Array, y: jax.Array, key: jax.Array,
+         knobs: Knobs, X0: jax.Array, Y: jax.Array, y: jax.Array, rows: jax.Array,
          record: jax.Array, first: jax.Array, go: jax.Array, tol: jax.Array) -> StepOut:
-    """One iteration on the full batch, or on a mini-batch drawn with ``key``.
+    """One iteration on the full batch, or on the mini-batch of ``rows``
+    (:mod:`controldl.solvers.epochs`).
 
     On the full batch the stationarity (:func:`controldl.problem.stationarity_residual`)
     at ``params`` comes from the expansion's costates
@@ -444,7 +445,7 @@ def step(form: Formulation, st: Structure, params: Params, prev: Params, rho: ja
                     P.accuracy_or_zero(form, z1, y), nan)
         stationarity_start = stationarity(ex)
     else:
-        Xb, Yb = parallel.draw_batch(key, st.batch_size, X0, Y)  # sharded (on_mesh)
+        Xb, Yb = parallel.draw_batch(rows, X0, Y)  # sharded (on_mesh)
         ex, s, kept = iteration(form, st, params, prev, rho, knobs, Xb, Yb, go)
         ok = s.last.ok
 
@@ -498,12 +499,12 @@ def _build(form: Formulation, st: Structure, signature: tuple, devices: int | No
 
     form_spec = jax.tree.map(lambda _: scalar(), form)
     knobs = Knobs(*(scalar() for _ in Knobs._fields))
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
+    rows = jax.ShapeDtypeStruct((st.batch_size or 0,), jnp.int32, sharding=whole)
 
-    def fn(f, params, prev, rho, knobs, X0, Y, y, key, record, first, go, tol):
-        return step(f, st, params, prev, rho, knobs, X0, Y, y, key, record, first, go, tol)
+    def fn(f, params, prev, rho, knobs, X0, Y, y, rows, record, first, go, tol):
+        return step(f, st, params, prev, rho, knobs, X0, Y, y, rows, record, first, go, tol)
 
-    args = (form_spec, params, params, scalar(), knobs, X0, Y, y, key, scalar(jnp.bool_),
+    args = (form_spec, params, params, scalar(), knobs, X0, Y, y, rows, scalar(jnp.bool_),
             scalar(jnp.bool_), scalar(jnp.bool_), scalar())
     with parallel.on_mesh(mesh):  # a later process loads the saved executable
         return compile_or_load(fn, args, cache_key)

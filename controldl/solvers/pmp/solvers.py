@@ -41,14 +41,16 @@ from controldl import parallel
 from controldl.problem import Params, Problem
 from controldl.solvers import memory as M
 from controldl.solvers.base import Monitor, RunResult, Solver, training_arrays
+from controldl.solvers.epochs import Epochs, FullData, iterations_per_epoch
 from controldl.solvers.options import (
-    DTYPES,
     batch_seed_option,
     batch_size_option,
     check_options,
     devices_option,
     dtype_option,
     option,
+    record_every_option,
+    resolve_dtype,
 )
 from controldl.solvers.pmp import hamiltonian as H
 from controldl.solvers.pmp import inner as I
@@ -98,7 +100,8 @@ class PontryaginSolver(Solver):
                                   "many iterations (None: never).", low=1)
     batch_size: int | None = batch_size_option()
     batch_seed: int = batch_seed_option()
-    dtype: str = dtype_option()
+    record_every: int | None = record_every_option()
+    dtype: str | None = dtype_option()
     devices: int | None = devices_option()
     checkpoint_every: int | None = option(
         None, "bounded memory: keep the states only every this many layers and maximize "
@@ -124,13 +127,16 @@ class PontryaginSolver(Solver):
         copies of the stored layers; with ``checkpoint_every`` only those kept), the data,
         and the controls with the inner maximizers' copies of them (25: L-BFGS's pairs);
         the final evaluation's full-batch gradient after the run."""
-        size = np.dtype(DTYPES[self.dtype]).itemsize
+        size = sizes.itemsize(self.dtype)
         return M.MemoryEstimate((
             *M.data_parts(sizes, size),
             M.params_part(sizes, 25, size, "the controls with the inner maximizers' copies"),
             M.states_part(sizes, 10, self.batch_size, self.checkpoint_every, size,
                           "the states, costates and Hamiltonian terms of every layer"),
             M.final_evaluation_part(sizes)))
+
+    def iterations_per_epoch(self, problem: Problem) -> int:
+        return iterations_per_epoch(problem.data.n_train, self.batch_size)
 
     def inner_solvers(self, problem: Problem) -> tuple[Any, Any]:
         """The strategies for the layers and for the readout."""
@@ -185,12 +191,19 @@ class OuterLoop:
     mesh: Any
     run_fn: Any
     notes: dict
+    epochs: Epochs
+    full: FullData
+
+    @property
+    def dtype(self) -> Any:
+        """The precision of the iterations (:func:`~controldl.solvers.options.resolve_dtype`)."""
+        return resolve_dtype(self.solver.dtype, self.problem.data)
 
     @classmethod
     def build(cls, solver: PontryaginSolver, problem: Problem, params: Params,
               monitor: Monitor) -> OuterLoop:
         form = problem.formulation
-        dtype = DTYPES[solver.dtype]
+        dtype = resolve_dtype(solver.dtype, problem.data)
         X0, Y, y, mesh = training_arrays(problem, dtype, solver.batch_size, solver.devices)
         params, knobs = _placed(mesh, params, solver.knobs(dtype), dtype)
         layer, readout = solver.inner_solvers(problem)
@@ -198,62 +211,72 @@ class OuterLoop:
                         solver.batch_size, solver.checkpoint_every)
         notes = {"inner": {"layers": layer.name, "readout": readout.name,
                            "steps": int(solver.inner_steps)}}
-        loop = cls(solver, problem, monitor, (X0, Y, y), mesh, None, notes)
-        control = loop.control(LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0,
-                                         math.nan, 0), 1)
+        epochs = Epochs.of(problem, solver.batch_size, solver.batch_seed, solver.record_every)
         with monitor.compiling():
-            run_fn = IT.compiled_run(form, config, (params, knobs, X0, Y, y, control))
+            full_fn = (IT.compiled_evaluation(form, (params, X0, Y, y))
+                       if solver.batch_size is not None else None)
+            full = FullData(problem, (X0, Y, y), params, mesh, monitor)
+        loop = cls(solver, problem, monitor, (X0, Y, y), mesh, None, full_fn, notes, epochs,
+                   full)
+        state = LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
+        with monitor.compiling():
+            run_fn = IT.compiled_run(form, config, (params, knobs, X0, Y, y,
+                                                    *loop.controls(state, 1)))
         return dataclasses.replace(loop, run_fn=run_fn)
 
     def init(self, params: Params) -> LoopState:
-        dtype = DTYPES[self.solver.dtype]
+        dtype = self.dtype
         params, knobs = _placed(self.mesh, params, self.solver.knobs(dtype), dtype)
         return LoopState(params, knobs, 0, 0.0, math.nan, math.inf, 0, math.nan, 0)
 
     def restore(self, saved: LoopState) -> LoopState:
         """A saved state (NumPy leaves) with its iterate and knobs placed as :meth:`init`
-        places them (the mini-batch draws follow from ``batch_seed`` and the iteration)."""
+        places them (the batch of iteration ``k`` follows from ``batch_seed`` and ``k``)."""
         params, knobs = _placed(self.mesh, saved.params, saved.knobs,
-                                DTYPES[self.solver.dtype])
+                                self.dtype)
         return saved._replace(params=params, knobs=knobs)
 
-    def control(self, state: LoopState, count: int) -> IT.Control:
+    def controls(self, state: LoopState, count: int) -> tuple[Any, IT.Control]:
         """The traced arguments of a dispatch of at most ``count`` iterations from
-        ``state`` (the early stops the device can check: the solver's and the common
-        tolerance on the full batch, the target cost)."""
+        ``state``: the mini-batches' rows (:func:`~controldl.solvers.pmp.iteration.
+        batch_rows`) and the :class:`~controldl.solvers.pmp.iteration.Control` (the early
+        stops the device can check: the solver's and the common tolerance on the full
+        batch, the target cost)."""
         solver, stopping = self.solver, self.monitor.stopping
-        dtype = DTYPES[solver.dtype]
+        dtype = self.dtype
         tol = -1.0
         if solver.batch_size is None:  # at most the tolerances in the run's precision
             tol = max(solver.tol, stopping.tol if stopping.tol is not None else -1.0)
             tol = float(np.nextafter(dtype(tol), dtype(-np.inf)) if dtype(tol) > tol
                         else dtype(tol))
         target = -math.inf if stopping.target_cost is None else stopping.target_cost
-        epoch = (1 if solver.batch_size is None
-                 else max(self.problem.data.n_train // solver.batch_size, 1))
-        ints = (state.iteration, count, stopping.max_iter, epoch)
-        c = IT.Control(*(np.asarray(v, np.int32) for v in ints[:2]),
-                       np.asarray(solver.batch_seed, np.uint32),
-                       *(np.asarray(v, np.int32) for v in ints[2:]),
+        c = IT.Control(*(np.asarray(v, np.int32) for v in (state.iteration, count,
+                                                           stopping.max_iter)),
                        *(np.asarray(v, dtype) for v in (state.first_cost, state.last_cost, tol,
                                                        target, DIVERGE_FACTOR,
                                                        solver.rho_growth())))
-        return parallel.replicate(self.mesh, c)
+        rows = IT.batch_rows(self.epochs.rows, state.iteration, count, solver.batch_size)
+        return parallel.replicate(self.mesh, (parallel.device_array(rows), c))
 
     def dispatch(self, state: LoopState, count: int) -> IT.Dispatch:
         """Up to ``count`` compiled iterations from ``state.params`` (a device call)."""
         return self.run_fn(self.problem.formulation, state.params, state.knobs,
-                           *self.arrays, self.control(state, count))
+                           *self.arrays, *self.controls(state, count))
 
     def next_count(self, state: LoopState, out: IT.Dispatch, seconds: float) -> int:
         """Iterations for the next dispatch: as many as take :data:`DISPATCH_S` at the
         last dispatch's pace, at most :data:`~controldl.solvers.pmp.iteration.K_MAX`,
-        up to ``max_iter`` and, at that pace, the time left."""
+        up to ``max_iter``, at that pace the time left and, with mini-batches, up to the
+        next iteration whose full-data cost is recorded (its iterate starts the next
+        dispatch, where the host evaluates it)."""
         pace = seconds / max(int(out.done), 1)
         count = int(DISPATCH_S / max(pace, 1e-9))
         stopping = self.monitor.stopping
         if stopping.max_time is not None:
             count = min(count, int((stopping.max_time - self.monitor.elapsed()) / pace) + 1)
+        if self.epochs.batched:
+            count = min(count, self.epochs.next_recorded(state.iteration, stopping.max_iter)
+                        - state.iteration)
         return max(1, min(count, IT.K_MAX, stopping.max_iter - state.iteration + 1))
 
     def replay(self, state: LoopState, out: IT.Dispatch, t0: float
@@ -271,7 +294,7 @@ class OuterLoop:
             entry = IT.Entry(*jax.tree.map(lambda a, i=i: a[i], tuple(entries)))
             info = StepInfo(*entry.info)
             at = t0 + (t1 - t0) * (i + 1) / done
-            status = self.terminate(state, info, entry, at)
+            status = self.terminate(state, info, entry, at, held=i == 0)
             last = i == done - 1
             if status in (Status.MAX_TIME, Status.INTERRUPTED) and not last:
                 pending, status = pending or status, None
@@ -285,31 +308,45 @@ class OuterLoop:
             state = self.advance(state, info)
         return state._replace(params=out.next, knobs=out.next_knobs), info, None
 
-    def _record(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float
-                ) -> str | None:
-        """The history entry of ``θ_k`` (full-data cost once per epoch with mini-batches,
-        computed on the device); the monitor's stop, if any."""
-        solver, k = self.solver, state.iteration
-        if solver.batch_size is not None:
-            epoch = max(self.problem.data.n_train // solver.batch_size, 1)
-            if k % epoch and k != self.monitor.stopping.max_iter:
+    def _record(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float,
+                held: bool) -> str | None:
+        """The history entry of ``θ_k`` (the full-data cost where
+        :class:`~controldl.solvers.epochs.Epochs` records with mini-batches: ``θ_k`` then
+        starts its dispatch, :meth:`next_count`; and where a signal or the time limit
+        stops the run between two records); the monitor's stop, if any. ``held``: whether
+        ``state.params`` is ``θ_k`` (the first iteration of a dispatch); a stop inside a
+        dispatch is not recorded (the solution's final evaluation is)."""
+        k, max_iter, stop = state.iteration, self.monitor.stopping.max_iter, None
+        if self.epochs.batched:
+            stop = self.monitor.poll(k)
+            if stop is None and not self.epochs.recorded(k, max_iter):
                 return None
-            J, acc, stat = entry.full
+            if not held:
+                if stop is None:
+                    raise RuntimeError(f"iteration {k} is recorded but its iterate is not "
+                                       "held: a dispatch must end before it")
+                return stop
+            with self.monitor.evaluating():
+                full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
+                J, acc, stat = jax.device_get(full)
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
+        test = (self.full.test(state.params)
+                if classify and self.epochs.with_test(k, max_iter) else {})
         return self.monitor.record(
             k, J, acc if classify else None, at=at, stationarity=float(stat),
-            work=state.work, inner_ascent=float(np.max(info.gap)),
+            work=state.work, **test, inner_ascent=float(np.max(info.gap)),
             readout_ascent=float(info.readout_gap),
             inner_iterations=int(np.max(info.inner_steps)),
             inner_evaluations=int(info.evaluations), rejected=int(info.rejected),
-            rho=float(entry.rho))
+            rho=float(entry.rho)) or stop
 
-    def terminate(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float
-                  ) -> Status | None:
-        """The status that ends the solve at ``θ_k``, or ``None`` to go on."""
-        stop = self._record(state, info, entry, at)
+    def terminate(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float,
+                  held: bool = True) -> Status | None:
+        """The status that ends the solve at ``θ_k``, or ``None`` to go on (``held``: see
+        :meth:`_record`)."""
+        stop = self._record(state, info, entry, at, held)
         cost = float(info.cost)
         first = cost if state.iteration == 0 else state.first_cost
         if stop is not None:
@@ -336,7 +373,7 @@ class OuterLoop:
     def _within(self, stationarity: Any, tol: float) -> bool:
         """``stationarity ≤ tol`` in the run's precision, as the device compares it (it
         makes no inner maximization there)."""
-        dtype = DTYPES[self.solver.dtype]
+        dtype = self.dtype
         return bool(dtype(stationarity) <= dtype(tol))
 
     def advance(self, state: LoopState, info: StepInfo) -> LoopState:
@@ -370,6 +407,7 @@ class OuterLoop:
             "rho": float(state.knobs.rho),
             "mu": float(state.knobs.mu),
             "devices": parallel.describe(self.mesh),
+            "dtype": np.dtype(self.dtype).name,
         }
         return RunResult(state.params, status, state.iteration, stats)
 
@@ -448,7 +486,7 @@ def hamiltonian_gap(problem: Problem, params: Any, solver: PontryaginSolver | No
 
     solver = EMSA() if solver is None else solver
     form = problem.formulation
-    dtype = DTYPES[solver.dtype]
+    dtype = resolve_dtype(solver.dtype, problem.data)
     params = Params(*(parallel.device_array(v, dtype) for v in as_params(problem, params)))
     knobs = solver.knobs(dtype)
     layer, readout = solver.inner_solvers(problem)
