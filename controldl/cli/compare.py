@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     problem = common.problem_from_args(args)
     specs = _specs(args.solvers)
     for spec in parse_specs(specs or default_specs(problem)):  # checked before anything runs
-        check_fits(problem, spec.make())
+        solver = spec.make()
+        solver.check_problem(problem)
+        check_fits(problem, solver)
     common.check_out(args.out, "comparison", args, input_paths(problem))
     kw = common.solve_kwargs(args)
     kw.pop("init")
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         done = finished_rows(args.out, problem, specs, seed=kw["seed"],
                              init_scheme=kw["init_scheme"], max_iter=kw["max_iter"],
                              max_time=kw["max_time"], target_cost=kw["target_cost"],
-                             tol=kw["tol"], cold=True)
+                             tol=kw["tol"], cold=True, epochs=kw["epochs"])
     print(f"problem: {problem.describe()}", file=sys.stderr, flush=True)
     for note in common.problem_notes(problem):
         print(note, file=sys.stderr, flush=True)

@@ -190,6 +190,7 @@ class OuterLoop:
     arrays: tuple
     mesh: Any
     run_fn: Any
+    full_fn: Any
     notes: dict
     epochs: Epochs
     full: FullData
