@@ -279,6 +279,10 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     module docstring); ``False`` lets a row reuse what an earlier one compiled.
     """
     parsed = parse_specs(list(default_specs() if not specs else specs))
+    for p in parsed:  # a size a solver refuses is refused before any row runs
+        check = getattr(p.make(), "check_size", None)
+        if check is not None:
+            check(problem)
     solutions: dict[str, Solution] = {}
     for p in parsed:
         solver = _with_tolerance(p, tol)
