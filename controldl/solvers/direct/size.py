@@ -16,7 +16,8 @@ sample (dense: ``2d² + 4d``; conv: ``2k²C²·HW + 4C·HW``):
   constraints; the KKT matrix holds the dynamics' Jacobian (``N·L·d·(δ_x + δ_θ)``
   nonzeros, δ the entries one state's update depends on: ``d`` and ``d + 1`` dense,
   ``k²C`` and ``k²C + 1`` conv) and the Lagrangian's exact Hessian (``N·L·(2d³ + d²)``
-  dense), times :data:`KKT_FILL` for MUMPS' factor.
+  dense), times :data:`KKT_FILL` for MUMPS' factor, and :data:`WORDS_PER_STATE` more for
+  each state variable (the graph's nodes of every sample and layer, IPOPT's vectors).
 
 :data:`DIRECT_CAP` (memory and work) is measured on the development box
 (``benchmarks/casadi_scaling.py --cap``, docs/mnist.md): beyond it the direct method
@@ -42,7 +43,11 @@ CONV_STATE_COPIES = 14
 """The same for the conv model: measured, 0.86 MB of peak memory a sample between N = 100
 and 400 on MNIST's conv problem (``benchmarks/casadi_scaling.py --cap``, docs/mnist.md)."""
 KKT_FILL = 4
-"""MUMPS' factor of the multiple-shooting KKT matrix over its nonzeros (calibrated)."""
+"""MUMPS' factor of the multiple-shooting KKT matrix over its nonzeros (assumed)."""
+WORDS_PER_STATE = 900
+"""Words a multiple-shooting state variable costs beyond the KKT matrix: measured, 1.57 GB
+peak for the ring's 120,000 states (N = 2,000, L = 20; ``benchmarks/casadi_scaling.py
+--cap``, docs/mnist.md)."""
 BASE_BYTES = 600e6
 """Python, JAX, CasADi and IPOPT loaded, before the NLP (measured)."""
 
@@ -111,8 +116,8 @@ def estimate(problem: Problem, transcription: str, hessian: str) -> NlpSize:
         states = N * L * d
         nnz = states * (dx + dth) + (N * L * (2.0 * d ** 3 + d * d) if hessian == "exact"
                                      else 0.0)
-        memory = _fixed_bytes(form, transcription, hessian, P) + 8.0 * (KKT_FILL * nnz
-                                                                        + 20.0 * states)
+        memory = _fixed_bytes(form, transcription, hessian, P) + 8.0 * (
+            KKT_FILL * nnz + WORDS_PER_STATE * states)
         return NlpSize(transcription, hessian, N, P + states, states, memory, flops)
     copies = STATE_COPIES if form.geometry is None else CONV_STATE_COPIES
     memory = _fixed_bytes(form, transcription, hessian, P) + 8.0 * copies * (L + 1) * N * d
