@@ -159,8 +159,7 @@ def check(problem: Problem, transcription: str, hessian: str,
         return size
     fit = largest_subset(problem, transcription, hessian, cap)
     way = (f"take a subset of at most {fit:,} samples (--n-samples {fit}), warm-started from "
-           "a gradient solution of the whole set (--warm-start DIR) if you like,"
-           if fit >= 2 else "no subset fits:")
+           "a gradient solution of the whole set (--warm-start DIR) if you like, or use gd "
+           "or emsa" if fit >= 2 else "no subset of it fits; use gd or emsa")
     raise ValueError(f"the direct method's NLP here ({size.describe()}) is beyond its cap "
-                     f"of {cap.describe()} (controldl.solvers.direct.DIRECT_CAP); {way} "
-                     "or use gd or emsa")
+                     f"of {cap.describe()} (controldl.solvers.direct.DIRECT_CAP); {way}")
