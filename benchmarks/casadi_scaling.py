@@ -19,6 +19,14 @@ the tolerance is set so low that IPOPT does not stop earlier), and records:
 the transcriptions with their default Hessian, expand false/true × codegen false/true;
 with ``--tol 1e-8`` (the solver's default) ``total_s`` is a whole solve.
 
+``--cap`` measures where the direct method's cap lies (``controldl.solvers.direct.
+DIRECT_CAP``, docs/mnist.md): for MNIST's conv problem (the train defaults: 8 channels,
+14 × 14, 4 layers) by single shooting, MNIST's dense ResNet (width 785, 4 layers) and the
+ring (width 3, 20 layers) by multiple shooting, against N (``--cap-n``), it records the
+build time, the time per IPOPT iteration (``--max-iter`` of them), the peak memory of the
+process (``peak_rss_gb``) and the size the solver estimates before building
+(``estimate_gb``, ``estimate_gflop``), the cap lifted for the measurement.
+
 Each point runs in its own subprocess with a timeout (``--timeout``), so one slow or
 memory-hungry configuration is reported as ``"timeout"`` instead of stopping the sweep.
 The result is printed as JSON (a list of records), also written to ``--out`` if given.
@@ -134,6 +142,79 @@ def done_when(gd_iterations: int, lipschitz_bound: float | None) -> dict[str, An
     }
 
 
+CAP_KINDS = ("mnist-conv-single", "mnist-dense-multiple", "ring-multiple")
+
+
+def cap_problem(kind: str, n: int):
+    """The problem and solver of one ``--cap`` kind with N = ``n``."""
+    import controldl as cdl
+    from controldl.problem import DATASET_DEFAULTS
+
+    if kind == "ring-multiple":
+        problem = cdl.Problem(cdl.data.ring(n, seed=0), width=3, layers=20, horizon=5.0)
+        return problem, cdl.make_solver("casadi", transcription="multiple")
+    data = cdl.data.mnist(n_samples=n, seed=0)
+    if kind == "mnist-conv-single":
+        problem = cdl.Problem(data, model="conv", **DATASET_DEFAULTS["mnist"].conv)
+        return problem, cdl.make_solver("casadi")
+    problem = cdl.Problem(data, layers=4, horizon=2.0)
+    return problem, cdl.make_solver("casadi", transcription="multiple",
+                                    hessian="limited-memory")
+
+
+def measure_cap(kind: str, n: int, max_iter: int) -> dict[str, Any]:
+    """One ``--cap`` point in this process: build, ``max_iter`` IPOPT iterations, peak
+    memory, and the estimate made before building (the cap lifted)."""
+    import math
+    import resource
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import controldl as cdl
+    from controldl.solvers.base import Monitor, Stopping
+    from controldl.solvers.direct import size
+
+    problem, solver = cap_problem(kind, n)
+    est = size.estimate(problem, solver.transcription, solver.resolve_hessian(problem))
+    size.DIRECT_CAP = size.DirectCap(math.inf, math.inf)  # measure beyond it
+    params = cdl.init_params(problem.formulation, seed=0)
+    t0 = time.perf_counter()
+    result = solver.run(problem, params, Monitor(Stopping(max_iter)))
+    st = result.stats
+    its = max(int(st["iter_count"]), 1)
+    return {"kind": kind, "n": n, "hessian": st["hessian"], "iterations": its,
+            "build_s": round(st["build_time_s"], 3),
+            "per_iter_s": round(st["solve_time_s"] / its, 3),
+            "total_s": round(time.perf_counter() - t0, 3),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
+            "estimate_gb": round(est.memory_bytes / 1e9, 3),
+            "estimate_gflop": round(est.evaluation_flops / 1e9, 3),
+            "n_variables": st["n_variables"], "n_constraints": st["n_constraints"]}
+
+
+def run_cap(args: argparse.Namespace) -> list[dict[str, Any]]:
+    records = []
+    for kind in args.cap_kinds:
+        for n in args.cap_n[kind]:
+            cmd = [sys.executable, __file__, "--cap-one", kind, str(n), "--max-iter",
+                   str(args.max_iter)]
+            base = {"kind": kind, "n": n}
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True,
+                                     timeout=args.timeout,
+                                     env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+                rec = (json.loads(lines[-1]) if out.returncode == 0 and lines else
+                       {**base, "error": f"exit {out.returncode}: "
+                        + ((out.stderr or "").strip().splitlines() or [""])[-1][:200]})
+            except subprocess.TimeoutExpired:
+                rec = {**base, "error": f"timeout after {args.timeout:g} s"}
+            records.append(rec)
+            print(json.dumps(rec), file=sys.stderr, flush=True)
+    return records
+
+
 def run_point(args: argparse.Namespace, transcription: str, hessian: str, n: int,
               layers: int, expand: str, codegen: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--one", transcription, hessian, str(n), str(layers),
@@ -184,7 +265,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="Adam iterations before the warm start (--done-when)")
     parser.add_argument("--one", nargs=4, metavar=("TRANSCRIPTION", "HESSIAN", "N", "L"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--cap", action="store_true",
+                        help="measure where the direct method's cap lies (see above)")
+    parser.add_argument("--cap-kinds", nargs="+", default=list(CAP_KINDS), choices=CAP_KINDS)
+    parser.add_argument("--cap-n", type=int, nargs="+", default=None,
+                        help="N of every --cap kind (default: 25 50 100 200 400 for MNIST's "
+                             "conv, 10 20 40 for its dense multiple shooting, 2000 8000 "
+                             "32000 for the ring)")
+    parser.add_argument("--cap-one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cap_one:
+        print(json.dumps(measure_cap(args.cap_one[0], int(args.cap_one[1]), args.max_iter)))
+        return 0
+    if args.cap:
+        default = {"mnist-conv-single": [25, 50, 100, 200, 400],
+                   "mnist-dense-multiple": [10, 20, 40], "ring-multiple": [2000, 8000, 32000]}
+        args.cap_n = {k: args.cap_n or default[k] for k in CAP_KINDS}
+        records = run_cap(args)
+        text = json.dumps({"machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+                           "max_iter": args.max_iter, "cap": records}, indent=1)
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text + "\n")
+        return 0
     if args.max_iter < 1:
         parser.error("--max-iter must be >= 1")
     if any(v < 2 for v in args.n) or any(v < 1 for v in args.layers):

@@ -9,11 +9,20 @@ backward pass (``6d² + 8d`` flops per sample and layer; the Pontryagin solvers'
 maximizations are extra work not counted) and the bytes such a pass must move at least
 (the states written and read twice, ``4·N·L·d`` words), each as a fraction of the
 assumed peak below. Prints one JSON line per row, then a summary line.
+
+First, MNIST's rows: Adam (lr 1e-3), E-MSA (ρ = 0.03, 10 inner L-BFGS steps) and
+full-batch L-BFGS with experiments/li_mnist.py's problem and solvers (Li et al.'s
+settings, 60,000 training images, batches of 128), float32, one epoch each (L-BFGS:
+``--mnist-lbfgs-iters`` full-batch iterations, an epoch of gradient work each), from one
+initialization. Per row: seconds per epoch of training (the records' own evaluations and
+compilation excluded), compilation, the final cost and test accuracy. They count against
+the time budget. ``--only mnist`` runs just these rows, ``--only ring`` just the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -63,6 +72,42 @@ def measure(name: str, n: int, layers: int, width: int, dtype: str, iters: int,
             "cost": sol.cost["total"], "status": str(sol.status)}
 
 
+MNIST_SOLVERS = ("adam", "emsa", "lbfgs")
+
+
+def measure_mnist(name: str, n_samples: int | None, lbfgs_iters: int) -> dict[str, Any]:
+    """One MNIST row of experiments/li_mnist.py (its problem and solver, seed 0, float32):
+    ``name`` for one epoch (L-BFGS: ``lbfgs_iters`` full-batch iterations)."""
+    import controldl as cdl
+    from experiments import li_mnist
+
+    problem = li_mnist.make_problem(cdl.data.mnist(n_samples=n_samples, seed=0))
+    per_epoch = math.ceil(problem.data.n_train / li_mnist.BATCH)
+    slv = dataclasses.replace(li_mnist.solver(name, 0, per_epoch), dtype="float32")
+    limits = {"max_iter": lbfgs_iters} if name == "lbfgs" else {"epochs": 1}
+    sol = cdl.solve(problem, slv, init=cdl.init_params(problem.formulation, seed=0),
+                    **limits)
+    spent = [e["time_s"] - (e.get("evaluation_time_s") or 0.0) for e in sol.history]
+    its = sol.history[-1]["iteration"] - sol.history[0]["iteration"]
+    per_it = (spent[-1] - spent[0]) / its if its else math.nan
+    return {"seconds_per_epoch": per_it * (1 if name == "lbfgs" else per_epoch),
+            "seconds_per_iteration": per_it, "iterations": sol.iterations,
+            "compile_time_s": sol.compile_time_s, "wall_time_s": sol.wall_time_s,
+            "cost": sol.cost["total"], "test_accuracy": sol.test_accuracy,
+            "dtype": sol.stats.get("dtype"), "status": str(sol.status)}
+
+
+def mnist_rows(a: argparse.Namespace) -> None:
+    for name in MNIST_SOLVERS:
+        row = {"dataset": "mnist", "solver": name, "n": a.mnist_n or 60_000,
+               "dtype": "float32"}
+        try:
+            row.update(measure_mnist(name, a.mnist_n, a.mnist_lbfgs_iters))
+        except Exception as exc:  # no MNIST files, out of memory
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        print(json.dumps(row), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: proves the script runs")
@@ -70,7 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--max-time", type=float, default=None,
                     help="seconds per configuration, compilation included (default none)")
+    ap.add_argument("--only", choices=("mnist", "ring", "all"), default="all")
+    ap.add_argument("--mnist-n", type=int, default=None,
+                    help="MNIST training images (default all 60,000; --smoke 256)")
+    ap.add_argument("--mnist-lbfgs-iters", type=int, default=10)
     a = ap.parse_args(argv)
+    if a.smoke and a.mnist_n is None:
+        a.mnist_n, a.mnist_lbfgs_iters = 256, 3
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -80,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"device": f"{device.platform}:{device.device_kind}",
                       "assumed_peaks": {"bandwidth_bytes_s": H200_BANDWIDTH_BYTES_S,
                                         "flops": H200_FLOPS}}), flush=True)
+    if a.only in ("mnist", "all"):
+        mnist_rows(a)
+    if a.only == "mnist":
+        return
     done = skipped = 0
     # Largest sizes last within each precision and width, so a short budget keeps the
     # smaller rows of every solver.

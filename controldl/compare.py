@@ -77,6 +77,42 @@ refuse a discrete set)."""
 DEFAULT_MAX_TIME: float = 25.0
 """The default time cap of each row, in seconds (compilation included)."""
 
+
+@dataclasses.dataclass(frozen=True)
+class DatasetComparison:
+    """``controldl compare``'s defaults for one built-in dataset, where their flags are
+    not given: the line-up, the subset of the training split, the model, the epochs of
+    the rows that iterate over the data and the time cap of each row (the problem's and
+    the solvers' own per-dataset defaults, :data:`controldl.problem.DATASET_DEFAULTS`,
+    apply as in ``train``). ``chosen`` says what they were chosen on, ``left_out`` what
+    the line-up leaves out and why (the report quotes it)."""
+
+    specs: tuple[str, ...]
+    n_samples: int | None
+    model: str | None
+    epochs: int | None
+    max_time: float
+    chosen: str
+    left_out: str
+
+
+DATASET_COMPARISONS: dict[str, DatasetComparison] = {
+    "mnist": DatasetComparison(
+        specs=("adam", "emsa:rho=0.03", "lbfgs:max_iter=100000:label=lbfgs"),
+        n_samples=5120, model="conv", epochs=1, max_time=150.0,
+        chosen="so that the comparison finishes in minutes on a 2-core CPU: a stratified "
+               "twelfth of MNIST's training images (40 batches of 128 an epoch; the whole "
+               "test split), the conv model with train's MNIST defaults, one epoch for "
+               "Adam and E-MSA (ρ = 0.03, Li et al.'s MNIST value), L-BFGS on the full "
+               "batch until the time cap (a full-batch iteration is an epoch), each row "
+               "capped at 150 s",
+        left_out="Not in the MNIST line-up: the direct method (casadi), beyond its cap on "
+                 "this problem (its estimate and the largest subset it takes are above); "
+                 "SGD and Adagrad, which Li et al. compare too (experiments/li_mnist.py), "
+                 "one flag away (--solvers)."),
+}
+"""The per-dataset line-ups (:class:`DatasetComparison`), by dataset name."""
+
 TARGET_FACTOR: float = 1.1
 """Without a given target cost, the target is this factor times the lowest final cost."""
 
@@ -326,8 +362,12 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     """
     spec_list = [str(s) for s in (default_specs(problem) if not specs else specs)]
     parsed = parse_specs(spec_list)
-    for p in parsed:  # every refusal before anything runs
-        p.make().check_problem(problem)
+    for p in parsed:  # every refusal (a control set, a size) before any row runs
+        solver = p.make()
+        solver.check_problem(problem)
+        check = getattr(solver, "check_size", None)
+        if check is not None:
+            check(problem)
     done = dict(done or {})
     unknown = sorted(set(done) - {p.label for p in parsed})
     if unknown:
@@ -549,6 +589,61 @@ def _interrupted_lines(comparison: Comparison) -> list[str]:
             "`--resume` runs them (the rows below are kept).", ""]
 
 
+def _dataset_lines(comparison: Comparison) -> list[str]:
+    """On a dataset with its own line-up (:data:`DATASET_COMPARISONS`): what each row
+    bought on it (test accuracy, time, iterations; E-MSA's iteration in Adam steps), the
+    direct method's size against its cap, and what the line-up leaves out."""
+    problem = comparison.problem
+    own = DATASET_COMPARISONS.get(problem.data.source.get("name", ""))
+    if own is None:
+        return []
+    sols = comparison.solutions
+    lines = [f"- On {problem.data.source['name']} ({problem.data.n_train} training images, "
+             f"{len(problem.data.y_test) if problem.data.has_test else 0} test images):"]
+    per_it = {label: _seconds_per_iteration(s) for label, s in sols.items()}
+    for label, sol in sols.items():
+        acc = "—" if sol.test_accuracy is None else f"{sol.test_accuracy:.4f}"
+        lines.append(f"  - **{label}**: test accuracy {acc} after {sol.iterations} iterations "
+                     f"in {sol.wall_time_s:.0f} s ({sol.compile_time_s:.0f} s compiling), "
+                     f"{per_it[label]:.3g} s an iteration after compilation.")
+    adam = next((lab for lab in sols if lab.split(":")[0] == "adam"), None)
+    for label in sols:
+        if label.split(":")[0] == "emsa" and adam is not None and per_it[adam] > 0:
+            lines.append(f"  - One {label} iteration costs {per_it[label] / per_it[adam]:.0f} "
+                         f"{adam} steps here: the price of its per-iteration progress.")
+    lines.append(f"  - The direct method: {_direct_size(problem)}")
+    lines.append(f"  - The defaults of this line-up were chosen {own.chosen}.")
+    lines.append(f"  - {own.left_out}")
+    return lines
+
+
+def _seconds_per_iteration(sol: Solution) -> float:
+    """Seconds per iteration between the first and the last record, the records' own
+    evaluations excluded (NaN without two records)."""
+    h = sol.history
+    if len(h) < 2 or h[-1]["iteration"] == h[0]["iteration"]:
+        return math.nan
+    spent = lambda e: e["time_s"] - (e.get("evaluation_time_s") or 0.0)  # noqa: E731
+    return (spent(h[-1]) - spent(h[0])) / (h[-1]["iteration"] - h[0]["iteration"])
+
+
+def _direct_size(problem: Problem) -> str:
+    """The direct method's estimated size on ``problem`` against its cap."""
+    if "casadi" not in solvers.available():
+        return "not installed."
+    from controldl.solvers.direct import size
+
+    direct = solvers.make_solver("casadi")
+    hessian = direct.resolve_hessian(problem)
+    est = size.estimate(problem, direct.transcription, hessian)
+    fit = size.largest_subset(problem, direct.transcription, hessian)
+    within = (est.memory_bytes <= size.DIRECT_CAP.memory_bytes
+              and est.evaluation_flops <= size.DIRECT_CAP.evaluation_flops)
+    return (f"its NLP here ({est.describe()}) is {'within' if within else 'beyond'} its cap "
+            f"({size.DIRECT_CAP.describe()}); it takes at most {fit:,} samples of this "
+            "problem (--n-samples), where it can polish a gradient solution (casadi:from=adam).")
+
+
 def _report(comparison: Comparison, rows: list[Row], table: str, figs: list[str]) -> str:
     tol = "none" if comparison.tol is None else f"{comparison.tol:g}"
     lines = [
@@ -573,6 +668,7 @@ def _report(comparison: Comparison, rows: list[Row], table: str, figs: list[str]
     ]
     if list(comparison.solutions) == default_specs():
         lines.append(f"- {LEFT_OUT_NOTE}")
+    lines += _dataset_lines(comparison)
     missed = [r.solver for r in rows if r.time_to_target_s is None]
     if missed:
         lines.append(f"- Did not reach the target: {', '.join(missed)}.")

@@ -122,3 +122,43 @@ def test_train_on_mnist_takes_the_dataset_defaults_unless_a_flag_is_given(tmp_pa
                  str(tmp_path / "d")]) == 0  # fewer images than a batch: the full batch
     meta = __import__("json").loads((tmp_path / "d" / "meta.json").read_text())
     assert meta["solver"]["options"]["batch_size"] is None
+
+
+def test_compare_on_mnist_takes_its_own_line_up_unless_a_flag_is_given():
+    """``compare --dataset mnist``: DATASET_COMPARISONS' subset, model, epochs and time cap
+    where no flag is given; a flag keeps its value; other datasets keep the usual cap."""
+    from controldl.cli import build_parser
+    from controldl.cli.compare import dataset_comparison
+    from controldl.compare import DATASET_COMPARISONS, DEFAULT_MAX_TIME
+
+    own = DATASET_COMPARISONS["mnist"]
+    args = build_parser().parse_args(["compare", "--dataset", "mnist"])
+    assert dataset_comparison(args) is own
+    assert (args.n_samples, args.model, args.epochs, args.max_time) == (
+        own.n_samples, own.model, own.epochs, own.max_time)
+    args = build_parser().parse_args(["compare", "--dataset", "mnist", "--n-samples", "300",
+                                      "--max-iter", "3", "--max-time", "7"])
+    dataset_comparison(args)
+    assert (args.n_samples, args.epochs, args.max_iter, args.max_time) == (300, None, 3, 7.0)
+    args = build_parser().parse_args(["compare", "--dataset", "ring"])
+    assert dataset_comparison(args) is None and args.max_time == DEFAULT_MAX_TIME
+    assert args.n_samples is None and args.model is None
+
+
+def test_compare_on_mnist_reports_the_direct_method_and_refuses_it_beyond_its_cap(
+        tmp_path, capsys, monkeypatch):
+    from controldl.solvers.direct import size
+
+    _fake_mnist(tmp_path / "m", n_train=300)
+    flags = ["compare", "--dataset", "mnist", "--data-dir", str(tmp_path / "m"),
+             "--n-samples", "300", "--layers", "1", "--channels", "2", "--no-figures"]
+    assert main([*flags, "--solvers", "adam", "--out", str(tmp_path / "a")]) == 0
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "The direct method: its NLP here" in report and "within its cap" in report
+    assert "Not in the MNIST line-up" in report
+    monkeypatch.setattr(size, "DIRECT_CAP", size.DirectCap(1e30, 1e6))
+    capsys.readouterr()
+    assert main([*flags, "--solvers", "adam,casadi", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "beyond its cap" in err[-1] and "--n-samples" in err[-1]
+    assert not (tmp_path / "b").exists()

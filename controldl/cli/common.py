@@ -418,6 +418,25 @@ def solver_from_args(args: argparse.Namespace, n_train: int | None = None
     return with_dataset_defaults(cls, options, dataset_defaults(args), n_train)
 
 
+def spec_with_dataset_defaults(spec: str, defaults: Any, n_train: int) -> str:
+    """A ``compare`` spec with the dataset's solver defaults its solver takes where the
+    spec leaves them unset (:func:`with_dataset_defaults`), its label kept."""
+    from controldl.solvers.options import parse_spec
+
+    if defaults is None or not defaults.solver:
+        return spec
+    parsed = parse_spec(spec)
+    cls = solvers.solver_class(parsed.solver)
+    chosen = with_dataset_defaults(cls, dict(parsed.options), defaults, n_train)
+    extra = [f"{k}={getattr(chosen, k)}" for k in defaults.solver
+             if k not in parsed.options and k in solver_options(cls)
+             and getattr(chosen, k) != solver_options(cls)[k].default]
+    if not extra:
+        return spec
+    label = "" if ":label=" in spec else f":label={parsed.label}"
+    return ":".join([spec, *extra]) + label
+
+
 def with_dataset_defaults(cls: type, options: dict[str, Any], defaults: Any,
                           n_train: int | None = None) -> Any:
     """``cls(**options)`` with each solver default of the dataset (``defaults.solver``)

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import signal
 import sys
+from typing import Any
 
 from controldl.cli import common
 from controldl.problem import DEFAULTS
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "another local minimum). Given more than once, the lists are "
                         "joined")
     common.add_stopping_flags(p)
-    p.set_defaults(max_time=DEFAULT_MAX_TIME)
+    p.set_defaults(max_time=None)  # DEFAULT_MAX_TIME, or the dataset's (DATASET_COMPARISONS)
     for action in p._actions:
         if "--max-time" in action.option_strings:
             action.help = (f"time limit of each solver in seconds, compilation included "
@@ -52,6 +53,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "run with: the problem, --solvers and the limits must be the same)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.set_defaults(run=run)
+
+
+def dataset_comparison(args: argparse.Namespace) -> Any:
+    """The dataset's own comparison defaults (:data:`controldl.compare.DATASET_COMPARISONS`),
+    applied to ``args`` where a flag is not given; ``None`` without any."""
+    from controldl.compare import DATASET_COMPARISONS, DEFAULT_MAX_TIME
+
+    own = None if args.data else DATASET_COMPARISONS.get(args.dataset or "")
+    if own is not None:
+        if args.n_samples is None:
+            args.n_samples = own.n_samples
+        if args.model is None:
+            args.model = own.model
+        if args.epochs is None and args.max_iter is None:
+            args.epochs = own.epochs
+    if args.max_time is None:
+        args.max_time = own.max_time if own is not None else DEFAULT_MAX_TIME
+    return own
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +89,14 @@ def run(args: argparse.Namespace) -> int:
     if args.warm_start is not None:
         raise common.CLIError("compare starts every solver from the same initialization; "
                               "use a spec with from=LABEL to warm-start one from another")
+    own = dataset_comparison(args)
     problem = common.problem_from_args(args)
     specs = _specs(args.solvers)
+    if specs is None and own is not None and not problem.formulation.discrete:
+        specs = list(own.specs)  # (binary or ternary controls: the discrete line-up)
+    if specs is not None:
+        specs = [common.spec_with_dataset_defaults(s, common.dataset_defaults(args),
+                                                   problem.data.n_train) for s in specs]
     for spec in parse_specs(specs or default_specs(problem)):  # checked before anything runs
         solver = spec.make()
         solver.check_problem(problem)

@@ -10,12 +10,14 @@
   the work it did;
 - :mod:`.certificates` — costates = multipliers, the constraints on the raw iterate;
 - :mod:`.solver` — :class:`CasadiDirect`;
-- :mod:`.diagnostics` — ``J`` and ``∇J`` through the transcription.
+- :mod:`.diagnostics` — ``J`` and ``∇J`` through the transcription;
+- :mod:`.size` — the NLP's size estimated before it is built, and :data:`DIRECT_CAP`.
 """
 
 from __future__ import annotations
 
 from controldl.solvers.direct.diagnostics import cost_and_gradient
+from controldl.solvers.direct.size import DIRECT_CAP, DirectCap, NlpSize
 from controldl.solvers.direct.solver import CasadiDirect
 from controldl.solvers.direct.transcription import (
     LIPSCHITZ_DESCRIPTIONS,
@@ -25,5 +27,6 @@ from controldl.solvers.direct.transcription import (
     build_transcription,
 )
 
-__all__ = ["LIPSCHITZ_DESCRIPTIONS", "CasadiDirect", "MultipleShooting", "SingleShooting",
-           "Transcription", "build_transcription", "cost_and_gradient"]
+__all__ = ["DIRECT_CAP", "LIPSCHITZ_DESCRIPTIONS", "CasadiDirect", "DirectCap",
+           "MultipleShooting", "NlpSize", "SingleShooting", "Transcription",
+           "build_transcription", "cost_and_gradient"]

@@ -16,6 +16,7 @@ from controldl.solvers import memory as M
 from controldl.solvers.base import Monitor, RunResult, Solver
 from controldl.solvers.direct import certificates, ipopt
 from controldl.solvers.direct import options as opt
+from controldl.solvers.direct import size as nlp_size
 from controldl.solvers.direct.callbacks import IterationCallback
 from controldl.solvers.direct.transcription import (
     LIPSCHITZ_DESCRIPTIONS,
@@ -50,7 +51,12 @@ class IpoptState(NamedTuple):
                      for i in (X_INDEX, LAM_X_INDEX, LAM_G_INDEX)))
 
 EXPAND_AUTO_MAX_WORK = 100_000
-"""``expand="auto"`` expands the MX graph to SX while ``N·L·(d² + d)`` is at most this."""
+"""``expand="auto"`` expands the MX graph to SX while ``N·L·(d² + d)`` is at most this"""
+EXPAND_AUTO_MAX_OPS = 1_000_000
+"""and while the expanded graph, about ``N·L·φ`` scalar operations (φ: one layer on one
+sample, :func:`.size.layer_flops`), is at most this: expanding MNIST's conv problem
+(φ = 232,000) for 25 samples took 444 s and 8.8 GB (``benchmarks/casadi_scaling.py
+--cap``)."""
 EXACT_AUTO_MAX_WORK = 2_000_000
 EXACT_AUTO_MAX_WORK_CONSTRAINED = 100_000_000
 """``hessian="auto"`` (single shooting) takes the exact Hessian while ``N·P²`` (P: controls
@@ -250,7 +256,9 @@ class CasadiDirect(Solver):
             return bool(self.expand)
         if hessian == "exact" and self.transcription == "single":
             return False
-        return problem.data.n_train * problem.formulation.n_controls <= EXPAND_AUTO_MAX_WORK
+        form, n = problem.formulation, problem.data.n_train
+        ops = n * form.layers * nlp_size.layer_flops(form)[0]
+        return n * form.n_controls <= EXPAND_AUTO_MAX_WORK and ops <= EXPAND_AUTO_MAX_OPS
 
     def is_warm(self, params: Params) -> bool:
         if self.ipopt_warm_start != "auto":
@@ -321,8 +329,18 @@ class CasadiDirect(Solver):
         return _Setup(tr, nlpsol, recorder, hook, hessian, expand, warm,
                       time.perf_counter() - t0)
 
+    def check_size(self, problem: Problem) -> nlp_size.NlpSize:
+        """The NLP's estimated size (:mod:`.size`); a ``ValueError`` of one line when it
+        is beyond :data:`~.size.DIRECT_CAP` (the conv model's multiple shooting is
+        refused for what it is by the transcription instead)."""
+        hessian = self.resolve_hessian(problem)
+        if problem.formulation.geometry is not None and self.transcription == "multiple":
+            return nlp_size.estimate(problem, self.transcription, hessian)
+        return nlp_size.check(problem, self.transcription, hessian)
+
     def run(self, problem: Problem, params: Params, monitor: Monitor) -> RunResult:
         params = Params(*(np.asarray(v, np.float64) for v in params))
+        estimate = self.check_size(problem)  # before anything is built
         with monitor.compiling():
             s = self.setup(problem, params, monitor)
         if monitor.stopping.max_time is not None and monitor.out_of_time():
@@ -343,7 +361,9 @@ class CasadiDirect(Solver):
         st = s.nlpsol.stats()
         if st.get("return_status") == "Invalid_Option":
             raise ValueError(f"IPOPT rejected an option in {dict(self.ipopt_options)!r}")
-        return self._result(problem, s, sol, st, timing, monitor)
+        result = self._result(problem, s, sol, st, timing, monitor)
+        result.stats["nlp_estimate"] = dataclasses.asdict(estimate)
+        return result
 
     def _result(self, problem: Problem, s: _Setup, sol: dict[str, Any], st: dict[str, Any],
                 timing: dict[str, float], monitor: Monitor) -> RunResult:
