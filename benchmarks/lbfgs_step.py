@@ -1,7 +1,7 @@
 """Our L-BFGS and Adam steps against minimal jitted optax steps, in one process: JSON.
 
 The default problem (``controldl.Problem`` on the ring of 600 points, a quarter held
-out: N = 450, width 3, L = 10, float64). For each optimizer:
+out: N = 450, width 3, L = 20, T = 5, float64). For each optimizer:
 
 - ``minimal``: a jitted optax step and nothing else, called in a Python loop that reads
   the cost back every step (as any loop that tests a stopping rule must):
@@ -18,7 +18,7 @@ round. The two runs follow the same iterates (``same_costs_steps``: the steps ov
 their costs agree to 1e-10 relative; L-BFGS then amplifies the round-off of the two
 programs' different arithmetic, and the runs part, with the same work per step); both
 count their gradient evaluations per step (``evaluations_per_step``; ours adds a forward
-pass, 1/3, for the accuracy at every iterate).
+pass, 1/3, for the accuracy every ``LBFGS_ACCURACY_EVERY`` = 10th iterate).
 
     python benchmarks/lbfgs_step.py --rounds 5 --steps 200
 """

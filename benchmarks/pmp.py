@@ -18,9 +18,9 @@ tolerance ``--tol`` (L-BFGS and Adam stop there through ``grad_tol``, the PMP so
 through ``tol``; from the history where it is recorded). Each run starts after a
 one-iteration warm-up solve that compiled its step; "with compilation" adds that
 warm-up's compilation time. Also: iterations and
-gradient-evaluation equivalents to the target (Adam: one per iteration; L-BFGS: the
-iterations, a lower bound since its line-search evaluations are not recorded; the PMP
-solvers: the ``work`` of their history). Then the time per iteration at widths
+gradient-evaluation equivalents to the target (the ``work`` of each history: Adam one
+per iteration, L-BFGS its exact count with the line search's evaluations, the PMP
+solvers the products of their programs). Then the time per iteration at widths
 3, 10, 30, 64 (a ring padded to the width, N = 400, L = 10) with its log-log slope, and
 the width-30 E-MSA iteration against the Adam step.
 

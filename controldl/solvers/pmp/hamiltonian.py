@@ -406,7 +406,7 @@ def gradient_products(form: P.Formulation) -> float:
 def work_weights(form: P.Formulation, extended: bool, checkpointed: bool = False
                  ) -> WorkWeights:
     """:class:`WorkWeights` from the products the compiled iteration performs (counted in
-    its optimized program by ``tests/test_pmp.py``), in units of
+    its optimized program by ``tests/test_pmp_work.py``), in units of
     :func:`gradient_products`:
 
     - outer: the forward pass (one layer product per layer) and
