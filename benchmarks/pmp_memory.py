@@ -31,7 +31,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 import controldl as cdl
 from controldl.solvers.base import Monitor, Stopping
-from controldl.solvers.pmp.iteration import Config, compiled_run, one_iteration
+from controldl.solvers.pmp.iteration import Config, batch_rows, compiled_run, one_iteration
 
 cfg = json.loads(sys.argv[1])
 problem = cdl.Problem(cdl.data.ring(cfg["n"], seed=0), width=cfg["width"],
@@ -47,7 +47,7 @@ shape = lambda *s: jax.ShapeDtypeStruct(s, f64)  # noqa: E731
 args = (jax.tree.map(lambda a: shape(*a.shape), params),
         jax.tree.map(lambda a: shape(*a.shape), solver.knobs(f64)),
         shape(N, d), shape(N, m), jax.ShapeDtypeStruct((N,), jax.numpy.int32),
-        one_iteration(f64))
+        batch_rows(None, 0, 1, None), one_iteration(f64))
 t0 = time.perf_counter()
 plan = compiled_run(problem.formulation, config, args).memory_analysis()
 out = {"mode": "stored" if cfg["every"] is None else "bounded", "checkpoint_every": cfg["every"],

@@ -212,8 +212,9 @@ def test_the_first_hour_calls_on_a_fresh_clone(clone, tmp_path):
 
 def test_the_repository_cites_only_itself():
     """No file points a reader outside the clone: the design document is docs/design.md,
-    and nothing names a shared folder or ``DESIGN.md``."""
-    outside = ("DESIGN.md", "shared folder", "/work/shared", "../shared")
+    and nothing names the design's source outside the clone (its folder or ``DESIGN.md``)."""
+    where = "sha" + "red"  # spelled apart, so that this file does not name it either
+    outside = ("DESIGN.md", f"{where} folder", f"/work/{where}", f"../{where}")
     found = []
     for name in clone_files():
         path = ROOT / name

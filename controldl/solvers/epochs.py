@@ -78,13 +78,14 @@ class Epochs:
         return (self.order is None or k % self.per_epoch == 0 or k == max_iter
                 or (every is not None and k % every == 0))
 
-    def next_recorded(self, iteration: int, max_iter: int) -> int:
-        """The first iteration after ``iteration`` that :meth:`recorded` holds for
-        (``iteration + 1`` on the full batch)."""
+    def next_evaluated(self, iteration: int, max_iter: int) -> int:
+        """The first iteration after ``iteration`` whose record evaluates the iterate on
+        more than the step's batch: the full-data cost of a mini-batch run
+        (:meth:`recorded`), the test split every ``record_every`` iterations
+        (:meth:`with_test`), ``max_iter``."""
         k = int(iteration)
-        if self.order is None:
-            return k + 1
-        steps = [self.per_epoch, *([self.record_every] if self.record_every else [])]
+        steps = ([self.per_epoch] if self.order is not None else []) + (
+            [self.record_every] if self.record_every else [])
         return min(max(int(max_iter), k + 1), *((k // s + 1) * s for s in steps))
 
     def with_test(self, iteration: int, max_iter: int) -> bool:

@@ -24,7 +24,10 @@ at an iteration where a rule it can check holds (the host still decides). The nu
 dispatch grows until a dispatch takes :data:`DISPATCH_S` seconds: the host's share of the
 time (the call, the transfer, the history) stays small. Within a dispatch the entries'
 ``time_s`` are spread evenly over its duration; ``max_time`` and interruptions are seen at
-the end of a dispatch.
+the end of a dispatch. With mini-batches the host passes the rows of every iteration's
+batch (:class:`~controldl.solvers.epochs.Epochs`: a permutation per epoch), and a dispatch
+ends before each iteration whose record evaluates the iterate on all the training data or
+the test split, so that the host holds that iterate.
 """
 
 from __future__ import annotations
@@ -267,16 +270,17 @@ class OuterLoop:
     def next_count(self, state: LoopState, out: IT.Dispatch, seconds: float) -> int:
         """Iterations for the next dispatch: as many as take :data:`DISPATCH_S` at the
         last dispatch's pace, at most :data:`~controldl.solvers.pmp.iteration.K_MAX`,
-        up to ``max_iter``, at that pace the time left and, with mini-batches, up to the
-        next iteration whose full-data cost is recorded (its iterate starts the next
-        dispatch, where the host evaluates it)."""
+        up to ``max_iter``, at that pace the time left and up to the next iteration whose
+        record evaluates its iterate on the full data or the test split
+        (:meth:`~controldl.solvers.epochs.Epochs.next_evaluated`: that iterate starts the
+        next dispatch, where the host holds it)."""
         pace = seconds / max(int(out.done), 1)
         count = int(DISPATCH_S / max(pace, 1e-9))
         stopping = self.monitor.stopping
         if stopping.max_time is not None:
             count = min(count, int((stopping.max_time - self.monitor.elapsed()) / pace) + 1)
-        if self.epochs.batched:
-            count = min(count, self.epochs.next_recorded(state.iteration, stopping.max_iter)
+        if self.epochs.batched or self.epochs.record_every:
+            count = min(count, self.epochs.next_evaluated(state.iteration, stopping.max_iter)
                         - state.iteration)
         return max(1, min(count, IT.K_MAX, stopping.max_iter - state.iteration + 1))
 
@@ -295,8 +299,12 @@ class OuterLoop:
             entry = IT.Entry(*jax.tree.map(lambda a, i=i: a[i], tuple(entries)))
             info = StepInfo(*entry.info)
             at = t0 + (t1 - t0) * (i + 1) / done
-            status = self.terminate(state, info, entry, at, held=i == 0)
             last = i == done - 1
+            if last and i > 0:  # θ_k is out.last: a stop here is resumed from it
+                self.monitor.snapshot(state.iteration, state._replace(
+                    params=out.last, knobs=out.last_knobs))
+            held = state.params if i == 0 else out.last if last else None
+            status = self.terminate(state, info, entry, at, held)
             if status in (Status.MAX_TIME, Status.INTERRUPTED) and not last:
                 pending, status = pending or status, None
             status = status or (pending if last else None)
@@ -310,31 +318,35 @@ class OuterLoop:
         return state._replace(params=out.next, knobs=out.next_knobs), info, None
 
     def _record(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float,
-                held: bool) -> str | None:
+                held: Params | None) -> str | None:
         """The history entry of ``θ_k`` (the full-data cost where
-        :class:`~controldl.solvers.epochs.Epochs` records with mini-batches: ``θ_k`` then
-        starts its dispatch, :meth:`next_count`; and where a signal or the time limit
-        stops the run between two records); the monitor's stop, if any. ``held``: whether
-        ``state.params`` is ``θ_k`` (the first iteration of a dispatch); a stop inside a
-        dispatch is not recorded (the solution's final evaluation is)."""
+        :class:`~controldl.solvers.epochs.Epochs` records with mini-batches, and where a
+        signal or the time limit stops the run between two records); the monitor's stop,
+        if any. ``held``: ``θ_k`` where the host holds it (the first and the last iteration
+        of a dispatch, which ends before every recorded iteration: :meth:`next_count`),
+        else ``None``: a stop there is left to the dispatch's last iteration."""
         k, max_iter, stop = state.iteration, self.monitor.stopping.max_iter, None
         if self.epochs.batched:
             stop = self.monitor.poll(k)
             if stop is None and not self.epochs.recorded(k, max_iter):
                 return None
-            if not held:
+            if held is None:
                 if stop is None:
                     raise RuntimeError(f"iteration {k} is recorded but its iterate is not "
                                        "held: a dispatch must end before it")
-                return stop
+                return None
             with self.monitor.evaluating():
-                full = self.full_fn(self.problem.formulation, state.params, *self.arrays)
+                full = self.full_fn(self.problem.formulation, held, *self.arrays)
                 J, acc, stat = jax.device_get(full)
         else:
             J, acc, stat = info.cost, info.accuracy, info.stationarity
         classify = self.problem.formulation.task == "classification"
-        test = (self.full.test(state.params)
-                if classify and self.epochs.with_test(k, max_iter) else {})
+        test = {}
+        if classify and self.epochs.with_test(k, max_iter):
+            if held is None:
+                raise RuntimeError(f"iteration {k} records the test accuracy but its iterate "
+                                   "is not held: a dispatch must end before it")
+            test = self.full.test(held)
         return self.monitor.record(
             k, J, acc if classify else None, at=at, stationarity=float(stat),
             work=state.work, **test, inner_ascent=float(np.max(info.gap)),
@@ -344,7 +356,7 @@ class OuterLoop:
             rho=float(entry.rho)) or stop
 
     def terminate(self, state: LoopState, info: StepInfo, entry: IT.Entry, at: float,
-                  held: bool = True) -> Status | None:
+                  held: Params | None) -> Status | None:
         """The status that ends the solve at ``θ_k``, or ``None`` to go on (``held``: see
         :meth:`_record`)."""
         stop = self._record(state, info, entry, at, held)
@@ -379,13 +391,18 @@ class OuterLoop:
 
     def advance(self, state: LoopState, info: StepInfo) -> LoopState:
         """The bookkeeping of the state at ``θ_{k+1}`` (its iterate and knobs come from
-        the device)."""
+        the device). The work counts full-batch gradient evaluations, as every solver's:
+        an iteration on a mini-batch of B of the N samples is its work on the batch
+        times B/N."""
+        n = self.problem.data.n_train
+        fraction = (self.solver.batch_size or n) / n
         cost = float(info.cost)
         first = cost if state.iteration == 0 else state.first_cost
         rose = state.iteration > 0 and cost > state.last_cost
         better = cost < state.best_cost
         return state._replace(iteration=state.iteration + 1,
-                              work=state.work + float(info.work), first_cost=first,
+                              work=state.work + float(info.work) * fraction,
+                              first_cost=first,
                               best_cost=cost if better else state.best_cost,
                               best_iteration=state.iteration if better
                               else state.best_iteration,
