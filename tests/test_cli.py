@@ -88,12 +88,12 @@ BAD = [
     (["compare", "--solvers", "adam:lr=abc"], "bad value"),
     (["compare", "--solvers", "casadi:from=adam,adam"], "warm-starts from"),
     (["train", "--solver", "emas"], "unknown solver 'emas'; did you mean 'emsa'? The solvers: "
-                                    "gd, msa, emsa, pmp-newton, casadi"),
+                                    "gd, msa, emsa, pmp-newton, discrete-msa, casadi"),
     (["train", "--solver", "ipopt"], "did you mean 'casadi'?"),
     (["train", "--optimizer", "adma"], "unknown optax optimizer 'adma'; did you mean 'adam'?"),
     (["train", "--optimizer", "lbfgs", "--lr", "0.1"],
      "--lr is not an option of lbfgs (its line search chooses the step); its options: "
-     "--optimizer, --grad-tol"),
+     "--optimizer, --record-every, --grad-tol"),
     (["train", "--solver", "lbfgs", "--lr", "0.1"], "--lr is not an option of lbfgs"),
     (["train", "--solver", "adam", "--optimizer", "sgd"], "drop --optimizer"),
     (["train", "--solver", "emsa", "--lr", "0.1"], "its options: --batch-size"),

@@ -84,8 +84,8 @@ def test_one_vocabulary_of_names_with_suggestions():
 def test_an_option_the_named_solver_does_not_have_is_refused_with_its_options():
     with pytest.raises(ValueError, match=r"solver 'lbfgs' has no option 'lr' \(its line search "
                                          r"chooses the step\); its options: optimizer, "
-                                         r"grad_tol, dtype, devices, checkpoint_every, "
-                                         r"return_best$"):
+                                         r"record_every, grad_tol, dtype, devices, "
+                                         r"checkpoint_every, return_best$"):
         parse_spec("lbfgs:lr=0.1")
     for spec in ("lbfgs:schedule=cosine", "lbfgs:batch_size=10", "adam:momentum=0.9"):
         with pytest.raises(ValueError, match="has no option"):

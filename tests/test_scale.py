@@ -275,8 +275,9 @@ def test_devices_that_do_not_divide_the_samples_pad_them_with_weight_zero(tmp_pa
 
 def test_padding_weighs_every_mean_over_samples():
     """The weighted mean of padded rows is the mean of the real ones; the padding of
-    :func:`controldl.parallel.pad_samples` is finite copies with weight 0; a mini-batch is
-    drawn from the real rows only."""
+    :func:`controldl.parallel.pad_samples` is finite copies with weight 0; a mini-batch's
+    rows (:class:`controldl.parallel.BatchOrder` over the real count) take real rows only,
+    as plain arrays."""
     from controldl import parallel
 
     X0, Y, y = np.arange(10.0).reshape(5, 2), np.arange(5.0)[:, None], np.arange(5)
@@ -287,5 +288,6 @@ def test_padding_weighs_every_mean_over_samples():
     v = jax.numpy.asarray(np.r_[1.0, 2, 3, 4, 5, 1e6, np.nan, 7])
     assert float(parallel.weighted_mean(v, Yp)) == 3.0
     assert float(jax.grad(lambda u: parallel.weighted_mean(u, Yp))(v)[6]) == 0.0
-    batch = parallel.draw_batch(jax.random.PRNGKey(0), 5, X0p, Yp, yp)
+    rows = parallel.BatchOrder(parallel.sample_count(Yp), 5, seed=0).rows(0)  # real rows
+    batch = parallel.draw_batch(rows, X0p, Yp, yp)
     assert sorted(np.asarray(batch[2]).tolist()) == [0, 1, 2, 3, 4]

@@ -158,7 +158,8 @@ def test_load_takes_a_file_of_the_solution_and_solve_takes_options(tmp_path):
     for name in ("arrays.npz", "meta.json"):
         np.testing.assert_array_equal(cdl.load(tmp_path / "sol" / name).params.A,
                                       solution.params.A)
-    with pytest.raises(ValueError, match="has no option 'lr'.*options: optimizer, grad_tol"):
+    with pytest.raises(ValueError,
+                       match="has no option 'lr'.*options: optimizer, record_every, grad_tol"):
         cdl.solve(problem, "lbfgs", lr=0.1)
     with pytest.raises(ValueError, match="go with a solver named by a string"):
         cdl.solve(problem, cdl.GradientDescent("adam"), lr=0.1)

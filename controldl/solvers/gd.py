@@ -69,12 +69,13 @@ step on the default problem, measured by ``benchmarks/lbfgs_step.py``)."""
 
 def inapplicable_options(optimizer: str) -> dict[str, str]:
     """``{option: why}``: the options of :class:`GradientDescent` that ``optimizer`` does not
-    have (a line search's step takes no ``lr``, ``schedule``, ``momentum`` or
-    ``batch_size``; an optax optimizer without a ``momentum`` parameter takes none)."""
+    have (a line search's step takes no ``lr``, ``schedule``, ``momentum``, ``batch_size``
+    or ``batch_seed``; an optax optimizer without a ``momentum`` parameter takes none)."""
     if optimizer in LINE_SEARCH:
         why = "its line search chooses the step"
         return {"lr": why, "schedule": why, "momentum": why,
-                "batch_size": "its line search needs the full batch"}
+                "batch_size": "its line search needs the full batch",
+                "batch_seed": "its line search needs the full batch: it draws no batches"}
     factory = getattr(optax, optimizer, None)
     try:
         takes = "momentum" in inspect.signature(factory).parameters

@@ -121,8 +121,8 @@ def hamiltonian_gradients(form: P.Formulation, params: Params, X0: Array, Y: Arr
     """``(J, z(L), M, ∂J/∂(b, W, c))`` from one forward and one backward pass.
 
     The backward pass is reverse-mode differentiation of ``J`` through the forward pass:
-    its cotangents of the states are the costates (``p(t) = −∂J/∂x(t)``, DESIGN.md's
-    "the costate is exact backpropagation") and its cotangent of ``A_t`` is
+    its cotangents of the states are the costates (``p(t) = −∂J/∂x(t)``: the costate
+    recursion is backpropagation) and its cotangent of ``A_t`` is
     ``−∇_A H_t(x(t), p(t+1), θ_t)``. ``M = α·∇_A`` of the flow and smoothness parts of
     ``H_t``: the separable control cost of ``A`` (l2, l1, sparsity) is left out of the
     differentiated ``J`` and counted exactly by ``κ``. ``∂J/∂(b, W, c) = −∇H`` (zero for a
