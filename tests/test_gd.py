@@ -205,10 +205,15 @@ def gradient_evaluations(monkeypatch):
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         return original(form, P.Params(*unravel(tap(flat))), *args, **kwargs)
 
+    # a saved executable of the same step (same key, same controldl source) has no tap:
+    # compile this one, with the caches off (an in-process CLI test may have turned them on)
+    cached = jax.config.values.get("jax_enable_compilation_cache", True)
+    jax.config.update("jax_enable_compilation_cache", False)
     base.clear_compile_caches()
     monkeypatch.setattr(P, "cost_and_outputs", counted)
     yield points
     base.clear_compile_caches()
+    jax.config.update("jax_enable_compilation_cache", cached)
 
 
 def _flat(params):
