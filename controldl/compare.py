@@ -363,11 +363,7 @@ def compare(problem: Problem, specs: Sequence[str] | None = None, *, seed: int =
     spec_list = [str(s) for s in (default_specs(problem) if not specs else specs)]
     parsed = parse_specs(spec_list)
     for p in parsed:  # every refusal (a control set, a size) before any row runs
-        solver = p.make()
-        solver.check_problem(problem)
-        check = getattr(solver, "check_size", None)
-        if check is not None:
-            check(problem)
+        p.make().check_problem(problem)
     done = dict(done or {})
     unknown = sorted(set(done) - {p.label for p in parsed})
     if unknown:

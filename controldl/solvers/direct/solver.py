@@ -329,6 +329,12 @@ class CasadiDirect(Solver):
         return _Setup(tr, nlpsol, recorder, hook, hessian, expand, warm,
                       time.perf_counter() - t0)
 
+    def check_problem(self, problem: Problem) -> None:
+        """The control set (:meth:`Solver.check_problem`), then the NLP's size
+        (:meth:`check_size`): both refused before anything is built."""
+        super().check_problem(problem)
+        self.check_size(problem)
+
     def check_size(self, problem: Problem) -> nlp_size.NlpSize:
         """The NLP's estimated size (:mod:`.size`); a ``ValueError`` of one line when it
         is beyond :data:`~.size.DIRECT_CAP` (the conv model's multiple shooting is
